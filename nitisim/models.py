@@ -1,0 +1,226 @@
+"""Model descriptions: frozen layer specs, the built-in networks, and the strict YAML model loader.
+
+A model is an input shape (H, W, C) and a list of layers. The training-graph builder
+(`nitisim.graph`) expands it; nothing here knows about integers or executors.
+
+YAML form (configs/models/*.yaml):
+
+    name: lenet
+    input: [28, 28, 1]          # H, W, C
+    classes: 10
+    layers:
+      - conv: {out: 20, kernel: 5, stride: 1, padding: 0}
+      - relu
+      - maxpool: {kernel: 2, stride: 2}
+      - flatten
+      - linear: {out: 500}
+      - dropout: {rate: 0.5}
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from .errors import UserInputError
+
+
+@dataclass(frozen=True)
+class Conv:
+    out_channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0  # zero padding on every side
+
+
+@dataclass(frozen=True)
+class Linear:
+    out_features: int
+
+
+@dataclass(frozen=True)
+class ReLU:
+    pass
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    kernel: int = 2
+    stride: int = 2
+
+
+@dataclass(frozen=True)
+class Flatten:
+    pass  # NHWC order, so a conv feature map flattens channel-fastest
+
+
+@dataclass(frozen=True)
+class Dropout:
+    rate: float = 0.5  # must be 1 - 2**-k: kept values are scaled by 2**k through the exponent
+
+
+Layer = Union[Conv, Linear, ReLU, MaxPool, Flatten, Dropout]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    input_shape: tuple[int, int, int]  # (H, W, C)
+    layers: tuple[Layer, ...]
+    classes: int = 10
+
+
+def _vgg(name: str, widths: list, input_shape=(32, 32, 3), classifier=(), dropout=True) -> ModelSpec:
+    """VGG-style stack: 3x3 same-padding convs (no batch norm) with ReLU, 'M' = 2x2 max pool."""
+    layers: list[Layer] = []
+    for w in widths:
+        if w == "M":
+            layers.append(MaxPool(2, 2))
+        else:
+            layers += [Conv(w, 3, 1, 1), ReLU()]
+    layers.append(Flatten())
+    for width in classifier:
+        layers += [Linear(width), ReLU()]
+        if dropout:
+            layers.append(Dropout(0.5))
+    if dropout and not classifier:
+        layers.append(Dropout(0.5))
+    layers.append(Linear(10))
+    return ModelSpec(name, input_shape, tuple(layers))
+
+
+def builtin_models() -> dict[str, ModelSpec]:
+    """The named networks: NITI's MNIST LeNet and CIFAR-10 VGG-small nets, plus an MLP and VGG11/13."""
+    lenet = ModelSpec(
+        "lenet",
+        (28, 28, 1),
+        (
+            Conv(20, 5), ReLU(), MaxPool(2, 2),
+            Conv(50, 5), ReLU(), MaxPool(2, 2),
+            Flatten(), Linear(500), ReLU(), Linear(10),
+        ),
+    )
+    mlp = ModelSpec("mlp", (28, 28, 1), (Flatten(), Linear(256), ReLU(), Linear(128), ReLU(), Linear(10)))
+    m = "M"
+    return {
+        "mlp": mlp,
+        "lenet": lenet,
+        # NITI §7: 3x3 convs, widths below, then Flatten 8192 -> dropout -> Linear 10.
+        "vgg-small-7": _vgg("vgg-small-7", [128, 128, m, 256, 256, m, 512, 512, m]),
+        "vgg-small-8": _vgg("vgg-small-8", [128, 128, 128, m, 256, 256, m, 512, 512, m]),
+        "vgg-small-9": _vgg("vgg-small-9", [128, 128, 128, m, 256, 256, 256, m, 512, 512, m]),
+        "vgg11": _vgg("vgg11", [64, m, 128, m, 256, 256, m, 512, 512, m, 512, 512, m], classifier=(512, 512)),
+        "vgg13": _vgg(
+            "vgg13", [64, 64, m, 128, 128, m, 256, 256, m, 512, 512, m, 512, 512, m], classifier=(512, 512)
+        ),
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# YAML loading: strict, every error names the file and the key path.
+# ------------------------------------------------------------------------------------------------
+_LAYER_FIELDS: dict[str, tuple[type, dict[str, str], tuple[str, ...]]] = {
+    # yaml key: (class, {yaml field: dataclass field}, required yaml fields)
+    "conv": (Conv, {"out": "out_channels", "kernel": "kernel", "stride": "stride", "padding": "padding"},
+             ("out", "kernel")),
+    "linear": (Linear, {"out": "out_features"}, ("out",)),
+    "relu": (ReLU, {}, ()),
+    "maxpool": (MaxPool, {"kernel": "kernel", "stride": "stride"}, ()),
+    "flatten": (Flatten, {}, ()),
+    "dropout": (Dropout, {"rate": "rate"}, ()),
+}
+
+
+def _positive_int(value: Any, src: str, where: str, *, allow_zero: bool = False) -> int:
+    ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise UserInputError(src, where, f"must be a {'non-negative' if allow_zero else 'positive'} integer, got {value!r}")
+    return value
+
+
+def _parse_layer(item: Any, src: str, where: str) -> Layer:
+    if isinstance(item, str):
+        kind, fields = item, {}
+    elif isinstance(item, dict) and len(item) == 1:
+        kind, fields = next(iter(item.items()))
+        fields = {} if fields is None else fields
+        if not isinstance(fields, dict):
+            raise UserInputError(src, f"{where}.{kind}", "must be a mapping of layer fields")
+    else:
+        raise UserInputError(src, where, "must be a layer name or a one-key mapping like {conv: {...}}")
+    if kind not in _LAYER_FIELDS:
+        raise UserInputError(src, where, f"unknown layer {kind!r}; expected one of {sorted(_LAYER_FIELDS)}")
+    cls, names, required = _LAYER_FIELDS[kind]
+    for key in fields:
+        if key not in names:
+            raise UserInputError(src, f"{where}.{kind}.{key}", f"unknown field; expected one of {sorted(names)}")
+    for key in required:
+        if key not in fields:
+            raise UserInputError(src, f"{where}.{kind}.{key}", "missing required field")
+    kwargs = {}
+    for key, value in fields.items():
+        path = f"{where}.{kind}.{key}"
+        if kind == "dropout":
+            if not (isinstance(value, float) and value in (0.5, 0.75, 0.875)):
+                raise UserInputError(src, path, f"must be 0.5, 0.75 or 0.875 (1 - 2**-k), got {value!r}")
+            kwargs[names[key]] = value
+        else:
+            kwargs[names[key]] = _positive_int(value, src, path, allow_zero=(key == "padding"))
+    return cls(**kwargs)
+
+
+def parse_model(doc: Any, src: str) -> ModelSpec:
+    """Build a ModelSpec from a parsed YAML document; `src` names the file in error messages."""
+    if not isinstance(doc, dict):
+        raise UserInputError(src, None, "a model file must be a mapping with input and layers")
+    allowed = {"name", "input", "classes", "layers"}
+    for key in doc:
+        if key not in allowed:
+            raise UserInputError(src, str(key), f"unknown key; expected one of {sorted(allowed)}")
+    for key in ("input", "layers"):
+        if key not in doc:
+            raise UserInputError(src, key, "missing required key")
+    shape = doc["input"]
+    if not (isinstance(shape, list) and len(shape) == 3):
+        raise UserInputError(src, "input", "must be [H, W, C]")
+    input_shape = tuple(_positive_int(v, src, f"input[{i}]") for i, v in enumerate(shape))
+    classes = _positive_int(doc.get("classes", 10), src, "classes")
+    if not isinstance(doc["layers"], list) or not doc["layers"]:
+        raise UserInputError(src, "layers", "must be a non-empty list")
+    layers = tuple(_parse_layer(item, src, f"layers[{i}]") for i, item in enumerate(doc["layers"]))
+    name = doc.get("name", Path(src).stem)
+    if not isinstance(name, str):
+        raise UserInputError(src, "name", "must be a string")
+    model = ModelSpec(name, input_shape, layers, classes)
+    from .shapes import infer_shapes  # local import: shapes imports this module
+
+    infer_shapes(model, batch=1, src=src)  # impossible geometry is a user error here, not later
+    return model
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read a YAML file; a missing file or a syntax error becomes one UserInputError line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise UserInputError(str(path), None, f"cannot read: {err.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else None
+        raise UserInputError(str(path), where, f"malformed YAML: {getattr(err, 'problem', err)}") from None
+
+
+def resolve_model(name_or_path: str) -> ModelSpec:
+    """A built-in name (`lenet`, `vgg-small-7`, ...) or a path to a model YAML file."""
+    models = builtin_models()
+    if name_or_path in models:
+        return models[name_or_path]
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return parse_model(load_yaml(path), str(path))
+    raise UserInputError(name_or_path, "model", f"not a built-in model {sorted(models)} nor a YAML file")
