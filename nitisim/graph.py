@@ -230,8 +230,10 @@ def build_graph(model: ModelSpec, batch: int, options: NumericsOptions | None = 
     labels = b.tensor("labels", (batch,), "int32", "label")
     err = b.tensor(f"{logits}.grad", b.tensors[logits].shape, "int8", "error")
     b.node("loss.grad", "loss_grad", "loss", "loss", (logits, labels), (err,), variant=options.loss_variant)
-    for i in range(len(model.layers) - 1, -1, -1):
-        _backward_layer(b, model.layers[i], names[i], inputs_of[i], outputs_of[i], first=(i == 0))
+    # Below the first weighted layer no error is needed: its input is data, not a parameter's output.
+    first_weighted = next(i for i, layer in enumerate(model.layers) if isinstance(layer, (Conv, Linear)))
+    for i in range(len(model.layers) - 1, first_weighted - 1, -1):
+        _backward_layer(b, model.layers[i], names[i], inputs_of[i], outputs_of[i], first=(i == first_weighted))
     return _finish(b, model, batch, options, training, logits)
 
 
