@@ -46,3 +46,23 @@ _OPS = (
 
 OPS: MappingProxyType = MappingProxyType({op.name: op for op in _OPS})
 PHASES: tuple[str, ...] = ("forward", "loss", "backward", "update")
+
+# The cost-report phase of each op: GEMM passes by their role, everything else is vector work.
+REPORT_PHASES: tuple[str, ...] = ("forward", "input_grad", "weight_grad", "update", "vector")
+
+
+def report_phase(op: str) -> str:
+    """forward | input_grad | weight_grad | update | vector, as reports and the simulator group work.
+
+    >>> report_phase("conv2d"), report_phase("linear_weight_grad"), report_phase("relu")
+    ('forward', 'weight_grad', 'vector')
+    """
+    if op in ("conv2d", "linear"):
+        return "forward"
+    if op.endswith("_input_grad"):
+        return "input_grad"
+    if op.endswith("_weight_grad"):
+        return "weight_grad"
+    if op == "update":
+        return "update"
+    return "vector"
