@@ -1,0 +1,141 @@
+"""Input conversion and augmentation on integer arrays, plus the deterministic epoch order.
+
+The integer-only input path (spec §6): uint8 pixels p become int8 `clamp(p - 128, -127, 127)`
+with exponent -8, so the real value is (p - 128) / 256 and pixel 0 maps to -127 (-128 is never
+used). An optional per-channel integer mean and power-of-two shift refines it; a float-normalised
+path exists only to compare against float baselines.
+
+Augmentation (CIFAR-style pad-crop and horizontal flip) and the shuffle order are pure functions
+of (seed, step) and (seed, epoch): a run resumed from a checkpoint at step k draws exactly the
+batches and crops the uninterrupted run drew. Each draw uses its own numpy Generator(PCG64)
+seeded from a SeedSequence of (seed, counter, purpose tag); no generator state is kept anywhere.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..numerics import clamp_int8, round_shift
+
+INPUT_EXP = -8  # exponent of to_int8's output: m * 2**-8 == (p - 128) / 256
+
+# Purpose tags mixed into the seed so the crop draws and the shuffle never share a stream.
+_TAG_CROP = 0x43524F50  # "CROP"
+_TAG_ORDER = 0x4F524452  # "ORDR"
+
+
+def _generator(seed: int, counter: int, tag: int) -> np.random.Generator:
+    """A fresh PCG64 generator for (seed, counter, tag); same inputs, same stream, on any run."""
+    if seed < 0 or counter < 0:
+        raise ValueError(f"seed and step/epoch must be non-negative, got seed={seed}, counter={counter}")
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence((int(seed), int(counter), tag))))
+
+
+def _check_uint8(pixels: np.ndarray) -> np.ndarray:
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8:
+        raise TypeError(f"expected uint8 pixels, got {pixels.dtype}")
+    return pixels
+
+
+def to_int8(pixels: np.ndarray) -> tuple[np.ndarray, int]:
+    """uint8 pixels -> (int8 clamp(p - 128, -127, 127), exponent -8), same shape (spec §6).
+
+    >>> m, e = to_int8(np.array([0, 1, 128, 255], dtype=np.uint8))
+    >>> m.tolist(), m.dtype.name, e
+    ([-127, -127, 0, 127], 'int8', -8)
+    """
+    pixels = _check_uint8(pixels)
+    return clamp_int8(pixels.astype(np.int16) - 128), INPUT_EXP
+
+
+def to_int8_normalized(pixels: np.ndarray, mean_u8: Sequence[int], shift: int) -> tuple[np.ndarray, int]:
+    """Per-channel integer mean subtraction and a power-of-two scale: int8 with exponent -8 - shift.
+
+    m = clamp(round((p - mean_u8[c]) * 2**shift), -127, 127), e = -8 - shift, on (..., C) pixels.
+    The real value m * 2**e stays (p - mean) / 256, the same scale as to_int8; `shift` only trades
+    resolution against saturation. shift > 0 magnifies low-contrast data (values beyond +-127
+    saturate), shift < 0 keeps the full 9-bit centred range by halving with round-half-away-from-
+    zero (numerics.round_shift 'nearest'), shift = 0 is to_int8 with a chosen centre instead of 128.
+    `mean_u8` is the per-channel mean in pixel units 0..255 (e.g. (125, 123, 114) for CIFAR-10).
+
+    >>> m, e = to_int8_normalized(np.array([[0, 100], [255, 120]], dtype=np.uint8), (110, 120), 1)
+    >>> m.tolist(), e
+    ([[-127, -40], [127, 0]], -9)
+    """
+    pixels = _check_uint8(pixels)
+    mean = np.asarray(mean_u8, dtype=np.int64)
+    if pixels.ndim == 0 or mean.shape != (pixels.shape[-1],):
+        raise ValueError(f"need one mean per channel: {mean.shape} means for pixels of shape {pixels.shape}")
+    if mean.min() < 0 or mean.max() > 255:
+        raise ValueError(f"means are pixel values 0..255, got {tuple(mean.tolist())}")
+    if not -8 <= shift <= 7:
+        raise ValueError(f"shift must be in -8..7, got {shift}")
+    centred = pixels.astype(np.int64) - mean  # (..., C), values in -255..255
+    scaled = centred << shift if shift >= 0 else round_shift(centred, -shift, "nearest")
+    return clamp_int8(scaled), INPUT_EXP - shift
+
+
+def float_normalized(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """float32 (p / 255 - mean[c]) / std[c] on (..., C) pixels: the float comparison path only.
+
+    `mean` and `std` are in 0..1 units, the torchvision convention.
+
+    >>> float_normalized(np.array([[0, 255]], dtype=np.uint8), (0.5, 0.5), (0.5, 0.25)).tolist()
+    [[-1.0, 2.0]]
+    """
+    pixels = _check_uint8(pixels)
+    mean_a = np.asarray(mean, dtype=np.float32)
+    std_a = np.asarray(std, dtype=np.float32)
+    if mean_a.shape != (pixels.shape[-1],) or std_a.shape != mean_a.shape or (std_a <= 0).any():
+        raise ValueError(f"need one mean and one positive std per channel for pixels of shape {pixels.shape}")
+    return ((pixels.astype(np.float32) / np.float32(255) - mean_a) / std_a).astype(np.float32)
+
+
+def hflip(images: np.ndarray) -> np.ndarray:
+    """Mirror (N, H, W, C) images left-right (a copy).
+
+    >>> hflip(np.arange(3).reshape(1, 1, 3, 1))[0, 0, :, 0].tolist()
+    [2, 1, 0]
+    """
+    return np.ascontiguousarray(images[:, :, ::-1, :])
+
+
+def random_crop_flip(
+    images: np.ndarray, pad: int = 4, *, rng_seed: int, step: int, flip: bool = True
+) -> np.ndarray:
+    """Zero-pad by `pad`, take a random HxW window, mirror half the images: same shape and dtype.
+
+    Apply it to uint8 pixels before to_int8 so the padding is black (pixel 0), as in the
+    torchvision RandomCrop(32, padding=4) + RandomHorizontalFlip recipe NITI trained with; on int8
+    inputs the zero padding would be mid-grey instead. The flips are drawn first and always, so the
+    flip mask for a (rng_seed, step) does not depend on `pad`. One gather for the whole batch: the
+    per-image window and mirror become row and column index arrays.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype.kind not in "iu":
+        raise TypeError(f"expected integer (N, H, W, C) images, got {images.dtype} {images.shape}")
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}")
+    n, h, w, _ = images.shape
+    rng = _generator(rng_seed, step, _TAG_CROP)
+    flips = rng.integers(0, 2, size=n).astype(bool) & flip  # (N,)
+    dy = rng.integers(0, 2 * pad + 1, size=n)  # (N,) window top in padded coordinates
+    dx = rng.integers(0, 2 * pad + 1, size=n)  # (N,) window left
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))  # (N, H+2p, W+2p, C), zeros
+    rows = dy[:, None] + np.arange(h)  # (N, H)
+    cols = dx[:, None] + np.where(flips[:, None], np.arange(w)[::-1], np.arange(w))  # (N, W)
+    return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
+
+
+def batch_order(n: int, epoch: int, seed: int) -> np.ndarray:
+    """A permutation of range(n) (int64), a pure function of (seed, epoch): the epoch's shuffle.
+
+    >>> sorted(batch_order(5, 0, 1).tolist()), bool((batch_order(5, 3, 1) == batch_order(5, 3, 1)).all())
+    ([0, 1, 2, 3, 4], True)
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    return _generator(seed, epoch, _TAG_ORDER).permutation(n).astype(np.int64)  # (n,)
+
