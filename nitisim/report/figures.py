@@ -1,0 +1,43 @@
+"""The report's figures by name, drawn from a Comparison (the names tables.Section refers to).
+
+Returns SVG text per figure; matplotlib is loaded by plots.py only when this runs.
+"""
+from __future__ import annotations
+
+from ..ops import REPORT_PHASES
+from . import plots
+from .join import Comparison, phase_matrix
+
+
+def figures(c: Comparison) -> dict[str, str]:
+    """name -> standalone SVG text, for every figure the comparison has data for."""
+    out: dict[str, object] = {}
+    runs = [c.run] + ([c.twin] if c.twin is not None else [])
+    out["training_curves"] = plots.training_curves([
+        (r.arith, [e.epoch for e in r.epochs], [e.train_accuracy for e in r.epochs], [e.test_accuracy for e in r.epochs])
+        for r in runs])
+    if c.measured:
+        layers, by_phase = phase_matrix((m.layer, m.phase, m.seconds * 1e3) for m in c.measured)
+        out["measured_stacked"] = plots.stacked_by_phase(f"Measured time per step ({c.run.backend})", layers, by_phase,
+                                                         "ms per step")
+    for i, s in enumerate(c.sims):
+        layers, by_phase = phase_matrix((p.layer, p.phase, p.cycles) for p in s.phases)
+        out[f"cycles_stacked_{i}"] = plots.stacked_by_phase(f"Simulated cycles per step: {s.label}", layers, by_phase,
+                                                            "cycles per step")
+    if c.sims:
+        labels = [s.label for s in c.sims]
+        by_phase = {p: [sum(x.energy_pj for x in s.phases if x.phase == p) for s in c.sims] for p in REPORT_PHASES}
+        components = sorted({k for s in c.sims for k in s.sim.energy_pj_by_component})
+        by_component = {k: [s.sim.energy_pj_by_component.get(k, 0.0) for s in c.sims] for k in components}
+        out["energy"] = plots.energy_breakdown(labels, by_phase, by_component)
+    if c.agreements:
+        out["agreement"] = plots.measured_vs_simulated([
+            (a.sim, [p.cycles for p in a.points], [p.seconds for p in a.points],
+             [f"{p.layer}/{p.phase}" for p in a.points],
+             a.fit.slope if a.fit else None, a.fit.intercept if a.fit else None, a.fit.r2 if a.fit else None)
+            for a in c.agreements])
+    if c.storage is not None:
+        rows = c.storage.rows
+        out["storage"] = plots.storage_bars([r.category for r in rows], [r.int8_bytes for r in rows],
+                                            [r.fp32_bytes for r in rows])
+    return {name: plots.to_svg(fig, salt=name) for name, fig in out.items()}

@@ -1,0 +1,153 @@
+"""Reading a simulation folder (`nitisim simulate` output) into frozen records, strictly.
+
+summary.json holds `layers`: a list of {name, phase, macs, cycles, compute_cycles, stall_cycles,
+energy_pj, sram_read_bytes, sram_write_bytes, dram_read_bytes, dram_write_bytes} with phase one of
+forward | input_grad | weight_grad | update | vector; `total`: the same sums plus
+peak_storage_bytes; the accelerator's name and clock; and an int8-versus-fp32 comparison, which the
+report shows as it comes. Missing or mistyped fields are `UserInputError(path, field, problem)`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import UserInputError
+from ..ops import REPORT_PHASES
+
+COST_FIELDS: tuple[str, ...] = (
+    "macs", "cycles", "compute_cycles", "stall_cycles", "energy_pj",
+    "sram_read_bytes", "sram_write_bytes", "dram_read_bytes", "dram_write_bytes",
+)
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    layer: str
+    phase: str  # a REPORT_PHASES entry
+    macs: int
+    cycles: float
+    compute_cycles: float
+    stall_cycles: float
+    energy_pj: float
+    sram_read_bytes: float
+    sram_write_bytes: float
+    dram_read_bytes: float
+    dram_write_bytes: float
+
+
+@dataclass(frozen=True)
+class Sim:
+    path: Path
+    name: str  # the accelerator config's name
+    clock_hz: float | None
+    model: str | None
+    batch: int | None
+    layers: tuple[LayerCost, ...]
+    total: Mapping[str, float]  # COST_FIELDS sums plus peak_storage_bytes (as the simulator wrote them)
+    energy_pj_by_component: Mapping[str, float]  # empty when the simulator gives no breakdown
+    comparison: Any  # the simulator's int8-vs-fp32 comparison, shown as it comes (None if absent)
+
+
+def load_sim(path: str | Path) -> Sim:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UserInputError(str(folder), None, "not a simulation folder (no such directory)")
+    file = folder / "summary.json"
+    src = str(file)
+    if not file.exists():
+        raise UserInputError(src, None, "missing (is this the output folder of `nitisim simulate`?)")
+    try:
+        doc = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserInputError(src, None, f"cannot read: {err}") from None
+    except json.JSONDecodeError as err:
+        raise UserInputError(src, f"line {err.lineno}", f"malformed JSON: {err.msg}") from None
+    if not isinstance(doc, dict):
+        raise UserInputError(src, None, "must be a JSON object")
+    rows = doc.get("layers")
+    if not isinstance(rows, list) or not rows:
+        raise UserInputError(src, "layers", "must be a non-empty list of per-layer costs")
+    layers = tuple(_layer(row, src, f"layers[{i}]") for i, row in enumerate(rows))
+    total = doc.get("total")
+    if not isinstance(total, dict):
+        raise UserInputError(src, "total", "must be an object of summed costs")
+    totals = {k: _number(total, k, src, f"total.{k}") for k in COST_FIELDS if k in total}
+    for key in ("cycles", "energy_pj"):
+        if key not in totals:
+            raise UserInputError(src, f"total.{key}", "missing required field")
+    if "peak_storage_bytes" in total:
+        totals["peak_storage_bytes"] = _number(total, "peak_storage_bytes", src, "total.peak_storage_bytes")
+    arch = _arch(doc)
+    return Sim(
+        path=folder,
+        name=str(arch.get("name") or doc.get("arch_name") or folder.name),
+        clock_hz=_clock_hz(arch, doc),
+        model=_model_name(doc),
+        batch=doc.get("batch") if isinstance(doc.get("batch"), int) else None,
+        layers=layers,
+        total=totals,
+        energy_pj_by_component=_components(doc, total),
+        comparison=doc.get("comparison", doc.get("int8_vs_fp32")),
+    )
+
+
+def _layer(row: Any, src: str, where: str) -> LayerCost:
+    if not isinstance(row, dict):
+        raise UserInputError(src, where, "must be an object")
+    name = row.get("name", row.get("layer"))
+    if not isinstance(name, str) or not name:
+        raise UserInputError(src, f"{where}.name", "missing or not a string")
+    phase = row.get("phase")
+    if phase not in REPORT_PHASES:
+        raise UserInputError(src, f"{where}.phase", f"must be one of {', '.join(REPORT_PHASES)}, got {phase!r}")
+    values = {k: _number(row, k, src, f"{where}.{k}") for k in COST_FIELDS}
+    values["macs"] = int(values["macs"])
+    return LayerCost(layer=name, phase=phase, **values)
+
+
+def _number(doc: Mapping, key: str, src: str, where: str) -> float:
+    if key not in doc:
+        raise UserInputError(src, where, "missing required field")
+    value = doc[key]
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise UserInputError(src, where, f"must be a non-negative number, got {value!r:.60}")
+    return value
+
+
+def _arch(doc: Mapping) -> Mapping:
+    for key in ("arch", "accelerator", "config"):
+        if isinstance(doc.get(key), dict):
+            return doc[key]
+    return {}
+
+
+def _clock_hz(arch: Mapping, doc: Mapping) -> float | None:
+    for where in (arch, doc):
+        if isinstance(where.get("clock_hz"), (int, float)):
+            return float(where["clock_hz"])
+        if isinstance(where.get("clock_mhz"), (int, float)):
+            return float(where["clock_mhz"]) * 1e6
+        if isinstance(where.get("clock_ghz"), (int, float)):
+            return float(where["clock_ghz"]) * 1e9
+    return None
+
+
+def _model_name(doc: Mapping) -> str | None:
+    model = doc.get("model")
+    if isinstance(model, str):
+        return model
+    if isinstance(model, dict) and isinstance(model.get("name"), str):
+        return model["name"]
+    return None
+
+
+def _components(doc: Mapping, total: Mapping) -> Mapping[str, float]:
+    for where in (total, doc):
+        for key in ("energy_pj_by_component", "energy_by_component_pj", "energy_breakdown_pj"):
+            value = where.get(key)
+            if isinstance(value, dict):
+                return {str(k): float(v) for k, v in value.items() if isinstance(v, (int, float))}
+    return {}

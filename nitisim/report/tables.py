@@ -1,0 +1,232 @@
+"""The report's tables, as plain rows of formatted cells, shared by the Markdown and HTML writers.
+
+`sections(comparison)` returns the report in reading order: each section has a title, the names
+of its figures (drawn by figures.py) and its tables. Cells are strings already formatted with the
+unit in the column header, so both writers show the same numbers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ops import REPORT_PHASES
+from .join import Comparison, phase_matrix
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    text: str
+    figures: tuple[str, ...]  # names of figures.py's figures, in order
+    tables: tuple[Table, ...]
+
+
+def pct(fraction: float | None) -> str:
+    """A 0..1 fraction as a percentage with two decimals ('-' when unknown)."""
+    return "-" if fraction is None else f"{100 * fraction:.2f}"
+
+
+def num(value: float | None, digits: int = 0) -> str:
+    """Thousands-separated, `digits` decimals ('-' when unknown)."""
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def sig(value: float | None, digits: int = 4) -> str:
+    """`digits` significant digits ('-' when unknown or undefined)."""
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+def sections(c: Comparison) -> list[Section]:
+    out = [_accuracy(c)]
+    if c.measured:
+        out.append(_measured(c))
+    if c.sims:
+        out.append(_simulated(c))
+        out.append(_energy(c))
+    if c.agreements:
+        out.append(_agreement(c))
+    if c.storage is not None:
+        out.append(_storage(c))
+    return out
+
+
+def headline(c: Comparison) -> list[tuple[str, str]]:
+    """(label, value) pairs for the top of the report and `nitisim run`'s summary lines."""
+    rows = [(f"{c.run.arith} test accuracy (final / best)",
+             f"{pct(c.run.final_test_accuracy)} % / {pct(c.run.best_test_accuracy)} %")]
+    if c.twin is not None:
+        rows.append((f"{c.twin.arith} test accuracy (final / best)",
+                     f"{pct(c.twin.final_test_accuracy)} % / {pct(c.twin.best_test_accuracy)} %"))
+    rows.append((f"measured training throughput ({c.run.backend})", f"{num(c.run.images_per_second, 1)} images/s"))
+    for s in c.sims:
+        rows.append((f"simulated per step on {s.label}",
+                     f"{num(s.sim.total['cycles'])} cycles, {num(s.sim.total['energy_pj'] / 1e6, 2)} uJ"))
+    for a in c.agreements:
+        rows.append((f"measured vs simulated on {a.sim}",
+                     f"R^2 {sig(a.fit.r2 if a.fit else None, 3)}, Spearman {sig(a.spearman_points, 3)} "
+                     f"over {len(a.points)} (layer, phase) points"))
+    return rows
+
+
+def _run_row(run) -> tuple[str, ...]:
+    last = run.epochs[-1] if run.epochs else None
+    return (run.arith, run.backend, str(len(run.epochs)), pct(run.final_test_accuracy), pct(run.best_test_accuracy),
+            pct(last.train_accuracy if last else None), num(run.images_per_second, 1), num(run.total_seconds, 1),
+            num(run.macs_per_step))
+
+
+def _accuracy(c: Comparison) -> Section:
+    runs = [c.run] + ([c.twin] if c.twin is not None else [])
+    summary = Table(
+        "Runs",
+        ("arith", "backend", "epochs", "final test acc (%)", "best test acc (%)", "final train acc (%)",
+         "images/s", "total seconds", "MACs per step"),
+        tuple(_run_row(r) for r in runs),
+        f"model {c.run.model}, batch {c.run.batch}, dataset {c.run.dataset or '-'}; run folders: "
+        + ", ".join(str(r.path) for r in runs),
+    )
+    by_epoch: dict[int, dict[str, object]] = {}
+    for r in runs:
+        for e in r.epochs:
+            by_epoch.setdefault(e.epoch, {})[r.arith] = e
+    columns = ["epoch"]
+    for r in runs:
+        columns += [f"{r.arith} train acc (%)", f"{r.arith} test acc (%)", f"{r.arith} images/s"]
+    rows = []
+    for epoch in sorted(by_epoch):
+        row = [str(epoch + 1)]
+        for r in runs:
+            e = by_epoch[epoch].get(r.arith)
+            row += [pct(e.train_accuracy), pct(e.test_accuracy), num(e.images_per_second, 1)] if e else ["-"] * 3
+        rows.append(tuple(row))
+    curves = Table("Accuracy per epoch", tuple(columns), tuple(rows))
+    return Section("Accuracy", "Integer (NITI) training against its float32 twin: same model, data and schedule.",
+                   ("training_curves",), (summary, curves))
+
+
+def _phase_table(title: str, items, unit_scale: float, unit: str, digits: int, caption: str = "") -> Table:
+    layers, by_phase = phase_matrix(items)
+    phases = [p for p in REPORT_PHASES if any(by_phase[p])]
+    totals = [sum(by_phase[p][i] for p in phases) for i in range(len(layers))]
+    grand = sum(totals)
+    rows = [tuple([layer] + [num(by_phase[p][i] * unit_scale, digits) for p in phases]
+                  + [num(totals[i] * unit_scale, digits), pct(totals[i] / grand if grand else None)])
+            for i, layer in enumerate(layers)]
+    rows.append(tuple(["total"] + [num(sum(by_phase[p]) * unit_scale, digits) for p in phases]
+                      + [num(grand * unit_scale, digits), pct(1.0 if grand else None)]))
+    return Table(title, tuple(["layer"] + [f"{p} ({unit})" for p in phases] + [f"total ({unit})", "share (%)"]),
+                 tuple(rows), caption)
+
+
+def _measured(c: Comparison) -> Section:
+    table = _phase_table(f"Measured time per layer and phase ({c.run.backend})",
+                         [(m.layer, m.phase, m.seconds) for m in c.measured], 1e3, "ms per step", 3,
+                         "timing.json seconds / calls, summed by (layer, report phase of the op)")
+    return Section("Measured time", "Wall time of each graph node during training, per training step.",
+                   ("measured_stacked",), (table,))
+
+
+def _simulated(c: Comparison) -> Section:
+    totals = []
+    for s in c.sims:
+        t, clock = s.sim.total, s.sim.clock_hz
+        step_seconds = t["cycles"] / clock if clock else None
+        totals.append((
+            s.label, num(clock / 1e6) if clock else "-", num(t["cycles"]), num(t.get("stall_cycles")),
+            sig(step_seconds * 1e3 if step_seconds else None), num(c.run.batch / step_seconds, 0) if step_seconds else "-",
+            num(t["energy_pj"] / 1e6, 3), num(t.get("dram_read_bytes", 0) + t.get("dram_write_bytes", 0)),
+            num(t.get("peak_storage_bytes")),
+        ))
+    summary = Table("Accelerators", ("accelerator", "clock (MHz)", "cycles per step", "stall cycles",
+                                     "ms per step", "images/s", "energy per step (uJ)", "DRAM bytes",
+                                     "peak storage bytes"), tuple(totals),
+                    f"batch {c.run.batch}; images/s = batch / (cycles / clock)")
+    tables = [summary]
+    figures = []
+    for i, s in enumerate(c.sims):
+        tables.append(_phase_table(f"Simulated cycles per layer and phase: {s.label}",
+                                   [(p.layer, p.phase, p.cycles) for p in s.phases], 1.0, "cycles", 0))
+        figures.append(f"cycles_stacked_{i}")
+        comparison = _flatten(s.sim.comparison)
+        if comparison:
+            tables.append(Table(f"Simulator's int8 versus fp32 comparison: {s.label}", ("quantity", "value"),
+                                tuple(comparison)))
+    return Section("Simulated cost", "Cycles per training step on each accelerator config, by layer and phase.",
+                   tuple(figures), tuple(tables))
+
+
+def _energy(c: Comparison) -> Section:
+    rows = []
+    for s in c.sims:
+        by_phase = {p: 0.0 for p in REPORT_PHASES}
+        for p in s.phases:
+            by_phase[p.phase] += p.energy_pj
+        rows.append(tuple([s.label] + [num(by_phase[p] / 1e6, 3) for p in REPORT_PHASES]
+                          + [num(s.sim.total["energy_pj"] / 1e6, 3)]))
+    tables = [Table("Energy per step by phase", tuple(["accelerator"] + [f"{p} (uJ)" for p in REPORT_PHASES]
+                                                     + ["total (uJ)"]), tuple(rows))]
+    components = sorted({k for s in c.sims for k in s.sim.energy_pj_by_component})
+    if components:
+        tables.append(Table("Energy per step by component", tuple(["accelerator"] + [f"{k} (uJ)" for k in components]),
+                            tuple(tuple([s.label] + [num(s.sim.energy_pj_by_component.get(k, 0.0) / 1e6, 3)
+                                                     for k in components]) for s in c.sims)))
+    return Section("Energy", "Simulated energy per training step (action counts x energy per action).",
+                   ("energy",), tuple(tables))
+
+
+def _agreement(c: Comparison) -> Section:
+    summary = Table(
+        "Agreement of measured time with simulated cycles",
+        ("accelerator", "points", "Spearman (layer, phase)", "Spearman (layer)", "slope (ns per cycle)",
+         "intercept (us)", "R^2"),
+        tuple((a.sim, str(len(a.points)), sig(a.spearman_points, 3), sig(a.spearman_layers, 3),
+               sig(a.fit.slope * 1e9 if a.fit else None), sig(a.fit.intercept * 1e6 if a.fit else None),
+               sig(a.fit.r2 if a.fit else None, 4)) for a in c.agreements),
+        "least-squares fit: measured seconds = slope x simulated cycles + intercept over the (layer, phase) points",
+    )
+    layers: list[str] = []
+    for a in c.agreements:
+        layers += [s.layer for s in a.layer_shares if s.layer not in layers]
+    columns = ["layer", "measured share (%)"] + [f"{a.sim} share (%)" for a in c.agreements]
+    rows = []
+    for layer in layers:
+        measured = next((s.measured_share for a in c.agreements for s in a.layer_shares if s.layer == layer), None)
+        rows.append(tuple([layer, pct(measured)] + [
+            pct(next((s.simulated_share for s in a.layer_shares if s.layer == layer), None)) for a in c.agreements]))
+    shares = Table("Per-layer time shares", tuple(columns), tuple(rows),
+                   "each layer's fraction of the step, measured seconds and simulated cycles side by side")
+    return Section("Measured versus simulated", "Does the accelerator model rank the work as the measured run does?",
+                   ("agreement",), (summary, shares))
+
+
+def _storage(c: Comparison) -> Section:
+    s = c.storage
+    rows = tuple((r.category, str(r.tensors) if r.category != "peak live" else "-", num(r.elements), num(r.int8_bytes),
+                  num(r.fp32_bytes), sig(r.fp32_bytes / r.int8_bytes, 3) if r.int8_bytes else "-") for r in s.rows)
+    table = Table(f"Storage per training step ({s.model}, batch {s.batch})",
+                  ("category", "tensors", "elements", "integer bytes", "float32 bytes", "float32 / integer"), rows,
+                  "from the training graph: integer = each tensor's dtype, float32 = 4 bytes per element")
+    return Section("Storage", "Weights, the activation stash kept for the backward pass, and gradients.",
+                   ("storage",), (table,))
+
+
+def _flatten(value, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested dicts and lists as (dotted key, value) rows, for showing a simulator's comparison as it comes."""
+    if isinstance(value, dict):
+        return [row for k, v in value.items() for row in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(value, list) and value and all(isinstance(v, (dict, list)) for v in value):
+        return [row for i, v in enumerate(value) for row in _flatten(v, f"{prefix}[{i}]")]
+    if value is None and not prefix:
+        return []
+    if isinstance(value, float):
+        return [(prefix, sig(value, 6))]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [(prefix, num(value))]
+    return [(prefix, str(value))]
