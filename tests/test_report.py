@@ -1,0 +1,212 @@
+"""`nitisim compare` on a real tiny training run (synthetic data) and simulation folders.
+
+The run comes from the real `nitisim train`; the simulation folders are written here in the
+documented summary.json schema, priced from the same graph, so these tests need no simulator.
+"""
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from nitisim.cli import main
+from nitisim.graph import build_graph, node_macs
+from nitisim.models import builtin_models
+from nitisim.ops import report_phase
+
+TINY_RUN = """
+model: mlp
+dataset: synthetic
+synthetic: {train: 128, test: 64}
+batch: 32
+epochs: 2
+mu_schedule: [{from_epoch: 0, mu: 2}]
+seed: 1
+eval_batch: 64
+fp32: {lr: 0.05, momentum: 0.9, weight_decay: 0.0, lr_schedule: {kind: constant}}
+"""
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def write_sim(folder: Path, name: str, macs_per_cycle: int, batch: int = 32, model: str = "mlp") -> Path:
+    """A simulation folder in the documented schema: cycles = MACs / array size + a vector cost."""
+    graph = build_graph(builtin_models()[model], batch)
+    rows: dict[tuple[str, str], dict] = {}
+    for node in graph.nodes:
+        macs = node_macs(graph, node)
+        key = (node.layer, report_phase(node.op))
+        row = rows.setdefault(key, {"name": key[0], "phase": key[1], "macs": 0, "cycles": 0, "compute_cycles": 0,
+                                    "stall_cycles": 0, "energy_pj": 0.0, "sram_read_bytes": 0,
+                                    "sram_write_bytes": 0, "dram_read_bytes": 0, "dram_write_bytes": 0})
+        cycles = macs // macs_per_cycle + 16
+        row["macs"] += macs
+        row["cycles"] += cycles + 4
+        row["compute_cycles"] += cycles
+        row["stall_cycles"] += 4
+        row["energy_pj"] += 0.3 * macs + 2.0
+        row["dram_read_bytes"] += 64
+    layers = list(rows.values())
+    total = {k: sum(r[k] for r in layers) for k in layers[0] if k not in ("name", "phase")}
+    total["peak_storage_bytes"] = 4096
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({
+        "arch": {"name": name, "clock_mhz": 500}, "model": model, "batch": batch, "layers": layers, "total": total,
+        "comparison": {"int8": {"energy_pj": total["energy_pj"]}, "fp32": {"energy_pj": 4 * total["energy_pj"]}},
+    }))
+    (folder / "report.md").write_text(f"# {name}\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny integer run and its float32 twin, named by the <name>-int8 / <name>-fp32 convention."""
+    root = tmp_path_factory.mktemp("runs")
+    config = root / "tiny.yaml"
+    config.write_text(TINY_RUN)
+    assert main(["train", str(config), "--backend", "numpy", "--out", str(root / "tiny-int8")]) == 0
+    assert main(["train", str(config), "--arith", "fp32", "--backend", "cpu", "--out", str(root / "tiny-fp32")]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(runs, tmp_path_factory):
+    sims = tmp_path_factory.mktemp("sims")
+    a = write_sim(sims / "small", "small-8x8", 64)
+    b = write_sim(sims / "big", "big-32x32", 1024)
+    out = tmp_path_factory.mktemp("report")
+    assert main(["compare", str(runs / "tiny-int8"), str(a), str(b), "--out", str(out)]) == 0
+    return out
+
+
+def test_report_files_exist_and_plots_are_valid_svg(report):
+    for name in ("report.html", "report.md", "compare.json"):
+        assert (report / name).stat().st_size > 0
+    svgs = sorted((report / "plots").glob("*.svg"))
+    names = {p.stem for p in svgs}
+    assert {"training_curves", "measured_stacked", "cycles_stacked_0", "cycles_stacked_1", "energy", "agreement",
+            "storage"} <= names
+    for p in svgs:
+        assert ET.parse(p).getroot().tag.endswith("svg")
+
+
+def test_html_is_self_contained_with_every_plot_inline(report):
+    text = (report / "report.html").read_text()
+    assert text.count("<svg") >= 7
+    assert "src=\"http" not in text and "<script" not in text and "<link" not in text
+    # Each inline SVG must parse as XML on its own (ids salted per figure, so they do not collide).
+    for chunk in text.split("<svg")[1:]:
+        ET.fromstring("<svg" + chunk.split("</svg>")[0] + "</svg>")
+
+
+def test_tables_hold_the_numbers_of_summary_and_metrics(runs, report):
+    md = (report / "report.md").read_text()
+    html = (report / "report.html").read_text()
+    for arith in ("int8", "fp32"):
+        summary = json.loads((runs / f"tiny-{arith}" / "summary.json").read_text())
+        final = f"{100 * summary['final_test_accuracy']:.2f}"
+        assert f"| {arith} | {summary['backend']} | 2 | {final} |" in md
+        assert f"{summary['images_per_second']:,.1f}" in md
+        metrics = [json.loads(s) for s in (runs / f"tiny-{arith}" / "metrics.jsonl").read_text().splitlines()]
+        for m in metrics:
+            assert f"{100 * m['train_accuracy']:.2f}" in md and f"{100 * m['test_accuracy']:.2f}" in md
+    assert "small-8x8" in html and "big-32x32" in html
+
+
+def test_compare_json_numbers(runs, report):
+    doc = json.loads((report / "compare.json").read_text())
+    summary = json.loads((runs / "tiny-int8" / "summary.json").read_text())
+    assert doc["run"]["final_test_accuracy"] == summary["final_test_accuracy"]
+    assert doc["fp32_twin"]["arith"] == "fp32"  # found by the -int8 / -fp32 naming convention
+    assert [a["label"] for a in doc["accelerators"]] == ["small-8x8", "big-32x32"]
+    sim = json.loads((Path(doc["accelerators"][0]["path"]) / "summary.json").read_text())
+    assert doc["accelerators"][0]["total"]["cycles"] == sim["total"]["cycles"]
+    assert doc["accelerators"][0]["clock_hz"] == 500e6
+    agree = doc["agreement"][0]
+    assert agree["fit"]["points"] == len(agree["points"]) > 5
+    assert -1 <= agree["spearman_points"] <= 1 and agree["fit"]["r2"] <= 1
+    # The measured side is timing.json's seconds / calls summed by (layer, report phase).
+    timing = json.loads((runs / "tiny-int8" / "timing.json").read_text())["nodes"]
+    fc1_forward = sum(v["seconds"] / v["calls"] for v in timing.values()
+                      if v["layer"] == "fc1" and report_phase(v["op"]) == "forward")
+    point = next(p for p in agree["points"] if (p["layer"], p["phase"]) == ("fc1", "forward"))
+    assert point["seconds"] == pytest.approx(fc1_forward)
+    rows = {r["category"]: r for r in doc["storage"]["rows"]}
+    weights = 784 * 256 + 256 * 128 + 128 * 10
+    assert rows["weights"]["int8_bytes"] == weights and rows["weights"]["fp32_bytes"] == 4 * weights
+
+
+def test_explicit_fp32_twin_without_simulations(runs, tmp_path):
+    copy = tmp_path / "elsewhere"
+    assert main(["compare", str(runs / "tiny-int8"), "--fp32", str(runs / "tiny-fp32"), "--out", str(copy)]) == 0
+    doc = json.loads((copy / "compare.json").read_text())
+    assert doc["fp32_twin"]["path"] == str(runs / "tiny-fp32")
+    assert doc["accelerators"] == [] and doc["agreement"] == []
+
+
+def test_plots_write_valid_png(tmp_path):
+    from nitisim.report import plots
+
+    fig = plots.storage_bars(["weights"], [10], [40])
+    plots.save(fig, tmp_path / "s.png", "s")
+    assert (tmp_path / "s.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad inputs: exit 2 and one line naming the file and the problem
+# ------------------------------------------------------------------------------------------------
+def _one_line_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("nitisim: error: ")
+    return err
+
+
+def test_missing_run_dir(capsys, tmp_path):
+    err = _one_line_error(capsys, ["compare", str(tmp_path / "nope")])
+    assert "nope" in err and "no such directory" in err
+
+
+def test_corrupt_summary(capsys, runs, tmp_path):
+    bad = tmp_path / "bad-int8"
+    bad.mkdir()
+    (bad / "metrics.jsonl").write_text((runs / "tiny-int8" / "metrics.jsonl").read_text())
+    (bad / "summary.json").write_text('{"arith": "int8", ')
+    err = _one_line_error(capsys, ["compare", str(bad)])
+    assert "summary.json" in err and "malformed JSON" in err
+
+
+def test_summary_missing_field_is_named(capsys, runs, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "metrics.jsonl").write_text((runs / "tiny-int8" / "metrics.jsonl").read_text())
+    summary = json.loads((runs / "tiny-int8" / "summary.json").read_text())
+    del summary["total_seconds"]
+    (bad / "summary.json").write_text(json.dumps(summary))
+    err = _one_line_error(capsys, ["compare", str(bad)])
+    assert "summary.json: total_seconds: missing required field" in err
+
+
+def test_bad_metrics_line_is_named(capsys, runs, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "summary.json").write_text((runs / "tiny-int8" / "summary.json").read_text())
+    (bad / "metrics.jsonl").write_text('{"epoch": 0, "train_accuracy": 1.5, "test_accuracy": 0.5, '
+                                       '"seconds": 1, "images_per_second": 3}\n')
+    err = _one_line_error(capsys, ["compare", str(bad)])
+    assert "metrics.jsonl: line 1.train_accuracy: must be a fraction" in err
+
+
+def test_bad_sim_folder(capsys, runs, tmp_path):
+    sim = write_sim(tmp_path / "sim", "x", 64)
+    doc = json.loads((sim / "summary.json").read_text())
+    doc["layers"][1]["phase"] = "sideways"
+    (sim / "summary.json").write_text(json.dumps(doc))
+    err = _one_line_error(capsys, ["compare", str(runs / "tiny-int8"), str(sim)])
+    assert "layers[1].phase" in err
+    err = _one_line_error(capsys, ["compare", str(runs / "tiny-int8"), str(tmp_path / "missing-sim")])
+    assert "missing-sim" in err
+
+
+def test_missing_explicit_twin(capsys, runs, tmp_path):
+    err = _one_line_error(capsys, ["compare", str(runs / "tiny-int8"), "--fp32", str(tmp_path / "none")])
+    assert "none" in err
