@@ -1,0 +1,435 @@
+"""`nitisim sweep GRID.yaml`: a design-space sweep over accelerator parameters for one model.
+
+GRID.yaml names a base accelerator config, a model and a batch, and lists values per parameter:
+
+    name: lenet-edge                 # optional, defaults to the file stem
+    base: edge-16x16                 # shipped accelerator name, or a YAML path relative to this file
+    model: lenet                     # built-in model name, or a model YAML path relative to this file
+    batch: 64
+    parameters:                      # each a non-empty list; the sweep is their cartesian product
+      array: [8x8, 16x16, [32, 16]]  # rows x cols ("RxC" or [R, C]); or rows: [...] and cols: [...]
+      dataflow: [ws, os, is]
+      sram_kib: [32, 128]            # all three buffers; or ifmap_kib / filter_kib / ofmap_kib
+      dram_bandwidth_bytes_per_cycle: [8, 32]   # or dram_bandwidth_gb_s
+      clock_mhz: [500]
+      vector_lanes: [16, 64]
+
+Each design point is the base YAML document with the swept keys replaced, read by the simulator's
+own strict loader (hwmodels.config.parse_accelerator): every point is validated like a hand-written
+config, and SRAM energies follow the new sizes. A combination the loader or the tiler rejects (an
+array too large for its buffers) is a result marked infeasible with the reason, not a crash.
+
+Points run in local worker processes (ProcessPoolExecutor, --workers N, default one per core; 1 runs
+in this process), or on a Dask distributed cluster with --scheduler ADDRESS (the workers must be able
+to import nitisim and hwmodels). Writes sweep.csv, sweep.json and pareto.png / pareto.svg (energy
+against cycles per step, the Pareto front marked) into --out.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import itertools
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from nitisim.errors import UserInputError
+from nitisim.models import ModelSpec, builtin_models, load_yaml, resolve_model
+
+from .spec import DATAFLOWS
+
+MAX_POINTS = 4096  # a typo like `sram_kib: [1..4096]` should not start a week of simulation
+BUFFERS = ("ifmap", "filter", "ofmap")
+PARAMETERS = (
+    "array", "rows", "cols", "dataflow", "sram_kib", "ifmap_kib", "filter_kib", "ofmap_kib",
+    "dram_bandwidth_bytes_per_cycle", "dram_bandwidth_gb_s", "clock_mhz", "vector_lanes",
+)
+# Keys that set the same thing and so cannot be swept together.
+_EXCLUSIVE = (
+    ("array", "rows"), ("array", "cols"), ("sram_kib", "ifmap_kib"), ("sram_kib", "filter_kib"),
+    ("sram_kib", "ofmap_kib"), ("dram_bandwidth_bytes_per_cycle", "dram_bandwidth_gb_s"),
+)
+RESULT_FIELDS = (
+    "cycles", "compute_cycles", "stall_cycles", "energy_pj", "dram_read_bytes", "dram_write_bytes",
+    "peak_storage_bytes", "seconds_per_step",
+)
+
+
+@dataclass(frozen=True)
+class Grid:
+    source: str
+    name: str
+    base_path: str  # the base accelerator YAML
+    base_doc_json: str  # its parsed document, as JSON (immutable; every point starts from a copy)
+    model: ModelSpec
+    model_ref: str
+    batch: int
+    parameters: tuple[tuple[str, tuple[Any, ...]], ...]  # in the grid file's order
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(values) for _, values in self.parameters)
+
+
+@dataclass(frozen=True)
+class PointTask:
+    """One design point, everything a worker process needs (picklable, no open files)."""
+
+    index: int
+    label: str
+    values: tuple[tuple[str, Any], ...]  # swept parameter -> value
+    doc_json: str  # the accelerator YAML document of this point
+    source: str  # for messages: "<grid file> point <index>"
+    model: ModelSpec
+    batch: int
+
+
+# ------------------------------------------------------------------------------------------------
+# The grid file
+# ------------------------------------------------------------------------------------------------
+def _fail(src: str, key: str | None, problem: str) -> UserInputError:
+    return UserInputError(src, key, problem)
+
+
+def _int_value(v: Any, src: str, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise _fail(src, where, f"must be a positive integer, got {v!r}")
+    return v
+
+
+def _number_value(v: Any, src: str, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0) or math.isinf(v):
+        raise _fail(src, where, f"must be a positive number, got {v!r}")
+    return v
+
+
+def _array_value(v: Any, src: str, where: str) -> tuple[int, int]:
+    if isinstance(v, str):
+        parts = v.lower().split("x")
+        if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+            v = [int(p) for p in parts]
+    if not (isinstance(v, list) and len(v) == 2):
+        raise _fail(src, where, f"must be \"ROWSxCOLS\" or [ROWS, COLS], got {v!r}")
+    return (_int_value(v[0], src, where), _int_value(v[1], src, where))
+
+
+def _dataflow_value(v: Any, src: str, where: str) -> str:
+    if v not in DATAFLOWS:
+        raise _fail(src, where, f"must be one of {list(DATAFLOWS)}, got {v!r}")
+    return v
+
+
+_CHECKS: dict[str, Callable[[Any, str, str], Any]] = {
+    "array": _array_value, "rows": _int_value, "cols": _int_value, "dataflow": _dataflow_value,
+    "sram_kib": _int_value, "ifmap_kib": _int_value, "filter_kib": _int_value, "ofmap_kib": _int_value,
+    "dram_bandwidth_bytes_per_cycle": _number_value, "dram_bandwidth_gb_s": _number_value,
+    "clock_mhz": _number_value, "vector_lanes": _int_value,
+}
+
+
+def _relative(ref: str, grid_path: Path) -> Path:
+    path = Path(ref)
+    return path if path.is_absolute() else grid_path.parent / path
+
+
+def parse_grid(doc: Any, src: str) -> Grid:
+    """Check a parsed grid document strictly; every problem names the grid file and the key."""
+    from .config import CONFIG_DIR, parse_accelerator
+
+    if not isinstance(doc, dict):
+        raise _fail(src, None, "a sweep grid must be a mapping with base, model, batch and parameters")
+    allowed = {"name", "base", "model", "batch", "parameters"}
+    for key in doc:
+        if key not in allowed:
+            raise _fail(src, str(key), f"unknown key; expected one of {sorted(allowed)}")
+    for key in ("base", "model", "batch", "parameters"):
+        if key not in doc:
+            raise _fail(src, key, "missing required key")
+    name = doc.get("name", Path(src).stem)
+    if not isinstance(name, str) or not name:
+        raise _fail(src, "name", f"must be a non-empty string, got {name!r}")
+    grid_path = Path(src)
+
+    base = doc["base"]
+    if not isinstance(base, str) or not base:
+        raise _fail(src, "base", f"must be a shipped accelerator name or a YAML path, got {base!r}")
+    base_path = _relative(base, grid_path)
+    if not (base_path.suffix in (".yaml", ".yml") or base_path.exists()):
+        base_path = Path(CONFIG_DIR) / f"{base}.yaml"
+    if not base_path.exists():
+        raise _fail(src, "base", f"{base!r} is neither a YAML file nor a shipped accelerator in {CONFIG_DIR}")
+    base_doc = load_yaml(base_path)
+    parse_accelerator(base_doc, str(base_path))  # the base must be valid on its own
+
+    model_ref = doc["model"]
+    if not isinstance(model_ref, str) or not model_ref:
+        raise _fail(src, "model", f"must be a built-in model name or a model YAML path, got {model_ref!r}")
+    if model_ref not in builtin_models():
+        model_ref = str(_relative(model_ref, grid_path))
+    model = resolve_model(model_ref)
+    batch = _int_value(doc["batch"], src, "batch")
+
+    params = doc["parameters"]
+    if not isinstance(params, dict) or not params:
+        raise _fail(src, "parameters", f"must be a non-empty mapping of parameter -> list of values; "
+                    f"parameters: {', '.join(PARAMETERS)}")
+    swept = []
+    for key, values in params.items():
+        where = f"parameters.{key}"
+        if key not in _CHECKS:
+            raise _fail(src, where, f"unknown parameter; expected one of {', '.join(PARAMETERS)}")
+        if not isinstance(values, list) or not values:
+            raise _fail(src, where, "must be a non-empty list of values")
+        checked = tuple(_CHECKS[key](v, src, f"{where}[{i}]") for i, v in enumerate(values))
+        if len(set(checked)) != len(checked):
+            raise _fail(src, where, "lists a value twice")
+        swept.append((key, checked))
+    keys = {k for k, _ in swept}
+    for a, b in _EXCLUSIVE:
+        if a in keys and b in keys:
+            raise _fail(src, f"parameters.{b}", f"cannot be swept together with {a} (both set the same thing)")
+    grid = Grid(src, name, str(base_path), json.dumps(base_doc), model, model_ref, batch, tuple(swept))
+    if grid.size > MAX_POINTS:
+        raise _fail(src, "parameters", f"{grid.size} design points; at most {MAX_POINTS} per sweep")
+    return grid
+
+
+def load_grid(path: str | Path) -> Grid:
+    return parse_grid(load_yaml(path), str(path))
+
+
+# ------------------------------------------------------------------------------------------------
+# Expansion
+# ------------------------------------------------------------------------------------------------
+def _set_buffer_kib(doc: dict, name: str, kib: int) -> None:
+    buf = doc["buffers"][name]
+    buf.pop("bytes", None)
+    buf["kib"] = kib
+
+
+def apply(doc: dict, key: str, value: Any) -> None:
+    """Set one swept parameter in an accelerator YAML document (in place, on a copy)."""
+    if key == "array":
+        doc["array"]["rows"], doc["array"]["cols"] = value
+    elif key in ("rows", "cols", "dataflow"):
+        doc["array"][key] = value
+    elif key == "sram_kib":
+        for name in BUFFERS:
+            _set_buffer_kib(doc, name, value)
+    elif key.endswith("_kib"):
+        _set_buffer_kib(doc, key[: -len("_kib")], value)
+    elif key.startswith("dram_bandwidth_"):
+        doc["dram"].pop("bandwidth_bytes_per_cycle", None)
+        doc["dram"].pop("bandwidth_gb_s", None)
+        doc["dram"][key[len("dram_"):]] = value
+    elif key == "clock_mhz":
+        doc["clock_mhz"] = value
+    elif key == "vector_lanes":
+        doc["vector"]["lanes"] = value
+    else:  # pragma: no cover - parse_grid admits only the keys above
+        raise KeyError(key)
+
+
+def _short(key: str, value: Any) -> str:
+    if key == "array":
+        return f"{value[0]}x{value[1]}"
+    names = {"rows": "r", "cols": "c", "sram_kib": "sram", "ifmap_kib": "if", "filter_kib": "fi",
+             "ofmap_kib": "of", "dram_bandwidth_bytes_per_cycle": "bw", "dram_bandwidth_gb_s": "gbs",
+             "clock_mhz": "mhz", "vector_lanes": "lanes"}
+    return str(value) if key == "dataflow" else f"{names[key]}{value:g}" if isinstance(value, float) else f"{names[key]}{value}"
+
+
+def expand(grid: Grid) -> list[PointTask]:
+    """The cartesian product of the swept values, as one task per design point."""
+    keys = [k for k, _ in grid.parameters]
+    base = json.loads(grid.base_doc_json)
+    tasks = []
+    for index, combo in enumerate(itertools.product(*(values for _, values in grid.parameters))):
+        doc = copy.deepcopy(base)
+        for key, value in zip(keys, combo):
+            apply(doc, key, value)
+        label = " ".join(_short(k, v) for k, v in zip(keys, combo))
+        doc["name"] = f"{base.get('name', Path(grid.base_path).stem)} {label}"
+        tasks.append(PointTask(index, label, tuple(zip(keys, combo)), json.dumps(doc),
+                               f"{grid.source} point {index} ({label})", grid.model, grid.batch))
+    return tasks
+
+
+# ------------------------------------------------------------------------------------------------
+# One point (runs in a worker process or on a Dask worker)
+# ------------------------------------------------------------------------------------------------
+def run_point(task: PointTask) -> dict[str, Any]:
+    """Simulate one design point; an infeasible one comes back with status and reason, not raised."""
+    from .config import parse_accelerator
+
+    row: dict[str, Any] = {"index": task.index, "label": task.label, **_flat_values(task.values)}
+    try:
+        arch = parse_accelerator(json.loads(task.doc_json), task.source)
+        totals = _simulate_totals(arch, task.model, task.batch)
+    except UserInputError as err:
+        return {**row, "status": "infeasible", "reason": err.message if err.field is None
+                else f"{err.field}: {err.message}", **{k: None for k in RESULT_FIELDS}}
+    return {**row, "status": "ok", "reason": "", **totals}
+
+
+def _flat_values(values: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    out = {}
+    for key, value in values:
+        if key == "array":
+            out["rows"], out["cols"] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _simulate_totals(arch, model: ModelSpec, batch: int) -> dict[str, Any]:
+    """Per-step totals of one training step of `model` on `arch`, from the simulator's Python API."""
+    from nitisim.graph import build_graph
+
+    from .sim import simulate
+
+    result = simulate(arch, build_graph(model, batch))
+    total = result.total()
+    return {
+        "cycles": result.cycles,
+        "compute_cycles": total["compute_cycles"],
+        "stall_cycles": total["stall_cycles"],
+        "energy_pj": result.energy_pj,
+        "dram_read_bytes": total["dram_read_bytes"],
+        "dram_write_bytes": total["dram_write_bytes"],
+        "peak_storage_bytes": result.peak_storage_bytes,
+        "seconds_per_step": result.seconds,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Running all points
+# ------------------------------------------------------------------------------------------------
+def run_local(tasks: list[PointTask], workers: int, progress: Callable[[int, int], None]) -> list[dict]:
+    """Worker processes (spawned, so no state is inherited from the caller); workers=1 runs inline."""
+    if workers == 1 or len(tasks) <= 1:
+        results = []
+        for task in tasks:
+            results.append(run_point(task))
+            progress(len(results), len(tasks))
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    results = []
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        for future in as_completed([pool.submit(run_point, t) for t in tasks]):
+            results.append(future.result())
+            progress(len(results), len(tasks))
+    return sorted(results, key=lambda r: r["index"])
+
+
+def run_dask(tasks: list[PointTask], address: str, progress: Callable[[int, int], None]) -> list[dict]:
+    """The points as Dask futures on the cluster whose scheduler is at `address`."""
+    from dask.distributed import Client, as_completed
+
+    try:  # the connect timeout is Dask's own setting: distributed.comm.timeouts.connect
+        client = Client(address)
+    except (OSError, TimeoutError, ValueError) as err:  # unreachable, or not an address (ValueError)
+        raise UserInputError("--scheduler", address, f"cannot connect to a Dask scheduler: {err}") from None
+    with client:
+        futures = client.map(run_point, tasks, pure=False)
+        results = []
+        for future in as_completed(futures):
+            results.append(future.result())
+            progress(len(results), len(tasks))
+    return sorted(results, key=lambda r: r["index"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Outputs
+# ------------------------------------------------------------------------------------------------
+def mark_pareto(results: list[dict]) -> list[dict]:
+    """Add `pareto` (bool): on the front of (cycles, energy) among the feasible points."""
+    from nitisim.report.stats import pareto_front
+
+    ok = [r for r in results if r["status"] == "ok"]
+    front = {ok[i]["index"] for i in pareto_front([(r["cycles"], r["energy_pj"]) for r in ok])}
+    return [{**r, "pareto": r["index"] in front} for r in results]
+
+
+def write_outputs(grid: Grid, results: list[dict], out: Path, backend: str) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    columns = ["index", "label"]
+    for r in results:
+        columns += [k for k in r if k not in columns]
+    with open(out / "sweep.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(results)
+    doc = {
+        "grid": {"source": grid.source, "name": grid.name, "base": grid.base_path, "model": grid.model_ref,
+                 "batch": grid.batch, "parameters": {k: list(v) for k, v in grid.parameters}},
+        "executor": backend,
+        "points": results,
+    }
+    (out / "sweep.json").write_text(json.dumps(doc, indent=2) + "\n")
+    files = {"csv": out / "sweep.csv", "json": out / "sweep.json"}
+    ok = [r for r in results if r["status"] == "ok"]
+    if ok:
+        from nitisim.report import plots
+
+        front = sorted((i for i, r in enumerate(ok) if r["pareto"]), key=lambda i: (ok[i]["cycles"], ok[i]["energy_pj"]))
+        fig = plots.pareto([r["cycles"] for r in ok], [r["energy_pj"] for r in ok], front, [r["label"] for r in ok],
+                           f"{grid.name}: {grid.model.name}, batch {grid.batch}, {len(ok)} design points")
+        for suffix in ("png", "svg"):
+            plots.save(fig, out / f"pareto.{suffix}", salt=f"pareto-{grid.name}")
+            files[suffix] = out / f"pareto.{suffix}"
+    return files
+
+
+# ------------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("grid", metavar="GRID.yaml", help="sweep grid (see configs/sweeps/example.yaml)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run on the Dask distributed cluster at ADDRESS (e.g. tcp://host:8786)")
+    parser.add_argument("--workers", type=int, help="local worker processes (default: one per core; 1 = inline)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default nitisim-out/sweep-<grid name>)")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.workers is not None and args.workers < 1:
+        raise UserInputError("--workers", None, f"must be a positive integer, got {args.workers}")
+    if args.workers is not None and args.scheduler:
+        raise UserInputError("--workers", None, "sets local processes; with --scheduler the cluster has its own")
+    grid = load_grid(args.grid)
+    tasks = expand(grid)
+    out = Path(args.out) if args.out else Path("nitisim-out") / f"sweep-{grid.name}"
+
+    live = sys.stderr.isatty()  # a terminal gets one updating line; a log gets a line per tenth
+
+    def progress(done: int, total: int) -> None:
+        if live:
+            print(f"\rnitisim sweep: {done}/{total} design points", end="" if done < total else "\n",
+                  file=sys.stderr, flush=True)
+        elif done == total or done % max(1, total // 10) == 0:
+            print(f"nitisim sweep: {done}/{total} design points", file=sys.stderr, flush=True)
+
+    if args.scheduler:
+        executor = f"dask {args.scheduler}"
+        results = run_dask(tasks, args.scheduler, progress)
+    else:
+        workers = args.workers or os.cpu_count() or 1
+        executor = f"local, {min(workers, len(tasks))} process(es)"
+        results = run_local(tasks, workers, progress)
+    results = mark_pareto(results)
+    files = write_outputs(grid, results, out, executor)
+    ok = [r for r in results if r["status"] == "ok"]
+    print(f"{len(ok)} of {len(results)} design points feasible; Pareto front:")
+    for r in sorted((r for r in ok if r["pareto"]), key=lambda r: r["cycles"]):
+        print(f"  {r['label']:<32} {r['cycles']:>14,.0f} cycles {r['energy_pj'] / 1e6:>12,.2f} uJ")
+    print(files["csv"])
+    return 0
