@@ -1,0 +1,50 @@
+"""`nitisim simulate ARCH.yaml --model NAME|MODEL.yaml`: one training step on an accelerator.
+
+Simulates the model's training graph on the accelerator and on its float32 twin and writes
+summary.json and report.md (and trace.json with --trace) into --out.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nitisim.errors import UserInputError
+from nitisim.graph import build_graph
+from nitisim.models import resolve_model
+
+from .config import resolve_accelerator
+from .plan import COMPAT_MODES
+from .report import write_outputs
+from .sim import PHASES, simulate_with_fp32
+
+DEFAULT_BATCH = 256
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("arch", metavar="ARCH", help="accelerator YAML file, or a shipped config name (edge-16x16, ...)")
+    parser.add_argument("--model", required=True, help="built-in model name or model YAML file")
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=f"batch size (default {DEFAULT_BATCH})")
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help="comma-separated subset of forward,backward,update (default: all)")
+    parser.add_argument("--compat", choices=COMPAT_MODES, default=None,
+                        help="report GEMM compute cycles exactly as SCALE-Sim v2 does")
+    parser.add_argument("--out", default=None, help="output directory (default ./nitisim-out/sim-<arch>-<model>)")
+    parser.add_argument("--trace", action="store_true", help="also write trace.json (Chrome/Perfetto trace)")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.batch < 1:
+        raise UserInputError("--batch", None, f"must be a positive integer, got {args.batch}")
+    arch = resolve_accelerator(args.arch)
+    model = resolve_model(args.model)
+    graph = build_graph(model, args.batch)
+    result, fp32 = simulate_with_fp32(arch, graph, compat=args.compat, phases=args.phases, trace=args.trace)
+    out = Path(args.out) if args.out else Path("nitisim-out") / f"sim-{arch.name}-{model.name}"
+    paths = write_outputs(out, result, fp32)
+    t = result.total()
+    print(f"{model.name} batch {args.batch} on {arch.name}: {t['cycles']:,} cycles ({t['seconds'] * 1e3:.3f} ms), "
+          f"{t['energy_pj'] * 1e-6:.1f} uJ, utilisation {100 * t['utilization']:.1f} %; "
+          f"float32/int8 energy {fp32.energy_pj / result.energy_pj:.2f}x")
+    for p in paths:
+        print(f"wrote {p}")
+    return 0

@@ -1,0 +1,235 @@
+"""Strict loader of accelerator YAML files (configs/accelerators/*.yaml) into frozen specs.
+
+Every problem (unknown key, missing key, wrong type, impossible size, malformed YAML) raises
+`nitisim.errors.UserInputError(file, "key.path", "problem")`, which the CLI prints as one line and
+exits 2. Nothing is defaulted silently except the documented optional keys.
+
+Schema (version 1):
+
+    version: 1
+    name: edge-16x16                    # optional, defaults to the file stem
+    array: {rows: 16, cols: 16, dataflow: ws}          # ws | os | is
+    clock_mhz: 500
+    numerics: {operand_bits: 8, accumulator_bits: 32}  # optional format: int (default) | fp32
+    buffers:                            # each: bytes or kib, width_bytes, banks, double_buffered
+      ifmap:  {kib: 64, width_bytes: 16, banks: 1, double_buffered: true}
+      filter: {kib: 64, width_bytes: 16, banks: 1, double_buffered: true}
+      ofmap:  {kib: 64, width_bytes: 64, banks: 2, double_buffered: true}
+    dram: {bandwidth_bytes_per_cycle: 16, latency_cycles: 100, technology: LPDDR4}
+          # or bandwidth_gb_s; optional energy_pj_per_bit with energy_source
+    vector: {lanes: 16}
+    energy:                             # optional overrides, each {pj, source}
+      mac_int8: {pj: 0.208, source: "Accelergy reference outputs, 65 nm"}
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from nitisim.errors import UserInputError
+from nitisim.models import load_yaml
+
+from .energy import ACTIONS, DRAM_PJ_PER_BIT, DRAM_SOURCE, default_table
+from .spec import (BUFFER_NAMES, DATAFLOWS, FORMATS, AcceleratorSpec, ArraySpec, BufferSpec, DramSpec,
+                   EnergyEntry, VectorSpec, freeze_energy)
+from .tiling import min_buffer_bytes
+
+SCHEMA_VERSION = 1
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "accelerators"
+
+_UNITS = {"mac_int8": "MAC", "mac_fp32": "MAC", "vector_int8_op": "op", "vector_int32_op": "op",
+          "vector_fp32_op": "op", "dram": "bit"}
+
+
+class _Reader:
+    """Checks one YAML mapping level: unknown keys, missing keys, and typed values, naming paths."""
+
+    def __init__(self, src: str, doc: Any, where: str | None):
+        self.src, self.where = src, where
+        if not isinstance(doc, dict):
+            raise UserInputError(src, where, "must be a mapping")
+        self.doc = doc
+
+    def path(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def error(self, key: str | None, message: str) -> UserInputError:
+        return UserInputError(self.src, self.path(key) if key else self.where, message)
+
+    def keys(self, required: set[str], optional: set[str] = frozenset()) -> None:
+        for key in self.doc:
+            if key not in required | optional:
+                raise self.error(str(key), f"unknown key; expected one of {sorted(required | optional)}")
+        for key in sorted(required):
+            if key not in self.doc:
+                raise self.error(key, "missing required key")
+
+    def has(self, key: str) -> bool:
+        return key in self.doc
+
+    def sub(self, key: str) -> "_Reader":
+        return _Reader(self.src, self.doc[key], self.path(key))
+
+    def int(self, key: str, *, minimum: int = 1) -> int:
+        v = self.doc[key]
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.error(key, f"must be an integer, got {v!r}")
+        if v < minimum:
+            raise self.error(key, f"must be at least {minimum}, got {v}")
+        return v
+
+    def number(self, key: str, *, positive: bool = True) -> float:
+        v = self.doc[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+            raise self.error(key, f"must be a number, got {v!r}")
+        if positive and not v > 0:
+            raise self.error(key, f"must be positive, got {v!r}")
+        if not positive and v < 0:
+            raise self.error(key, f"must not be negative, got {v!r}")
+        return float(v)
+
+    def bool(self, key: str) -> bool:
+        v = self.doc[key]
+        if not isinstance(v, bool):
+            raise self.error(key, f"must be true or false, got {v!r}")
+        return v
+
+    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
+        v = self.doc[key]
+        if v not in allowed:
+            raise self.error(key, f"must be one of {list(allowed)}, got {v!r}")
+        return v
+
+    def str(self, key: str) -> str:
+        v = self.doc[key]
+        if not isinstance(v, str) or not v.strip():
+            raise self.error(key, f"must be a non-empty string, got {v!r}")
+        return v
+
+
+def _buffer(r: _Reader, name: str) -> BufferSpec:
+    r.keys({"width_bytes", "banks", "double_buffered"}, {"bytes", "kib"})
+    if r.has("bytes") == r.has("kib"):
+        raise r.error(None, "give exactly one of bytes or kib")
+    size = r.int("bytes") if r.has("bytes") else r.int("kib") * 1024
+    width, banks = r.int("width_bytes"), r.int("banks")
+    if size % (width * banks):
+        raise r.error("bytes" if r.has("bytes") else "kib",
+                      f"{size} bytes is not a whole number of {banks} bank(s) x {width}-byte rows")
+    return BufferSpec(name, size, width, banks, r.bool("double_buffered"))
+
+
+def _dram(r: _Reader, clock_mhz: float) -> tuple[DramSpec, EnergyEntry]:
+    r.keys({"latency_cycles", "technology"},
+           {"bandwidth_bytes_per_cycle", "bandwidth_gb_s", "energy_pj_per_bit", "energy_source"})
+    if r.has("bandwidth_bytes_per_cycle") == r.has("bandwidth_gb_s"):
+        raise r.error(None, "give exactly one of bandwidth_bytes_per_cycle or bandwidth_gb_s")
+    if r.has("bandwidth_bytes_per_cycle"):
+        bw = r.number("bandwidth_bytes_per_cycle")
+    else:
+        bw = r.number("bandwidth_gb_s") * 1e3 / clock_mhz  # GB/s / (cycles/s) = bytes per cycle
+    tech = r.choice("technology", tuple(DRAM_PJ_PER_BIT))
+    if r.has("energy_pj_per_bit") != r.has("energy_source"):
+        raise r.error("energy_source" if r.has("energy_pj_per_bit") else "energy_pj_per_bit",
+                      "energy_pj_per_bit and energy_source go together")
+    if r.has("energy_pj_per_bit"):
+        entry = EnergyEntry(r.number("energy_pj_per_bit"), "bit", r.str("energy_source"))
+    else:
+        entry = EnergyEntry(DRAM_PJ_PER_BIT[tech], "bit", f"{DRAM_SOURCE}, {tech}")
+    return DramSpec(bw, r.int("latency_cycles", minimum=0), tech), entry
+
+
+def _energy(r: _Reader, table: dict[str, EnergyEntry]) -> dict[str, EnergyEntry]:
+    overridable = tuple(a for a in ACTIONS if a != "dram")
+    for action in r.doc:
+        if action == "dram":
+            raise r.error("dram", "set DRAM energy with dram.energy_pj_per_bit and dram.energy_source")
+        if action not in overridable:
+            raise r.error(str(action), f"unknown energy action; expected one of {list(overridable)}")
+        e = r.sub(action)
+        e.keys({"pj", "source"})
+        table[action] = EnergyEntry(e.number("pj", positive=False), table[action].unit, e.str("source"))
+    return table
+
+
+def parse_accelerator(doc: Any, src: str) -> AcceleratorSpec:
+    """Build an AcceleratorSpec from a parsed YAML document; `src` names the file in errors."""
+    if doc is None:
+        raise UserInputError(src, None, "empty file; an accelerator config is a mapping")
+    r = _Reader(src, doc, None)
+    r.keys({"version", "array", "clock_mhz", "buffers", "dram", "vector"}, {"name", "numerics", "energy"})
+    version = r.int("version")
+    if version != SCHEMA_VERSION:
+        raise r.error("version", f"unsupported config version {version}; this simulator reads {SCHEMA_VERSION}")
+    name = r.str("name") if r.has("name") else Path(src).stem
+
+    a = r.sub("array")
+    a.keys({"rows", "cols", "dataflow"})
+    array = ArraySpec(a.int("rows"), a.int("cols"), a.choice("dataflow", DATAFLOWS))
+    clock = r.number("clock_mhz")
+
+    fmt, op_bits, acc_bits = "int", 8, 32
+    if r.has("numerics"):
+        nr = r.sub("numerics")
+        nr.keys(set(), {"format", "operand_bits", "accumulator_bits"})
+        fmt = nr.choice("format", FORMATS) if nr.has("format") else fmt
+        if fmt == "fp32":
+            op_bits = acc_bits = 32
+        for key in ("operand_bits", "accumulator_bits"):
+            if nr.has(key):
+                allowed = (32,) if fmt == "fp32" else ((8, 16) if key == "operand_bits" else (32, 64))
+                bits = nr.int(key)
+                if bits not in allowed:
+                    raise nr.error(key, f"must be one of {list(allowed)} for format {fmt}, got {bits}")
+                op_bits, acc_bits = (bits, acc_bits) if key == "operand_bits" else (op_bits, bits)
+
+    br = r.sub("buffers")
+    br.keys(set(BUFFER_NAMES))
+    buffers = {name: _buffer(br.sub(name), name) for name in BUFFER_NAMES}
+    # Every buffer must hold the smallest tile of any GEMM, in 4-byte words too, because the
+    # report always prices the float32 twin of the accelerator on the same buffers.
+    word = max(op_bits // 8, 4)
+    for bname, (need, what) in min_buffer_bytes(array.dataflow, array.rows, array.cols, word).items():
+        buf = buffers[bname]
+        if buf.tile_bytes < need:
+            key = "bytes" if "bytes" in br.doc[bname] else "kib"
+            raise br.sub(bname).error(key, (
+                f"{buf.size_bytes} bytes{' (double buffered: 2 slots)' if buf.double_buffered else ''} "
+                f"cannot hold {what} in {word}-byte words ({need} bytes per slot) for the "
+                f"{array.rows}x{array.cols} {array.dataflow} array"))
+
+    dram, dram_energy = _dram(r.sub("dram"), clock)
+    v = r.sub("vector")
+    v.keys({"lanes"})
+    vector = VectorSpec(v.int("lanes"))
+
+    table = default_table({b: buffers[b].size_bytes for b in BUFFER_NAMES}, dram.technology)
+    table["dram"] = dram_energy
+    if r.has("energy"):
+        table = _energy(r.sub("energy"), table)
+    return AcceleratorSpec(
+        name=name, version=version, source=src, array=array, clock_mhz=clock, format=fmt,
+        operand_bits=op_bits, accumulator_bits=acc_bits, ifmap=buffers["ifmap"], filter=buffers["filter"],
+        ofmap=buffers["ofmap"], dram=dram, vector=vector, energy=freeze_energy(table),
+    )
+
+
+def load_accelerator(path: str | Path) -> AcceleratorSpec:
+    """Read and validate one accelerator YAML file."""
+    return parse_accelerator(load_yaml(path), str(path))
+
+
+def shipped_accelerators() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_accelerator(name_or_path: str) -> AcceleratorSpec:
+    """A path to a YAML file, or the name of a shipped config (`edge-16x16`, `tpu-like-128x128`, ...)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return load_accelerator(path)
+    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    if shipped.exists():
+        return load_accelerator(shipped)
+    raise UserInputError(name_or_path, "arch", f"not a YAML file nor a shipped accelerator {shipped_accelerators()}")

@@ -1,0 +1,207 @@
+"""Reports of a simulation: summary.json (machine-readable), report.md (where cycles and energy go,
+int8 versus float32), and an optional Chrome/Perfetto trace (JSON trace event format).
+
+The summary.json schema is documented in docs/hwmodel.md; `SCHEMA` names its version.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from .energy import COMPONENTS
+from .result import NodeStats, SimResult
+from .spec import AcceleratorSpec
+
+SCHEMA = "nitisim.simulate/1"
+LAYER_FIELDS = ("name", "phase", "macs", "cycles", "compute_cycles", "stall_cycles", "energy_pj",
+                "sram_read_bytes", "sram_write_bytes", "dram_read_bytes", "dram_write_bytes")
+
+
+def arch_echo(arch: AcceleratorSpec) -> dict:
+    """The configuration as simulated, energy table with sources included."""
+    d = {
+        "name": arch.name, "version": arch.version, "source": arch.source, "format": arch.format,
+        "array": asdict(arch.array), "clock_mhz": arch.clock_mhz,
+        "operand_bits": arch.operand_bits, "accumulator_bits": arch.accumulator_bits,
+        "buffers": {b.name: {"bytes": b.size_bytes, "width_bytes": b.width_bytes, "banks": b.banks,
+                             "double_buffered": b.double_buffered} for b in arch.buffers},
+        "dram": {"bandwidth_bytes_per_cycle": None if arch.dram.unbounded else arch.dram.bandwidth_bytes_per_cycle,
+                 "latency_cycles": arch.dram.latency_cycles, "technology": arch.dram.technology},
+        "vector": {"lanes": arch.vector.lanes},
+        "energy": {k: {"pj": e.pj, "unit": e.unit, "source": e.source} for k, e in arch.energy.items()},
+    }
+    return d
+
+
+def node_dict(n: NodeStats) -> dict:
+    d = {
+        "name": n.name, "op": n.op, "kind": n.kind, "layer": n.layer, "graph_phase": n.graph_phase,
+        "phase": n.phase, "start_cycle": n.start_cycle, "cycles": n.cycles, "compute_cycles": n.compute_cycles,
+        "stall_cycles": n.stall_cycles, "macs": n.macs, "energy_pj": n.energy_total_pj,
+        "energy_by_component_pj": dict(n.energy_pj), "sram_read_bytes": n.sram_read_bytes,
+        "sram_write_bytes": n.sram_write_bytes, "dram_read_bytes": n.dram_read_bytes,
+        "dram_write_bytes": n.dram_write_bytes, "dram_spill_bytes": n.dram_spill_bytes,
+        "buffer_peak_bytes": dict(n.buffer_peak_bytes), "counts": dict(n.counts),
+    }
+    if n.tiling is not None:
+        t, g = n.tiling, n.gemm
+        d["gemm"] = {"m": g.m, "k": g.k, "n": g.n, "tile": [t.tm, t.tk, t.tn], "order": t.order,
+                     "trips": list(t.trips), "folds": t.folds, "cycles_per_fold": t.cycles_per_fold,
+                     "stream_tiles": t.stream_tiles, "a_refetch": t.a_refetch, "b_refetch": t.b_refetch,
+                     "psum_spill_bytes": t.psum_spill_bytes}
+    return d
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def fp32_comparison(result: SimResult, fp32: SimResult) -> dict:
+    t, f = result.total(), fp32.total()
+    return {
+        "arch": fp32.arch.name,
+        "total": f,
+        "energy_ratio": _ratio(f["energy_pj"], t["energy_pj"]),  # float32 / int8
+        "storage_ratio": _ratio(f["peak_storage_bytes"], t["peak_storage_bytes"]),
+        "activation_stash_ratio": _ratio(f["activation_stash_bytes"], t["activation_stash_bytes"]),
+        "weight_bytes_ratio": _ratio(f["weight_bytes"], t["weight_bytes"]),
+        "dram_bytes_ratio": _ratio(f["dram_read_bytes"] + f["dram_write_bytes"],
+                                   t["dram_read_bytes"] + t["dram_write_bytes"]),
+        "cycles_ratio": _ratio(f["cycles"], t["cycles"]),
+        "layers": [layer.as_dict() for layer in fp32.layers()],
+    }
+
+
+def summary(result: SimResult, fp32: SimResult | None = None) -> dict:
+    """The summary.json document."""
+    doc = {
+        "schema": SCHEMA,
+        "arch": arch_echo(result.arch),
+        "model": result.model,
+        "batch": result.batch,
+        "phases": list(result.phases),
+        "compat": result.compat,
+        "layers": [layer.as_dict() for layer in result.layers()],
+        "phase_totals": [p.as_dict() for p in result.phases_summary()],
+        "total": result.total(),
+        "nodes": [node_dict(n) for n in result.nodes],
+    }
+    if fp32 is not None:
+        doc["fp32"] = fp32_comparison(result, fp32)
+    return doc
+
+
+def _si(x: float, unit: str) -> str:
+    """1234567 -> '1.23 M<unit>'; below 1 (energies in joules) -> m, u, n, p prefixes."""
+    if x == 0:
+        return f"0 {unit}".strip()
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "u"),
+                          (1e-9, "n"), (1e-12, "p")):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f} {prefix}{unit}".strip() if scale != 1 or unit != "B" else f"{x:.0f} B"
+    return f"{x:.2e} {unit}".strip()
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f} %" if whole else "-"
+
+
+def markdown(doc: dict) -> str:
+    """report.md from a summary document."""
+    a, t = doc["arch"], doc["total"]
+    lines = [
+        f"# Simulation: {doc['model']} (batch {doc['batch']}) on {a['name']}",
+        "",
+        f"Array {a['array']['rows']}x{a['array']['cols']} {a['array']['dataflow']}, {a['clock_mhz']:g} MHz, "
+        f"format {a['format']}; buffers " + ", ".join(f"{k} {v['bytes'] // 1024} KiB" for k, v in a["buffers"].items())
+        + f"; DRAM {a['dram']['technology']} "
+        + (f"{a['dram']['bandwidth_bytes_per_cycle']:.1f} B/cycle" if a["dram"]["bandwidth_bytes_per_cycle"]
+           else "unbounded")
+        + f"; phases {', '.join(doc['phases'])}" + (f"; compat {doc['compat']}" if doc["compat"] else "") + ".",
+        "",
+        "## Totals",
+        "",
+        "| cycles | time | MACs | utilisation | stall cycles | energy | DRAM read | DRAM write | DRAM spill "
+        "| peak storage | activation stash |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {t['cycles']:,} | {t['seconds'] * 1e3:.3f} ms | {_si(t['macs'], '')} | {100 * t['utilization']:.1f} % "
+        f"| {_pct(t['stall_cycles'], t['cycles'])} | {_si(t['energy_pj'] * 1e-12, 'J')} "
+        f"| {_si(t['dram_read_bytes'], 'B')} | {_si(t['dram_write_bytes'], 'B')} | {_si(t['dram_spill_bytes'], 'B')} "
+        f"| {_si(t['peak_storage_bytes'], 'B')} | {_si(t['activation_stash_bytes'], 'B')} |",
+        "",
+        "Energy by component: " + ", ".join(
+            f"{c} {_pct(t['energy_by_component_pj'][c], t['energy_pj'])}" for c in COMPONENTS) + ".",
+        "",
+        "## By phase",
+        "",
+        "| phase | cycles | share of cycles | stall cycles | energy | share of energy | DRAM bytes |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in doc["phase_totals"]:
+        lines.append(f"| {p['phase']} | {p['cycles']:,} | {_pct(p['cycles'], t['cycles'])} | {p['stall_cycles']:,} "
+                     f"| {_si(p['energy_pj'] * 1e-12, 'J')} | {_pct(p['energy_pj'], t['energy_pj'])} "
+                     f"| {_si(p['dram_read_bytes'] + p['dram_write_bytes'], 'B')} |")
+    lines += ["", "## By layer and phase", "",
+              "| layer | phase | MACs | cycles | stall | util | energy | DRAM read | DRAM write | spill |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in doc["layers"]:
+        lines.append(f"| {r['name']} | {r['phase']} | {_si(r['macs'], '')} | {r['cycles']:,} | {r['stall_cycles']:,} "
+                     f"| {100 * r['utilization']:.0f} % | {_si(r['energy_pj'] * 1e-12, 'J')} "
+                     f"| {_si(r['dram_read_bytes'], 'B')} | {_si(r['dram_write_bytes'], 'B')} "
+                     f"| {_si(r['dram_spill_bytes'], 'B')} |")
+    if "fp32" in doc:
+        f = doc["fp32"]
+        ft = f["total"]
+        lines += ["", "## int8 (NITI) versus float32 on the same accelerator", "",
+                  f"The float32 twin ({f['arch']}) keeps every buffer and DRAM size in bytes, stores every "
+                  "tensor as a 4-byte float, prices MACs as fp32 multiply + add and vector ops as fp32 adds, "
+                  "and has no requantize (its GEMM outputs are the activations).", "",
+                  "| | int8 | float32 | float32 / int8 |", "|---|---:|---:|---:|"]
+        for label, key, unit in (("energy", "energy_pj", "J"), ("cycles", "cycles", ""),
+                                 ("peak storage", "peak_storage_bytes", "B"),
+                                 ("activation stash", "activation_stash_bytes", "B"),
+                                 ("weights + state", "weight_bytes", "B")):
+            scale = 1e-12 if key == "energy_pj" else 1
+            ratio = ft[key] / t[key] if t[key] else float("nan")
+            lines.append(f"| {label} | {_si(t[key] * scale, unit)} | {_si(ft[key] * scale, unit)} | {ratio:.2f} |")
+        dram_i = t["dram_read_bytes"] + t["dram_write_bytes"]
+        dram_f = ft["dram_read_bytes"] + ft["dram_write_bytes"]
+        lines.append(f"| DRAM traffic | {_si(dram_i, 'B')} | {_si(dram_f, 'B')} | "
+                     f"{dram_f / dram_i if dram_i else float('nan'):.2f} |")
+    lines += ["", "Energy is action counts x the energy table in summary.json (`arch.energy`, each entry with its "
+              "source); see docs/hwmodel.md for what is and is not modelled.", ""]
+    return "\n".join(lines)
+
+
+_TRACKS = ("nodes", "MAC array", "vector unit", "DRAM")
+
+
+def chrome_trace(result: SimResult) -> dict:
+    """Busy intervals as Chrome trace events ("X" complete events, timestamps in microseconds)."""
+    if result.trace is None:
+        raise ValueError("simulate(..., trace=True) keeps the intervals a trace needs")
+    us_per_cycle = 1.0 / result.arch.clock_mhz
+    events = [{"name": "process_name", "ph": "M", "pid": 1, "args": {"name": f"{result.arch.name} / {result.model}"}}]
+    events += [{"name": "thread_name", "ph": "M", "pid": 1, "tid": i, "args": {"name": track}}
+               for i, track in enumerate(_TRACKS)]
+    tid = {track: i for i, track in enumerate(_TRACKS)}
+    for track, name, start, dur in result.trace:
+        events.append({"name": name, "ph": "X", "pid": 1, "tid": tid[track], "ts": start * us_per_cycle,
+                       "dur": dur * us_per_cycle, "args": {"start_cycle": start, "cycles": dur}})
+    return {"traceEvents": events, "displayTimeUnit": "ns"}
+
+
+def write_outputs(out_dir: str | Path, result: SimResult, fp32: SimResult | None = None) -> list[Path]:
+    """Write summary.json, report.md and (when the result has a trace) trace.json into out_dir."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = summary(result, fp32)
+    paths = [out / "summary.json", out / "report.md"]
+    paths[0].write_text(json.dumps(doc, indent=1) + "\n")
+    paths[1].write_text(markdown(doc))
+    if result.trace is not None:
+        paths.append(out / "trace.json")
+        paths[2].write_text(json.dumps(chrome_trace(result)))
+    return paths
+

@@ -1,0 +1,148 @@
+"""Frozen descriptions of an accelerator: MAC array, SRAM buffers, DRAM, vector unit, energy table.
+
+These are what `hwmodels.config` builds from YAML and what every other module reads. They are
+immutable: variants (the float32 twin, unbounded DRAM for validation) are new objects made with
+`dataclasses.replace`, never edits.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Mapping
+
+DATAFLOWS: tuple[str, ...] = ("ws", "os", "is")  # weight, output, input stationary (SCALE-Sim names)
+FORMATS: tuple[str, ...] = ("int", "fp32")  # integer NITI arithmetic, or the float32 baseline
+BUFFER_NAMES: tuple[str, ...] = ("ifmap", "filter", "ofmap")  # GEMM operand A, operand B, output C
+
+_INT_BYTES = {"int8": 1, "int16": 2, "int32": 4, "int64": 8}
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    rows: int  # R: PEs down a column
+    cols: int  # C: PEs along a row
+    dataflow: str  # ws | os | is
+
+    @property
+    def pes(self) -> int:
+        return self.rows * self.cols
+
+
+@dataclass(frozen=True)
+class BufferSpec:
+    name: str  # ifmap | filter | ofmap
+    size_bytes: int
+    width_bytes: int  # bytes one bank delivers per cycle
+    banks: int
+    double_buffered: bool  # two tile slots: DMA fills one while the array works on the other
+
+    @property
+    def slots(self) -> int:
+        return 2 if self.double_buffered else 1
+
+    @property
+    def tile_bytes(self) -> int:
+        """Capacity of one tile slot (half the buffer when double buffered)."""
+        return self.size_bytes // self.slots
+
+    @property
+    def port_bytes_per_cycle(self) -> int:
+        return self.width_bytes * self.banks
+
+
+@dataclass(frozen=True)
+class DramSpec:
+    bandwidth_bytes_per_cycle: float  # math.inf: unbounded (validation runs)
+    latency_cycles: int  # first-byte latency of each DMA request
+    technology: str  # HBM2 | HMC | LPDDR4 | GDDR5 | DDR3 (picks the default energy per bit)
+
+    @property
+    def unbounded(self) -> bool:
+        return math.isinf(self.bandwidth_bytes_per_cycle)
+
+    def transfer_cycles(self, nbytes: int) -> int:
+        """Cycles the channel is busy moving nbytes (latency excluded)."""
+        if nbytes <= 0 or self.unbounded:
+            return 0
+        return math.ceil(nbytes / self.bandwidth_bytes_per_cycle)
+
+
+@dataclass(frozen=True)
+class VectorSpec:
+    lanes: int  # element operations per cycle for the non-GEMM work
+
+
+@dataclass(frozen=True)
+class EnergyEntry:
+    pj: float  # picojoules per `unit`
+    unit: str  # MAC | op | 64-bit access | bit
+    source: str  # where the number comes from (paper, tool, or the YAML that overrode it)
+
+
+@dataclass(frozen=True)
+class AcceleratorSpec:
+    name: str
+    version: int  # config schema version
+    source: str  # the YAML file it was read from (for error messages and the report)
+    array: ArraySpec
+    clock_mhz: float
+    format: str  # int | fp32
+    operand_bits: int  # storage width of int8 tensors (8, or 16 for a wider datapath)
+    accumulator_bits: int  # storage width of int32 accumulators and gradients
+    ifmap: BufferSpec
+    filter: BufferSpec
+    ofmap: BufferSpec
+    dram: DramSpec
+    vector: VectorSpec
+    energy: Mapping[str, EnergyEntry]  # action -> energy per action (MappingProxyType)
+
+    @property
+    def buffers(self) -> tuple[BufferSpec, BufferSpec, BufferSpec]:
+        return (self.ifmap, self.filter, self.ofmap)
+
+    @property
+    def mac_action(self) -> str:
+        return "mac_fp32" if self.format == "fp32" else "mac_int8"
+
+    def element_bytes(self, dtype: str) -> int:
+        """Bytes one element of a graph dtype occupies on this accelerator.
+
+        fp32: every tensor is a 4-byte float. int: int8 tensors use operand_bits, int32 tensors
+        accumulator_bits; int16 and int64 keep their width (the graph proved int64 necessary).
+        """
+        if self.format == "fp32":
+            return 4
+        if dtype == "int8":
+            return self.operand_bits // 8
+        if dtype == "int32":
+            return self.accumulator_bits // 8
+        return _INT_BYTES[dtype]
+
+    def vector_action(self, width: str) -> str:
+        """Energy action of one vector-unit element operation of class `width` (int8 | int32)."""
+        return "vector_fp32_op" if self.format == "fp32" else f"vector_{width}_op"
+
+    def cycles_to_seconds(self, cycles: int) -> float:
+        return cycles / (self.clock_mhz * 1e6)
+
+
+def freeze_energy(table: Mapping[str, EnergyEntry]) -> Mapping[str, EnergyEntry]:
+    return MappingProxyType(dict(sorted(table.items())))
+
+
+def float32_variant(arch: AcceleratorSpec) -> AcceleratorSpec:
+    """The same accelerator doing float32 training: 4-byte words everywhere, fp32 MACs and vector
+    ops priced from the same energy table; buffer and DRAM sizes in bytes unchanged."""
+    return replace(arch, name=f"{arch.name}-fp32", format="fp32", operand_bits=32, accumulator_bits=32)
+
+
+def unbounded_dram(arch: AcceleratorSpec) -> AcceleratorSpec:
+    """Infinite bandwidth, zero latency: isolates compute for checks against closed forms."""
+    return replace(arch, dram=replace(arch.dram, bandwidth_bytes_per_cycle=math.inf, latency_cycles=0))
+
+
+def with_buffer_sizes(arch: AcceleratorSpec, **size_bytes: int) -> AcceleratorSpec:
+    """A copy with some buffer capacities changed (sweeps and monotonicity tests)."""
+    changes = {name: replace(getattr(arch, name), size_bytes=size) for name, size in size_bytes.items()}
+    return replace(arch, **changes)
