@@ -1,7 +1,8 @@
 """`nitisim compare` on a real tiny training run (synthetic data) and simulation folders.
 
-The run comes from the real `nitisim train`; the simulation folders are written here in the
-documented summary.json schema, priced from the same graph, so these tests need no simulator.
+The run comes from the real `nitisim train`, one simulation from the real `nitisim simulate`; two
+more are written here in the documented summary.json schema with made-up costs, so the report's
+numbers can be checked against known inputs.
 """
 import json
 import xml.etree.ElementTree as ET
@@ -33,6 +34,8 @@ def write_sim(folder: Path, name: str, macs_per_cycle: int, batch: int = 32, mod
     graph = build_graph(builtin_models()[model], batch)
     rows: dict[tuple[str, str], dict] = {}
     for node in graph.nodes:
+        if node.kind == "view":  # as the simulator: reshapes cost nothing and get no row
+            continue
         macs = node_macs(graph, node)
         key = (node.layer, report_phase(node.op))
         row = rows.setdefault(key, {"name": key[0], "phase": key[1], "macs": 0, "cycles": 0, "compute_cycles": 0,
@@ -73,8 +76,10 @@ def report(runs, tmp_path_factory):
     sims = tmp_path_factory.mktemp("sims")
     a = write_sim(sims / "small", "small-8x8", 64)
     b = write_sim(sims / "big", "big-32x32", 1024)
+    real = sims / "edge"
+    assert main(["simulate", "edge-16x16", "--model", "mlp", "--batch", "32", "--out", str(real)]) == 0
     out = tmp_path_factory.mktemp("report")
-    assert main(["compare", str(runs / "tiny-int8"), str(a), str(b), "--out", str(out)]) == 0
+    assert main(["compare", str(runs / "tiny-int8"), str(a), str(b), str(real), "--out", str(out)]) == 0
     return out
 
 
@@ -117,10 +122,14 @@ def test_compare_json_numbers(runs, report):
     summary = json.loads((runs / "tiny-int8" / "summary.json").read_text())
     assert doc["run"]["final_test_accuracy"] == summary["final_test_accuracy"]
     assert doc["fp32_twin"]["arith"] == "fp32"  # found by the -int8 / -fp32 naming convention
-    assert [a["label"] for a in doc["accelerators"]] == ["small-8x8", "big-32x32"]
+    assert [a["label"] for a in doc["accelerators"]] == ["small-8x8", "big-32x32", "edge-16x16"]
     sim = json.loads((Path(doc["accelerators"][0]["path"]) / "summary.json").read_text())
     assert doc["accelerators"][0]["total"]["cycles"] == sim["total"]["cycles"]
     assert doc["accelerators"][0]["clock_hz"] == 500e6
+    edge = doc["accelerators"][2]  # the real simulator's folder: its float32 twin is read too
+    assert edge["fp32_total"]["energy_pj"] > edge["total"]["energy_pj"] > 0
+    assert sum(edge["energy_pj_by_component"].values()) == pytest.approx(edge["total"]["energy_pj"])
+    assert not doc["agreement"][2]["only_measured"] and not doc["agreement"][2]["only_simulated"]
     agree = doc["agreement"][0]
     assert agree["fit"]["points"] == len(agree["points"]) > 5
     assert -1 <= agree["spearman_points"] <= 1 and agree["fit"]["r2"] <= 1

@@ -4,7 +4,7 @@ Pure functions over the loaded records (runs.Run, sims.Sim); nothing here reads 
 
 Measured time: timing.json's seconds per graph node, divided by the node's calls (one call per
 training step) and summed by (layer, report_phase(op)), so it is seconds per step and groups work
-exactly as the simulator's report phases do. Simulated cost: the sim's per-layer rows summed by
+exactly as the simulator's report phases do (view ops, free on the accelerator, are left out). Simulated cost: the sim's per-layer rows summed by
 (layer, phase). Agreement is computed over the (layer, phase) points both sides have.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..ops import REPORT_PHASES, report_phase
+from ..ops import OPS, REPORT_PHASES, report_phase
 from .runs import NodeTime, Run
 from .sims import Sim
 from .stats import LinearFit, linear_fit, shares, spearman
@@ -89,7 +89,9 @@ def measured_by_phase(timing: Iterable[NodeTime]) -> tuple[PhaseTime, ...]:
     """Seconds per step summed by (layer, report phase), in first-seen (execution) order."""
     sums: dict[tuple[str, str], float] = {}
     for t in timing:
-        if t.calls == 0:
+        # Views (flatten) are free reshapes on the accelerator, which reports no row for them; on
+        # the host they take microseconds. Leaving them out keeps the two sides' points alike.
+        if t.calls == 0 or (t.op in OPS and OPS[t.op].kind == "view"):
             continue
         key = (t.layer, report_phase(t.op))
         sums[key] = sums.get(key, 0.0) + t.seconds / t.calls

@@ -28,7 +28,7 @@ def to_json(c: Comparison) -> dict[str, Any]:
                 "label": s.label, "path": str(s.sim.path), "name": s.sim.name, "clock_hz": s.sim.clock_hz,
                 "total": dict(s.sim.total), "energy_pj_by_component": dict(s.sim.energy_pj_by_component),
                 "phases": [dataclasses.asdict(p) for p in s.phases],
-                "comparison": s.sim.comparison,
+                "fp32_name": s.sim.fp32_name, "fp32_total": dict(s.sim.fp32_total),
             }
             for s in c.sims
         ],

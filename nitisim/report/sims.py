@@ -1,10 +1,12 @@
 """Reading a simulation folder (`nitisim simulate` output) into frozen records, strictly.
 
-summary.json holds `layers`: a list of {name, phase, macs, cycles, compute_cycles, stall_cycles,
-energy_pj, sram_read_bytes, sram_write_bytes, dram_read_bytes, dram_write_bytes} with phase one of
-forward | input_grad | weight_grad | update | vector; `total`: the same sums plus
-peak_storage_bytes; the accelerator's name and clock; and an int8-versus-fp32 comparison, which the
-report shows as it comes. Missing or mistyped fields are `UserInputError(path, field, problem)`.
+summary.json (schema nitisim.simulate/1, written by hwmodels/report.py) holds `layers`: a list of
+{name, phase, macs, cycles, compute_cycles, stall_cycles, energy_pj, sram_read_bytes,
+sram_write_bytes, dram_read_bytes, dram_write_bytes, ...} with phase one of forward | input_grad |
+weight_grad | update | vector; `total`: the same sums plus peak_storage_bytes and
+energy_by_component_pj; `arch`: the accelerator as simulated (name, clock_mhz, ...); and `fp32`: the
+same step on the accelerator's float32 twin (its `total` and ratios). Missing or mistyped required
+fields are `UserInputError(path, field, problem)`; optional extras are read when present.
 """
 from __future__ import annotations
 
@@ -46,9 +48,10 @@ class Sim:
     model: str | None
     batch: int | None
     layers: tuple[LayerCost, ...]
-    total: Mapping[str, float]  # COST_FIELDS sums plus peak_storage_bytes (as the simulator wrote them)
+    total: Mapping[str, float]  # every numeric field of `total` (cycles and energy_pj always present)
     energy_pj_by_component: Mapping[str, float]  # empty when the simulator gives no breakdown
-    comparison: Any  # the simulator's int8-vs-fp32 comparison, shown as it comes (None if absent)
+    fp32_total: Mapping[str, float]  # numeric fields of the float32 twin's total; empty when absent
+    fp32_name: str | None  # the float32 twin accelerator's name
 
 
 def load_sim(path: str | Path) -> Sim:
@@ -74,12 +77,13 @@ def load_sim(path: str | Path) -> Sim:
     total = doc.get("total")
     if not isinstance(total, dict):
         raise UserInputError(src, "total", "must be an object of summed costs")
-    totals = {k: _number(total, k, src, f"total.{k}") for k in COST_FIELDS if k in total}
-    for key in ("cycles", "energy_pj"):
-        if key not in totals:
-            raise UserInputError(src, f"total.{key}", "missing required field")
-    if "peak_storage_bytes" in total:
-        totals["peak_storage_bytes"] = _number(total, "peak_storage_bytes", src, "total.peak_storage_bytes")
+    totals = _numeric_fields(total, src, "total")
+    fp32 = doc.get("fp32")
+    fp32_total = {}
+    if fp32 is not None:
+        if not isinstance(fp32, dict) or not isinstance(fp32.get("total"), dict):
+            raise UserInputError(src, "fp32.total", "must be an object of summed costs")
+        fp32_total = _numeric_fields(fp32["total"], src, "fp32.total")
     arch = _arch(doc)
     return Sim(
         path=folder,
@@ -90,8 +94,18 @@ def load_sim(path: str | Path) -> Sim:
         layers=layers,
         total=totals,
         energy_pj_by_component=_components(doc, total),
-        comparison=doc.get("comparison", doc.get("int8_vs_fp32")),
+        fp32_total=fp32_total,
+        fp32_name=str(fp32["arch"]) if isinstance(fp32, dict) and isinstance(fp32.get("arch"), str) else None,
     )
+
+
+def _numeric_fields(total: Mapping, src: str, where: str) -> dict[str, float]:
+    """The non-negative numbers of a totals object (nested breakdowns skipped); cycles and energy required."""
+    for key in ("cycles", "energy_pj"):
+        if key not in total:
+            raise UserInputError(src, f"{where}.{key}", "missing required field")
+    return {k: _number(total, k, src, f"{where}.{k}") for k, v in total.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) or k in COST_FIELDS}
 
 
 def _layer(row: Any, src: str, where: str) -> LayerCost:

@@ -154,10 +154,9 @@ def _simulated(c: Comparison) -> Section:
         tables.append(_phase_table(f"Simulated cycles per layer and phase: {s.label}",
                                    [(p.layer, p.phase, p.cycles) for p in s.phases], 1.0, "cycles", 0))
         figures.append(f"cycles_stacked_{i}")
-        comparison = _flatten(s.sim.comparison)
-        if comparison:
-            tables.append(Table(f"Simulator's int8 versus fp32 comparison: {s.label}", ("quantity", "value"),
-                                tuple(comparison)))
+    twins = _float32_twins(c)
+    if twins is not None:
+        tables.insert(1, twins)
     return Section("Simulated cost", "Cycles per training step on each accelerator config, by layer and phase.",
                    tuple(figures), tuple(tables))
 
@@ -217,16 +216,25 @@ def _storage(c: Comparison) -> Section:
                    ("storage",), (table,))
 
 
-def _flatten(value, prefix: str = "") -> list[tuple[str, str]]:
-    """Nested dicts and lists as (dotted key, value) rows, for showing a simulator's comparison as it comes."""
-    if isinstance(value, dict):
-        return [row for k, v in value.items() for row in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
-    if isinstance(value, list) and value and all(isinstance(v, (dict, list)) for v in value):
-        return [row for i, v in enumerate(value) for row in _flatten(v, f"{prefix}[{i}]")]
-    if value is None and not prefix:
-        return []
-    if isinstance(value, float):
-        return [(prefix, sig(value, 6))]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return [(prefix, num(value))]
-    return [(prefix, str(value))]
+def _float32_twins(c: Comparison) -> Table | None:
+    """The simulator's integer step against the same step on the accelerator's float32 twin."""
+    rows = []
+    for s in c.sims:
+        t, f = s.sim.total, s.sim.fp32_total
+        if not f:
+            continue
+
+        def pair(key: str, scale: float = 1.0, digits: int = 0) -> list[str]:
+            a, b = t.get(key), f.get(key)
+            return [num(a * scale if a is not None else None, digits), num(b * scale if b is not None else None, digits),
+                    sig(b / a, 3) if a and b is not None else "-"]
+
+        rows.append(tuple([s.label] + pair("energy_pj", 1e-6, 3) + pair("cycles") + pair("peak_storage_bytes")
+                          + pair("activation_stash_bytes")))
+    if not rows:
+        return None
+    columns = ["accelerator"]
+    for what in ("energy (uJ)", "cycles", "peak storage bytes", "activation stash bytes"):
+        columns += [f"int8 {what}", f"fp32 {what}", "fp32 / int8"]
+    return Table("Simulated integer versus float32 training step", tuple(columns), tuple(rows),
+                 "the float32 twin is the same accelerator with 4-byte words and float32 MACs and vector ops")
