@@ -1,0 +1,14 @@
+"""Training runs: the YAML training config, the integer (NITI) and float32 trainers, and `nitisim train`.
+
+Files, one job each:
+  config.py      strict YAML -> frozen TrainConfig (every error names file and key)
+  backends.py    `resolve_backend(name)`: the one place kernel tables (numpy, C, CUDA) are chosen
+  data.py        dataset loading, subsets and the per-step batches (order and augmentation)
+  integer.py     the integer trainer on the training graph (any kernel table)
+  fp32.py        the float32 torch trainer of the same ModelSpec (imports torch; nothing else does)
+  loop.py        the epoch loop shared by both: metrics, checkpoints, timing, summary
+  checkpoint.py  atomic checkpoint files
+  runfiles.py    metrics.jsonl, summary.json, timing.json
+  progress.py    the plain-text progress line on stderr
+  cli.py         `nitisim train`
+"""

@@ -1,0 +1,73 @@
+"""Choosing the kernel table a training run executes: the single hook for the compiled backends.
+
+`numpy` is the reference executor (nitisim.reference). `cpu` and `cuda` come from
+`gpu_backend.backends.kernel_table(name)`, imported only when asked for, so the integer path never
+needs a compiler, a GPU or the gpu_backend package to exist. `auto` takes the first usable of
+cuda, cpu, numpy and says which one it took and why the others were passed over.
+
+An explicit `--backend cpu` or `--backend cuda` that cannot be loaded is an error: falling back to
+numpy silently would make a benchmark measure the wrong thing.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Callable, Mapping
+
+from ..errors import UserInputError
+
+BACKENDS: tuple[str, ...] = ("numpy", "cpu", "cuda", "auto")
+_AUTO_ORDER: tuple[str, ...] = ("cuda", "cpu")  # fastest first; numpy is always there
+
+
+class BackendUnavailable(RuntimeError):
+    """A compiled backend could not be loaded; the message says why."""
+
+
+def _compiled_table(name: str) -> Mapping:
+    try:
+        module = importlib.import_module("gpu_backend.backends")
+    except ImportError as err:
+        raise BackendUnavailable(f"gpu_backend.backends cannot be imported ({err})") from err
+    try:
+        table = module.kernel_table(name)
+    except Exception as err:  # noqa: BLE001 - any load failure (no library, no GPU, ABI) means unusable
+        raise BackendUnavailable(f"{type(err).__name__}: {err}") from err
+    if not isinstance(table, Mapping) or not table:
+        raise BackendUnavailable(f"kernel_table({name!r}) returned {type(table).__name__}, not a kernel table")
+    return table
+
+
+def _numpy_table() -> Mapping:
+    from ..reference import REFERENCE_KERNELS
+
+    return REFERENCE_KERNELS
+
+
+def resolve_backend(name: str, log: Callable[[str], None] | None = None) -> tuple[Mapping, str]:
+    """(kernel table, resolved name) for `--backend name`.
+
+    `log` receives the line saying what `auto` chose (default: stderr). Explicit backends that
+    cannot be loaded raise UserInputError("--backend", name, reason).
+    """
+    if name not in BACKENDS:
+        raise UserInputError("--backend", None, f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name == "numpy":
+        return _numpy_table(), "numpy"
+    if name in _AUTO_ORDER:
+        try:
+            return _compiled_table(name), name
+        except BackendUnavailable as err:
+            raise UserInputError("--backend", name, f"backend unavailable: {err}") from None
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    passed: list[str] = []
+    for candidate in _AUTO_ORDER:
+        try:
+            table = _compiled_table(candidate)
+        except BackendUnavailable as err:
+            passed.append(f"{candidate}: {err}")
+            continue
+        log(f"nitisim: backend auto -> {candidate}" + (f" (skipped {'; '.join(passed)})" if passed else ""))
+        return table, candidate
+    log(f"nitisim: backend auto -> numpy (skipped {'; '.join(passed)})")
+    return _numpy_table(), "numpy"

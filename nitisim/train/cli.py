@@ -1,0 +1,64 @@
+"""`nitisim train CONFIG.yaml`: train a model in integers (NITI) or, with --arith fp32, in float32.
+
+Writes metrics.jsonl, summary.json, timing.json (integer runs) and a checkpoint every epoch into
+the run folder (default runs/<config stem>-<arith>); --resume continues from that checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import UserInputError
+from .backends import BACKENDS, resolve_backend
+from .config import load_config
+from .data import load_for_config, steps_per_epoch
+from .loop import run_training
+from .progress import Progress
+from .runfiles import RunFolder
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="training config YAML (see configs/train/)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="integer kernels: numpy (reference), cpu, cuda (gpu_backend), auto = first usable "
+                             "of cuda, cpu, numpy (default auto); with --arith fp32: torch on cpu or cuda")
+    parser.add_argument("--epochs", type=int, help="train this many epochs instead of the config's")
+    parser.add_argument("--data", help="dataset folder (or a folder holding it); default: discovery")
+    parser.add_argument("--out", help="run folder (default runs/<config stem>-<arith>)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    parser.add_argument("--arith", choices=("int8", "fp32"), default="int8",
+                        help="int8: integer-only NITI training (default); fp32: the float32 torch baseline")
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UserInputError("--epochs", None, f"must be a positive integer, got {args.epochs}")
+        cfg = cfg.with_epochs(args.epochs)
+    if args.arith == "int8" and cfg.input_path == "float":
+        raise UserInputError(cfg.source, "input_path", "float inputs are for --arith fp32 comparisons only; "
+                             "integer training reads int8")
+    ds = load_for_config(cfg, args.data)
+    if args.arith == "int8":
+        from .integer import IntegerTrainer
+
+        kernels, backend = resolve_backend(args.backend)
+        trainer = IntegerTrainer(cfg, kernels, backend)
+    else:
+        from .fp32 import Fp32Trainer  # torch is imported only here
+
+        trainer = Fp32Trainer(cfg, args.backend)
+    run = RunFolder(Path(args.out or Path("runs") / f"{cfg.stem}-{args.arith}"), args.arith)
+    run.create()
+    progress = Progress()
+    steps = steps_per_epoch(ds, cfg.batch)
+    header = (f"nitisim train: {cfg.model.name} on {cfg.dataset} ({ds.train_labels.shape[0]} train / "
+                  f"{ds.test_labels.shape[0]} test), {args.arith}, backend {trainer.backend}, {cfg.epochs} epochs "
+                  f"x {steps} steps of {cfg.batch} -> {run.path}")
+    summary = run_training(cfg, trainer, ds, run, resume=args.resume, progress=progress, header=header)
+    if summary["final_test_accuracy"] is not None:
+        progress.line(f"done: test accuracy final {summary['final_test_accuracy']:.4f} best "
+                      f"{summary['best_test_accuracy']:.4f} (epoch {summary['best_epoch']}), "
+                      f"{summary['images_per_second']:,.0f} img/s, {summary['total_seconds']:.0f} s")
+    return 0

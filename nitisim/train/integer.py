@@ -1,0 +1,84 @@
+"""The integer (NITI) trainer: the training graph run on a kernel table, int8 end to end.
+
+Inputs go through the integer-only path (uint8 -> int8, exponent -8). Every step runs
+`train_step` with `StepContext(seed, step, mu(epoch))`, so the counter hash, and with it every
+stochastic rounding and dropout mask, is a function of (seed, step) alone: there is no random
+state to checkpoint. Evaluation runs inference graphs (no dropout, no backward) of `eval_batch`
+rows, plus one graph for the remainder so every test image counts exactly once.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..datasets.transforms import to_int8
+from ..errors import UserInputError
+from ..executor import StepContext, forward_logits, predict, train_step
+from ..graph import Graph, build_graph
+from ..init import init_params
+from ..numerics import QTensor
+from .checkpoint import load_int8, save_int8
+from .config import TrainConfig
+from .data import eval_batches
+from .timing import NodeTimer
+
+
+class IntegerTrainer:
+    arith = "int8"
+
+    def __init__(self, cfg: TrainConfig, kernels: Mapping, backend: str, timer: NodeTimer | None = None):
+        self.cfg = cfg
+        self.kernels = kernels
+        self.backend = backend
+        self.timer = timer
+        self.graph = build_graph(cfg.model, cfg.batch, cfg.numerics, training=True)
+        self.params: dict[str, QTensor] = init_params(self.graph, cfg.seed)
+        self._eval_graphs: dict[int, Graph] = {}  # rows -> inference graph, built on first use
+
+    @property
+    def macs_per_step(self) -> int:
+        return self.graph.macs()
+
+    def macs_by_phase(self) -> dict[str, int]:
+        return {phase: self.graph.macs(phase) for phase in ("forward", "backward")}
+
+    def epoch_info(self, epoch: int) -> dict[str, Any]:
+        return {"mu": self.cfg.mu_at(epoch)}
+
+    def train_batch(self, images: np.ndarray, labels: np.ndarray, epoch: int, step: int) -> int:
+        """One step on uint8 images (B, H, W, C); returns how many the forward pass got right."""
+        x = QTensor(*to_int8(images))
+        ctx = StepContext(seed=self.cfg.seed, step=step, mu=self.cfg.mu_at(epoch))
+        logits_name = self.graph.logits_name
+        result = train_step(self.graph, self.kernels, self.params, x, labels.astype(np.int32), ctx,
+                            keep=(logits_name,), observer=self.timer.observe if self.timer else None)
+        self.params = result.params
+        return int((predict(result.tensors[logits_name]) == labels).sum())
+
+    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> int:
+        """Correct predictions over all test images, in eval_batch slices plus the remainder."""
+        correct = 0
+        for i, (xb, yb) in enumerate(eval_batches(images, labels, self.cfg.eval_batch)):
+            rows = yb.shape[0]
+            graph = self._eval_graphs.get(rows)
+            if graph is None:
+                graph = self._eval_graphs[rows] = build_graph(self.cfg.model, rows, self.cfg.numerics, training=False)
+            # a fixed hash coordinate per slice, so stochastic activation rounding evaluates reproducibly
+            ctx = StepContext(seed=self.cfg.seed, step=i, mu=0)
+            logits = forward_logits(graph, self.kernels, self.params, QTensor(*to_int8(xb)), ctx)
+            correct += int((predict(logits) == yb).sum())
+        return correct
+
+    def save(self, path: Path, meta: Mapping[str, Any]) -> None:
+        save_int8(path, self.params, meta)
+
+    def load(self, path: Path) -> dict[str, Any]:
+        params, meta = load_int8(path)
+        expected = set(self.graph.weights) | set(self.graph.states)
+        if set(params) != expected:
+            raise UserInputError(str(path), "checkpoint",
+                                 f"holds {sorted(params)}, this config's graph needs {sorted(expected)}")
+        self.params = params
+        return meta

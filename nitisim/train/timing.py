@@ -1,0 +1,39 @@
+"""Per-node wall time of the training steps, summed over the run, for timing.json.
+
+`NodeTimer.observe` is the `observer(node, seconds)` hook of `nitisim.executor.train_step`: the
+executor wraps each kernel call in perf_counter and hands the difference here, so the cost is one
+dict update per node per step. A later report joins these seconds with the accelerator model's
+simulated time per (layer, phase, op).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..graph import Node
+
+
+class NodeTimer:
+    """Seconds and calls per graph node name, with the node's op, layer and phase."""
+
+    def __init__(self, previous: Mapping[str, Mapping[str, Any]] | None = None):
+        # name -> [op, layer, phase, seconds, calls]; `previous` continues a resumed run's totals
+        self._nodes: dict[str, list] = {
+            name: [v["op"], v["layer"], v["phase"], float(v["seconds"]), int(v["calls"])]
+            for name, v in (previous or {}).items()
+        }
+
+    def observe(self, node: Node, seconds: float) -> None:
+        entry = self._nodes.get(node.name)
+        if entry is None:
+            entry = self._nodes[node.name] = [node.op, node.layer, node.phase, 0.0, 0]
+        entry[3] += seconds
+        entry[4] += 1
+
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {"op": op, "layer": layer, "phase": phase, "seconds": round(sec, 6), "calls": calls}
+            for name, (op, layer, phase, sec, calls) in self._nodes.items()
+        }
+
+    def total_seconds(self) -> float:
+        return sum(entry[3] for entry in self._nodes.values())
