@@ -1,0 +1,190 @@
+"""`nitisim run`: the main job. Train the default model in integers and in float32, simulate the
+shipped accelerator configs on the same model and batch, and write the comparison report.
+
+Every stage goes through the other subsystems' own commands in-process (`nitisim train`,
+`nitisim simulate`), so the folders it leaves are exactly what those commands write:
+
+    nitisim-out/
+      configs/<stem>.yaml          the training config as run (the shipped one plus the short-run overrides)
+      runs/<stem>-int8/            integer run (metrics.jsonl, summary.json, timing.json, checkpoint)
+      runs/<stem>-fp32/            its float32 twin
+      sims/<accelerator>/          one simulation per configs/accelerators/*.yaml
+      report.html report.md compare.json plots/
+
+The default is a short run (a subset of Fashion-MNIST, one epoch) that takes a few minutes on a
+2-core CPU; `--train-subset 0 --epochs N` trains on everything. `--tiny` trains a small MLP on
+synthetic data for a few steps, for tests and smoke checks.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserInputError
+from .models import builtin_models, load_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = ROOT / "configs" / "train" / "fashion-lenet.yaml"
+DEFAULT_OUT = "nitisim-out"
+# A short default: about 2 CPU-minutes of integer LeNet training on 2 cores with the C backend.
+DEFAULT_TRAIN_SUBSET = 6000
+DEFAULT_TEST_SUBSET = 2000
+DEFAULT_EPOCHS = 1
+
+# --tiny: a few steps of a small MLP on generated data; seconds end to end.
+TINY_CONFIG: dict[str, Any] = {
+    "model": "mlp",
+    "dataset": "synthetic",
+    "synthetic": {"train": 128, "test": 64},
+    "batch": 32,
+    "epochs": 1,
+    "mu_schedule": [{"from_epoch": 0, "mu": 2}],
+    "seed": 1,
+    "eval_batch": 64,
+    "fp32": {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "lr_schedule": {"kind": "constant"}},
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: Path  # the derived training config written into the output folder
+    stem: str
+    model: str  # built-in name or absolute model YAML path, for the simulator
+    batch: int
+    epochs: int | None  # --epochs for `nitisim train` (None: the config's)
+    int_backend: str
+    fp32_backend: str
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--config", help=f"training config (default {DEFAULT_CONFIG.relative_to(ROOT)})")
+    parser.add_argument("--backend", choices=("numpy", "cpu", "cuda", "auto"),
+                        help="integer kernels (default auto: the first usable of cuda, cpu, numpy; numpy with --tiny)")
+    parser.add_argument("--epochs", type=int, help=f"epochs (default {DEFAULT_EPOCHS} for the default config, "
+                        "else the config's)")
+    parser.add_argument("--train-subset", type=int, help=f"first N training images (default {DEFAULT_TRAIN_SUBSET} "
+                        "for the default config; 0 = all)")
+    parser.add_argument("--data", help="dataset folder (default: discovery, see nitisim train --help)")
+    parser.add_argument("--accelerators", nargs="+", metavar="ARCH",
+                        help="accelerator configs to simulate (default: every configs/accelerators/*.yaml)")
+    parser.add_argument("--tiny", action="store_true", help="a few steps of an MLP on synthetic data (seconds)")
+
+
+def _check_positive(value: int | None, flag: str, allow_zero: bool = False) -> None:
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise UserInputError(flag, None, f"must be a {'non-negative' if allow_zero else 'positive'} integer, "
+                             f"got {value}")
+
+
+def _model_ref(doc: dict, config_path: Path) -> str:
+    """The config's model as the simulator and a relocated config can read it: a built-in name or
+    an absolute path (a relative path in a config is relative to that config's folder)."""
+    ref = doc.get("model")
+    if not isinstance(ref, str) or ref in builtin_models():
+        return ref
+    return str((config_path.parent / ref).resolve())
+
+
+def plan(args: argparse.Namespace, out: Path) -> Plan:
+    """Write the training config to run into out/configs and decide backends, epochs and model."""
+    _check_positive(args.epochs, "--epochs")
+    _check_positive(args.train_subset, "--train-subset", allow_zero=True)
+    if args.tiny:
+        if args.config:
+            raise UserInputError("--tiny", None, "uses its own synthetic config; leave out --config")
+        doc, stem, source = dict(TINY_CONFIG), "tiny-mlp", None
+    else:
+        source = Path(args.config) if args.config else DEFAULT_CONFIG
+        if not source.exists():
+            raise UserInputError(str(source), None, "training config not found" +
+                                 ("" if args.config else " (the default config; pass --config)"))
+        doc = load_yaml(source)
+        if not isinstance(doc, dict):
+            raise UserInputError(str(source), None, "a training config must be a mapping")
+        doc, stem = dict(doc), source.stem
+        doc["model"] = _model_ref(doc, source)
+        is_default = args.config is None
+        subset = args.train_subset if args.train_subset is not None else (DEFAULT_TRAIN_SUBSET if is_default else None)
+        if subset is not None:
+            doc["train_subset"] = subset or None  # 0 means the whole training set
+        if is_default and doc.get("test_subset") is None:
+            doc["test_subset"] = DEFAULT_TEST_SUBSET
+    if args.tiny and args.train_subset:
+        doc["synthetic"] = {**doc["synthetic"], "train": args.train_subset}
+    epochs = args.epochs if args.epochs is not None else (DEFAULT_EPOCHS if not args.tiny and not args.config else None)
+    config = out / "configs" / f"{stem}.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    header = f"# written by nitisim run from {source or 'its --tiny settings'}\n"
+    config.write_text(header + yaml.safe_dump(doc, sort_keys=False))
+    batch = doc.get("batch")
+    if not isinstance(batch, int) or isinstance(batch, bool):
+        raise UserInputError(str(source), "batch", f"must be an integer, got {batch!r}")
+    backend = args.backend or ("numpy" if args.tiny else "auto")
+    return Plan(config, stem, doc["model"], batch, epochs, backend,
+                {"numpy": "cpu", "cpu": "cpu", "cuda": "cuda", "auto": "auto"}[backend])
+
+
+def _accelerators(args: argparse.Namespace) -> list[str]:
+    if args.accelerators:
+        return list(args.accelerators)
+    from hwmodels.config import CONFIG_DIR  # the simulator's own notion of the shipped configs
+
+    found = sorted(str(p) for p in Path(CONFIG_DIR).glob("*.yaml"))
+    if not found:
+        raise UserInputError(str(CONFIG_DIR), None, "no accelerator configs (*.yaml) to simulate")
+    return found
+
+
+def _stage(text: str) -> None:
+    print(f"nitisim run: {text}", file=sys.stderr, flush=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    from .cli import main as nitisim  # the subcommands, in-process
+    from .report.cli import build
+    from .report.tables import headline
+    from .report.write import write_report
+
+    out = Path(args.out)
+    p = plan(args, out)
+    arches = _accelerators(args)
+    epochs = ["--epochs", str(p.epochs)] if p.epochs is not None else []
+    data = ["--data", args.data] if args.data else []
+    int_dir, fp32_dir = out / "runs" / f"{p.stem}-int8", out / "runs" / f"{p.stem}-fp32"
+    steps = [
+        (f"training {p.stem} in integers (backend {p.int_backend}) -> {int_dir}",
+         ["train", str(p.config), "--backend", p.int_backend, "--out", str(int_dir), *epochs, *data]),
+        (f"training its float32 twin (torch, {p.fp32_backend}) -> {fp32_dir}",
+         ["train", str(p.config), "--arith", "fp32", "--backend", p.fp32_backend, "--out", str(fp32_dir),
+          *epochs, *data]),
+    ]
+    sim_dirs = []
+    for arch in arches:
+        sim_dir = out / "sims" / Path(arch).stem
+        sim_dirs.append(sim_dir)
+        steps.append((f"simulating {p.model} batch {p.batch} on {Path(arch).stem} -> {sim_dir}",
+                      ["simulate", arch, "--model", p.model, "--batch", str(p.batch), "--out", str(sim_dir)]))
+    for i, (text, argv) in enumerate(steps, start=1):
+        _stage(f"[{i}/{len(steps) + 1}] {text}")
+        # The stages' own output is progress here: stderr, so stdout is just the summary below.
+        with contextlib.redirect_stdout(sys.stderr):
+            status = nitisim(argv)
+        if status != 0:
+            _stage(f"stopped: `nitisim {' '.join(argv)}` exited {status}")
+            return status
+    _stage(f"[{len(steps) + 1}/{len(steps) + 1}] comparing -> {out}")
+    comparison = build(int_dir, sim_dirs, fp32_dir)
+    files = write_report(comparison, out)
+    print(f"report: {files['html']}")
+    for label, value in headline(comparison):
+        print(f"  {label}: {value}")
+    for note in comparison.notes:
+        print(f"  note: {note}")
+    return 0
