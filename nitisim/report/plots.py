@@ -90,7 +90,7 @@ def energy_breakdown(labels: Sequence[str], by_phase: Mapping[str, Sequence[floa
                      by_component: Mapping[str, Sequence[float]]):
     """Energy per step per accelerator in microjoules, stacked by phase and, when given, by component."""
     panels = 2 if by_component else 1
-    fig, axes = _figure(max(5.0, 2.2 * len(labels) * panels + 2), 3.6, panels)
+    fig, axes = _figure(min(11.0, max(5.0, 1.3 * len(labels) * panels + 2.5)), 3.8, panels)
     for ax, stacks, title in zip(axes, (by_phase, by_component), ("by phase", "by component")):
         bottom = [0.0] * len(labels)
         for i, (name, values_pj) in enumerate(stacks.items()):
