@@ -291,7 +291,7 @@ def _simulate_totals(arch, model: ModelSpec, batch: int) -> dict[str, Any]:
     """Per-step totals of one training step of `model` on `arch`, from the simulator's Python API."""
     from nitisim.graph import build_graph
 
-    from .sim import simulate
+    from . import simulate  # the simulator's public API
 
     result = simulate(arch, build_graph(model, batch))
     total = result.total()

@@ -95,8 +95,16 @@ def load_sim(path: str | Path) -> Sim:
         total=totals,
         energy_pj_by_component=_components(doc, total),
         fp32_total=fp32_total,
-        fp32_name=str(fp32["arch"]) if isinstance(fp32, dict) and isinstance(fp32.get("arch"), str) else None,
+        fp32_name=_fp32_name(fp32),
     )
+
+
+def _fp32_name(fp32: Any) -> str | None:
+    """The float32 twin's accelerator name: `fp32.arch` is its config echo (or, older, the bare name)."""
+    arch = fp32.get("arch") if isinstance(fp32, dict) else None
+    if isinstance(arch, dict):
+        arch = arch.get("name")
+    return arch if isinstance(arch, str) else None
 
 
 def _numeric_fields(total: Mapping, src: str, where: str) -> dict[str, float]:
