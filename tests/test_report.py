@@ -216,6 +216,15 @@ def test_bad_sim_folder(capsys, runs, tmp_path):
     assert "missing-sim" in err
 
 
+def test_mismatched_simulation_is_noted(runs, tmp_path, capsys):
+    sim = write_sim(tmp_path / "sim", "other", 64, batch=16, model="lenet")
+    assert main(["compare", str(runs / "tiny-int8"), str(sim), "--out", str(tmp_path / "r")]) == 0
+    notes = json.loads((tmp_path / "r" / "compare.json").read_text())["notes"]
+    assert any("simulated model lenet is not the run's model mlp" in n for n in notes)
+    assert any("simulated batch 16 differs from the run's batch 32" in n for n in notes)
+    assert "Notes" in (tmp_path / "r" / "report.html").read_text()
+
+
 def test_missing_explicit_twin(capsys, runs, tmp_path):
     err = _one_line_error(capsys, ["compare", str(runs / "tiny-int8"), "--fp32", str(tmp_path / "none")])
     assert "none" in err

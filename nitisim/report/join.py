@@ -162,6 +162,8 @@ def compare(run: Run, twin: Run | None, sims: Iterable[Sim], storage: Storage | 
                      "simulated cycles are not shown")
     costs = tuple(SimCosts(label, sim, simulated_by_phase(sim)) for label, sim in zip(unique_labels(sims), sims))
     for c in costs:
+        if c.sim.model is not None and c.sim.model != run.model_name:
+            notes.append(f"{c.label}: simulated model {c.sim.model} is not the run's model {run.model_name}")
         if c.sim.batch is not None and c.sim.batch != run.batch:
             notes.append(f"{c.label}: simulated batch {c.sim.batch} differs from the run's batch {run.batch}; "
                          "cycles and seconds describe different steps")

@@ -59,6 +59,13 @@ class Run:
     timing_steps: int | None  # training steps the timing covers
     twin: str | None  # summary.json's `twin`, when present
 
+    @property
+    def model_name(self) -> str:
+        """The model's own name (the echo's, else the built-in name or YAML stem the config gave)."""
+        if self.model_spec and isinstance(self.model_spec.get("name"), str):
+            return self.model_spec["name"]
+        return Path(self.model).stem
+
 
 def load_run(path: str | Path) -> Run:
     """Read and check one run folder."""
