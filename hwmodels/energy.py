@@ -80,9 +80,11 @@ def default_table(buffer_sizes: Mapping[str, int], dram_technology: str) -> dict
 
 
 def price(counts: Mapping[str, int], table: Mapping[str, EnergyEntry]) -> dict[str, float]:
-    """Energy in pJ per component: sum of count * (entry.pj * units) over the counters it owns."""
+    """Energy in pJ per component: sum of count * (entry.pj * units) over the counters it owns,
+    added in counter-name order (so a hand computation in that order matches to the last bit)."""
     out = {c: 0.0 for c in COMPONENTS}
-    for counter, count in counts.items():
+    for counter in sorted(counts):
+        count = counts[counter]
         if counter not in COUNTERS or not count:
             continue
         action, component, units = COUNTERS[counter]

@@ -57,20 +57,22 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
-def fp32_comparison(result: SimResult, fp32: SimResult) -> dict:
+_COMPARED = (("energy", "energy_pj"), ("cycles", "cycles"), ("peak_storage", "peak_storage_bytes"),
+             ("activation_stash", "activation_stash_bytes"), ("weights_and_state", "weight_bytes"))
+
+
+def int8_vs_fp32(result: SimResult, fp32: SimResult) -> dict:
+    """The compact comparison (flat numbers): float32 / int8 ratios and the values they come from."""
     t, f = result.total(), fp32.total()
-    return {
-        "arch": fp32.arch.name,
-        "total": f,
-        "energy_ratio": _ratio(f["energy_pj"], t["energy_pj"]),  # float32 / int8
-        "storage_ratio": _ratio(f["peak_storage_bytes"], t["peak_storage_bytes"]),
-        "activation_stash_ratio": _ratio(f["activation_stash_bytes"], t["activation_stash_bytes"]),
-        "weight_bytes_ratio": _ratio(f["weight_bytes"], t["weight_bytes"]),
-        "dram_bytes_ratio": _ratio(f["dram_read_bytes"] + f["dram_write_bytes"],
-                                   t["dram_read_bytes"] + t["dram_write_bytes"]),
-        "cycles_ratio": _ratio(f["cycles"], t["cycles"]),
-        "layers": [layer.as_dict() for layer in fp32.layers()],
-    }
+    dram_t = t["dram_read_bytes"] + t["dram_write_bytes"]
+    dram_f = f["dram_read_bytes"] + f["dram_write_bytes"]
+    out = {"fp32_arch": fp32.arch.name}
+    for label, key in _COMPARED:
+        out[f"{label}_ratio"] = _ratio(f[key], t[key])
+    out["dram_bytes_ratio"] = _ratio(dram_f, dram_t)
+    out["int8"] = {key: t[key] for _, key in _COMPARED} | {"dram_bytes": dram_t}
+    out["fp32"] = {key: f[key] for _, key in _COMPARED} | {"dram_bytes": dram_f}
+    return out
 
 
 def summary(result: SimResult, fp32: SimResult | None = None) -> dict:
@@ -88,7 +90,9 @@ def summary(result: SimResult, fp32: SimResult | None = None) -> dict:
         "nodes": [node_dict(n) for n in result.nodes],
     }
     if fp32 is not None:
-        doc["fp32"] = fp32_comparison(result, fp32)
+        doc["int8_vs_fp32"] = int8_vs_fp32(result, fp32)
+        doc["fp32"] = {"arch": arch_echo(fp32.arch), "total": fp32.total(),
+                       "layers": [layer.as_dict() for layer in fp32.layers()]}
     return doc
 
 
@@ -154,7 +158,7 @@ def markdown(doc: dict) -> str:
         f = doc["fp32"]
         ft = f["total"]
         lines += ["", "## int8 (NITI) versus float32 on the same accelerator", "",
-                  f"The float32 twin ({f['arch']}) keeps every buffer and DRAM size in bytes, stores every "
+                  f"The float32 twin ({f['arch']['name']}) keeps every buffer and DRAM size in bytes, stores every "
                   "tensor as a 4-byte float, prices MACs as fp32 multiply + add and vector ops as fp32 adds, "
                   "and has no requantize (its GEMM outputs are the activations).", "",
                   "| | int8 | float32 | float32 / int8 |", "|---|---:|---:|---:|"]

@@ -128,6 +128,11 @@ class Tiling:
     def dram_read_bytes(self, g: GemmShape) -> int:
         return g.a_dram_bytes * self.a_refetch + g.b_dram_bytes * self.b_refetch + self.psum_spill_bytes
 
+    def dram_bytes(self, g: GemmShape) -> int:
+        """The search's objective: operand reads plus partial-sum spills both ways (the final output
+        write is the placement's business)."""
+        return self.dram_read_bytes(g) + self.psum_spill_bytes
+
 
 def _candidates(extent: int, unit: int) -> np.ndarray:
     """Tile sizes for one dimension: unit * 2**i below the extent, and the extent itself."""
