@@ -7,6 +7,7 @@ Writes report.html (self-contained), report.md, compare.json and plots/*.svg int
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import UserInputError
@@ -31,11 +32,11 @@ def build(run_dir: str | Path, sim_dirs: list[str | Path], fp32_dir: str | Path 
     twin = load_run(twin_dir) if twin_dir is not None else None
     sims = [load_sim(d) for d in sim_dirs]
     try:
-        storage = storage_for_run(run.model, run.model_spec, run.batch, run.update_rule)
-    except (UserInputError, ValueError) as err:
-        storage = None
-        print(f"nitisim compare: storage table left out: {err}")
-    return compare(run, twin, sims, storage)
+        storage, problem = storage_for_run(run.model, run.model_spec, run.batch, run.update_rule), None
+    except (UserInputError, ValueError) as err:  # the model cannot be rebuilt here: report the rest
+        storage, problem = None, f"storage table left out: the run's model cannot be rebuilt ({err})"
+    comparison = compare(run, twin, sims, storage)
+    return replace(comparison, notes=comparison.notes + (problem,)) if problem else comparison
 
 
 def main(args: argparse.Namespace) -> int:
