@@ -38,10 +38,6 @@ from .tiling import min_buffer_bytes
 SCHEMA_VERSION = 1
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "accelerators"
 
-_UNITS = {"mac_int8": "MAC", "mac_fp32": "MAC", "vector_int8_op": "op", "vector_int32_op": "op",
-          "vector_fp32_op": "op", "dram": "bit"}
-
-
 class _Reader:
     """Checks one YAML mapping level: unknown keys, missing keys, and typed values, naming paths."""
 

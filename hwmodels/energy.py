@@ -12,6 +12,7 @@ accesses is 1/8, bytes -> bits is 8, MACs and ops are 1).
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 from typing import Mapping
 
 from .spec import BUFFER_NAMES, EnergyEntry
@@ -19,24 +20,25 @@ from .spec import BUFFER_NAMES, EnergyEntry
 HOROWITZ = "Horowitz, ISSCC 2014, 45 nm"
 
 # DRAM energy per bit by technology (the spec's table).
-DRAM_PJ_PER_BIT: Mapping[str, float] = {"HBM2": 3.9, "HMC": 4.2, "LPDDR4": 8.0, "GDDR5": 14.0, "DDR3": 70.0}
+DRAM_PJ_PER_BIT: Mapping[str, float] = MappingProxyType(
+    {"HBM2": 3.9, "HMC": 4.2, "LPDDR4": 8.0, "GDDR5": 14.0, "DDR3": 70.0})
 DRAM_SOURCE = "Accelergy CACTI plug-in DRAM table"
 
 # 64-bit SRAM read energy at three capacities (Horowitz 2014); other sizes interpolate log-log.
 _SRAM_POINTS = ((8 * 1024, 10.0), (32 * 1024, 20.0), (1024 * 1024, 100.0))
 
 # Energies that do not depend on the configuration.
-FIXED_DEFAULTS: Mapping[str, EnergyEntry] = {
+FIXED_DEFAULTS: Mapping[str, EnergyEntry] = MappingProxyType({
     "mac_int8": EnergyEntry(0.3, "MAC", f"int8 multiply 0.2 pJ + int32 add 0.1 pJ ({HOROWITZ}); "
                                        "Accelergy's 45 nm intmac is 0.315 pJ"),
     "mac_fp32": EnergyEntry(4.6, "MAC", f"fp32 multiply 3.7 pJ + fp32 add 0.9 pJ ({HOROWITZ})"),
     "vector_int8_op": EnergyEntry(0.03, "op", f"int8 add ({HOROWITZ})"),
     "vector_int32_op": EnergyEntry(0.1, "op", f"int32 add ({HOROWITZ})"),
     "vector_fp32_op": EnergyEntry(0.9, "op", f"fp32 add ({HOROWITZ})"),
-}
+})
 
 # counter -> (energy action, component, units of the action per counted unit)
-COUNTERS: Mapping[str, tuple[str, str, float]] = {
+COUNTERS: Mapping[str, tuple[str, str, float]] = MappingProxyType({
     "mac_int8": ("mac_int8", "mac_array", 1.0),
     "mac_fp32": ("mac_fp32", "mac_array", 1.0),
     "vector_int8_op": ("vector_int8_op", "vector", 1.0),
@@ -45,7 +47,7 @@ COUNTERS: Mapping[str, tuple[str, str, float]] = {
     **{f"{b}_{rw}_bytes": (f"{b}_{rw}", b, 1 / 8) for b in BUFFER_NAMES for rw in ("read", "write")},
     "dram_read_bytes": ("dram", "dram", 8.0),
     "dram_write_bytes": ("dram", "dram", 8.0),
-}
+})
 COMPONENTS: tuple[str, ...] = ("mac_array", "vector", *BUFFER_NAMES, "dram")
 ACTIONS: tuple[str, ...] = tuple(sorted({action for action, _, _ in COUNTERS.values()}))
 

@@ -24,17 +24,18 @@ one lane: add, compare, shift, mask, select, multiply).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Union
 
 from nitisim.graph import Graph, Node
 
 # Rounding a shifted magnitude (numerics.round_shift): abs, shift, remainder mask, the rounding
 # decision, increment, sign restore, and the int8 clamp (2 compares).
-ROUND_OPS = {"nearest": 7, "pseudo_stochastic": 9, "stochastic": 16}  # stochastic adds the mix32 hash
+ROUND_OPS = MappingProxyType({"nearest": 7, "pseudo_stochastic": 9, "stochastic": 16})  # stochastic: + mix32 hash
 RANGE_OPS = 2  # range reduction: abs and running max per element (numerics.range_bits)
 HASH_OPS = 8  # mix32: three xor-shifts (2 ops each) and two multiplies
 SOFTMAX_OPS = 12  # base-2 softmax row: max, scale, shift, subtract, window, power, sum, divide, ...
-FP32_UPDATE_OPS = {"plain": 2, "momentum": 4, "shadow16": 2}  # lr * g, subtract (+ v = beta v + g)
+FP32_UPDATE_OPS = MappingProxyType({"plain": 2, "momentum": 4, "shadow16": 2})  # lr * g, subtract (+ momentum)
 
 
 @dataclass(frozen=True)

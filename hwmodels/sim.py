@@ -11,6 +11,7 @@ differences of the components' counters across it, and energy is counts x the en
 """
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Iterable
 
 import simpy
@@ -26,7 +27,7 @@ from .result import NodeStats, SimResult
 from .spec import BUFFER_NAMES, AcceleratorSpec, float32_variant
 
 PHASES: tuple[str, ...] = ("forward", "backward", "update")
-_GRAPH_PHASES = {"forward": ("forward",), "backward": ("loss", "backward"), "update": ("update",)}
+_GRAPH_PHASES = MappingProxyType({"forward": ("forward",), "backward": ("loss", "backward"), "update": ("update",)})
 
 
 class Accelerator:

@@ -15,7 +15,7 @@ DATAFLOWS: tuple[str, ...] = ("ws", "os", "is")  # weight, output, input station
 FORMATS: tuple[str, ...] = ("int", "fp32")  # integer NITI arithmetic, or the float32 baseline
 BUFFER_NAMES: tuple[str, ...] = ("ifmap", "filter", "ofmap")  # GEMM operand A, operand B, output C
 
-_INT_BYTES = {"int8": 1, "int16": 2, "int32": 4, "int64": 8}
+_INT_BYTES = MappingProxyType({"int8": 1, "int16": 2, "int32": 4, "int64": 8})
 
 
 @dataclass(frozen=True)

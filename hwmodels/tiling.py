@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
 
 import numpy as np
 
 from .spec import AcceleratorSpec
 
 # dataflow -> (dimension on array rows, dimension on array columns, streamed dimension)
-ROLES: dict[str, tuple[str, str, str]] = {"ws": ("k", "n", "m"), "os": ("m", "n", "k"), "is": ("k", "m", "n")}
+ROLES: Mapping[str, tuple[str, str, str]] = MappingProxyType(
+    {"ws": ("k", "n", "m"), "os": ("m", "n", "k"), "is": ("k", "m", "n")})
 ORDERS: tuple[str, ...] = ("mkn", "mnk", "kmn", "knm", "nmk", "nkm")  # outer -> inner tile loops
 MAX_OUTPUT_BYTES = 8  # an int64 weight gradient is the widest GEMM output element
 
