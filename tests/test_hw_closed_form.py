@@ -145,3 +145,23 @@ def test_default_mode_never_below_the_closed_form():
     for n in result.nodes:
         if n.kind == "gemm":
             assert n.compute_cycles >= closed_form("ws", 16, 16, *gemms[n.name]) + 1
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
+def test_sram_access_counts_match_scalesim(dataflow):
+    # spec §2 sanity checks, on the worked example (int8 operands: 1 byte; int32 partial sums: 4 bytes):
+    # OS ifmap reads M*K*ceil(N/C), filter reads K*N*ceil(M/R); WS filter reads K*N, ofmap writes
+    # M*N*ceil(K/R); IS ifmap reads M*K. Buffers large enough that nothing is split.
+    m, k, n, r, c = 1024, 576, 64, 32, 32
+    model = ModelSpec("example", (34, 34, 64), (Conv(64, 3), Flatten(), Linear(10)))
+    arch = with_buffer_sizes(unbounded_dram(arch_for(dataflow, r, c)), ifmap=1 << 26, filter=1 << 26, ofmap=1 << 26)
+    conv = simulate(arch, build_graph(model, 1, training=False), phases="forward").nodes[0]
+    counts = conv.counts
+    if dataflow == "os":
+        assert counts["ifmap_read_bytes"] == m * k * math.ceil(n / c)
+        assert counts["filter_read_bytes"] == k * n * math.ceil(m / r)
+    elif dataflow == "ws":
+        assert counts["filter_read_bytes"] == k * n
+        assert counts["ofmap_write_bytes"] == 4 * m * n * math.ceil(k / r)  # no DRAM refills to add
+    else:
+        assert counts["ifmap_read_bytes"] == m * k
