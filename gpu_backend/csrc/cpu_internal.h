@@ -1,0 +1,114 @@
+/* cpu_internal.h: what the CPU library's .c files share (not part of the public API).
+ *
+ * The GEMM engine computes C (M x N) = A (M x K) * B^T (N x K) on "operands": logical int8 matrices
+ * that know how to pack any block of themselves into the micro-kernel's panels. A dense matrix
+ * packs from memory in either orientation; an im2col operand gathers conv patches on the fly, a
+ * panel or a 4-pixel group at a time, into a small L1-sized scratch. So all six training GEMMs
+ * (forward, input grad, weight grad of linear and conv) run on one engine without im2col copies.
+ */
+#ifndef NITI_CPU_INTERNAL_H
+#define NITI_CPU_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "niti_api.h"
+#include "niti_arith.h"
+
+#define NITI_ABI_VERSION 1
+
+enum { NITI_OK = 0, NITI_E_ARG = 1, NITI_E_OVERFLOW = 2, NITI_E_NOMEM = 3 };
+
+/* Record a message for niti_last_error() and return `status`. */
+int niti_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Threads the OpenMP regions use (niti_set_num_threads or the OpenMP default). */
+int niti_threads(void);
+
+/* Elementwise loops go parallel above this many elements (below it, thread start-up dominates). */
+#define NITI_PARALLEL_MIN_ELEMS 65536
+
+/* ---- GEMM operands ------------------------------------------------------------------------------- */
+/* Conv patch gather: row m = (n, y, x) of the output grid, column k = (kh, kw, c) in that order.
+ * Element = src[n, sy / dil_h, sx / dil_w, c] with sy = y * stride_h - pad_h + kh (sx likewise),
+ * or 0 when sy is outside [0, src_h * dil_h) or not a multiple of dil_h. dil > 1 expresses the
+ * zero-upsampled error map of a strided conv's input gradient. */
+typedef struct {
+    const int8_t *src; /* (batch, src_h, src_w, ch) */
+    int64_t batch, src_h, src_w, ch;
+    int64_t out_h, out_w; /* rows = batch * out_h * out_w */
+    int64_t k_h, k_w;     /* columns = k_h * k_w * ch */
+    int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+} niti_im2col;
+
+typedef struct niti_operand niti_operand;
+
+/* Packs rows [r0, r0+nr) x depth [k0, k0+nk) into W-row panels (layout below), each byte XOR
+ * `flip`; for the A side also corr[r] = 128 * sum_k of row r. `scratch` has op->scratch_bytes. */
+typedef void (*niti_pack_fn)(const niti_operand *op, int64_t r0, int64_t nr, int64_t k0, int64_t nk, int W,
+                             uint8_t flip, uint32_t *dst, int32_t *corr, int8_t *scratch);
+
+struct niti_operand {
+    int64_t rows, depth;
+    niti_pack_fn pack;
+    int64_t scratch_bytes;      /* per packing thread */
+    const int8_t *data;         /* dense: element (r, k) at data[r * ld + k], or data[k * ld + r] if k_major */
+    int64_t ld;
+    int k_major;
+    const niti_im2col *patches; /* im2col operands */
+};
+
+niti_operand niti_dense(const int8_t *data, int64_t rows, int64_t depth, int64_t ld, int k_major);
+/* rows = output pixels, depth = patch columns */
+niti_operand niti_patches(const niti_im2col *g);
+/* rows = patch columns, depth = output pixels */
+niti_operand niti_patches_transposed(const niti_im2col *g);
+
+/* C = A * B^T. out_wide: C is int64 (each K block's exact int32 partial is added in int64), else
+ * int32 (needs K <= NITI_MAX_K_S32, checked by the callers). ldc in elements. */
+int niti_gemm_run(const niti_operand *A, const niti_operand *B, int64_t M, int64_t N, int64_t K,
+                  void *C, int64_t ldc, int out_wide);
+
+/* ---- micro-kernel (one per ISA, chosen at compile time) --------------------------------------- */
+/* Packed panels hold 4 consecutive k per 32-bit word: panel word (g, r) = bytes k = 4g..4g+3 of
+ * row r. A panels (MR rows) are signed int8; B panels (NR rows) are int8 + 128 as uint8 (the
+ * unsigned operand of vpdpbusd), so the kernel subtracts corr[i] = 128 * sum_k A[i, k]. */
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define NITI_ISA "avx512vnni"
+#define NITI_MR 12
+#define NITI_NR 32
+#elif defined(__AVX2__)
+#define NITI_ISA "avx2"
+#define NITI_MR 4
+#define NITI_NR 8
+#else
+#define NITI_ISA "scalar"
+#define NITI_MR 4
+#define NITI_NR 4
+#endif
+
+/* Cache blocking (bytes of int8): the B micro-panel NR x KC (32 KiB at most) sits in L1 while the
+ * A block MC x KC (at most 384 KiB) and the B block NC x KC stream from L2. The K slices are
+ * balanced (about equal, at most NITI_KC_MAX, multiples of 4); MC is a multiple of MR, NC of NR. */
+#define NITI_KC_MAX 1024
+#define NITI_MC (NITI_MR * 32)
+#define NITI_NC (NITI_NR * 16)
+/* With long K (weight gradients) a B block is packed once per K slice and used by every A block; a
+ * wider block means fewer repacks of A (dy^T). */
+#ifndef NITI_NC_LONG_K
+#define NITI_NC_LONG_K (NITI_NR * 48)
+#endif
+#define NITI_PANEL_MAX (NITI_MR > NITI_NR ? NITI_MR : NITI_NR)
+#define NITI_MAX2(a, b) ((a) > (b) ? (a) : (b))
+#define NITI_BLOCK_MAX NITI_MAX2(NITI_MC, NITI_MAX2(NITI_NC, NITI_NC_LONG_K)) /* widest packed block */
+
+_Static_assert(NITI_MR % 4 == 0 && NITI_NR % 4 == 0, "panel packing moves 4 x 4 blocks of 32-bit words");
+_Static_assert(NITI_KC_MAX % 4 == 0 && NITI_KC_MAX <= NITI_MAX_K_S32, "a K slice is whole groups and exact in int32");
+
+enum { NITI_C_STORE32 = 0, NITI_C_ADD32 = 1, NITI_C_STORE64 = 2, NITI_C_ADD64 = 3 };
+
+/* tile (MR x NR) of C at c (row stride ldc elements) <-op- A_panel * B_panel^T - corr. */
+void niti_microkernel(int64_t k_groups, const uint32_t *a_panel, const uint32_t *b_panel, const int32_t *corr,
+                      void *c, int64_t ldc, int c_mode);
+
+#endif /* NITI_CPU_INTERNAL_H */

@@ -1,0 +1,196 @@
+/* cpu_layers.c: the GEMM-shaped entry points (plain GEMM, linear and conv2d, forward and both
+ * gradients), each a choice of operands for the engine in cpu_gemm.c.
+ *
+ *   op                   A (M x K)                         B (N x K)                    C
+ *   linear forward       x (batch, in)                     w (out, in)                  (batch, out)
+ *   linear input grad    dy (batch, out)                   w^T: k-major view of w       (batch, in)
+ *   linear weight grad   dy^T: k-major view of dy          x^T: k-major view of x       (out, in)
+ *   conv forward         patches of x                      w (O, kh*kw*I)               (N*E*F, O)
+ *   conv input grad      patches of dy, upsampled by       w flipped: (I, kh*kw*O)      (N*H*W, I)
+ *                        the stride (a transposed conv)
+ *   conv weight grad     dy^T: k-major view of dy          patches of x, transposed     (O, kh*kw*I)
+ *
+ * The conv input gradient is the col2im scatter-add of dy * w written as a gather: each dx pixel
+ * sums the dy pixels whose windows cover it. That needs no scatter buffer and no atomics; for
+ * stride > 1 the upsampled map feeds zeros to some taps (exact, a little wasted work).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_internal.h"
+
+#define REQUIRE(cond, ...) \
+    do {                   \
+        if (!(cond)) return niti_fail(NITI_E_ARG, __VA_ARGS__); \
+    } while (0)
+
+static int check_k_s32(const char *fn, int64_t K) {
+    if (K > NITI_MAX_K_S32)
+        return niti_fail(NITI_E_ARG,
+                         "%s: reduction length %lld > %d can overflow an int32 accumulator; use the int64 (_s64) form",
+                         fn, (long long)K, NITI_MAX_K_S32);
+    return NITI_OK;
+}
+
+/* ---- plain GEMM ------------------------------------------------------------------------------------ */
+static int gemm_args(const char *fn, int64_t M, int64_t N, int64_t K, const void *A, const void *B, const void *C) {
+    REQUIRE(M >= 0 && N >= 0 && K >= 0, "%s: sizes must be >= 0 (M=%lld N=%lld K=%lld)", fn, (long long)M,
+            (long long)N, (long long)K);
+    REQUIRE((A || M * K == 0) && (B || N * K == 0) && (C || M * N == 0), "%s: NULL array", fn);
+    return NITI_OK;
+}
+
+int niti_gemm_s8s8s32(int64_t M, int64_t N, int64_t K, const int8_t *A, const int8_t *B, int32_t *C) {
+    int st = gemm_args(__func__, M, N, K, A, B, C);
+    if (st || (st = check_k_s32(__func__, K))) return st;
+    niti_operand a = niti_dense(A, M, K, K, 0), b = niti_dense(B, N, K, K, 0);
+    return niti_gemm_run(&a, &b, M, N, K, C, N, 0);
+}
+
+int niti_gemm_s8s8s64(int64_t M, int64_t N, int64_t K, const int8_t *A, const int8_t *B, int64_t *C) {
+    int st = gemm_args(__func__, M, N, K, A, B, C);
+    if (st) return st;
+    niti_operand a = niti_dense(A, M, K, K, 0), b = niti_dense(B, N, K, K, 0);
+    return niti_gemm_run(&a, &b, M, N, K, C, N, 1);
+}
+
+/* ---- linear --------------------------------------------------------------------------------------- */
+static int linear_args(const char *fn, int64_t batch, int64_t in_f, int64_t out_f, const void *p, const void *q,
+                       const void *r) {
+    REQUIRE(batch >= 0 && in_f >= 0 && out_f >= 0, "%s: sizes must be >= 0 (batch=%lld in=%lld out=%lld)", fn,
+            (long long)batch, (long long)in_f, (long long)out_f);
+    REQUIRE(p && q && r, "%s: NULL array", fn);
+    return NITI_OK;
+}
+
+int niti_linear_forward(int64_t batch, int64_t in_f, int64_t out_f, const int8_t *x, const int8_t *w, int32_t *y) {
+    int st = linear_args(__func__, batch, in_f, out_f, x, w, y);
+    if (st || (st = check_k_s32(__func__, in_f))) return st;
+    niti_operand a = niti_dense(x, batch, in_f, in_f, 0), b = niti_dense(w, out_f, in_f, in_f, 0);
+    return niti_gemm_run(&a, &b, batch, out_f, in_f, y, out_f, 0);
+}
+
+int niti_linear_input_grad(int64_t batch, int64_t in_f, int64_t out_f, const int8_t *dy, const int8_t *w,
+                           int32_t *dx) {
+    int st = linear_args(__func__, batch, in_f, out_f, dy, w, dx);
+    if (st || (st = check_k_s32(__func__, out_f))) return st;
+    niti_operand a = niti_dense(dy, batch, out_f, out_f, 0), b = niti_dense(w, in_f, out_f, in_f, 1);
+    return niti_gemm_run(&a, &b, batch, in_f, out_f, dx, in_f, 0);
+}
+
+static int linear_weight_grad(const char *fn, int64_t batch, int64_t in_f, int64_t out_f, const int8_t *x,
+                              const int8_t *dy, void *dw, int wide) {
+    int st = linear_args(fn, batch, in_f, out_f, x, dy, dw);
+    if (st || (!wide && (st = check_k_s32(fn, batch)))) return st;
+    niti_operand a = niti_dense(dy, out_f, batch, out_f, 1), b = niti_dense(x, in_f, batch, in_f, 1);
+    return niti_gemm_run(&a, &b, out_f, in_f, batch, dw, in_f, wide);
+}
+
+int niti_linear_weight_grad_s32(int64_t batch, int64_t in_f, int64_t out_f, const int8_t *x, const int8_t *dy,
+                                int32_t *dw) {
+    return linear_weight_grad(__func__, batch, in_f, out_f, x, dy, dw, 0);
+}
+
+int niti_linear_weight_grad_s64(int64_t batch, int64_t in_f, int64_t out_f, const int8_t *x, const int8_t *dy,
+                                int64_t *dw) {
+    return linear_weight_grad(__func__, batch, in_f, out_f, x, dy, dw, 1);
+}
+
+/* ---- conv2d --------------------------------------------------------------------------------------- */
+typedef struct {
+    int64_t batch, in_h, in_w, in_c, out_c, k_h, k_w, stride_h, stride_w, pad_h, pad_w;
+    int64_t out_h, out_w; /* E, F */
+} conv_shape;
+
+static int conv_args(const char *fn, const conv_shape *s, const void *p, const void *q, const void *r) {
+    REQUIRE(s->batch >= 0 && s->in_h >= 1 && s->in_w >= 1 && s->in_c >= 1 && s->out_c >= 1,
+            "%s: sizes must be positive (batch=%lld in_h=%lld in_w=%lld in_c=%lld out_c=%lld)", fn,
+            (long long)s->batch, (long long)s->in_h, (long long)s->in_w, (long long)s->in_c, (long long)s->out_c);
+    REQUIRE(s->k_h >= 1 && s->k_w >= 1 && s->stride_h >= 1 && s->stride_w >= 1 && s->pad_h >= 0 && s->pad_w >= 0,
+            "%s: need kernel >= 1, stride >= 1, padding >= 0 (kernel %lldx%lld stride %lldx%lld padding %lldx%lld)",
+            fn, (long long)s->k_h, (long long)s->k_w, (long long)s->stride_h, (long long)s->stride_w,
+            (long long)s->pad_h, (long long)s->pad_w);
+    REQUIRE(s->in_h + 2 * s->pad_h >= s->k_h && s->in_w + 2 * s->pad_w >= s->k_w,
+            "%s: kernel %lldx%lld larger than the padded input %lldx%lld", fn, (long long)s->k_h, (long long)s->k_w,
+            (long long)(s->in_h + 2 * s->pad_h), (long long)(s->in_w + 2 * s->pad_w));
+    REQUIRE(p && q && r, "%s: NULL array", fn);
+    return NITI_OK;
+}
+
+static conv_shape make_shape(int64_t batch, int64_t in_h, int64_t in_w, int64_t in_c, int64_t out_c, int64_t k_h,
+                             int64_t k_w, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w) {
+    conv_shape s = {batch, in_h, in_w, in_c, out_c, k_h, k_w, stride_h, stride_w, pad_h, pad_w, 0, 0};
+    if (stride_h > 0 && stride_w > 0) {
+        s.out_h = (in_h + 2 * pad_h - k_h) / stride_h + 1;
+        s.out_w = (in_w + 2 * pad_w - k_w) / stride_w + 1;
+    }
+    return s;
+}
+
+/* Patches of x for the forward conv and the weight gradient. */
+static niti_im2col forward_patches(const conv_shape *s, const int8_t *x) {
+    niti_im2col g = {x, s->batch, s->in_h, s->in_w, s->in_c, s->out_h, s->out_w, s->k_h, s->k_w,
+                     s->stride_h, s->stride_w, s->pad_h, s->pad_w, 1, 1};
+    return g;
+}
+
+#define CONV_PARAMS                                                                                              \
+    int64_t batch, int64_t in_h, int64_t in_w, int64_t in_c, int64_t out_c, int64_t k_h, int64_t k_w,            \
+        int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w
+#define CONV_SHAPE make_shape(batch, in_h, in_w, in_c, out_c, k_h, k_w, stride_h, stride_w, pad_h, pad_w)
+
+int niti_conv2d_forward(CONV_PARAMS, const int8_t *x, const int8_t *w, int32_t *y) {
+    conv_shape s = CONV_SHAPE;
+    int st = conv_args(__func__, &s, x, w, y);
+    int64_t K = k_h * k_w * in_c;
+    if (st || (st = check_k_s32(__func__, K))) return st;
+    niti_im2col g = forward_patches(&s, x);
+    niti_operand a = niti_patches(&g), b = niti_dense(w, out_c, K, K, 0);
+    return niti_gemm_run(&a, &b, a.rows, out_c, K, y, out_c, 0);
+}
+
+int niti_conv2d_input_grad(CONV_PARAMS, const int8_t *dy, const int8_t *w, int32_t *dx) {
+    conv_shape s = CONV_SHAPE;
+    int st = conv_args(__func__, &s, dy, w, dx);
+    int64_t K = k_h * k_w * out_c;
+    if (st || (st = check_k_s32(__func__, K))) return st;
+    /* wt[i, a, b, o] = w[o, k_h-1-a, k_w-1-b, i]: the transposed conv's kernel */
+    int8_t *wt = malloc((size_t)(in_c * K)); /* in_c, K >= 1 (checked) */
+    if (!wt) return niti_fail(NITI_E_NOMEM, "%s: out of memory", __func__);
+    /* per tap an (O x I) -> (I x O) transpose, in 32 x 32 tiles so reads and writes stay in cache */
+    for (int64_t a = 0; a < k_h; a++)
+        for (int64_t b = 0; b < k_w; b++)
+            for (int64_t o0 = 0; o0 < out_c; o0 += 32)
+                for (int64_t i0 = 0; i0 < in_c; i0 += 32)
+                    for (int64_t i = i0; i < in_c && i < i0 + 32; i++)
+                        for (int64_t o = o0; o < out_c && o < o0 + 32; o++)
+                            wt[((i * k_h + a) * k_w + b) * out_c + o] =
+                                w[((o * k_h + (k_h - 1 - a)) * k_w + (k_w - 1 - b)) * in_c + i];
+    /* dx[h] gathers dy[e] with e * stride = h + pad - kh: dy upsampled by the stride, padded by k-1-pad */
+    niti_im2col g = {dy, batch, s.out_h, s.out_w, out_c, in_h, in_w, k_h, k_w,
+                     1, 1, k_h - 1 - pad_h, k_w - 1 - pad_w, stride_h, stride_w};
+    niti_operand a = niti_patches(&g), b = niti_dense(wt, in_c, K, K, 0);
+    st = niti_gemm_run(&a, &b, a.rows, in_c, K, dx, in_c, 0);
+    free(wt);
+    return st;
+}
+
+static int conv_weight_grad(const char *fn, const conv_shape *s, const int8_t *x, const int8_t *dy, void *dw,
+                            int wide) {
+    int st = conv_args(fn, s, x, dy, dw);
+    int64_t M = s->batch * s->out_h * s->out_w; /* reduction length */
+    if (st || (!wide && (st = check_k_s32(fn, M)))) return st;
+    niti_im2col g = forward_patches(s, x);
+    niti_operand a = niti_dense(dy, s->out_c, M, s->out_c, 1), b = niti_patches_transposed(&g);
+    return niti_gemm_run(&a, &b, s->out_c, b.rows, M, dw, b.rows, wide);
+}
+
+int niti_conv2d_weight_grad_s32(CONV_PARAMS, const int8_t *x, const int8_t *dy, int32_t *dw) {
+    conv_shape s = CONV_SHAPE;
+    return conv_weight_grad(__func__, &s, x, dy, dw, 0);
+}
+
+int niti_conv2d_weight_grad_s64(CONV_PARAMS, const int8_t *x, const int8_t *dy, int64_t *dw) {
+    conv_shape s = CONV_SHAPE;
+    return conv_weight_grad(__func__, &s, x, dy, dw, 1);
+}

@@ -1,0 +1,347 @@
+/* cpu_ops.c: the elementwise and small ops: range, shifts and requantization, ReLU, max pooling,
+ * dropout, the loss gradient and the weight updates. Each mirrors the numpy function of the same
+ * name in nitisim/numerics.py through the per-element arithmetic of niti_arith.h. Loops run on
+ * OpenMP threads above NITI_PARALLEL_MIN_ELEMS; stochastic draws use the flat element index, so the
+ * result does not depend on how the loop is split. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_internal.h"
+
+#define REQUIRE(cond, ...) \
+    do {                   \
+        if (!(cond)) return niti_fail(NITI_E_ARG, __VA_ARGS__); \
+    } while (0)
+
+#define PRAGMA(text) _Pragma(#text)
+/* a parallel loop when the work (n elements) is large enough to pay for waking threads */
+#define PARALLEL_FOR(n) PRAGMA(omp parallel for if ((n) > NITI_PARALLEL_MIN_ELEMS) num_threads(niti_threads()))
+
+static int check_n(const char *fn, int64_t n, int arrays_ok) {
+    REQUIRE(n >= 0, "%s: size must be >= 0, got %lld", fn, (long long)n);
+    REQUIRE(n == 0 || arrays_ok, "%s: NULL array", fn);
+    return NITI_OK;
+}
+
+static int check_mode(const char *fn, int mode) {
+    REQUIRE(mode >= NITI_ROUND_NEAREST && mode <= NITI_ROUND_STOCHASTIC,
+            "%s: unknown rounding mode %d (0 nearest, 1 pseudo_stochastic, 2 stochastic)", fn, mode);
+    return NITI_OK;
+}
+
+/* ---- range --------------------------------------------------------------------------------------- */
+/* max |x| as max(max x, -min x): two plain reductions, which vectorise. */
+static uint64_t peak_s32(int64_t n, const int32_t *x) {
+    int32_t hi = 0, lo = 0;
+#pragma omp parallel for reduction(max : hi) reduction(min : lo) if (n > NITI_PARALLEL_MIN_ELEMS) num_threads(niti_threads())
+    for (int64_t i = 0; i < n; i++) {
+        hi = x[i] > hi ? x[i] : hi;
+        lo = x[i] < lo ? x[i] : lo;
+    }
+    uint64_t a = niti_magnitude(hi), b = niti_magnitude(lo);
+    return a > b ? a : b;
+}
+
+static uint64_t peak_s64(int64_t n, const int64_t *x) {
+    int64_t hi = 0, lo = 0;
+#pragma omp parallel for reduction(max : hi) reduction(min : lo) if (n > NITI_PARALLEL_MIN_ELEMS) num_threads(niti_threads())
+    for (int64_t i = 0; i < n; i++) {
+        hi = x[i] > hi ? x[i] : hi;
+        lo = x[i] < lo ? x[i] : lo;
+    }
+    uint64_t a = niti_magnitude(hi), b = niti_magnitude(lo);
+    return a > b ? a : b;
+}
+
+int niti_range_bits_s32(int64_t n, const int32_t *x, int *bits_out) {
+    int st = check_n(__func__, n, x != NULL);
+    if (st) return st;
+    REQUIRE(bits_out, "%s: NULL output", __func__);
+    *bits_out = niti_range_bits_of_peak(peak_s32(n, x));
+    return NITI_OK;
+}
+
+int niti_range_bits_s64(int64_t n, const int64_t *x, int *bits_out) {
+    int st = check_n(__func__, n, x != NULL);
+    if (st) return st;
+    REQUIRE(bits_out, "%s: NULL output", __func__);
+    *bits_out = niti_range_bits_of_peak(peak_s64(n, x));
+    return NITI_OK;
+}
+
+/* ---- shifts and requantization ------------------------------------------------------------------- */
+int niti_round_shift_s64(int64_t n, const int64_t *x, int shift_bits, int mode, uint32_t seed, uint32_t step,
+                         uint32_t tensor_id, int64_t *out) {
+    int st = check_n(__func__, n, x && out);
+    if (st || (st = check_mode(__func__, mode))) return st;
+    REQUIRE(shift_bits >= 0, "%s: shift must be >= 0, got %d", __func__, shift_bits);
+    uint32_t key = niti_hash_key(seed, step, tensor_id);
+    PARALLEL_FOR(n)
+    for (int64_t i = 0; i < n; i++) out[i] = niti_round_shift(x[i], shift_bits, (niti_round_mode)mode, key, (uint32_t)i);
+    return NITI_OK;
+}
+
+int niti_requantize_s32(int64_t n, const int32_t *acc, int mode, uint32_t seed, uint32_t step, uint32_t tensor_id,
+                        int8_t *out, int *shift_out) {
+    int st = check_n(__func__, n, acc && out);
+    if (st || (st = check_mode(__func__, mode))) return st;
+    REQUIRE(shift_out, "%s: NULL shift output", __func__);
+    int s = niti_range_bits_of_peak(peak_s32(n, acc)) - 7; /* never a left shift */
+    uint32_t key = niti_hash_key(seed, step, tensor_id);
+    if (s > 0) {
+        PARALLEL_FOR(n)
+        for (int64_t i = 0; i < n; i++)
+            out[i] = niti_saturate_elem(niti_round_shift(acc[i], s, (niti_round_mode)mode, key, (uint32_t)i));
+    } else {
+        PARALLEL_FOR(n)
+        for (int64_t i = 0; i < n; i++) out[i] = niti_saturate_elem(acc[i]);
+    }
+    *shift_out = s > 0 ? s : 0;
+    return NITI_OK;
+}
+
+int niti_narrow_s64_s32(int64_t n, const int64_t *x, int32_t *out) {
+    int st = check_n(__func__, n, x && out);
+    if (st) return st;
+    int64_t hi = 0, lo = 0;
+#pragma omp parallel for reduction(max : hi) reduction(min : lo) if (n > NITI_PARALLEL_MIN_ELEMS) num_threads(niti_threads())
+    for (int64_t i = 0; i < n; i++) {
+        hi = x[i] > hi ? x[i] : hi;
+        lo = x[i] < lo ? x[i] : lo;
+    }
+    if (hi > INT32_MAX || lo < INT32_MIN)
+        return niti_fail(NITI_E_OVERFLOW, "int32 accumulator overflow (range %lld..%lld)", (long long)lo, (long long)hi);
+    PARALLEL_FOR(n)
+    for (int64_t i = 0; i < n; i++) out[i] = (int32_t)x[i];
+    return NITI_OK;
+}
+
+/* ---- ReLU ------------------------------------------------------------------------------------------ */
+int niti_relu_forward(int64_t n, const int8_t *x, int8_t *y) {
+    int st = check_n(__func__, n, x && y);
+    if (st) return st;
+    PARALLEL_FOR(n)
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0;
+    return NITI_OK;
+}
+
+int niti_relu_backward(int64_t n, const int8_t *x, const int8_t *dy, int8_t *dx) {
+    int st = check_n(__func__, n, x && dy && dx);
+    if (st) return st;
+    PARALLEL_FOR(n)
+    for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : 0;
+    return NITI_OK;
+}
+
+/* ---- max pooling ----------------------------------------------------------------------------------- */
+static int pool_args(const char *fn, int64_t batch, int64_t in_h, int64_t in_w, int64_t ch, int64_t k_h, int64_t k_w,
+                     int64_t s_h, int64_t s_w, int arrays_ok) {
+    REQUIRE(batch >= 0 && in_h >= 1 && in_w >= 1 && ch >= 1, "%s: sizes must be positive (batch=%lld %lldx%lldx%lld)",
+            fn, (long long)batch, (long long)in_h, (long long)in_w, (long long)ch);
+    REQUIRE(k_h >= 1 && k_w >= 1 && s_h >= 1 && s_w >= 1 && k_h <= in_h && k_w <= in_w,
+            "%s: need 1 <= kernel <= input and stride >= 1 (kernel %lldx%lld stride %lldx%lld input %lldx%lld)", fn,
+            (long long)k_h, (long long)k_w, (long long)s_h, (long long)s_w, (long long)in_h, (long long)in_w);
+    REQUIRE(arrays_ok || batch == 0, "%s: NULL array", fn);
+    return NITI_OK;
+}
+
+int niti_maxpool_forward(int64_t batch, int64_t in_h, int64_t in_w, int64_t ch, int64_t k_h, int64_t k_w,
+                         int64_t s_h, int64_t s_w, const int8_t *x, int8_t *y) {
+    int st = pool_args(__func__, batch, in_h, in_w, ch, k_h, k_w, s_h, s_w, x && y);
+    if (st) return st;
+    int64_t out_h = (in_h - k_h) / s_h + 1, out_w = (in_w - k_w) / s_w + 1;
+    int64_t cells = batch * out_h * out_w;
+    PARALLEL_FOR(cells * ch)
+    for (int64_t cell = 0; cell < cells; cell++) {
+        int64_t n = cell / (out_h * out_w), oy = cell / out_w % out_h, ox = cell % out_w;
+        const int8_t *x0 = x + ((n * in_h + oy * s_h) * in_w + ox * s_w) * ch;
+        int8_t *yc = y + cell * ch;
+        memcpy(yc, x0, (size_t)ch);
+        for (int64_t ky = 0; ky < k_h; ky++)
+            for (int64_t kx = 0; kx < k_w; kx++) {
+                const int8_t *xp = x0 + (ky * in_w + kx) * ch;
+                for (int64_t c = 0; c < ch; c++) yc[c] = xp[c] > yc[c] ? xp[c] : yc[c];
+            }
+    }
+    return NITI_OK;
+}
+
+/* Index of the first maximum of a window in row-major window order (strict >), for channel c. */
+static inline int64_t first_max_at(const int8_t *x, int64_t base, int64_t k_h, int64_t k_w, int64_t in_w, int64_t ch) {
+    int64_t best_at = base;
+    for (int64_t ky = 0; ky < k_h; ky++)
+        for (int64_t kx = 0; kx < k_w; kx++) {
+            int64_t at = base + (ky * in_w + kx) * ch;
+            if (x[at] > x[best_at]) best_at = at;
+        }
+    return best_at;
+}
+
+int niti_maxpool_backward(int64_t batch, int64_t in_h, int64_t in_w, int64_t ch, int64_t k_h, int64_t k_w,
+                          int64_t s_h, int64_t s_w, const int8_t *x, const int8_t *dy, int8_t *dx) {
+    int st = pool_args(__func__, batch, in_h, in_w, ch, k_h, k_w, s_h, s_w, x && dy && dx);
+    if (st) return st;
+    int64_t out_h = (in_h - k_h) / s_h + 1, out_w = (in_w - k_w) / s_w + 1;
+    int64_t image = in_h * in_w * ch;
+    memset(dx, 0, (size_t)(batch * image));
+    if (s_h >= k_h && s_w >= k_w) { /* disjoint windows: each input gets at most one error */
+        int64_t cells = batch * out_h * out_w;
+        PARALLEL_FOR(cells * ch)
+        for (int64_t cell = 0; cell < cells; cell++) {
+            int64_t n = cell / (out_h * out_w), oy = cell / out_w % out_h, ox = cell % out_w;
+            int64_t base = ((n * in_h + oy * s_h) * in_w + ox * s_w) * ch;
+            for (int64_t c = 0; c < ch; c++) dx[first_max_at(x, base + c, k_h, k_w, in_w, ch)] = dy[cell * ch + c];
+        }
+        return NITI_OK;
+    }
+    /* Overlapping windows can route several errors to one input: sum in int32, then saturate to
+     * int8 (as the numpy reference). One image per iteration, so threads never share an input. */
+    int status = NITI_OK;
+    PARALLEL_FOR(batch * image)
+    for (int64_t n = 0; n < batch; n++) {
+        int32_t *sum = calloc((size_t)image, sizeof(int32_t));
+        if (!sum) {
+#pragma omp atomic write
+            status = NITI_E_NOMEM;
+            continue;
+        }
+        for (int64_t oy = 0; oy < out_h; oy++)
+            for (int64_t ox = 0; ox < out_w; ox++) {
+                int64_t base = (oy * s_h * in_w + ox * s_w) * ch;
+                const int8_t *dyc = dy + ((n * out_h + oy) * out_w + ox) * ch;
+                for (int64_t c = 0; c < ch; c++) sum[first_max_at(x + n * image, base + c, k_h, k_w, in_w, ch)] += dyc[c];
+            }
+        for (int64_t i = 0; i < image; i++) dx[n * image + i] = niti_saturate_elem(sum[i]);
+        free(sum);
+    }
+    if (status != NITI_OK) return niti_fail(status, "%s: out of memory", __func__);
+    return NITI_OK;
+}
+
+/* ---- dropout ---------------------------------------------------------------------------------------- */
+int niti_dropout_mask(int64_t features, int keep_shift, uint32_t seed, uint32_t step, uint32_t tensor_id,
+                      uint8_t *keep) {
+    int st = check_n(__func__, features, keep != NULL);
+    if (st) return st;
+    REQUIRE(keep_shift >= 1 && keep_shift <= 31, "%s: keep_shift must be 1..31, got %d", __func__, keep_shift);
+    uint32_t key = niti_hash_key(seed, step, tensor_id);
+    for (int64_t f = 0; f < features; f++) keep[f] = niti_draw_below_pow2(key, (uint32_t)f, keep_shift) == 0;
+    return NITI_OK;
+}
+
+int niti_dropout_apply(int64_t rows, int64_t features, const int8_t *x, const uint8_t *keep, int8_t *y) {
+    REQUIRE(rows >= 0 && features >= 0, "%s: sizes must be >= 0 (rows=%lld features=%lld)", __func__,
+            (long long)rows, (long long)features);
+    REQUIRE(rows * features == 0 || (x && keep && y), "%s: NULL array", __func__);
+    PARALLEL_FOR(rows * features)
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t f = 0; f < features; f++) y[r * features + f] = keep[f] ? x[r * features + f] : 0;
+    return NITI_OK;
+}
+
+/* ---- loss gradient ------------------------------------------------------------------------------------ */
+int niti_loss_grad(int64_t batch, int64_t classes, const int8_t *logits, int exp, const int32_t *labels, int variant,
+                   uint32_t seed, uint32_t step, uint32_t tensor_id, int8_t *err, int64_t *p) {
+    REQUIRE(batch >= 0 && classes >= 1, "%s: need batch >= 0 and classes >= 1 (batch=%lld classes=%lld)", __func__,
+            (long long)batch, (long long)classes);
+    REQUIRE(batch == 0 || (logits && labels && err), "%s: NULL array", __func__);
+    REQUIRE(variant == NITI_LOSS_NITI || variant == NITI_LOSS_FINE, "%s: unknown variant %d (0 niti, 1 fine)",
+            __func__, variant);
+    REQUIRE(exp >= -1024 && exp <= NITI_LOSS_MAX_EXP, "%s: logit exponent %d outside [-1024, %d]", __func__, exp,
+            NITI_LOSS_MAX_EXP);
+    for (int64_t r = 0; r < batch; r++)
+        REQUIRE(labels[r] >= 0 && labels[r] < classes, "%s: label %d of row %lld outside [0, %lld)", __func__,
+                (int)labels[r], (long long)r, (long long)classes);
+    uint32_t key = niti_hash_key(seed, step, tensor_id);
+    PARALLEL_FOR(batch * classes)
+    for (int64_t r = 0; r < batch; r++)
+        niti_loss_grad_row(logits + r * classes, classes, exp, labels[r], (niti_loss_variant)variant, key,
+                           (uint32_t)(r * classes), err + r * classes, p ? p + r * classes : NULL);
+    return NITI_OK;
+}
+
+/* ---- weight updates ----------------------------------------------------------------------------------- */
+/* The gradient accumulator is int32 or int64 (`wide`); the per-element branch is loop-invariant. */
+static inline int64_t load_g(const void *g, int wide, int64_t i) {
+    return wide ? ((const int64_t *)g)[i] : ((const int32_t *)g)[i];
+}
+
+static int grad_range_bits(int64_t n, const void *g, int wide) {
+    return niti_range_bits_of_peak(wide ? peak_s64(n, g) : peak_s32(n, g));
+}
+
+/* b <= 64, so mu outside [-64, 64] acts like its end point (s >= 64 zeroes, s < 1 keeps g). */
+static int clamp_mu(int64_t mu) { return mu < -64 ? -64 : (mu > 64 ? 64 : (int)mu); }
+
+static int update_plain(const char *fn, int64_t n, const int8_t *w, const void *g, int wide, int mu, int8_t *w_out) {
+    int st = check_n(fn, n, w && g && w_out);
+    if (st) return st;
+    int b = grad_range_bits(n, g, wide), m = clamp_mu(mu);
+    PARALLEL_FOR(n)
+    for (int64_t i = 0; i < n; i++) w_out[i] = niti_saturate_elem(niti_wrap_sub(w[i], niti_mu_step(load_g(g, wide, i), b, m)));
+    return NITI_OK;
+}
+
+static int update_momentum(const char *fn, int64_t n, const int8_t *w, const void *g, int wide, const int32_t *v,
+                           int mu, int8_t *w_out, int32_t *v_out) {
+    int st = check_n(fn, n, w && g && v && w_out && v_out);
+    if (st) return st;
+    int b = grad_range_bits(n, g, wide), m = clamp_mu(mu);
+    /* pass 1: the new velocity must fit int32; nothing is written if it does not */
+    int64_t hi = 0, lo = 0;
+#pragma omp parallel for reduction(max : hi) reduction(min : lo) if (n > NITI_PARALLEL_MIN_ELEMS) num_threads(niti_threads())
+    for (int64_t i = 0; i < n; i++) {
+        int64_t vn = niti_momentum_velocity(v[i], niti_mu_step(load_g(g, wide, i), b, m));
+        hi = vn > hi ? vn : hi;
+        lo = vn < lo ? vn : lo;
+    }
+    if (hi > INT32_MAX || lo < INT32_MIN)
+        return niti_fail(NITI_E_OVERFLOW, "momentum velocity: int32 accumulator overflow (range %lld..%lld)",
+                         (long long)lo, (long long)hi);
+    PARALLEL_FOR(n)
+    for (int64_t i = 0; i < n; i++) {
+        int64_t vn = niti_momentum_velocity(v[i], niti_mu_step(load_g(g, wide, i), b, m));
+        int64_t step = niti_round_shift(vn, NITI_MOMENTUM_SHIFT, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u);
+        w_out[i] = niti_saturate_elem(niti_wrap_sub(w[i], step));
+        v_out[i] = (int32_t)vn;
+    }
+    return NITI_OK;
+}
+
+static int update_shadow16(const char *fn, int64_t n, const int16_t *shadow, const void *g, int wide, int mu,
+                           int8_t *w_out, int16_t *shadow_out) {
+    int st = check_n(fn, n, shadow && g && w_out && shadow_out);
+    if (st) return st;
+    /* steps of up to 2**(mu + 8) shadow LSBs: the plain rule's size, keeping sub-LSB steps */
+    int b = grad_range_bits(n, g, wide), m = clamp_mu((int64_t)mu + NITI_SHADOW_FRAC_BITS);
+    PARALLEL_FOR(n)
+    for (int64_t i = 0; i < n; i++) {
+        int64_t sh = niti_saturate_shadow(niti_wrap_sub(shadow[i], niti_mu_step(load_g(g, wide, i), b, m)));
+        w_out[i] = niti_saturate_elem(niti_round_shift(sh, NITI_SHADOW_FRAC_BITS, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u));
+        shadow_out[i] = (int16_t)sh;
+    }
+    return NITI_OK;
+}
+
+int niti_update_plain_s32(int64_t n, const int8_t *w, const int32_t *g_acc, int mu, int8_t *w_out) {
+    return update_plain(__func__, n, w, g_acc, 0, mu, w_out);
+}
+int niti_update_plain_s64(int64_t n, const int8_t *w, const int64_t *g_acc, int mu, int8_t *w_out) {
+    return update_plain(__func__, n, w, g_acc, 1, mu, w_out);
+}
+int niti_update_momentum_s32(int64_t n, const int8_t *w, const int32_t *g_acc, const int32_t *velocity, int mu,
+                             int8_t *w_out, int32_t *velocity_out) {
+    return update_momentum(__func__, n, w, g_acc, 0, velocity, mu, w_out, velocity_out);
+}
+int niti_update_momentum_s64(int64_t n, const int8_t *w, const int64_t *g_acc, const int32_t *velocity, int mu,
+                             int8_t *w_out, int32_t *velocity_out) {
+    return update_momentum(__func__, n, w, g_acc, 1, velocity, mu, w_out, velocity_out);
+}
+int niti_update_shadow16_s32(int64_t n, const int16_t *shadow, const int32_t *g_acc, int mu, int8_t *w_out,
+                             int16_t *shadow_out) {
+    return update_shadow16(__func__, n, shadow, g_acc, 0, mu, w_out, shadow_out);
+}
+int niti_update_shadow16_s64(int64_t n, const int16_t *shadow, const int64_t *g_acc, int mu, int8_t *w_out,
+                             int16_t *shadow_out) {
+    return update_shadow16(__func__, n, shadow, g_acc, 1, mu, w_out, shadow_out);
+}

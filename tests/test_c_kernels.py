@@ -1,0 +1,522 @@
+"""The C kernel library (gpu_backend/csrc, CPU build) equals the numpy definitions exactly.
+
+GEMM and conv kernels are checked against plain numpy written here (int64 matmul, an im2col /
+col2im reference) on every micro-kernel variant this machine can build (AVX-512 VNNI, AVX2,
+portable C); the elementwise kernels against nitisim.numerics and nitisim.reference. No timing here.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from nitisim import numerics as nm
+from nitisim.errors import IntegerOverflowError
+from nitisim.reference import dropout_mask as ref_dropout_mask
+
+pytestmark = pytest.mark.cpu_lib
+
+if shutil.which(os.environ.get("CC") or "gcc") is None:  # pragma: no cover - machines without a compiler
+    pytest.skip("no C compiler to build the CPU kernel library", allow_module_level=True)
+
+from gpu_backend import build  # noqa: E402
+from gpu_backend.lib import ABI_VERSION, CLibError, cdef_text, cpu_library  # noqa: E402
+
+X86 = platform.machine() in ("x86_64", "AMD64")
+# native: the best kernel here (AVX-512 VNNI on this project's machines); haswell: AVX2; x86-64: C.
+VARIANTS = ["native", "haswell", "x86-64"] if X86 else ["native"]
+
+
+@pytest.fixture(scope="module")
+def lib():
+    return cpu_library()
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def any_lib(request):
+    """Each micro-kernel variant; GEMM-shaped kernels must agree across all of them."""
+    return cpu_library(request.param)
+
+
+def rand_i8(rng, shape, lo=-127, hi=127):
+    return rng.integers(lo, hi + 1, size=shape, dtype=np.int8)
+
+
+# ------------------------------------------------------------------------------------ references
+def ref_gemm(a, b):
+    return a.astype(np.int64) @ b.astype(np.int64).T
+
+
+def ref_im2col(x, kh, kw, stride, padding):
+    """(N, H, W, C) -> (N*E*F, kh*kw*C), columns in (kh, kw, c) order, zero padded."""
+    (sh, sw), (ph, pw) = stride, padding
+    n, h, w, c = x.shape
+    xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    e, f = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    cols = np.empty((n, e, f, kh, kw, c), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j, :] = xp[:, i : i + sh * e : sh, j : j + sw * f : sw, :]
+    return cols.reshape(n * e * f, kh * kw * c), (e, f)
+
+
+def ref_conv_forward(x, w, stride, padding):
+    o, kh, kw, _ = w.shape
+    cols, (e, f) = ref_im2col(x, kh, kw, stride, padding)
+    return (cols.astype(np.int64) @ w.reshape(o, -1).astype(np.int64).T).reshape(x.shape[0], e, f, o)
+
+
+def ref_conv_input_grad(dy, w, in_hw, stride, padding):
+    """col2im scatter-add of dy @ w, cropped to the input."""
+    (sh, sw), (ph, pw) = stride, padding
+    n, e, f, o = dy.shape
+    _, kh, kw, c = w.shape
+    h, wd = in_hw
+    cols = (dy.reshape(-1, o).astype(np.int64) @ w.reshape(o, -1).astype(np.int64)).reshape(n, e, f, kh, kw, c)
+    out = np.zeros((n, h + 2 * ph + sh, wd + 2 * pw + sw, c), dtype=np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, i : i + sh * e : sh, j : j + sw * f : sw, :] += cols[:, :, :, i, j, :]
+    return out[:, ph : ph + h, pw : pw + wd, :]
+
+
+def ref_conv_weight_grad(x, dy, kh, kw, stride, padding):
+    cols, _ = ref_im2col(x, kh, kw, stride, padding)
+    o = dy.shape[3]
+    return (dy.reshape(-1, o).astype(np.int64).T @ cols.astype(np.int64)).reshape(o, kh, kw, x.shape[3])
+
+
+def ref_maxpool(x, kernel, stride):
+    """(max, first-max routing dx) by explicit window loops."""
+    n, h, w, c = x.shape
+    e, f = (h - kernel) // stride + 1, (w - kernel) // stride + 1
+    y = np.empty((n, e, f, c), np.int8)
+    arg = np.empty((n, e, f, c), np.int64)
+    for i in range(e):
+        for j in range(f):
+            win = x[:, i * stride : i * stride + kernel, j * stride : j * stride + kernel, :].reshape(n, -1, c)
+            y[:, i, j] = win.max(axis=1)
+            arg[:, i, j] = win.argmax(axis=1)  # first maximum in row-major window order
+    return y, arg
+
+
+def ref_maxpool_grad(x, dy, kernel, stride):
+    _, arg = ref_maxpool(x, kernel, stride)
+    n, e, f, c = dy.shape
+    dx = np.zeros(x.shape, np.int64)
+    for i in range(e):
+        for j in range(f):
+            ky, kx = np.divmod(arg[:, i, j], kernel)
+            for b in range(n):
+                for ch in range(c):
+                    dx[b, i * stride + ky[b, ch], j * stride + kx[b, ch], ch] += dy[b, i, j, ch]
+    return nm.clamp_int8(dx)
+
+
+# ------------------------------------------------------------------------------------ library
+def test_abi_version_and_isa(lib):
+    assert lib.abi_version == ABI_VERSION
+    assert lib.kernel_isa in ("avx512vnni", "avx2", "scalar")
+
+
+def test_variants_compile_the_intended_kernel():
+    if not X86:
+        pytest.skip("ISA variants are x86 only")
+    assert cpu_library("haswell").kernel_isa == "avx2"
+    assert cpu_library("x86-64").kernel_isa == "scalar"
+
+
+def test_header_is_plain_declarations():
+    text = cdef_text()
+    assert "#" not in text and "extern" not in text
+    assert "int niti_abi_version(void);" in text
+
+
+def test_build_is_cached_and_keyed_by_flags(tmp_path, monkeypatch):
+    monkeypatch.setenv("NITISIM_CACHE", str(tmp_path))
+    first = build.build_cpu(march="x86-64")
+    assert first.is_relative_to(tmp_path) and first.name == "libniti_cpu.so"
+    mtime = first.stat().st_mtime_ns
+    assert build.build_cpu(march="x86-64") == first and first.stat().st_mtime_ns == mtime
+    assert build.build_cpu(march="x86-64", extra_flags=("-DNITI_UNUSED_FLAG",)) != first
+    assert not list(first.parent.glob("*.tmp"))
+
+
+def test_missing_compiler_says_what_was_tried(monkeypatch):
+    monkeypatch.setenv("CC", "no-such-compiler-niti")
+    with pytest.raises(build.BuildError, match="no-such-compiler-niti.*gcc"):
+        build.build_cpu()
+
+
+def test_bad_argument_raises_with_the_c_message(lib):
+    with pytest.raises(CLibError, match="sizes must be >= 0") as info:
+        lib.check(lib.lib.niti_gemm_s8s8s32(-1, 2, 3, lib.ffi.NULL, lib.ffi.NULL, lib.ffi.NULL))
+    assert info.value.status == 1
+    with pytest.raises(CLibError, match="unknown rounding mode 7"):
+        lib.check(lib.lib.niti_requantize_s32(0, lib.ffi.NULL, 7, 0, 0, 0, lib.ffi.NULL, lib.ffi.new("int *")))
+    with pytest.raises(CLibError, match="label 10 of row 0"):
+        lib.loss_grad(np.zeros((1, 10), np.int8), -4, np.array([10]))
+
+
+def test_int32_gemm_refuses_reductions_that_could_overflow(lib):
+    a = np.zeros((1, nm.INT32_MAX // (128 * 128) + 1), np.int8)
+    with pytest.raises(CLibError, match="use the int64"):
+        lib.gemm_s8s8s32(a, a)
+
+
+def test_wrappers_check_dtype_and_layout(lib):
+    a = np.zeros((4, 8), np.int8)
+    with pytest.raises(TypeError, match="int8"):
+        lib.gemm_s8s8s32(a.astype(np.int16), a)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        lib.gemm_s8s8s32(np.zeros((8, 4), np.int8).T, a)
+
+
+def test_thread_count_does_not_change_results(lib):
+    rng = np.random.default_rng(5)
+    a, b = rand_i8(rng, (301, 257)), rand_i8(rng, (203, 257))
+    try:
+        lib.set_num_threads(1)
+        one = lib.gemm_s8s8s32(a, b)
+        lib.set_num_threads(2)
+        assert lib.num_threads() == 2
+        two = lib.gemm_s8s8s32(a, b)
+    finally:
+        lib.set_num_threads(0)
+    assert np.array_equal(one, two) and np.array_equal(one, ref_gemm(a, b))
+
+
+# ------------------------------------------------------------------------------------ GEMM
+GEMM_SHAPES = [(1, 1, 1), (1, 1, 5), (3, 5, 1), (12, 32, 4), (13, 33, 7), (25, 65, 129), (100, 70, 300),
+               (385, 37, 1030), (7, 530, 2100), (64, 64, 0)]
+
+
+@pytest.mark.parametrize("m,n,k", GEMM_SHAPES)
+def test_gemm_random_and_edge_shapes(any_lib, m, n, k):
+    rng = np.random.default_rng(m * 1000 + n + k)
+    a, b = rand_i8(rng, (m, k)), rand_i8(rng, (n, k))
+    ref = ref_gemm(a, b)
+    assert np.array_equal(any_lib.gemm_s8s8s32(a, b), ref)
+    assert np.array_equal(any_lib.gemm_s8s8s64(a, b), ref)
+
+
+@pytest.mark.parametrize("fill_a,fill_b", [(127, 127), (-127, 127), (-127, -127), (-128, -128), (-128, 127)])
+def test_gemm_extreme_values(any_lib, fill_a, fill_b):
+    m, n, k = 14, 35, 4099
+    a, b = np.full((m, k), fill_a, np.int8), np.full((n, k), fill_b, np.int8)
+    assert np.array_equal(any_lib.gemm_s8s8s32(a, b), np.full((m, n), fill_a * fill_b * k))
+
+
+def test_gemm_s64_exceeds_int32(any_lib):
+    k = 140_000  # 127 * 127 * k > 2**31
+    a = np.full((3, k), 127, np.int8)
+    b = np.full((5, k), 127, np.int8)
+    b[1] = -127
+    out = any_lib.gemm_s8s8s64(a, b)
+    assert out[0, 0] == 127 * 127 * k > nm.INT32_MAX
+    assert np.array_equal(out, ref_gemm(a, b))
+
+
+@settings(max_examples=25, deadline=None)
+@given(m=st.integers(1, 40), n=st.integers(1, 70), k=st.integers(1, 300), seed=st.integers(0, 2**31))
+def test_gemm_property(lib, m, n, k, seed):
+    rng = np.random.default_rng(seed)
+    a, b = rand_i8(rng, (m, k)), rand_i8(rng, (n, k))
+    assert np.array_equal(lib.gemm_s8s8s32(a, b), ref_gemm(a, b))
+
+
+# ------------------------------------------------------------------------------------ linear
+@pytest.mark.parametrize("batch,in_f,out_f", [(1, 1, 1), (7, 33, 10), (64, 300, 45), (256, 800, 500), (64, 8192, 10),
+                                             (0, 5, 3)])
+def test_linear_three_gemms(any_lib, batch, in_f, out_f):
+    rng = np.random.default_rng(batch + in_f + out_f)
+    x, w, dy = rand_i8(rng, (batch, in_f)), rand_i8(rng, (out_f, in_f)), rand_i8(rng, (batch, out_f))
+    assert np.array_equal(any_lib.linear_forward(x, w), x.astype(np.int64) @ w.astype(np.int64).T)
+    assert np.array_equal(any_lib.linear_input_grad(dy, w), dy.astype(np.int64) @ w.astype(np.int64))
+    g = dy.astype(np.int64).T @ x.astype(np.int64)
+    assert np.array_equal(any_lib.linear_weight_grad(x, dy), g)
+    out32 = any_lib.linear_weight_grad(x, dy, out_dtype=np.int32)
+    assert out32.dtype == np.int32 and np.array_equal(out32, g)
+
+
+def test_linear_weight_grad_long_batch_in_int64(lib):
+    batch = 140_000
+    x = np.full((batch, 4), 127, np.int8)
+    dy = np.full((batch, 3), 127, np.int8)
+    dy[::2, 1] = -127
+    g = lib.linear_weight_grad(x, dy)
+    assert g[0, 0] == 127 * 127 * batch > nm.INT32_MAX
+    assert np.array_equal(g, dy.astype(np.int64).T @ x.astype(np.int64))
+    with pytest.raises(CLibError, match="int64"):
+        lib.linear_weight_grad(x, dy, out_dtype=np.int32)
+
+
+# ------------------------------------------------------------------------------------ conv
+CONV_CASES = [
+    # batch, h, w, in_c, out_c, kernel (kh, kw), stride, padding
+    (2, 8, 8, 3, 5, (3, 3), (1, 1), (1, 1)),
+    (2, 9, 7, 4, 6, (3, 3), (2, 2), (1, 1)),
+    (1, 7, 10, 5, 3, (5, 5), (1, 1), (2, 2)),
+    (3, 6, 6, 16, 8, (1, 1), (1, 1), (0, 0)),
+    (1, 5, 5, 2, 4, (1, 1), (2, 2), (2, 2)),
+    (2, 10, 9, 3, 7, (5, 3), (2, 1), (2, 0)),
+    (1, 11, 11, 8, 4, (5, 5), (2, 2), (0, 0)),
+    (2, 12, 12, 36, 40, (3, 3), (1, 1), (1, 1)),
+    (1, 4, 4, 130, 33, (3, 3), (1, 1), (0, 0)),
+    (4, 16, 16, 64, 64, (3, 3), (1, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("n,h,w,c,o,kernel,stride,padding", CONV_CASES)
+def test_conv2d_three_gemms(any_lib, n, h, w, c, o, kernel, stride, padding):
+    rng = np.random.default_rng(n * h * w + c * o)
+    kh, kw = kernel
+    x, wt = rand_i8(rng, (n, h, w, c)), rand_i8(rng, (o, kh, kw, c))
+    y = any_lib.conv2d_forward(x, wt, stride, padding)
+    assert y.dtype == np.int32 and np.array_equal(y, ref_conv_forward(x, wt, stride, padding))
+    dy = rand_i8(rng, y.shape)
+    dx = any_lib.conv2d_input_grad(dy, wt, (h, w), stride, padding)
+    assert dx.dtype == np.int32 and np.array_equal(dx, ref_conv_input_grad(dy, wt, (h, w), stride, padding))
+    g = ref_conv_weight_grad(x, dy, kh, kw, stride, padding)
+    assert np.array_equal(any_lib.conv2d_weight_grad(x, dy, kernel, stride, padding), g)
+    assert np.array_equal(any_lib.conv2d_weight_grad(x, dy, kernel, stride, padding, out_dtype=np.int32), g)
+
+
+def test_empty_batch(lib):
+    x, w = np.zeros((0, 5, 5, 3), np.int8), np.zeros((4, 3, 3, 3), np.int8)
+    assert lib.conv2d_forward(x, w, 1, 1).shape == (0, 5, 5, 4)
+    g = lib.conv2d_weight_grad(x, np.zeros((0, 5, 5, 4), np.int8), 3, 1, 1)
+    assert g.shape == (4, 3, 3, 3) and not g.any()
+    assert lib.requantize(np.zeros(0, np.int32), 3, "stochastic")[1] == 3
+
+
+def test_conv2d_matches_the_reference_executor(lib):
+    from nitisim import reference
+
+    rng = np.random.default_rng(11)
+    x, w = rand_i8(rng, (2, 6, 6, 3)), rand_i8(rng, (4, 3, 3, 3))
+    cols = reference.im2col(x, 3, 1, 1)
+    ref = cols.reshape(-1, 27).astype(np.int64) @ w.reshape(4, -1).astype(np.int64).T
+    assert np.array_equal(lib.conv2d_forward(x, w, 1, 1).reshape(-1, 4), ref)
+    dy = rand_i8(rng, (2, 6, 6, 4))
+    dcols = (dy.reshape(-1, 4).astype(np.int64) @ w.reshape(4, -1).astype(np.int64)).reshape(2, 6, 6, 3, 3, 3)
+    assert np.array_equal(lib.conv2d_input_grad(dy, w, (6, 6), 1, 1), reference.col2im(dcols, x.shape, 1, 1))
+
+
+def test_conv2d_weight_grad_exceeds_int32(lib):
+    x = np.full((2, 260, 260, 1), 127, np.int8)  # 135200 output pixels: longer than the int32 bound
+    dy = np.full((2, 260, 260, 2), 127, np.int8)
+    dy[..., 1] = -127
+    g = lib.conv2d_weight_grad(x, dy, 1, 1, 0)
+    assert g[0, 0, 0, 0] == 127 * 127 * 135200 > nm.INT32_MAX
+    assert np.array_equal(g, ref_conv_weight_grad(x, dy, 1, 1, (1, 1), (0, 0)))
+
+
+# ------------------------------------------------------------------------------------ hash
+def test_mix32_hash_key_and_draws(lib):
+    x = np.array([0, 1, 2, 0xFFFFFFFF, 0x12345678, 0x80000000], dtype=np.uint32)
+    x = np.concatenate([x, np.random.default_rng(0).integers(0, 2**32, 1000, dtype=np.uint32)])
+    assert np.array_equal(lib.mix32(x), nm.mix32(x))
+    for seed, step, tid in [(0, 0, 0), (1, 2, 3), (2**32 - 1, 7, 99), (-1, 2**33 + 5, 12)]:
+        assert lib.hash_key(seed, step, tid) == nm.hash_key(seed, step, tid)
+        for s in (1, 4, 17, 31):
+            assert np.array_equal(lib.uniform_below_pow2(s, seed, step, tid, 500),
+                                  nm.uniform_below_pow2(s, seed, step, tid, 500))
+
+
+def test_fine_table_equals_python(lib):
+    assert lib.fine_exp2_table_q16() == nm.FINE_EXP2_TABLE_Q16
+
+
+# ------------------------------------------------------------------------------------ shifts
+SPEC_VECTORS = [  # (input, s, PSR, nearest) after the int8 clamp, spec section 2
+    (1000, 5, 32, 31), (-1000, 5, -32, -31), (7, 1, 4, 4), (7, 2, 1, 2), (6, 2, 2, 2), (37, 3, 4, 5),
+                (-37, 3, -4, -5), (4095, 5, 127, 127), (100000, 12, 24, 24)]
+
+
+@pytest.mark.parametrize("x,s,psr,nearest", SPEC_VECTORS)
+def test_spec_round_vectors(lib, x, s, psr, nearest):
+    v = np.array([x], np.int64)
+    assert nm.clamp_int8(lib.round_shift(v, s, "pseudo_stochastic")).tolist() == [psr]
+    assert nm.clamp_int8(lib.round_shift(v, s, "nearest")).tolist() == [nearest]
+
+
+@pytest.mark.parametrize("s,pattern", [(2, "0010"), (3, "00101011"), (4, "0000100011001110")])
+def test_spec_psr_up_patterns(lib, s, pattern):
+    r = np.arange(2**s, dtype=np.int64) + (5 << s)  # q = 5: up adds one
+    up = lib.round_shift(r, s, "pseudo_stochastic") - 5
+    assert "".join(map(str, up.tolist())) == pattern
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.integers(-(2**62), 2**62), min_size=1, max_size=50), s=st.integers(0, 70),
+       mode=st.sampled_from(nm.ROUNDING_MODES), seed=st.integers(0, 2**32 - 1), step=st.integers(0, 1000))
+def test_round_shift_property(lib, values, s, mode, seed, step):
+    x = np.array(values, dtype=np.int64)
+    got = lib.round_shift(x, s, mode, seed=seed, step=step, tensor_id=3)
+    assert np.array_equal(got, nm.round_shift(x, s, mode, seed=seed, step=step, tensor_id=3))
+
+
+@settings(max_examples=60, deadline=None)
+@given(bits=st.integers(0, 31), n=st.integers(0, 200), mode=st.sampled_from(nm.ROUNDING_MODES),
+       seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_requantize_property(lib, bits, n, mode, seed, data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    hi = 2**bits - 1
+    acc = rng.integers(-hi, hi + 1, size=n, dtype=np.int64).astype(np.int32)
+    if n and data.draw(st.booleans()):
+        acc[0] = data.draw(st.sampled_from([nm.INT32_MAX, -nm.INT32_MAX - 1, 128, -128, 129]))
+    m, e = lib.requantize(acc, -9, mode, seed=seed, step=4, tensor_id=2)
+    m_ref, e_ref = nm.requantize(acc, -9, mode, seed=seed, step=4, tensor_id=2)
+    assert e == e_ref and m.dtype == np.int8 and np.array_equal(m, m_ref)
+
+
+def test_range_bits_and_narrow(lib):
+    for x in ([0], [1], [-1], [2], [128], [-128], [129], [nm.INT32_MAX], [-nm.INT32_MAX - 1], []):
+        a = np.array(x, np.int32)
+        assert lib.range_bits(a) == nm.range_bits(a)
+        assert lib.range_bits(a.astype(np.int64)) == nm.range_bits(a)
+    big = np.array([2**62, -(2**63)], np.int64)
+    assert lib.range_bits(big) == nm.range_bits(big) == 63
+    ok = np.array([nm.INT32_MAX, -nm.INT32_MAX - 1, 5], np.int64)
+    assert np.array_equal(lib.narrow_int32(ok), ok)
+    with pytest.raises(IntegerOverflowError, match="overflow"):
+        lib.narrow_int32(np.array([nm.INT32_MAX + 1], np.int64))
+
+
+# ------------------------------------------------------------------------------------ layers
+def test_relu_forward_backward(lib):
+    rng = np.random.default_rng(1)
+    x, dy = rand_i8(rng, (3, 5, 7, 9)), rand_i8(rng, (3, 5, 7, 9))
+    assert np.array_equal(lib.relu_forward(x), np.maximum(x, 0))
+    assert np.array_equal(lib.relu_backward(x, dy), np.where(x > 0, dy, 0))
+    big = rand_i8(rng, (300_000,))  # the threaded path
+    assert np.array_equal(lib.relu_forward(big), np.maximum(big, 0))
+
+
+@pytest.mark.parametrize("shape,kernel,stride", [((2, 8, 8, 3), 2, 2), ((1, 9, 7, 5), 2, 2), ((2, 7, 7, 4), 3, 2),
+                                                 ((1, 6, 6, 2), 3, 3), ((2, 5, 6, 3), 2, 1)])
+def test_maxpool(lib, shape, kernel, stride):
+    rng = np.random.default_rng(sum(shape))
+    x = rand_i8(rng, shape, -3, 3)  # small range: many ties, so "first maximum" matters
+    y, _ = ref_maxpool(x, kernel, stride)
+    assert np.array_equal(lib.maxpool_forward(x, kernel, stride), y)
+    dy = rand_i8(rng, y.shape)
+    assert np.array_equal(lib.maxpool_backward(x, dy, kernel, stride), ref_maxpool_grad(x, dy, kernel, stride))
+
+
+def test_dropout_matches_reference(lib):
+    from nitisim.executor import StepContext
+
+    ctx = StepContext(seed=9, step=31)
+    for shift in (1, 2, 3):
+        keep = lib.dropout_mask(1000, shift, seed=9, step=31, tensor_id=17)
+        assert np.array_equal(keep, ref_dropout_mask(ctx, 17, 1000, shift))
+    x = rand_i8(np.random.default_rng(2), (4, 10, 100))
+    keep = lib.dropout_mask(1000, 1, seed=1, step=2, tensor_id=3)
+    assert np.array_equal(lib.dropout_apply(x, keep), np.where(keep.reshape(10, 100), x, 0))
+
+
+# ------------------------------------------------------------------------------------ loss
+SPEC_LOGITS = np.array([[100, -20, 30, 127, -127, 0, 5, 60, 90, -50]], dtype=np.int8)
+
+
+@pytest.mark.parametrize("e,p", [(-4, [367, 0, 1, -572, 0, 0, 0, 21, 183, 0]),
+                                 (-6, [437, 109, 109, -1608, 26, 109, 109, 218, 437, 54]),
+                                 (-8, [266, 167, 204, -1750, 113, 181, 185, 229, 256, 149])])
+def test_spec_loss_vectors(lib, e, p):
+    assert lib.loss_grad(SPEC_LOGITS, e, np.array([3]), return_p=True)[0].tolist() == p
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 12), c=st.integers(1, 20), e=st.integers(-60, 40), variant=st.sampled_from(nm.LOSS_VARIANTS),
+       seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_loss_grad_property(lib, n, c, e, variant, seed, data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    logits = rand_i8(rng, (n, c))
+    labels = rng.integers(0, c, size=n)
+    kw = dict(variant=variant, seed=seed, step=5, tensor_id=77)
+    assert np.array_equal(lib.loss_grad(logits, e, labels, return_p=True, **kw),
+                          nm.loss_grad(logits, e, labels, return_p=True, **kw))
+    err = lib.loss_grad(logits, e, labels, **kw)
+    assert err.dtype == np.int8 and np.array_equal(err, nm.loss_grad(logits, e, labels, **kw))
+
+
+# ------------------------------------------------------------------------------------ updates
+def _grad_array(dtype):
+    bound = 2**31 - 1 if dtype == np.int32 else 2**40
+    return st.lists(st.integers(-bound, bound), min_size=1, max_size=40).map(lambda v: np.array(v, dtype=dtype))
+
+
+grad_arrays = st.sampled_from([np.int32, np.int64]).flatmap(_grad_array)
+
+
+@settings(max_examples=80, deadline=None)
+@given(g=grad_arrays, mu=st.integers(-3, 12), data=st.data())
+def test_update_rules_property(lib, g, mu, data):
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    w = rand_i8(rng, g.shape)
+    assert np.array_equal(lib.update_plain(w, g, mu), nm.update_plain(w, g, mu))
+    v = rng.integers(-(2**20), 2**20, size=g.shape).astype(np.int32)
+    try:
+        ref = nm.update_momentum(w, g, v, mu)
+    except IntegerOverflowError:
+        with pytest.raises(IntegerOverflowError, match="momentum velocity"):
+            lib.update_momentum(w, g, v, mu)
+    else:
+        got = lib.update_momentum(w, g, v, mu)
+        assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got, ref))
+    shadow = rng.integers(-nm.SHADOW_MAX, nm.SHADOW_MAX + 1, size=g.shape).astype(np.int16)
+    got, ref = lib.update_shadow16(shadow, g, mu), nm.update_shadow16(shadow, g, mu)
+    assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got, ref))
+
+
+def test_update_spec_examples(lib):
+    assert lib.update_plain(np.array([10, -127], np.int8), np.array([1000, 1000], np.int32), 2).tolist() == [6, -127]
+    w, v = lib.update_momentum(np.array([10], np.int8), np.array([1000], np.int32), np.array([0], np.int32), 2)
+    assert (w.tolist(), v.tolist()) == ([9], [4])
+    w, sh = lib.update_shadow16(np.array([10 << 8], np.int16), np.array([3], np.int32), 0)
+    assert (w.tolist(), sh.tolist()) == ([10], [2557])
+
+
+def test_momentum_overflow_is_an_error(lib):
+    w = np.zeros(2, np.int8)
+    v = np.array([nm.INT32_MAX, 0], np.int32)
+    g = np.array([2**30, 1], np.int64)  # mu = 40 keeps g as is; v - v/8 + g > int32
+    with pytest.raises(IntegerOverflowError, match="momentum velocity"):
+        lib.update_momentum(w, g, v, 40)
+
+
+# ------------------------------------------------------------------------------------ CUDA side
+def test_arith_header_compiles_for_the_gpu(tmp_path):
+    """niti_arith.h (and niti_api.h) compile as host+device code: the CUDA build reuses them."""
+    nvcc = build.find_nvcc()
+    if nvcc is None:
+        pytest.skip("nvcc not found")
+    src = tmp_path / "arith_check.cu"
+    src.write_text(
+        '#include "niti_arith.h"\n#include "niti_api.h"\n'
+        "__global__ void k(const int8_t *a, int8_t *err, int64_t *p, int64_t *out, const int64_t *x, int n) {\n"
+        "  int i = blockIdx.x * blockDim.x + threadIdx.x;\n"
+        "  if (i >= n) return;\n"
+        "  out[i] = niti_round_shift(x[i], 5, NITI_ROUND_STOCHASTIC, niti_hash_key(1, 2, 3), (uint32_t)i)\n"
+        "         + niti_range_bits_of_peak(niti_magnitude(x[i])) + niti_fine_exp2_q16(i & 255) + niti_mu_step(x[i], 9, 3);\n"
+        "  niti_loss_grad_row(a + i * 10, 10, -4, 3, NITI_LOSS_FINE, 7u, (uint32_t)(i * 10), err + i * 10, p + i * 10);\n"
+        "}\n"
+    )
+    proc = subprocess.run(
+        [nvcc, "-std=c++17", *build.CUDA_ARCHS, f"-I{build.CSRC}", "-c", str(src), "-o", str(tmp_path / "a.o")],
+        capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_build_cuda_without_sources_says_so():
+    if build.find_nvcc() is None or list(build.CSRC.glob("*.cu")):
+        pytest.skip("needs nvcc and no CUDA sources yet")
+    with pytest.raises(build.BuildError, match="no CUDA sources"):
+        build.build_cuda()
