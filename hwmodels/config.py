@@ -200,7 +200,7 @@ def parse_accelerator(doc: Any, src: str) -> AcceleratorSpec:
     v.keys({"lanes"})
     vector = VectorSpec(v.int("lanes"))
 
-    table = default_table({b: buffers[b].size_bytes for b in BUFFER_NAMES}, dram.technology)
+    table = default_table({b: buffers[b].size_bytes // buffers[b].banks for b in BUFFER_NAMES}, dram.technology)
     table["dram"] = dram_energy
     if r.has("energy"):
         table = _energy(r.sub("energy"), table)

@@ -62,20 +62,22 @@ def sram_read_pj(size_bytes: int) -> float:
     return e0 * (max(size_bytes, 1) / s0) ** slope
 
 
-def sram_defaults(name: str, size_bytes: int) -> dict[str, EnergyEntry]:
-    pj = round(sram_read_pj(size_bytes), 3)
+def sram_defaults(name: str, bank_bytes: int) -> dict[str, EnergyEntry]:
+    """A buffer's access energies from the size of one bank: each bank is its own SRAM macro, and an
+    access reads one bank."""
+    pj = round(sram_read_pj(bank_bytes), 3)
     src = (f"{HOROWITZ}: 64-bit SRAM read 10/20/100 pJ at 8 KB/32 KB/1 MB, "
-           f"log-log interpolated at {size_bytes} bytes")
+           f"log-log interpolated at {bank_bytes} bytes per bank")
     return {
         f"{name}_read": EnergyEntry(pj, "64-bit access", src),
         f"{name}_write": EnergyEntry(pj, "64-bit access", f"assumed equal to the read; {src}"),
     }
 
 
-def default_table(buffer_sizes: Mapping[str, int], dram_technology: str) -> dict[str, EnergyEntry]:
-    """The spec's defaults for one configuration (SRAM entries depend on each buffer's size)."""
+def default_table(bank_bytes: Mapping[str, int], dram_technology: str) -> dict[str, EnergyEntry]:
+    """The spec's defaults for one configuration (SRAM entries depend on each buffer's bank size)."""
     table = dict(FIXED_DEFAULTS)
-    for name, size in buffer_sizes.items():
+    for name, size in bank_bytes.items():
         table.update(sram_defaults(name, size))
     table["dram"] = EnergyEntry(DRAM_PJ_PER_BIT[dram_technology], "bit", f"{DRAM_SOURCE}, {dram_technology}")
     return table
