@@ -84,6 +84,22 @@ class SramBuffer:
         self.level_bytes -= nbytes
 
 
+def _step_cycles(stage: Stage, j: int) -> tuple[int, int]:
+    """(compute, busy) cycles of step j: the closed-form share, stretched to the SRAM-port floor."""
+    compute = stage.share(stage.compute_cycles, j)
+    if j == stage.steps - 1:
+        compute = max(0, compute + stage.cycle_adjust)
+    return compute, max(compute, stage.share(stage.port_cycles, j))
+
+
+def _count_sram(buffers, stage: Stage, j: int) -> None:
+    for buf, r, w in zip(buffers, stage.sram_read_bytes, stage.sram_write_bytes):
+        if r:
+            buf.read(stage.share(r, j))
+        if w:
+            buf.write(stage.share(w, j))
+
+
 class MacArray:
     """The R x C systolic array: one fold pipeline at a time. Counts MACs, compute cycles (the closed
     form) and busy cycles (compute stretched when the SRAM ports cannot feed it)."""
@@ -94,6 +110,25 @@ class MacArray:
         self.macs = 0
         self.compute_cycles = 0
         self.busy_cycles = 0
+
+    def start(self, stage: Stage, buffers: tuple, ready: simpy.Store, window_in: simpy.Container,
+              window_out: simpy.Container, done: simpy.Store, label: str) -> simpy.Process:
+        return self.env.process(self._compute(stage, buffers, ready, window_in, window_out, done, label))
+
+    def _compute(self, stage, buffers, ready, window_in, window_out, done, label):
+        ifmap, filt, ofmap = buffers
+        fa, fb, fc = stage.footprint_bytes
+        for j in range(stage.steps):
+            yield ready.get()  # this tile's operands are in SRAM
+            compute, busy = _step_cycles(stage, j)
+            yield window_out.get(1)  # somewhere to put this tile's partial sums
+            yield from self.run(compute, busy, stage.share(stage.macs, j), label)
+            ifmap.release(fa)
+            filt.release(fb)
+            ofmap.occupy(fc)
+            yield window_in.put(1)  # the operand slot can be refilled
+            _count_sram(buffers, stage, j)
+            yield done.put(j)
 
     def run(self, compute: int, busy: int, macs: int, label: str):
         with self.pes.request() as req:
@@ -119,6 +154,19 @@ class VectorUnit:
         self.compute_cycles = 0
         self.busy_cycles = 0
 
+    def start(self, stage: Stage, buffers: tuple, ready: simpy.Store, done: simpy.Store,
+              label: str) -> simpy.Process:
+        return self.env.process(self._compute(stage, buffers, ready, done, label))
+
+    def _compute(self, stage, buffers, ready, done, label):
+        for j in range(stage.steps):
+            yield ready.get()  # this chunk is in the ofmap buffer (fetched, or handed over)
+            compute, busy = _step_cycles(stage, j)
+            ops = [(a, stage.share(c, j)) for a, c in stage.ops]
+            yield from self.run(compute, busy, ops, f"{label} {stage.name}")
+            _count_sram(buffers, stage, j)
+            yield done.put(j)
+
     def run(self, cycles: int, busy: int, ops: list[tuple[str, int]], label: str, *, counted: bool = True):
         with self.lanes.request() as req:
             yield req
@@ -141,6 +189,11 @@ class Dma:
 
     def __init__(self, env: simpy.Environment, dram: DramChannel, buffers: tuple[SramBuffer, ...]):
         self.env, self.dram, self.buffers = env, dram, buffers
+
+    def start(self, stage: Stage, window_in: simpy.Container, ready: simpy.Store, drain_window: simpy.Container,
+              done: simpy.Store, vector: "VectorUnit", label: str) -> list[simpy.Process]:
+        return [self.env.process(self.fetch(stage, window_in, ready, label)),
+                self.env.process(self.drain(stage, drain_window, done, vector, label))]
 
     def fetch(self, stage: Stage, window: simpy.Container, ready: simpy.Store, label: str):
         ifmap, filt, ofmap = self.buffers

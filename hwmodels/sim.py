@@ -70,44 +70,19 @@ class Accelerator:
                 self.tracer.span("nodes", plan.node.name, start, self.env.now - start)
 
     def _stage(self, stage: Stage, label: str):
+        """Wire one stage's pipeline: tiles in flight (window_in), tiles handed to compute (ready),
+        output slots (window_out), results handed to the drain (done); each unit starts its process."""
         env = self.env
         window_in = simpy.Container(env, capacity=stage.slots_in, init=stage.slots_in)
         window_out = simpy.Container(env, capacity=stage.slots_out, init=stage.slots_out)
         ready, done = simpy.Store(env), simpy.Store(env)
-        drain_window = window_out if stage.unit == "array" else window_in  # a vector chunk lives until drained
-        procs = [
-            env.process(self.dma.fetch(stage, window_in, ready, label)),
-            env.process(self._compute(stage, ready, window_in, window_out, done, label)),
-            env.process(self.dma.drain(stage, drain_window, done, self.vector, label)),
-        ]
-        yield env.all_of(procs)
-
-    def _compute(self, stage: Stage, ready, window_in, window_out, done, label: str):
-        ifmap, filt, ofmap = self.buffers
-        fa, fb, fc = stage.footprint_bytes
-        last = stage.steps - 1
-        for j in range(stage.steps):
-            yield ready.get()
-            compute = stage.share(stage.compute_cycles, j)
-            if j == last:
-                compute = max(0, compute + stage.cycle_adjust)
-            busy = max(compute, stage.share(stage.port_cycles, j))
-            if stage.unit == "array":
-                yield window_out.get(1)  # somewhere to put this tile's partial sums
-                yield from self.array.run(compute, busy, stage.share(stage.macs, j), label)
-                ifmap.release(fa)
-                filt.release(fb)
-                ofmap.occupy(fc)
-                yield window_in.put(1)  # the operand slot can be refilled
-            else:
-                ops = [(a, stage.share(c, j)) for a, c in stage.ops]
-                yield from self.vector.run(compute, busy, ops, f"{label} {stage.name}")
-            for buf, r, w in zip(self.buffers, stage.sram_read_bytes, stage.sram_write_bytes):
-                if r:
-                    buf.read(stage.share(r, j))
-                if w:
-                    buf.write(stage.share(w, j))
-            yield done.put(j)
+        if stage.unit == "array":
+            compute = self.array.start(stage, self.buffers, ready, window_in, window_out, done, label)
+            drain_window = window_out
+        else:
+            compute = self.vector.start(stage, self.buffers, ready, done, label)
+            drain_window = window_in  # a vector chunk occupies its slot until it is drained
+        yield env.all_of([compute, *self.dma.start(stage, window_in, ready, drain_window, done, self.vector, label)])
 
 
 def graph_phases(phases: str | Iterable[str] | None) -> tuple[tuple[str, ...], set[str]]:
