@@ -66,8 +66,10 @@ def headline(c: Comparison) -> list[tuple[str, str]]:
                      f"{pct(c.twin.final_test_accuracy)} % / {pct(c.twin.best_test_accuracy)} %"))
     rows.append((f"measured training throughput ({c.run.backend})", f"{num(c.run.images_per_second, 1)} images/s"))
     for s in c.sims:
+        clock = s.sim.clock_hz
+        at_clock = f" ({sig(s.sim.total['cycles'] / clock * 1e3, 3)} ms at {num(clock / 1e6)} MHz)" if clock else ""
         rows.append((f"simulated per step on {s.label}",
-                     f"{num(s.sim.total['cycles'])} cycles, {num(s.sim.total['energy_pj'] / 1e6, 2)} uJ"))
+                     f"{num(s.sim.total['cycles'])} cycles{at_clock}, {num(s.sim.total['energy_pj'] / 1e6, 2)} uJ"))
     for a in c.agreements:
         rows.append((f"measured vs simulated on {a.sim}",
                      f"R^2 {sig(a.fit.r2 if a.fit else None, 3)}, Spearman {sig(a.spearman_points, 3)} "
