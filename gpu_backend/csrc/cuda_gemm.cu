@@ -56,6 +56,10 @@ int niti_cu_gemm_setup();
         int niti_cu_st_ = niti_cu_enter(fn);                                       \
         if (niti_cu_st_) return niti_cu_st_;                                       \
     } while (0)
+#ifndef NITI_LAUNCH /* the host emulator (cuda_emulation.cu) defines these for its g++ build */
+#define NITI_LAUNCH(kernel, grid, block, smem, stream) kernel<<<(grid), (block), (smem), (stream)>>>
+#define NITI_DYNAMIC_SMEM(name) extern __shared__ __align__(16) uint8_t name[]
+#endif
 /* ---- end of the internal interface -------------------------------------------------------------- */
 
 #define REQUIRE(cond, ...)                                       \
@@ -174,7 +178,7 @@ int make_operand(const char *fn, const Gather &d, int64_t rows, int64_t K, Opera
     out->ptr = out->owned;
     const int64_t k_tiles = Kp / GT, tiles = ceil_div(rows, GT) * k_tiles;
     if (tiles > 0x7fffffffLL) return niti_cu_fail(NITI_E_ARG, "%s: operand of %lld x %lld is too large", fn, (long long)rows, (long long)K);
-    gather_kernel<<<(unsigned)tiles, GTHREADS, 0, niti_cu_stream()>>>(d, rows, K, Kp, k_tiles, out->owned);
+    NITI_LAUNCH(gather_kernel, (unsigned)tiles, GTHREADS, 0, niti_cu_stream())(d, rows, K, Kp, k_tiles, out->owned);
     return niti_cu_check_launch(fn);
 }
 
@@ -197,21 +201,40 @@ constexpr int SROW = BK + 16; /* bytes per shared row: 80 keeps the fragment loa
 constexpr int STAGE_BYTES = (BM + BN) * SROW;
 constexpr int MMA_SMEM = STAGES * STAGE_BYTES; /* 81920: needs the raised dynamic shared-memory limit */
 
+/* (NITI_CUDA_EMULATION: the host emulator's versions of the same instructions, for the tests.) */
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid) {
+#ifdef NITI_CUDA_EMULATION
+    niti_emu::cp_async16(smem, gmem, valid);
+#else
     const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
     const int n = valid ? 16 : 0; /* src-size 0: the 16 bytes are zero-filled, nothing is read */
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n) : "memory");
+#endif
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_commit() {
+#ifdef NITI_CUDA_EMULATION
+    niti_emu::cp_async_commit();
+#else
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
 template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void cp_async_wait() {
+#ifdef NITI_CUDA_EMULATION
+    niti_emu::cp_async_wait(N);
+#else
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
 
 /* Fragments (PTX ISA, m16n8k32 .s8; g = lane / 4, t = lane % 4), each register 4 consecutive k:
  *   A 16x32 row-major: a0 = A[g][4t..], a1 = A[g+8][4t..], a2 = A[g][16+4t..], a3 = A[g+8][16+4t..]
  *   B 32x8 col-major (our B rows are its columns): b0 = B[n=g][4t..], b1 = B[n=g][16+4t..]
  *   C 16x8: c0 = C[g][2t], c1 = C[g][2t+1], c2 = C[g+8][2t], c3 = C[g+8][2t+1] */
 __device__ __forceinline__ void mma_s8(int (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#ifdef NITI_CUDA_EMULATION
+    niti_emu::mma_s8(c, a, b0, b1);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -224,7 +247,7 @@ template <int OUT>
 __global__ void __launch_bounds__(MMA_THREADS) gemm_mma_kernel(const int8_t *__restrict__ A, const int8_t *__restrict__ B,
                                                                int64_t M, int64_t N, int64_t Kp, int64_t chunk_tiles,
                                                                void *C) {
-    extern __shared__ __align__(16) uint8_t smem[];
+    NITI_DYNAMIC_SMEM(smem);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp >> 1, wn = warp & 1, g = lane >> 2, t = lane & 3;
     const int64_t m0 = (int64_t)blockIdx.x * BM, n0 = (int64_t)blockIdx.y * BN;
@@ -385,17 +408,17 @@ int run_gemm(const char *fn, const int8_t *A, const int8_t *B, int64_t M, int64_
     const dim3 grid((unsigned)tiles_m, (unsigned)tiles_n, (unsigned)splits);
     if (mma) {
         switch (mode) {
-        case STORE32: gemm_mma_kernel<STORE32><<<grid, MMA_THREADS, MMA_SMEM, stream>>>(A, B, M, N, Kp, chunk, C); break;
-        case ATOMIC32: gemm_mma_kernel<ATOMIC32><<<grid, MMA_THREADS, MMA_SMEM, stream>>>(A, B, M, N, Kp, chunk, C); break;
-        case STORE64: gemm_mma_kernel<STORE64><<<grid, MMA_THREADS, MMA_SMEM, stream>>>(A, B, M, N, Kp, chunk, C); break;
-        default: gemm_mma_kernel<ATOMIC64><<<grid, MMA_THREADS, MMA_SMEM, stream>>>(A, B, M, N, Kp, chunk, C); break;
+        case STORE32: NITI_LAUNCH(gemm_mma_kernel<STORE32>, grid, MMA_THREADS, MMA_SMEM, stream)(A, B, M, N, Kp, chunk, C); break;
+        case ATOMIC32: NITI_LAUNCH(gemm_mma_kernel<ATOMIC32>, grid, MMA_THREADS, MMA_SMEM, stream)(A, B, M, N, Kp, chunk, C); break;
+        case STORE64: NITI_LAUNCH(gemm_mma_kernel<STORE64>, grid, MMA_THREADS, MMA_SMEM, stream)(A, B, M, N, Kp, chunk, C); break;
+        default: NITI_LAUNCH(gemm_mma_kernel<ATOMIC64>, grid, MMA_THREADS, MMA_SMEM, stream)(A, B, M, N, Kp, chunk, C); break;
         }
     } else {
         switch (mode) {
-        case STORE32: gemm_dp4a_kernel<STORE32><<<grid, DTHREADS, 0, stream>>>(A, B, M, N, Kp, chunk, C); break;
-        case ATOMIC32: gemm_dp4a_kernel<ATOMIC32><<<grid, DTHREADS, 0, stream>>>(A, B, M, N, Kp, chunk, C); break;
-        case STORE64: gemm_dp4a_kernel<STORE64><<<grid, DTHREADS, 0, stream>>>(A, B, M, N, Kp, chunk, C); break;
-        default: gemm_dp4a_kernel<ATOMIC64><<<grid, DTHREADS, 0, stream>>>(A, B, M, N, Kp, chunk, C); break;
+        case STORE32: NITI_LAUNCH(gemm_dp4a_kernel<STORE32>, grid, DTHREADS, 0, stream)(A, B, M, N, Kp, chunk, C); break;
+        case ATOMIC32: NITI_LAUNCH(gemm_dp4a_kernel<ATOMIC32>, grid, DTHREADS, 0, stream)(A, B, M, N, Kp, chunk, C); break;
+        case STORE64: NITI_LAUNCH(gemm_dp4a_kernel<STORE64>, grid, DTHREADS, 0, stream)(A, B, M, N, Kp, chunk, C); break;
+        default: NITI_LAUNCH(gemm_dp4a_kernel<ATOMIC64>, grid, DTHREADS, 0, stream)(A, B, M, N, Kp, chunk, C); break;
         }
     }
     return niti_cu_check_launch(fn);
@@ -419,7 +442,7 @@ __global__ void exp_sum_kernel(const int32_t *a, const int32_t *b, int32_t *out)
 /* The output exponent of a GEMM op: the sum of its operands' (on the device). */
 int queue_exp_sum(const char *fn, const int32_t *a, const int32_t *b, int32_t *out) {
     if (!out) return NITI_OK;
-    exp_sum_kernel<<<1, 1, 0, niti_cu_stream()>>>(a, b, out);
+    NITI_LAUNCH(exp_sum_kernel, 1, 1, 0, niti_cu_stream())(a, b, out);
     return niti_cu_check_launch(fn);
 }
 

@@ -43,6 +43,10 @@ int niti_cu_gemm_setup();                      /* defined in cuda_gemm.cu: kerne
         int niti_cu_st_ = niti_cu_enter(fn);                                       \
         if (niti_cu_st_) return niti_cu_st_;                                       \
     } while (0)
+#ifndef NITI_LAUNCH /* the host emulator (cuda_emulation.cu) defines these for its g++ build */
+#define NITI_LAUNCH(kernel, grid, block, smem, stream) kernel<<<(grid), (block), (smem), (stream)>>>
+#define NITI_DYNAMIC_SMEM(name) extern __shared__ __align__(16) uint8_t name[]
+#endif
 /* ---- end of the internal interface -------------------------------------------------------------- */
 
 namespace {
@@ -343,7 +347,7 @@ int niti_cuda_synchronize(void) {
 int niti_cuda_exp_add(const int32_t *exp_a, const int32_t *exp_b, int32_t addend, int32_t *exp_out) {
     if (!exp_out) return niti_cu_fail(NITI_E_ARG, "niti_cuda_exp_add: NULL output");
     NITI_CU_ENTER("niti_cuda_exp_add");
-    exp_add_kernel<<<1, 1, 0, g.stream>>>(exp_a, exp_b, addend, exp_out);
+    NITI_LAUNCH(exp_add_kernel, 1, 1, 0, g.stream)(exp_a, exp_b, addend, exp_out);
     return niti_cu_check_launch("niti_cuda_exp_add");
 }
 

@@ -38,6 +38,10 @@ int niti_cu_gemm_setup();
         int niti_cu_st_ = niti_cu_enter(fn);                                       \
         if (niti_cu_st_) return niti_cu_st_;                                       \
     } while (0)
+#ifndef NITI_LAUNCH /* the host emulator (cuda_emulation.cu) defines these for its g++ build */
+#define NITI_LAUNCH(kernel, grid, block, smem, stream) kernel<<<(grid), (block), (smem), (stream)>>>
+#define NITI_DYNAMIC_SMEM(name) extern __shared__ __align__(16) uint8_t name[]
+#endif
 /* ---- end of the internal interface -------------------------------------------------------------- */
 
 #define REQUIRE(cond, ...)                                       \
@@ -98,7 +102,7 @@ int queue_peak(const char *fn, const T *x, int64_t n) {
     unsigned long long *peak = niti_cu_scratch();
     cudaError_t err = cudaMemsetAsync(peak, 0, sizeof *peak, niti_cu_stream());
     if (err != cudaSuccess) return niti_cu_cuda(err, fn, "cudaMemsetAsync");
-    peak_kernel<T><<<grid_for(n), THREADS, 0, niti_cu_stream()>>>(x, n, peak);
+    NITI_LAUNCH(peak_kernel<T>, grid_for(n), THREADS, 0, niti_cu_stream())(x, n, peak);
     return niti_cu_check_launch(fn);
 }
 
@@ -328,7 +332,7 @@ int update_plain(const char *fn, int64_t n, const int8_t *w, const G *g, int mu,
     NITI_CU_ENTER(fn);
     if (!n) return NITI_OK;
     if ((st = queue_peak(fn, g, n))) return st;
-    update_plain_kernel<G><<<grid_for(n), THREADS, 0, niti_cu_stream()>>>(n, w, g, niti_cu_scratch(), clamp_mu(mu), w_out);
+    NITI_LAUNCH(update_plain_kernel<G>, grid_for(n), THREADS, 0, niti_cu_stream())(n, w, g, niti_cu_scratch(), clamp_mu(mu), w_out);
     return niti_cu_check_launch(fn);
 }
 
@@ -344,8 +348,8 @@ int update_momentum(const char *fn, int64_t n, const int8_t *w, const G *g, cons
     cudaError_t err = cudaMemsetAsync(bad, 0, sizeof *bad, niti_cu_stream());
     if (err != cudaSuccess) return niti_cu_cuda(err, fn, "cudaMemsetAsync");
     const int m = clamp_mu(mu);
-    momentum_check_kernel<G><<<grid_for(n), THREADS, 0, niti_cu_stream()>>>(n, g, v, niti_cu_scratch(), m, bad);
-    momentum_apply_kernel<G><<<grid_for(n), THREADS, 0, niti_cu_stream()>>>(n, w, g, v, niti_cu_scratch(), m, bad,
+    NITI_LAUNCH(momentum_check_kernel<G>, grid_for(n), THREADS, 0, niti_cu_stream())(n, g, v, niti_cu_scratch(), m, bad);
+    NITI_LAUNCH(momentum_apply_kernel<G>, grid_for(n), THREADS, 0, niti_cu_stream())(n, w, g, v, niti_cu_scratch(), m, bad,
                                                                             niti_cu_flags(), w_out, v_out);
     return niti_cu_check_launch(fn);
 }
@@ -360,7 +364,7 @@ int update_shadow16(const char *fn, int64_t n, const int16_t *shadow, const G *g
     if ((st = queue_peak(fn, g, n))) return st;
     /* steps of up to 2**(mu + 8) shadow LSBs: the plain rule's size, keeping sub-LSB steps */
     const int m = clamp_mu((int64_t)mu + NITI_SHADOW_FRAC_BITS);
-    shadow16_kernel<G><<<grid_for(n), THREADS, 0, niti_cu_stream()>>>(n, shadow, g, niti_cu_scratch(), m, w_out, shadow_out);
+    NITI_LAUNCH(shadow16_kernel<G>, grid_for(n), THREADS, 0, niti_cu_stream())(n, shadow, g, niti_cu_scratch(), m, w_out, shadow_out);
     return niti_cu_check_launch(fn);
 }
 
@@ -371,7 +375,7 @@ int range_bits(const char *fn, int64_t n, const T *x, int32_t *bits_out) {
     REQUIRE(bits_out, "%s: NULL output", fn);
     NITI_CU_ENTER(fn);
     if ((st = queue_peak(fn, x, n))) return st;
-    range_bits_kernel<<<1, 1, 0, niti_cu_stream()>>>(niti_cu_scratch(), bits_out);
+    NITI_LAUNCH(range_bits_kernel, 1, 1, 0, niti_cu_stream())(niti_cu_scratch(), bits_out);
     return niti_cu_check_launch(fn);
 }
 
@@ -394,7 +398,7 @@ int niti_cuda_requantize_s32(int64_t n, const int32_t *acc, const int32_t *exp_i
     NITI_CU_ENTER(__func__);
     if ((st = queue_peak(__func__, acc, n))) return st;
     const uint32_t key = niti_hash_key(seed, step, tensor_id);
-    requantize_kernel<<<grid_for(n), THREADS, 0, niti_cu_stream()>>>(acc, n, niti_cu_scratch(), exp_in, mode, key, out,
+    NITI_LAUNCH(requantize_kernel, grid_for(n), THREADS, 0, niti_cu_stream())(acc, n, niti_cu_scratch(), exp_in, mode, key, out,
                                                                       exp_out);
     return niti_cu_check_launch(__func__);
 }
@@ -404,7 +408,7 @@ int niti_cuda_narrow_s64_s32(int64_t n, const int64_t *x, int32_t *out) {
     if (st) return st;
     NITI_CU_ENTER(__func__);
     if (!n) return NITI_OK;
-    narrow_kernel<<<grid_for(n), THREADS, 0, niti_cu_stream()>>>(x, n, out, niti_cu_flags());
+    NITI_LAUNCH(narrow_kernel, grid_for(n), THREADS, 0, niti_cu_stream())(x, n, out, niti_cu_flags());
     return niti_cu_check_launch(__func__);
 }
 
@@ -413,7 +417,7 @@ int niti_cuda_relu_forward(int64_t n, const int8_t *x, int8_t *y) {
     if (st) return st;
     NITI_CU_ENTER(__func__);
     if (!n) return NITI_OK;
-    relu_kernel<<<grid_for(n), THREADS, 0, niti_cu_stream()>>>(x, n, y);
+    NITI_LAUNCH(relu_kernel, grid_for(n), THREADS, 0, niti_cu_stream())(x, n, y);
     return niti_cu_check_launch(__func__);
 }
 
@@ -422,7 +426,7 @@ int niti_cuda_relu_backward(int64_t n, const int8_t *x, const int8_t *dy, int8_t
     if (st) return st;
     NITI_CU_ENTER(__func__);
     if (!n) return NITI_OK;
-    relu_backward_kernel<<<grid_for(n), THREADS, 0, niti_cu_stream()>>>(x, dy, n, dx);
+    NITI_LAUNCH(relu_backward_kernel, grid_for(n), THREADS, 0, niti_cu_stream())(x, dy, n, dx);
     return niti_cu_check_launch(__func__);
 }
 
@@ -434,7 +438,7 @@ int niti_cuda_maxpool_forward(int64_t batch, int64_t in_h, int64_t in_w, int64_t
     NITI_CU_ENTER(__func__);
     const int64_t total = p.batch * p.out_h * p.out_w * p.ch;
     if (!total) return NITI_OK;
-    maxpool_kernel<<<grid_for(total), THREADS, 0, niti_cu_stream()>>>(p, x, y);
+    NITI_LAUNCH(maxpool_kernel, grid_for(total), THREADS, 0, niti_cu_stream())(p, x, y);
     return niti_cu_check_launch(__func__);
 }
 
@@ -446,7 +450,7 @@ int niti_cuda_maxpool_backward(int64_t batch, int64_t in_h, int64_t in_w, int64_
     NITI_CU_ENTER(__func__);
     const int64_t total = p.batch * p.in_h * p.in_w * p.ch;
     if (!total) return NITI_OK;
-    maxpool_backward_kernel<<<grid_for(total), THREADS, 0, niti_cu_stream()>>>(p, x, dy, dx);
+    NITI_LAUNCH(maxpool_backward_kernel, grid_for(total), THREADS, 0, niti_cu_stream())(p, x, dy, dx);
     return niti_cu_check_launch(__func__);
 }
 
@@ -459,7 +463,7 @@ int niti_cuda_dropout(int64_t rows, int64_t features, int keep_shift, uint32_t s
     NITI_CU_ENTER(__func__);
     const int64_t total = rows * features;
     const uint32_t key = niti_hash_key(seed, step, tensor_id);
-    dropout_kernel<<<grid_for(total), THREADS, 0, niti_cu_stream()>>>(x, rows, features > 0 ? features : 1, keep_shift,
+    NITI_LAUNCH(dropout_kernel, grid_for(total), THREADS, 0, niti_cu_stream())(x, rows, features > 0 ? features : 1, keep_shift,
                                                                        key, exp_x, y, exp_y);
     return niti_cu_check_launch(__func__);
 }
@@ -474,7 +478,7 @@ int niti_cuda_loss_grad(int64_t batch, int64_t classes, const int8_t *logits, co
             variant);
     NITI_CU_ENTER(__func__);
     const uint32_t key = niti_hash_key(seed, step, tensor_id);
-    loss_grad_kernel<<<grid_for(batch), THREADS, 0, niti_cu_stream()>>>(logits, batch, classes, exp_logits, labels,
+    NITI_LAUNCH(loss_grad_kernel, grid_for(batch), THREADS, 0, niti_cu_stream())(logits, batch, classes, exp_logits, labels,
                                                                          variant, key, err, exp_err, p, niti_cu_flags());
     return niti_cu_check_launch(__func__);
 }
