@@ -29,7 +29,7 @@ from nitisim.graph import Node, NumericsOptions, build_graph
 from nitisim.init import init_params
 from nitisim.models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU, builtin_models
 from nitisim.numerics import QTensor
-from nitisim.reference import REFERENCE_KERNELS
+from nitisim.reference import REFERENCE_KERNELS, exact_int_matmul
 
 from gpu_backend import build, cuda
 
@@ -160,7 +160,7 @@ def test_gemm_engines_equal_int64_matmul(dev, engine):
             shapes += [(1000, 515, 1029), (4096, 256, 4608), (7, 9, 131071)]
         for m, n, k in shapes:
             a, b = rand_i8((m, k)), rand_i8((n, k))
-            want = a.astype(np.int64) @ b.astype(np.int64).T
+            want = exact_int_matmul(a, b.T)
             da, db = lib.to_device(a), lib.to_device(b)
             assert_same(lib.gemm(da, db), want.astype(np.int32), (engine, m, n, k))
             assert_same(lib.gemm(da, db, wide=True), want, (engine, m, n, k, "s64"))
@@ -185,7 +185,7 @@ def test_gemm_int64_reduction_beyond_one_int32_chunk(dev):
         a[2] = rand_i8((k,))
         b = np.full((2, k), 127, np.int8)
         b[1] = rand_i8((k,))
-        want = a.astype(np.int64) @ b.astype(np.int64).T
+        want = exact_int_matmul(a, b.T)
         assert abs(int(want[0, 0])) > 2**31
         assert_same(lib.gemm(lib.to_device(a), lib.to_device(b), wide=True), want)
     finally:
@@ -197,7 +197,7 @@ def test_gemm_split_k_with_many_blocks(dev):
     if not dev.gpu:
         pytest.skip("the emulator's multiprocessor count is fixed when the library loads (NITI_EMU_SM_COUNT)")
     a, b = rand_i8((64, 65536)), rand_i8((96, 65536))
-    want = a.astype(np.int64) @ b.astype(np.int64).T
+    want = exact_int_matmul(a, b.T)
     for engine in ("mma", "dp4a"):
         dev.lib.gemm_engine = engine
         assert_same(dev.lib.gemm(dev.lib.to_device(a), dev.lib.to_device(b)), want.astype(np.int32), engine)
@@ -211,7 +211,7 @@ def test_emulator_runs_the_mma_pipeline_with_both_cp_async_timings(monkeypatch):
     lib = _emulator()
     lib.gemm_engine = "mma"
     a, b = rand_i8((130, 450)), rand_i8((70, 450))
-    want = (a.astype(np.int64) @ b.astype(np.int64).T).astype(np.int32)
+    want = (exact_int_matmul(a, b.T)).astype(np.int32)
     try:
         for timing in ("eager", "deferred"):
             monkeypatch.setenv("NITI_EMU_CP_ASYNC", timing)
@@ -423,7 +423,7 @@ def test_both_binders_drive_the_library(dev):
     lib2 = cuda.CudaLib(dev.lib.path, prefer="ctypes")
     assert lib2.bind.kind == "ctypes"
     a, b = rand_i8((5, 70)), rand_i8((6, 70))
-    assert_same(lib2.gemm(lib2.to_device(a), lib2.to_device(b)), (a.astype(np.int64) @ b.astype(np.int64).T).astype(np.int32))
+    assert_same(lib2.gemm(lib2.to_device(a), lib2.to_device(b)), (exact_int_matmul(a, b.T)).astype(np.int32))
     with pytest.raises(cuda.CudaError, match="niti_cuda_alloc"):
         lib2.alloc(-1)
 

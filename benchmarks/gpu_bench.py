@@ -1,0 +1,383 @@
+"""GPU benchmarks of the CUDA backend: int8 GEMM throughput and VGG-small training speed, against torch.
+
+    python3 benchmarks/gpu_bench.py [--out results-gpu.md] [--steps 10] [--batch 256]
+
+Sections, each on its own (a failure prints its traceback and the run goes on):
+  1. the machine: GPU, driver-side names, torch, the GEMM engine chosen;
+  2. int8 GEMM TOP/s of the library's engines (tensor-core mma, and dp4a on one shape) against
+     torch._int_mm (cuBLASLt int8) and bf16 torch.matmul, on large squares and on the conv-lowered
+     GEMMs of vgg-small-7 at batch 256 (forward, input gradient and weight gradient of some layers);
+  3. training images/s of vgg-small-9 at batch 256: the integer graph on the CUDA kernel table
+     (nitisim.executor.train_step, no host synchronisation inside a step) against the same network
+     in torch (Conv2d/ReLU/MaxPool2d/Flatten/Dropout/Linear, no bias, SGD) under bf16 autocast,
+     channels-last, cuDNN autotuned;
+  4. device time per op kind over one synchronised step of the integer graph (where the time goes).
+
+Timing: CUDA events on the stream that ran the work (the library's own for its kernels, torch's for
+torch), after warm-up; GEMM rates count 2*M*N*K operations. Ends with one markdown table, printed
+and written to --out (default $OUT/results-gpu.md when $OUT is set, else docs/results-gpu.md).
+Sized to finish in well under a minute on an H200.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+ROWS: list[tuple[str, ...]] = []  # (section, what, niti, niti-dp4a, torch int8, torch bf16) as text
+NOTES: list[str] = []
+
+
+def section(title):
+    """Run the decorated function now, printing and recording a failure instead of raising."""
+    def run(fn):
+        print(f"\n== {title}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - a benchmark section must not stop the others
+            traceback.print_exc()
+            NOTES.append(f"{title}: FAILED ({traceback.format_exc(limit=1).strip().splitlines()[-1]})")
+        print(f"   ({time.perf_counter() - t0:.1f} s)", flush=True)
+        return fn
+    return run
+
+
+def fmt(x, digits=1):
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def torch_or_none():
+    try:
+        import torch
+
+        return torch if torch.cuda.is_available() else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=None, help="markdown file for the results table")
+    ap.add_argument("--steps", type=int, default=10, help="timed training steps per framework")
+    ap.add_argument("--batch", type=int, default=256, help="training batch")
+    ap.add_argument("--gemm-iters", type=int, default=10, help="timed repetitions per GEMM")
+    ap.add_argument("--model", default="vgg-small-9", help="built-in model of the training section")
+    ap.add_argument("--emulator", action="store_true",
+                    help="smoke-test this script without a GPU: the kernels on the host emulator, tiny shapes, "
+                         "dp4a engine (the numbers mean nothing); use with e.g. --model lenet --batch 2 --steps 1")
+    args = ap.parse_args()
+    out = args.out or (Path(os.environ["OUT"]) / "results-gpu.md" if os.environ.get("OUT") else REPO / "docs" / "results-gpu.md")
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    state: dict = {}
+
+    @section("machine")
+    def _machine():
+        from gpu_backend import cuda
+
+        torch = torch_or_none()
+        if args.emulator:
+            ok, why = True, "host emulator (not a GPU: smoke test, numbers meaningless)"
+            state["lib"], state["engine"] = cuda.emulated_library(), "dp4a"
+        else:
+            ok, why = cuda.cuda_status()
+            state["lib"], state["engine"] = (cuda.cuda_library() if ok else None), "auto"
+        print(f"   niti CUDA library: {why}")
+        state["gpu"] = why if ok else "(no usable GPU)"
+        if torch is not None:
+            print(f"   torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name()}")
+        else:
+            print("   torch with CUDA: not available (torch columns stay empty)")
+        if not ok:
+            raise RuntimeError(why)
+
+    @section("int8 GEMM")
+    def _gemm():
+        lib, torch = state.get("lib"), torch_or_none()
+        if lib is None:
+            raise RuntimeError("no CUDA library")
+        b = args.batch
+        sq = 256 if args.emulator else 8192
+        # (label, M, N, K): vgg-small-7 at batch b lowered to GEMMs (NHWC; K = kh*kw*I or the batch*pixels)
+        shapes = [
+            (f"square {sq}", sq, sq, sq),
+            (f"square {sq // 2}", sq // 2, sq // 2, sq // 2),
+            ("vgg7 conv2 fwd (32x32, 128->128)", b * 1024, 128, 1152),
+            ("vgg7 conv2 input grad", b * 1024, 128, 1152),
+            ("vgg7 conv2 weight grad", 128, 1152, b * 1024),
+            ("vgg7 conv4 fwd (16x16, 256->256)", b * 256, 256, 2304),
+            ("vgg7 conv6 fwd (8x8, 512->512)", b * 64, 512, 4608),
+            ("vgg7 conv6 weight grad", 512, 4608, b * 64),
+        ]
+        for label, m, n, k in shapes:
+            try:
+                rates = gemm_rates(lib, torch, m, n, k, args.gemm_iters, state["engine"],
+                                   dp4a=label == f"square {sq // 2}" and not args.emulator)
+            except Exception:  # noqa: BLE001
+                traceback.print_exc()
+                NOTES.append(f"GEMM {label}: FAILED")
+                continue
+            print(f"   {label:36s} {m}x{n}x{k}: niti {fmt(rates[0])}  dp4a {fmt(rates[1])}  "
+                  f"torch int8 {fmt(rates[2])}  torch bf16 {fmt(rates[3])}  (TOP/s)", flush=True)
+            wide = ", int64 out" if k > 131071 else ""
+            ROWS.append(("int8 GEMM, TOP/s", f"{label} ({m}x{n}x{k}{wide})", *map(fmt, rates)))
+
+    @section(f"training {args.model}, batch {args.batch}")
+    def _train():
+        lib = state.get("lib")
+        niti = torch_rate = None
+        try:
+            if lib is None:
+                raise RuntimeError("no CUDA library")
+            lib.gemm_engine = state["engine"]
+            niti = niti_training_rate(lib, args.model, args.batch, args.steps, state)
+            print(f"   niti CUDA (int8 NITI graph): {niti:,.0f} images/s", flush=True)
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+            NOTES.append("niti training: FAILED")
+        try:
+            torch_rate = torch_training_rate(args.model, args.batch, args.steps)
+            print(f"   torch bf16 autocast:         {torch_rate:,.0f} images/s", flush=True)
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+            NOTES.append("torch training: FAILED")
+        ROWS.append(("training, images/s", f"{args.model}, batch {args.batch}", fmt(niti, 0), "-", "-", fmt(torch_rate, 0)))
+
+    @section(f"device time per op, one synchronised {args.model} step")
+    def _profile():
+        lib = state.get("lib")
+        if lib is None or "graph" not in state:
+            raise RuntimeError("needs the training section's graph and parameters")
+        per_op = profile_step(lib, state)
+        total = sum(per_op.values())
+        for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1]):
+            print(f"   {op:22s} {ms:8.2f} ms  {100 * ms / total:5.1f} %")
+        NOTES.append("one synchronised step, device ms by op: " +
+                     ", ".join(f"{op} {ms:.1f}" for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])[:8]))
+
+    write_table(out, command, state.get("gpu", "?"))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- GEMM
+def gemm_rates(lib, torch, m, n, k, iters, engine="auto", dp4a=False):
+    """(niti mma, niti dp4a or None, torch._int_mm, torch bf16) in TOP/s for C = A (MxK) B^T (B is NxK)."""
+    ops = 2.0 * m * n * k
+    wide = k > 131071
+    if torch is not None:
+        a = torch.randint(-127, 128, (m, k), dtype=torch.int8, device="cuda")
+        bt = torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda")
+        c = torch.empty((m, n), dtype=torch.int64 if wide else torch.int32, device="cuda")
+        torch.cuda.synchronize()
+        pa, pb, pc = a.data_ptr(), bt.data_ptr(), c.data_ptr()  # same primary context: valid for the library
+    else:
+        rng = np.random.default_rng(0)
+        a = lib.to_device(rng.integers(-127, 128, (m, k), dtype=np.int8))
+        bt = lib.to_device(rng.integers(-127, 128, (n, k), dtype=np.int8))
+        c = lib.empty((m, n), np.int64 if wide else np.int32, exp=None)
+        pa, pb, pc = a.ptr, bt.ptr, c.ptr
+    name = "niti_cuda_gemm_s8s8s64" if wide else "niti_cuda_gemm_s8s8s32"
+
+    def niti(engine):
+        lib.gemm_engine = engine
+        try:
+            for _ in range(2):
+                lib.call(name, m, n, k, pa, pb, pc)
+            lib.synchronize()
+            lib.timer_start()
+            for _ in range(iters):
+                lib.call(name, m, n, k, pa, pb, pc)
+            return ops * iters / (lib.timer_stop() * 1e-3) / 1e12
+        finally:
+            lib.gemm_engine = "auto"
+
+    mma_rate = niti(engine)
+    dp4a_rate = niti("dp4a") if dp4a else None
+    int_mm = bf16 = None
+    if torch is not None:
+        def timed(fn):
+            for _ in range(2):
+                fn()
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(iters):
+                fn()
+            stop.record()
+            stop.synchronize()
+            return ops * iters / (start.elapsed_time(stop) * 1e-3) / 1e12
+
+        b = bt.t()  # K x N, column-major: the layout cuBLASLt wants for int8
+        try:
+            int_mm = timed(lambda: torch._int_mm(a, b))
+        except Exception as err:  # noqa: BLE001
+            print(f"   torch._int_mm {m}x{n}x{k}: {err}")
+        a16, b16 = a.to(torch.bfloat16), b.to(torch.bfloat16)
+        bf16 = timed(lambda: torch.matmul(a16, b16))
+        del a16, b16
+    del a, bt, c
+    if torch is not None:
+        torch.cuda.empty_cache()
+    return mma_rate, dp4a_rate, int_mm, bf16
+
+
+# ------------------------------------------------------------------------------------------- training
+def niti_training_rate(lib, model_name, batch, steps, state) -> float:
+    from gpu_backend import cuda
+    from nitisim.executor import StepContext, train_step
+    from nitisim.graph import build_graph
+    from nitisim.init import init_params
+    from nitisim.models import builtin_models
+    from nitisim.numerics import QTensor
+
+    model = builtin_models()[model_name]
+    graph = build_graph(model, batch)
+    table = cuda.cuda_kernel_table(lib=lib)
+    params = {k: lib.to_device(v) for k, v in init_params(graph, seed=0).items()}
+    rng = np.random.default_rng(0)
+    x = lib.to_device(QTensor(rng.integers(-127, 128, (batch, *model.input_shape)).astype(np.int8), -8))
+    labels = lib.to_device(rng.integers(0, model.classes, batch).astype(np.int32))
+    state.update(graph=graph, table=table, x=x, labels=labels)
+    step = 0
+    for _ in range(2):  # warm-up: allocator pool, first launches
+        params = train_step(graph, table, params, x, labels, StepContext(seed=1, step=step, mu=5)).params
+        step += 1
+    lib.synchronize()
+    wall = time.perf_counter()
+    lib.timer_start()
+    for _ in range(steps):
+        params = train_step(graph, table, params, x, labels, StepContext(seed=1, step=step, mu=5)).params
+        step += 1
+    ms = lib.timer_stop()
+    wall = time.perf_counter() - wall
+    state["params"] = params
+    NOTES.append(f"niti {model_name}: {ms / steps:.2f} ms/step of device time, {1e3 * wall / steps:.2f} ms/step wall "
+                 f"({graph.macs() * 2 / (ms / steps * 1e-3) / 1e12:.0f} TOP/s of GEMM work over the step)")
+    return batch * steps / (ms * 1e-3)
+
+
+def torch_model(spec, torch):
+    from nitisim.models import Conv, Dropout, Flatten, Linear, MaxPool, ReLU
+
+    nn = torch.nn
+    layers, (h, w, c) = [], spec.input_shape
+    features = None
+    for layer in spec.layers:
+        if isinstance(layer, Conv):
+            layers.append(nn.Conv2d(c, layer.out_channels, layer.kernel, layer.stride, layer.padding, bias=False))
+            c = layer.out_channels
+            h = (h + 2 * layer.padding - layer.kernel) // layer.stride + 1
+            w = (w + 2 * layer.padding - layer.kernel) // layer.stride + 1
+        elif isinstance(layer, ReLU):
+            layers.append(nn.ReLU(inplace=True))
+        elif isinstance(layer, MaxPool):
+            layers.append(nn.MaxPool2d(layer.kernel, layer.stride))
+            h, w = (h - layer.kernel) // layer.stride + 1, (w - layer.kernel) // layer.stride + 1
+        elif isinstance(layer, Flatten):
+            layers.append(nn.Flatten())
+            features = h * w * c
+        elif isinstance(layer, Dropout):
+            layers.append(nn.Dropout(layer.rate))
+        elif isinstance(layer, Linear):
+            layers.append(nn.Linear(features, layer.out_features, bias=False))
+            features = layer.out_features
+    return nn.Sequential(*layers)
+
+
+def torch_training_rate(model_name, batch, steps) -> float:
+    torch = torch_or_none()
+    if torch is None:
+        raise RuntimeError("torch with CUDA is not available")
+    from nitisim.models import builtin_models
+
+    spec = builtin_models()[model_name]
+    torch.backends.cudnn.benchmark = True
+    model = torch_model(spec, torch).cuda().to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    h, w, c = spec.input_shape
+    x = torch.randn(batch, c, h, w, device="cuda").to(memory_format=torch.channels_last)
+    y = torch.randint(0, spec.classes, (batch,), device="cuda")
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(steps):
+        step()
+    stop.record()
+    stop.synchronize()
+    ms = start.elapsed_time(stop)
+    NOTES.append(f"torch bf16 {model_name}: {ms / steps:.2f} ms/step")
+    del model, opt, x, y
+    torch.cuda.empty_cache()
+    return batch * steps / (ms * 1e-3)
+
+
+def profile_step(lib, state) -> dict[str, float]:
+    """Device ms per op over one step, each node timed alone (timer around every kernel call)."""
+    from nitisim.executor import StepContext, run_graph
+
+    graph, table = state["graph"], state["table"]
+    env = dict(state["params"])
+    env[graph.input_name], env[graph.label_name] = state["x"], state["labels"]
+    per_op: dict[str, float] = {}
+    timed = {}
+    for op, fn in table.items():
+        def wrap(node, ctx, *inputs, _fn=fn, _op=op):
+            lib.timer_start()
+            outs = _fn(node, ctx, *inputs)
+            per_op[_op] = per_op.get(_op, 0.0) + lib.timer_stop()
+            return outs
+        timed[op] = wrap
+    run_graph(graph, timed, env, StepContext(seed=1, step=99, mu=5))
+    return per_op
+
+
+# ------------------------------------------------------------------------------------------- output
+def write_table(out: Path, command: str, gpu: str) -> None:
+    lines = [
+        "# GPU results: NITI int8 CUDA backend vs torch",
+        "",
+        f"- command: `{command}` (from the repository root; `benchmarks/gpu_check.sh` runs it after the parity tests)",
+        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}, host {platform.node()}",
+        f"- GPU: {gpu}",
+        "- GEMM: C = A (MxK) * B^T with B stored NxK, int8 operands, int32 output (int64 when K > 131071); "
+        "TOP/s = 2MNK / time; CUDA events after 2 warm-up runs; torch bf16 runs the same shapes in bf16",
+        "",
+        "| section | what | niti CUDA (mma) | niti CUDA (dp4a) | torch int8 (`_int_mm`) | torch bf16 |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+        *(f"| {' | '.join(row)} |" for row in ROWS),
+        "",
+        *(f"- {note}" for note in NOTES),
+        "",
+    ]
+    text = "\n".join(lines)
+    print("\n" + text)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out}")
+    except OSError as err:
+        print(f"cannot write {out}: {err}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
