@@ -286,7 +286,8 @@ void run_block(unsigned threads) {
             all_block &= fibers[i].wait == BLOCK_BARRIER;
         }
         if (!any_live) return;
-        if (!all_block) deadlock("threads wait at different barriers (a warp collective or __syncthreads under divergent control flow)");
+        if (!all_block)
+            deadlock("threads wait at different barriers (a warp collective or __syncthreads under divergent control flow)");
         for (unsigned i = 0; i < threads; i++)
             if (!fibers[i].done) fibers[i].wait = RUNNABLE;
     }

@@ -203,7 +203,8 @@ int make_operand(const char *fn, const Gather &d, int64_t rows, int64_t K, Opera
     out->owned = static_cast<int8_t *>(buf);
     out->ptr = out->owned;
     const int64_t k_tiles = Kp / GT, tiles = ceil_div(rows, GT) * k_tiles;
-    if (tiles > 0x7fffffffLL) return niti_cu_fail(NITI_E_ARG, "%s: operand of %lld x %lld is too large", fn, (long long)rows, (long long)K);
+    if (tiles > 0x7fffffffLL)
+        return niti_cu_fail(NITI_E_ARG, "%s: operand of %lld x %lld is too large", fn, (long long)rows, (long long)K);
     NITI_LAUNCH(gather_kernel, (unsigned)tiles, GTHREADS, 0, niti_cu_stream())(d, rows, K, Kp, k_tiles, out->owned);
     return niti_cu_check_launch(fn);
 }
@@ -434,16 +435,23 @@ int run_gemm(const char *fn, const int8_t *A, const int8_t *B, int64_t M, int64_
     const dim3 grid((unsigned)tiles_m, (unsigned)tiles_n, (unsigned)splits);
     if (mma) {
         switch (mode) {
-        case STORE32: NITI_LAUNCH(gemm_mma_kernel<STORE32>, grid, MMA_THREADS, MMA_SMEM, stream)(A, B, M, N, Kp, chunk, C); break;
-        case ATOMIC32: NITI_LAUNCH(gemm_mma_kernel<ATOMIC32>, grid, MMA_THREADS, MMA_SMEM, stream)(A, B, M, N, Kp, chunk, C); break;
-        case STORE64: NITI_LAUNCH(gemm_mma_kernel<STORE64>, grid, MMA_THREADS, MMA_SMEM, stream)(A, B, M, N, Kp, chunk, C); break;
-        default: NITI_LAUNCH(gemm_mma_kernel<ATOMIC64>, grid, MMA_THREADS, MMA_SMEM, stream)(A, B, M, N, Kp, chunk, C); break;
+        case STORE32:
+            NITI_LAUNCH(gemm_mma_kernel<STORE32>, grid, MMA_THREADS, MMA_SMEM, stream)(A, B, M, N, Kp, chunk, C); break;
+        case ATOMIC32:
+            NITI_LAUNCH(gemm_mma_kernel<ATOMIC32>, grid, MMA_THREADS, MMA_SMEM, stream)(A, B, M, N, Kp, chunk, C); break;
+        case STORE64:
+            NITI_LAUNCH(gemm_mma_kernel<STORE64>, grid, MMA_THREADS, MMA_SMEM, stream)(A, B, M, N, Kp, chunk, C); break;
+        default:
+            NITI_LAUNCH(gemm_mma_kernel<ATOMIC64>, grid, MMA_THREADS, MMA_SMEM, stream)(A, B, M, N, Kp, chunk, C); break;
         }
     } else {
         switch (mode) {
-        case STORE32: NITI_LAUNCH(gemm_dp4a_kernel<STORE32>, grid, DTHREADS, 0, stream)(A, B, M, N, Kp, chunk, C); break;
-        case ATOMIC32: NITI_LAUNCH(gemm_dp4a_kernel<ATOMIC32>, grid, DTHREADS, 0, stream)(A, B, M, N, Kp, chunk, C); break;
-        case STORE64: NITI_LAUNCH(gemm_dp4a_kernel<STORE64>, grid, DTHREADS, 0, stream)(A, B, M, N, Kp, chunk, C); break;
+        case STORE32:
+            NITI_LAUNCH(gemm_dp4a_kernel<STORE32>, grid, DTHREADS, 0, stream)(A, B, M, N, Kp, chunk, C); break;
+        case ATOMIC32:
+            NITI_LAUNCH(gemm_dp4a_kernel<ATOMIC32>, grid, DTHREADS, 0, stream)(A, B, M, N, Kp, chunk, C); break;
+        case STORE64:
+            NITI_LAUNCH(gemm_dp4a_kernel<STORE64>, grid, DTHREADS, 0, stream)(A, B, M, N, Kp, chunk, C); break;
         default: NITI_LAUNCH(gemm_dp4a_kernel<ATOMIC64>, grid, DTHREADS, 0, stream)(A, B, M, N, Kp, chunk, C); break;
         }
     }

@@ -110,7 +110,8 @@ int init_device(int device) {
     unsigned long long *scratch = nullptr;
     unsigned *flags = nullptr;
     if ((err = cudaMalloc(&scratch, NITI_CU_SCRATCH_WORDS * sizeof(unsigned long long))) != cudaSuccess ||
-        (err = cudaMalloc(&flags, sizeof(unsigned))) != cudaSuccess || (err = cudaMemset(flags, 0, sizeof(unsigned))) != cudaSuccess ||
+        (err = cudaMalloc(&flags, sizeof(unsigned))) != cudaSuccess ||
+        (err = cudaMemset(flags, 0, sizeof(unsigned))) != cudaSuccess ||
         (err = cudaMemset(scratch, 0, NITI_CU_SCRATCH_WORDS * sizeof(unsigned long long))) != cudaSuccess)
         return niti_cu_cuda(err, "niti_cuda_init", "allocating the scratch words");
     cudaEvent_t e0, e1;
@@ -145,7 +146,8 @@ int sync_and_check(const char *fn) {
     if ((err = cudaMemset(g.flags, 0, sizeof(unsigned))) != cudaSuccess) return niti_cu_cuda(err, fn, "clearing the device flags");
     char what[512] = "";
     if (flags & NITI_FLAG_NARROW) strcat(what, " an int64 accumulator did not fit int32 (int32 accumulator overflow);");
-    if (flags & NITI_FLAG_VELOCITY) strcat(what, " a momentum velocity left int32 (int32 accumulator overflow; nothing was written);");
+    if (flags & NITI_FLAG_VELOCITY)
+        strcat(what, " a momentum velocity left int32 (int32 accumulator overflow; nothing was written);");
     if (flags & NITI_FLAG_LABEL) strcat(what, " a label was outside [0, classes);");
     if (flags & NITI_FLAG_LOSS_EXP) strcat(what, " a logit exponent was outside [-1024, 40];");
     int status = (flags & (NITI_FLAG_NARROW | NITI_FLAG_VELOCITY)) ? NITI_E_OVERFLOW : NITI_E_ARG;
@@ -287,7 +289,8 @@ int niti_cuda_current_device(int *device_out) {
 }
 
 int niti_cuda_alloc(int64_t bytes, void **ptr_out) {
-    if (!ptr_out || bad_size(bytes)) return niti_cu_fail(NITI_E_ARG, "niti_cuda_alloc: bad size %lld or NULL output", (long long)bytes);
+    if (!ptr_out || bad_size(bytes))
+        return niti_cu_fail(NITI_E_ARG, "niti_cuda_alloc: bad size %lld or NULL output", (long long)bytes);
     *ptr_out = nullptr;
     NITI_CU_ENTER("niti_cuda_alloc");
     return niti_cu_tmp_alloc("niti_cuda_alloc", (size_t)bytes, ptr_out);

@@ -332,7 +332,8 @@ int update_plain(const char *fn, int64_t n, const int8_t *w, const G *g, int mu,
     NITI_CU_ENTER(fn);
     if (!n) return NITI_OK;
     if ((st = queue_peak(fn, g, n))) return st;
-    NITI_LAUNCH(update_plain_kernel<G>, grid_for(n), THREADS, 0, niti_cu_stream())(n, w, g, niti_cu_scratch(), clamp_mu(mu), w_out);
+    NITI_LAUNCH(update_plain_kernel<G>, grid_for(n), THREADS, 0, niti_cu_stream())(
+            n, w, g, niti_cu_scratch(), clamp_mu(mu), w_out);
     return niti_cu_check_launch(fn);
 }
 
@@ -348,8 +349,10 @@ int update_momentum(const char *fn, int64_t n, const int8_t *w, const G *g, cons
     cudaError_t err = cudaMemsetAsync(bad, 0, sizeof *bad, niti_cu_stream());
     if (err != cudaSuccess) return niti_cu_cuda(err, fn, "cudaMemsetAsync");
     const int m = clamp_mu(mu);
-    NITI_LAUNCH(momentum_check_kernel<G>, grid_for(n), THREADS, 0, niti_cu_stream())(n, g, v, niti_cu_scratch(), m, bad);
-    NITI_LAUNCH(momentum_apply_kernel<G>, grid_for(n), THREADS, 0, niti_cu_stream())(n, w, g, v, niti_cu_scratch(), m, bad,
+    NITI_LAUNCH(momentum_check_kernel<G>, grid_for(n), THREADS, 0, niti_cu_stream())(
+            n, g, v, niti_cu_scratch(), m, bad);
+    NITI_LAUNCH(momentum_apply_kernel<G>, grid_for(n), THREADS, 0, niti_cu_stream())(
+            n, w, g, v, niti_cu_scratch(), m, bad,
                                                                             niti_cu_flags(), w_out, v_out);
     return niti_cu_check_launch(fn);
 }
@@ -364,7 +367,8 @@ int update_shadow16(const char *fn, int64_t n, const int16_t *shadow, const G *g
     if ((st = queue_peak(fn, g, n))) return st;
     /* steps of up to 2**(mu + 8) shadow LSBs: the plain rule's size, keeping sub-LSB steps */
     const int m = clamp_mu((int64_t)mu + NITI_SHADOW_FRAC_BITS);
-    NITI_LAUNCH(shadow16_kernel<G>, grid_for(n), THREADS, 0, niti_cu_stream())(n, shadow, g, niti_cu_scratch(), m, w_out, shadow_out);
+    NITI_LAUNCH(shadow16_kernel<G>, grid_for(n), THREADS, 0, niti_cu_stream())(
+            n, shadow, g, niti_cu_scratch(), m, w_out, shadow_out);
     return niti_cu_check_launch(fn);
 }
 
@@ -398,7 +402,8 @@ int niti_cuda_requantize_s32(int64_t n, const int32_t *acc, const int32_t *exp_i
     NITI_CU_ENTER(__func__);
     if ((st = queue_peak(__func__, acc, n))) return st;
     const uint32_t key = niti_hash_key(seed, step, tensor_id);
-    NITI_LAUNCH(requantize_kernel, grid_for(n), THREADS, 0, niti_cu_stream())(acc, n, niti_cu_scratch(), exp_in, mode, key, out,
+    NITI_LAUNCH(requantize_kernel, grid_for(n), THREADS, 0, niti_cu_stream())(
+            acc, n, niti_cu_scratch(), exp_in, mode, key, out,
                                                                       exp_out);
     return niti_cu_check_launch(__func__);
 }
@@ -463,7 +468,8 @@ int niti_cuda_dropout(int64_t rows, int64_t features, int keep_shift, uint32_t s
     NITI_CU_ENTER(__func__);
     const int64_t total = rows * features;
     const uint32_t key = niti_hash_key(seed, step, tensor_id);
-    NITI_LAUNCH(dropout_kernel, grid_for(total), THREADS, 0, niti_cu_stream())(x, rows, features > 0 ? features : 1, keep_shift,
+    NITI_LAUNCH(dropout_kernel, grid_for(total), THREADS, 0, niti_cu_stream())(
+            x, rows, features > 0 ? features : 1, keep_shift,
                                                                        key, exp_x, y, exp_y);
     return niti_cu_check_launch(__func__);
 }
@@ -478,7 +484,8 @@ int niti_cuda_loss_grad(int64_t batch, int64_t classes, const int8_t *logits, co
             variant);
     NITI_CU_ENTER(__func__);
     const uint32_t key = niti_hash_key(seed, step, tensor_id);
-    NITI_LAUNCH(loss_grad_kernel, grid_for(batch), THREADS, 0, niti_cu_stream())(logits, batch, classes, exp_logits, labels,
+    NITI_LAUNCH(loss_grad_kernel, grid_for(batch), THREADS, 0, niti_cu_stream())(
+            logits, batch, classes, exp_logits, labels,
                                                                          variant, key, err, exp_err, p, niti_cu_flags());
     return niti_cu_check_launch(__func__);
 }
