@@ -62,9 +62,10 @@ def api_ffi():
 
 
 @functools.lru_cache(maxsize=None)
-def cpu_library(march: str = "native") -> "CLib":
-    """The CPU kernel library, compiled on first use (see build.build_cpu) and loaded once."""
-    return CLib(build.build_cpu(march=march))
+def cpu_library(march: str = "native", extra_flags: tuple[str, ...] = ()) -> "CLib":
+    """The CPU kernel library, compiled on first use (see build.build_cpu) and loaded once per
+    (march, flags) variant."""
+    return CLib(build.build_cpu(march=march, extra_flags=tuple(extra_flags)))
 
 
 def _pair(v: int | Sequence[int], what: str) -> tuple[int, int]:

@@ -28,8 +28,10 @@ from gpu_backend import build  # noqa: E402
 from gpu_backend.lib import ABI_VERSION, CLibError, cdef_text, cpu_library  # noqa: E402
 
 X86 = platform.machine() in ("x86_64", "AMD64")
-# native: the best kernel here (AVX-512 VNNI on this project's machines); haswell: AVX2; x86-64: C.
-VARIANTS = ["native", "haswell", "x86-64"] if X86 else ["native"]
+# native: the best kernel here (AVX-512 VNNI on this project's machines); haswell: AVX2; x86-64: the
+# C micro-kernel with SSE2 packing; portable: no SIMD at all (what a non-x86 machine compiles).
+VARIANTS = {"native": ("native", ()), "haswell": ("haswell", ()), "x86-64": ("x86-64", ()),
+            "portable": ("x86-64", ("-U__SSE2__",))} if X86 else {"native": ("native", ())}
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +39,11 @@ def lib():
     return cpu_library()
 
 
-@pytest.fixture(scope="module", params=VARIANTS)
+@pytest.fixture(scope="module", params=list(VARIANTS))
 def any_lib(request):
     """Each micro-kernel variant; GEMM-shaped kernels must agree across all of them."""
-    return cpu_library(request.param)
+    march, flags = VARIANTS[request.param]
+    return cpu_library(march, flags)
 
 
 def rand_i8(rng, shape, lo=-127, hi=127):
@@ -129,6 +132,7 @@ def test_variants_compile_the_intended_kernel():
         pytest.skip("ISA variants are x86 only")
     assert cpu_library("haswell").kernel_isa == "avx2"
     assert cpu_library("x86-64").kernel_isa == "scalar"
+    assert cpu_library("x86-64", ("-U__SSE2__",)).kernel_isa == "scalar"
 
 
 def test_header_is_plain_declarations():

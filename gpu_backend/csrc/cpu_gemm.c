@@ -170,51 +170,63 @@ static void pack_kmajor(const int8_t *v, int64_t ld, int64_t nr, int64_t nk, int
 }
 
 
-/* ---- per-thread blocked loop --------------------------------------------------------------------- */
-/* A B column block whose packed K slices together fit this budget is packed whole once ("resident"),
- * and each MC x NC block of C then takes all its K slices while it is in cache. That is the case of
- * the forward and input-gradient GEMMs, whose B is a weight tensor. Longer K (weight gradients, K =
- * batch * pixels) packs one slice at a time and revisits C once per slice. */
-#define NITI_B_RESIDENT_BYTES (4 << 20)
+/* ---- drivers ------------------------------------------------------------------------------------ */
+/* Two ways to share the work between threads:
+ *  - shared B (B packed whole fits NITI_SHARED_B_BYTES and M has enough row tiles): the threads
+ *    pack all of B once, together, then take MC-row blocks of C from a dynamic queue, each block
+ *    going through all its K slices while it is in cache. This is the forward and input-gradient
+ *    case (B is a weight tensor); a thread slowed by another process just takes fewer blocks.
+ *  - slabs (long K, the weight gradients with K = batch * pixels, or too few rows): C is cut along
+ *    its longer side into one slab per thread, and each thread packs one K slice of B at a time. */
+#define NITI_SHARED_B_BYTES (8 << 20)
+#define NITI_PACK_GROUP_PANELS 4 /* B panels per packing work item in the shared-B driver */
 
 typedef struct {
     int64_t M, N, K, kc_max, ldc;
-    int out_wide, b_resident;
+    int out_wide;
     void *C;
 } gemm_plan;
 
 typedef struct {
-    uint32_t *a_pack, *b_pack;
+    uint32_t *a_pack, *b_pack; /* b_pack: slab driver only */
     int32_t *corr;
     int8_t *a_scratch, *b_scratch;
 } gemm_buffers;
-
-static void free_buffers(gemm_buffers *b) {
-    free(b->a_pack);
-    free(b->b_pack);
-    free(b->corr);
-    free(b->a_scratch);
-    free(b->b_scratch);
-}
 
 static void *alloc64(size_t bytes) {
     return bytes ? aligned_alloc(64, (size_t)round_up((int64_t)bytes, 64)) : NULL;
 }
 
-static int alloc_buffers(gemm_buffers *b, const niti_operand *A, const niti_operand *B, const gemm_plan *plan) {
-    memset(b, 0, sizeof *b);
-    int64_t b_bytes = plan->b_resident ? NITI_NC * round_up(plan->K, plan->kc_max) : NITI_NC_LONG_K * plan->kc_max;
-    b->a_pack = alloc64((size_t)(NITI_MC * plan->kc_max));
-    b->b_pack = alloc64((size_t)b_bytes);
-    b->corr = alloc64(sizeof(int32_t) * NITI_MC);
-    b->a_scratch = alloc64((size_t)A->scratch_bytes);
-    b->b_scratch = alloc64((size_t)B->scratch_bytes);
-    if (!b->a_pack || !b->b_pack || !b->corr || (A->scratch_bytes && !b->a_scratch) ||
-        (B->scratch_bytes && !b->b_scratch)) {
-        free_buffers(b);
-        return NITI_E_NOMEM;
+static void free_buffers(gemm_buffers *bufs, int count) {
+    for (int t = 0; t < count; t++) {
+        free(bufs[t].a_pack);
+        free(bufs[t].b_pack);
+        free(bufs[t].corr);
+        free(bufs[t].a_scratch);
+        free(bufs[t].b_scratch);
     }
-    return NITI_OK;
+    free(bufs);
+}
+
+/* Per-thread buffers, allocated before the parallel region so a failure is reported cleanly. */
+static gemm_buffers *alloc_buffers(int count, const niti_operand *A, const niti_operand *B, int64_t kc_max,
+                                   int64_t b_pack_bytes) {
+    gemm_buffers *bufs = calloc((size_t)count, sizeof *bufs);
+    if (!bufs) return NULL;
+    for (int t = 0; t < count; t++) {
+        gemm_buffers *b = &bufs[t];
+        b->a_pack = alloc64((size_t)(NITI_MC * kc_max));
+        b->b_pack = alloc64((size_t)b_pack_bytes);
+        b->corr = alloc64(sizeof(int32_t) * NITI_MC);
+        b->a_scratch = alloc64((size_t)A->scratch_bytes);
+        b->b_scratch = alloc64((size_t)B->scratch_bytes);
+        if (!b->a_pack || (b_pack_bytes && !b->b_pack) || !b->corr || (A->scratch_bytes && !b->a_scratch) ||
+            (B->scratch_bytes && !b->b_scratch)) {
+            free_buffers(bufs, count);
+            return NULL;
+        }
+    }
+    return bufs;
 }
 
 /* Add/store an MR x NR int32 tile into the valid mr x nr corner of C (edge tiles). */
@@ -230,7 +242,8 @@ static void merge_edge_tile(const int32_t *tile, int64_t mr, int64_t nr, void *c
     }
 }
 
-/* All MR x NR tiles of the packed blocks (mc x nc) for the K slice starting at pc. */
+/* All MR x NR tiles of the packed blocks (mc x nc) for the K slice starting at pc; the first slice
+ * stores into C, later ones add. */
 static void block_tiles(const gemm_plan *plan, const uint32_t *a_pack, const int32_t *corr, const uint32_t *b_pack,
                         int64_t ic, int64_t mc, int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
     size_t elem = plan->out_wide ? sizeof(int64_t) : sizeof(int32_t);
@@ -261,39 +274,101 @@ static int64_t balanced_block(int64_t len, int64_t max_block, int64_t unit) {
     return round_up((len + blocks - 1) / blocks, unit);
 }
 
-/* C[m0:m1, n0:n1] on one thread. */
+static int shared_b_driver(const niti_operand *A, const niti_operand *B, const gemm_plan *plan, int threads) {
+    int64_t M = plan->M, N = plan->N, K = plan->K, kc_max = plan->kc_max;
+    int64_t slices = (K + kc_max - 1) / kc_max;
+    int64_t slice_words = round_up(N, NITI_NR) * (kc_max / 4); /* one packed K slice of all of B */
+    int64_t panels = (N + NITI_NR - 1) / NITI_NR;
+    int64_t groups = (panels + NITI_PACK_GROUP_PANELS - 1) / NITI_PACK_GROUP_PANELS;
+    /* row blocks: about 4 per thread for balance, at least 2 tiles, at most MC rows */
+    int64_t rows = round_up((M + 4 * threads - 1) / (4 * threads), NITI_MR);
+    rows = rows < 2 * NITI_MR ? 2 * NITI_MR : (rows > NITI_MC ? NITI_MC : rows);
+    int64_t blocks = (M + rows - 1) / rows;
+
+    uint32_t *b_shared = alloc64((size_t)(slices * slice_words) * sizeof(uint32_t));
+    gemm_buffers *bufs = b_shared ? alloc_buffers(threads, A, B, kc_max, 0) : NULL;
+    if (!bufs) {
+        free(b_shared);
+        return niti_fail(NITI_E_NOMEM, "gemm: out of memory for packing buffers");
+    }
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        gemm_buffers *buf = &bufs[t];
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t item = 0; item < slices * groups; item++) {
+            int64_t s = item / groups, p0 = item % groups * NITI_PACK_GROUP_PANELS;
+            int64_t pc = s * kc_max, kc = min64(kc_max, K - pc), kg = (kc + 3) / 4;
+            int64_t r0 = p0 * NITI_NR, nr = min64(N, r0 + NITI_PACK_GROUP_PANELS * NITI_NR) - r0;
+            B->pack(B, r0, nr, pc, kc, NITI_NR, 0x80, b_shared + s * slice_words + p0 * kg * NITI_NR, NULL,
+                    buf->b_scratch);
+        }
+        /* the implicit barrier of the loop above: B is complete */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t blk = 0; blk < blocks; blk++) {
+            int64_t ic = blk * rows, mc = min64(rows, M - ic);
+            for (int64_t s = 0; s < slices; s++) {
+                int64_t pc = s * kc_max, kc = min64(kc_max, K - pc);
+                A->pack(A, ic, mc, pc, kc, NITI_MR, 0x00, buf->a_pack, buf->corr, buf->a_scratch);
+                block_tiles(plan, buf->a_pack, buf->corr, b_shared + s * slice_words, ic, mc, 0, N, pc, kc);
+            }
+        }
+    }
+    free_buffers(bufs, threads);
+    free(b_shared);
+    return NITI_OK;
+}
+
+/* C[m0:m1, n0:n1] on one thread, one K slice at a time. */
 static void gemm_slab(const niti_operand *A, const niti_operand *B, const gemm_plan *plan, int64_t m0, int64_t m1,
                       int64_t n0, int64_t n1, gemm_buffers *buf) {
     int64_t K = plan->K, kc_max = plan->kc_max;
     int64_t mc_step = balanced_block(m1 - m0, NITI_MC, NITI_MR);
-    int64_t nc_step = balanced_block(n1 - n0, plan->b_resident ? NITI_NC : NITI_NC_LONG_K, NITI_NR);
+    int64_t nc_step = balanced_block(n1 - n0, NITI_NC_LONG_K, NITI_NR);
     for (int64_t jc = n0; jc < n1; jc += nc_step) {
         int64_t nc = min64(nc_step, n1 - jc);
-        int64_t slice_words = round_up(nc, NITI_NR) * (kc_max / 4); /* one packed K slice of B */
-        if (plan->b_resident) {
-            for (int64_t pc = 0, s = 0; pc < K; pc += kc_max, s++)
-                B->pack(B, jc, nc, pc, min64(kc_max, K - pc), NITI_NR, 0x80, buf->b_pack + s * slice_words, NULL,
-                        buf->b_scratch);
+        for (int64_t pc = 0; pc < K; pc += kc_max) {
+            int64_t kc = min64(kc_max, K - pc);
+            B->pack(B, jc, nc, pc, kc, NITI_NR, 0x80, buf->b_pack, NULL, buf->b_scratch);
             for (int64_t ic = m0; ic < m1; ic += mc_step) {
                 int64_t mc = min64(mc_step, m1 - ic);
-                for (int64_t pc = 0, s = 0; pc < K; pc += kc_max, s++) {
-                    int64_t kc = min64(kc_max, K - pc);
-                    A->pack(A, ic, mc, pc, kc, NITI_MR, 0x00, buf->a_pack, buf->corr, buf->a_scratch);
-                    block_tiles(plan, buf->a_pack, buf->corr, buf->b_pack + s * slice_words, ic, mc, jc, nc, pc, kc);
-                }
-            }
-        } else {
-            for (int64_t pc = 0; pc < K; pc += kc_max) {
-                int64_t kc = min64(kc_max, K - pc);
-                B->pack(B, jc, nc, pc, kc, NITI_NR, 0x80, buf->b_pack, NULL, buf->b_scratch);
-                for (int64_t ic = m0; ic < m1; ic += mc_step) {
-                    int64_t mc = min64(mc_step, m1 - ic);
-                    A->pack(A, ic, mc, pc, kc, NITI_MR, 0x00, buf->a_pack, buf->corr, buf->a_scratch);
-                    block_tiles(plan, buf->a_pack, buf->corr, buf->b_pack, ic, mc, jc, nc, pc, kc);
-                }
+                A->pack(A, ic, mc, pc, kc, NITI_MR, 0x00, buf->a_pack, buf->corr, buf->a_scratch);
+                block_tiles(plan, buf->a_pack, buf->corr, buf->b_pack, ic, mc, jc, nc, pc, kc);
             }
         }
     }
+}
+
+static int slab_driver(const niti_operand *A, const niti_operand *B, const gemm_plan *plan, int threads) {
+    int64_t M = plan->M, N = plan->N;
+    /* split the longer side (in tiles) so each thread has whole MR/NR tiles */
+    int64_t m_tiles = (M + NITI_MR - 1) / NITI_MR, n_tiles = (N + NITI_NR - 1) / NITI_NR;
+    int split_m = m_tiles >= n_tiles;
+    int64_t tiles = split_m ? m_tiles : n_tiles;
+    if (threads > tiles) threads = (int)tiles;
+    gemm_buffers *bufs = alloc_buffers(threads, A, B, plan->kc_max, NITI_NC_LONG_K * plan->kc_max);
+    if (!bufs) return niti_fail(NITI_E_NOMEM, "gemm: out of memory for packing buffers");
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        int t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        int64_t per = (tiles + nt - 1) / nt;
+        int64_t lo = t * per, hi = min64(tiles, lo + per);
+        if (lo < hi) {
+            if (split_m)
+                gemm_slab(A, B, plan, lo * NITI_MR, min64(M, hi * NITI_MR), 0, N, &bufs[t]);
+            else
+                gemm_slab(A, B, plan, 0, M, lo * NITI_NR, min64(N, hi * NITI_NR), &bufs[t]);
+        }
+    }
+    free_buffers(bufs, threads);
+    return NITI_OK;
 }
 
 int niti_gemm_run(const niti_operand *A, const niti_operand *B, int64_t M, int64_t N, int64_t K, void *C,
@@ -305,46 +380,13 @@ int niti_gemm_run(const niti_operand *A, const niti_operand *B, int64_t M, int64
         return NITI_OK;
     }
     /* K slices of about equal size, each a multiple of 4 (whole packed groups) */
-    int64_t slices = (K + NITI_KC_MAX - 1) / NITI_KC_MAX;
-    int64_t kc_max = round_up((K + slices - 1) / slices, 4);
-
+    gemm_plan plan = {M, N, K, balanced_block(K, NITI_KC_MAX, 4), ldc, out_wide, C};
     int threads = niti_threads();
-    double macs = (double)M * (double)N * (double)K;
-    if (macs < NITI_GEMM_PARALLEL_MIN_MACS) threads = 1;
-    /* split the longer side (in tiles) so each thread has whole MR/NR tiles */
-    int64_t m_tiles = (M + NITI_MR - 1) / NITI_MR, n_tiles = (N + NITI_NR - 1) / NITI_NR;
-    int split_m = m_tiles >= n_tiles;
-    int64_t tiles = split_m ? m_tiles : n_tiles;
-    if (threads > tiles) threads = (int)tiles;
-
-    gemm_plan plan = {M, N, K, kc_max, ldc, out_wide, 0, C};
-    plan.b_resident = NITI_NC * round_up(K, kc_max) <= NITI_B_RESIDENT_BYTES;
-
-    int status = NITI_OK;
-#pragma omp parallel num_threads(threads) if (threads > 1) reduction(max : status)
-    {
-        int t = 0, nt = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        nt = omp_get_num_threads();
-#endif
-        int64_t per = (tiles + nt - 1) / nt;
-        int64_t lo = t * per, hi = min64(tiles, lo + per);
-        if (lo < hi) {
-            gemm_buffers buf;
-            if (alloc_buffers(&buf, A, B, &plan) != NITI_OK) {
-                status = NITI_E_NOMEM;
-            } else {
-                if (split_m)
-                    gemm_slab(A, B, &plan, lo * NITI_MR, min64(M, hi * NITI_MR), 0, N, &buf);
-                else
-                    gemm_slab(A, B, &plan, 0, M, lo * NITI_NR, min64(N, hi * NITI_NR), &buf);
-                free_buffers(&buf);
-            }
-        }
-    }
-    if (status != NITI_OK) return niti_fail(status, "gemm: out of memory for packing buffers");
-    return NITI_OK;
+    if ((double)M * (double)N * (double)K < NITI_GEMM_PARALLEL_MIN_MACS) threads = 1;
+    int64_t shared_b_bytes = round_up(N, NITI_NR) * round_up(K, plan.kc_max);
+    if (shared_b_bytes <= NITI_SHARED_B_BYTES && (M + NITI_MR - 1) / NITI_MR >= 4 * (int64_t)threads)
+        return shared_b_driver(A, B, &plan, threads);
+    return slab_driver(A, B, &plan, threads);
 }
 
 /* ---- operands ------------------------------------------------------------------------------------- */
