@@ -6,8 +6,8 @@ initialises the device; when any of that fails it raises `CudaUnavailable`, whos
 what was tried and how to fix it. `cuda_status()` answers the same question without raising.
 
 Binding: cffi in ABI mode with `csrc/niti_cuda_api.h` as the cdef (declarations only), as the
-project's C library does; where cffi is not installed (the stock image of the GPU machines lacks
-it) the same header is bound through ctypes instead, with argument types read from the prototypes.
+project's C library does; where cffi is not installed (some GPU images lack it) the same header
+is bound through ctypes instead, with argument types read from the prototypes.
 Either way every call takes Python ints (pointers as addresses, None for NULL) and a nonzero status
 becomes an exception carrying the library's message: IntegerOverflowError (2), MemoryError (3),
 CudaError otherwise.
@@ -29,6 +29,11 @@ the device, and memory is allocated and freed in stream order. result.params are
 Data-dependent checks (int32 overflow of a narrowed weight gradient or a momentum velocity, bad
 labels) run on the device and surface at the next synchronising call (`to_host`, `.m`, `.e`,
 `synchronize()`), not at the op that failed.
+
+`emulated_library()` is the same library, from the same .cu sources, compiled by g++ against the
+host emulator in csrc/cuda_emulation.cu (CUDA threads as fibers with real barriers, mma and
+cp.async as the PTX ISA defines them): slow, exact, and runnable anywhere, so tests/test_cuda.py
+checks every kernel on machines without a GPU too. Pass it as `cuda_kernel_table(lib=...)`.
 """
 from __future__ import annotations
 
@@ -439,8 +444,12 @@ def build_emulator(force: bool = False) -> Path:
     shim = target.parent / "emulator_include"
     shim.mkdir(parents=True, exist_ok=True)
     emulation = (build.CSRC / "cuda_emulation.cu").resolve()
-    (shim / "cuda_runtime.h").write_text(f'#include "{emulation}"\n')
-    (shim / "emulator_impl.cpp").write_text(f'#define NITI_CUDA_EMULATION_IMPL\n#include "{emulation}"\n')
+    for name, text in (("cuda_runtime.h", f'#include "{emulation}"\n'),
+                       ("emulator_impl.cpp", f'#define NITI_CUDA_EMULATION_IMPL\n#include "{emulation}"\n')):
+        fd, tmp = tempfile.mkstemp(prefix=name + ".", dir=shim)  # atomic: parallel builders (pytest -n)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, shim / name)
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
     os.close(fd)
     command = [cxx, *EMULATOR_FLAGS, f"-I{shim}", f"-I{build.CSRC}", "-x", "c++", *map(str, sources),

@@ -114,6 +114,9 @@ int init_device(int device) {
         (err = cudaMemset(flags, 0, sizeof(unsigned))) != cudaSuccess ||
         (err = cudaMemset(scratch, 0, NITI_CU_SCRATCH_WORDS * sizeof(unsigned long long))) != cudaSuccess)
         return niti_cu_cuda(err, "niti_cuda_init", "allocating the scratch words");
+    /* the memsets above ran on the legacy default stream, which our non-blocking stream does not
+     * wait for: finish them before any kernel of ours can touch the words */
+    if ((err = cudaDeviceSynchronize()) != cudaSuccess) return niti_cu_cuda(err, "niti_cuda_init", "cudaDeviceSynchronize");
     cudaEvent_t e0, e1;
     if ((err = cudaEventCreate(&e0)) != cudaSuccess || (err = cudaEventCreate(&e1)) != cudaSuccess)
         return niti_cu_cuda(err, "niti_cuda_init", "cudaEventCreate");
@@ -139,11 +142,15 @@ int init_device(int device) {
 int sync_and_check(const char *fn) {
     cudaError_t err = cudaStreamSynchronize(g.stream);
     if (err != cudaSuccess) return niti_cu_cuda(err, fn, "a queued kernel failed");
+    /* on our stream, not the legacy default stream, which it does not wait for (it is non-blocking) */
     unsigned flags = 0;
-    if ((err = cudaMemcpy(&flags, g.flags, sizeof flags, cudaMemcpyDeviceToHost)) != cudaSuccess)
+    if ((err = cudaMemcpyAsync(&flags, g.flags, sizeof flags, cudaMemcpyDeviceToHost, g.stream)) != cudaSuccess ||
+        (err = cudaStreamSynchronize(g.stream)) != cudaSuccess)
         return niti_cu_cuda(err, fn, "reading the device flags");
     if (!flags) return NITI_OK;
-    if ((err = cudaMemset(g.flags, 0, sizeof(unsigned))) != cudaSuccess) return niti_cu_cuda(err, fn, "clearing the device flags");
+    if ((err = cudaMemsetAsync(g.flags, 0, sizeof(unsigned), g.stream)) != cudaSuccess ||
+        (err = cudaStreamSynchronize(g.stream)) != cudaSuccess)
+        return niti_cu_cuda(err, fn, "clearing the device flags");
     char what[512] = "";
     if (flags & NITI_FLAG_NARROW) strcat(what, " an int64 accumulator did not fit int32 (int32 accumulator overflow);");
     if (flags & NITI_FLAG_VELOCITY)
