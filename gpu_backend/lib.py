@@ -26,7 +26,7 @@ from . import build
 ABI_VERSION = 1  # must equal NITI_ABI_VERSION in csrc/cpu_internal.h (and the CUDA library's)
 API_HEADER = build.CSRC / "niti_api.h"
 STATUS_INVALID_ARGUMENT, STATUS_OVERFLOW, STATUS_OUT_OF_MEMORY = 1, 2, 3
-MAX_K_INT32 = 131071  # NITI_MAX_K_S32: longest reduction an int32 accumulator provably holds
+MAX_K_INT32 = 131071  # NITI_MAX_K_S32: longest reduction accumulated in int32 (longer: int64, checked)
 
 
 class CLibError(RuntimeError):
@@ -214,7 +214,7 @@ class CLib:
 
     # ---- GEMM ----------------------------------------------------------------------------------------
     def gemm_s8s8s32(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """a (M, K) int8, b (N, K) int8 -> a @ b.T as int32 (K <= 131071)."""
+        """a (M, K) int8, b (N, K) int8 -> a @ b.T as int32 (IntegerOverflowError if a value leaves int32)."""
         pa, pb = self._in(a, np.int8, "a", 2), self._in(b, np.int8, "b", 2)
         (m, k), (n, kb) = a.shape, b.shape
         if k != kb:
@@ -256,7 +256,7 @@ class CLib:
 
     def linear_weight_grad(self, x: np.ndarray, dy: np.ndarray, out_dtype=np.int64) -> np.ndarray:
         """x (batch, in), dy (batch, out) int8 -> dw = dy.T @ x (out, in) as int64 or int32
-        (int32 needs batch <= 131071, the analytic bound)."""
+        (int32: IntegerOverflowError if a value leaves int32, as numerics.check_int32)."""
         px, pd = self._in(x, np.int8, "x", 2), self._in(dy, np.int8, "dy", 2)
         (batch, in_f), (batch_d, out_f) = x.shape, dy.shape
         if batch != batch_d:
@@ -301,8 +301,8 @@ class CLib:
 
     def conv2d_weight_grad(self, x: np.ndarray, dy: np.ndarray, kernel, stride=1, padding=0,
                            out_dtype=np.int64) -> np.ndarray:
-        """x (N, H, W, I), dy (N, E, F, O) int8 -> dw (O, kh, kw, I) int64 or int32 (int32 needs
-        N * E * F <= 131071, the analytic bound)."""
+        """x (N, H, W, I), dy (N, E, F, O) int8 -> dw (O, kh, kw, I) int64 or int32 (int32:
+        IntegerOverflowError if a value leaves int32, as numerics.check_int32)."""
         px, pd = self._in(x, np.int8, "x", 4), self._in(dy, np.int8, "dy", 4)
         (n, h, wd, c), (nd, e, f, o) = x.shape, dy.shape
         kh, kw = _pair(kernel, "kernel")

@@ -167,10 +167,17 @@ def test_bad_argument_raises_with_the_c_message(lib):
         lib.loss_grad(np.zeros((1, 10), np.int8), -4, np.array([10]))
 
 
-def test_int32_gemm_refuses_reductions_that_could_overflow(lib):
-    a = np.zeros((1, nm.INT32_MAX // (128 * 128) + 1), np.int8)
-    with pytest.raises(CLibError, match="use the int64"):
-        lib.gemm_s8s8s32(a, a)
+def test_int32_outputs_of_long_reductions_are_checked(lib):
+    """Past 131071 products an int32 result is accumulated in int64 and narrowed with a check."""
+    k = 140_000
+    a = np.full((2, k), 127, np.int8)
+    b = np.full((3, k), 127, np.int8)
+    b[0, ::2] = -127  # a . b[0] = 0
+    b[1, 1000:] = 0  # a . b[1] = 127 * 127 * 1000; a . b[2] = 127 * 127 * k > int32
+    fits = b[:2]
+    assert np.array_equal(lib.gemm_s8s8s32(a, fits), ref_gemm(a, fits))
+    with pytest.raises(IntegerOverflowError, match="niti_gemm_s8s8s32: int32 accumulator overflow"):
+        lib.gemm_s8s8s32(a, b)
 
 
 def test_wrappers_check_dtype_and_layout(lib):
@@ -248,7 +255,7 @@ def test_linear_three_gemms(any_lib, batch, in_f, out_f):
     assert out32.dtype == np.int32 and np.array_equal(out32, g)
 
 
-def test_linear_weight_grad_long_batch_in_int64(lib):
+def test_linear_weight_grad_long_batch(lib):
     batch = 140_000
     x = np.full((batch, 4), 127, np.int8)
     dy = np.full((batch, 3), 127, np.int8)
@@ -256,8 +263,11 @@ def test_linear_weight_grad_long_batch_in_int64(lib):
     g = lib.linear_weight_grad(x, dy)
     assert g[0, 0] == 127 * 127 * batch > nm.INT32_MAX
     assert np.array_equal(g, dy.astype(np.int64).T @ x.astype(np.int64))
-    with pytest.raises(CLibError, match="int64"):
+    with pytest.raises(IntegerOverflowError, match="int32 accumulator overflow"):
         lib.linear_weight_grad(x, dy, out_dtype=np.int32)
+    small = np.ascontiguousarray(dy[:, 1:2])  # +-127 alternating: sums stay tiny
+    assert np.array_equal(lib.linear_weight_grad(x, small, out_dtype=np.int32),
+                          small.astype(np.int64).T @ x.astype(np.int64))
 
 
 # ------------------------------------------------------------------------------------ conv
@@ -319,6 +329,17 @@ def test_conv2d_weight_grad_exceeds_int32(lib):
     g = lib.conv2d_weight_grad(x, dy, 1, 1, 0)
     assert g[0, 0, 0, 0] == 127 * 127 * 135200 > nm.INT32_MAX
     assert np.array_equal(g, ref_conv_weight_grad(x, dy, 1, 1, (1, 1), (0, 0)))
+    with pytest.raises(IntegerOverflowError, match="niti_conv2d_weight_grad_s32: int32 accumulator overflow"):
+        lib.conv2d_weight_grad(x, dy, 1, 1, 0, out_dtype=np.int32)
+
+
+def test_conv2d_weight_grad_int32_at_the_graph_bound(lib):
+    """batch 128 at 32 x 32 reduces over 131072 pixels: the graph's int32 bound (127 * 127 * K <=
+    2**31 - 1) holds, so the int32 form must return the exact values."""
+    rng = np.random.default_rng(3)
+    x, dy = rand_i8(rng, (128, 32, 32, 2)), rand_i8(rng, (128, 32, 32, 3))
+    g = lib.conv2d_weight_grad(x, dy, 3, 1, 1, out_dtype=np.int32)
+    assert g.dtype == np.int32 and np.array_equal(g, ref_conv_weight_grad(x, dy, 3, 3, (1, 1), (1, 1)))
 
 
 # ------------------------------------------------------------------------------------ hash

@@ -65,7 +65,7 @@ niti_operand niti_patches(const niti_im2col *g);
 niti_operand niti_patches_transposed(const niti_im2col *g);
 
 /* C = A * B^T. out_wide: C is int64 (each K block's exact int32 partial is added in int64), else
- * int32 (needs K <= NITI_MAX_K_S32, checked by the callers). ldc in elements. */
+ * int32 (needs K <= NITI_MAX_K_S32: callers with longer K go through int64). ldc in elements. */
 int niti_gemm_run(const niti_operand *A, const niti_operand *B, int64_t M, int64_t N, int64_t K,
                   void *C, int64_t ldc, int out_wide);
 

@@ -14,6 +14,7 @@
  * sums the dy pixels whose windows cover it. That needs no scatter buffer and no atomics; for
  * stride > 1 the upsampled map feeds zeros to some taps (exact, a little wasted work).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,12 +25,23 @@
         if (!(cond)) return niti_fail(NITI_E_ARG, __VA_ARGS__); \
     } while (0)
 
-static int check_k_s32(const char *fn, int64_t K) {
-    if (K > NITI_MAX_K_S32)
-        return niti_fail(NITI_E_ARG,
-                         "%s: reduction length %lld > %d can overflow an int32 accumulator; use the int64 (_s64) form",
-                         fn, (long long)K, NITI_MAX_K_S32);
-    return NITI_OK;
+/* C (int32) = A * B^T. Up to NITI_MAX_K_S32 the sum provably fits int32 and is accumulated there.
+ * A longer reduction (a weight gradient over more than 131071 pixels) is accumulated exactly in
+ * int64 and narrowed with a check, as the numpy reference does (check_int32): a value outside int32
+ * is an overflow error, never a wrap. */
+static int gemm_s32(const char *fn, const niti_operand *A, const niti_operand *B, int64_t M, int64_t N, int64_t K,
+                    int32_t *C) {
+    if (K <= NITI_MAX_K_S32) return niti_gemm_run(A, B, M, N, K, C, N, 0);
+    int64_t *wide = malloc(sizeof(int64_t) * (size_t)(M * N ? M * N : 1));
+    if (!wide) return niti_fail(NITI_E_NOMEM, "%s: out of memory for the int64 accumulator", fn);
+    int st = niti_gemm_run(A, B, M, N, K, wide, N, 1);
+    if (st == NITI_OK && (st = niti_narrow_s64_s32(M * N, wide, C)) == NITI_E_OVERFLOW) {
+        char detail[256];
+        snprintf(detail, sizeof detail, "%s", niti_last_error());
+        niti_fail(NITI_E_OVERFLOW, "%s: %s", fn, detail);
+    }
+    free(wide);
+    return st;
 }
 
 /* ---- plain GEMM ------------------------------------------------------------------------------------ */
@@ -42,9 +54,9 @@ static int gemm_args(const char *fn, int64_t M, int64_t N, int64_t K, const void
 
 int niti_gemm_s8s8s32(int64_t M, int64_t N, int64_t K, const int8_t *A, const int8_t *B, int32_t *C) {
     int st = gemm_args(__func__, M, N, K, A, B, C);
-    if (st || (st = check_k_s32(__func__, K))) return st;
+    if (st) return st;
     niti_operand a = niti_dense(A, M, K, K, 0), b = niti_dense(B, N, K, K, 0);
-    return niti_gemm_run(&a, &b, M, N, K, C, N, 0);
+    return gemm_s32(__func__, &a, &b, M, N, K, C);
 }
 
 int niti_gemm_s8s8s64(int64_t M, int64_t N, int64_t K, const int8_t *A, const int8_t *B, int64_t *C) {
@@ -65,25 +77,25 @@ static int linear_args(const char *fn, int64_t batch, int64_t in_f, int64_t out_
 
 int niti_linear_forward(int64_t batch, int64_t in_f, int64_t out_f, const int8_t *x, const int8_t *w, int32_t *y) {
     int st = linear_args(__func__, batch, in_f, out_f, x, w, y);
-    if (st || (st = check_k_s32(__func__, in_f))) return st;
+    if (st) return st;
     niti_operand a = niti_dense(x, batch, in_f, in_f, 0), b = niti_dense(w, out_f, in_f, in_f, 0);
-    return niti_gemm_run(&a, &b, batch, out_f, in_f, y, out_f, 0);
+    return gemm_s32(__func__, &a, &b, batch, out_f, in_f, y);
 }
 
 int niti_linear_input_grad(int64_t batch, int64_t in_f, int64_t out_f, const int8_t *dy, const int8_t *w,
                            int32_t *dx) {
     int st = linear_args(__func__, batch, in_f, out_f, dy, w, dx);
-    if (st || (st = check_k_s32(__func__, out_f))) return st;
+    if (st) return st;
     niti_operand a = niti_dense(dy, batch, out_f, out_f, 0), b = niti_dense(w, in_f, out_f, in_f, 1);
-    return niti_gemm_run(&a, &b, batch, in_f, out_f, dx, in_f, 0);
+    return gemm_s32(__func__, &a, &b, batch, in_f, out_f, dx);
 }
 
 static int linear_weight_grad(const char *fn, int64_t batch, int64_t in_f, int64_t out_f, const int8_t *x,
                               const int8_t *dy, void *dw, int wide) {
     int st = linear_args(fn, batch, in_f, out_f, x, dy, dw);
-    if (st || (!wide && (st = check_k_s32(fn, batch)))) return st;
+    if (st) return st;
     niti_operand a = niti_dense(dy, out_f, batch, out_f, 1), b = niti_dense(x, in_f, batch, in_f, 1);
-    return niti_gemm_run(&a, &b, out_f, in_f, batch, dw, in_f, wide);
+    return wide ? niti_gemm_run(&a, &b, out_f, in_f, batch, dw, in_f, 1) : gemm_s32(fn, &a, &b, out_f, in_f, batch, dw);
 }
 
 int niti_linear_weight_grad_s32(int64_t batch, int64_t in_f, int64_t out_f, const int8_t *x, const int8_t *dy,
@@ -142,18 +154,18 @@ static niti_im2col forward_patches(const conv_shape *s, const int8_t *x) {
 int niti_conv2d_forward(CONV_PARAMS, const int8_t *x, const int8_t *w, int32_t *y) {
     conv_shape s = CONV_SHAPE;
     int st = conv_args(__func__, &s, x, w, y);
+    if (st) return st;
     int64_t K = k_h * k_w * in_c;
-    if (st || (st = check_k_s32(__func__, K))) return st;
     niti_im2col g = forward_patches(&s, x);
     niti_operand a = niti_patches(&g), b = niti_dense(w, out_c, K, K, 0);
-    return niti_gemm_run(&a, &b, a.rows, out_c, K, y, out_c, 0);
+    return gemm_s32(__func__, &a, &b, a.rows, out_c, K, y);
 }
 
 int niti_conv2d_input_grad(CONV_PARAMS, const int8_t *dy, const int8_t *w, int32_t *dx) {
     conv_shape s = CONV_SHAPE;
     int st = conv_args(__func__, &s, dy, w, dx);
+    if (st) return st;
     int64_t K = k_h * k_w * out_c;
-    if (st || (st = check_k_s32(__func__, K))) return st;
     /* wt[i, a, b, o] = w[o, k_h-1-a, k_w-1-b, i]: the transposed conv's kernel */
     int8_t *wt = malloc((size_t)(in_c * K)); /* in_c, K >= 1 (checked) */
     if (!wt) return niti_fail(NITI_E_NOMEM, "%s: out of memory", __func__);
@@ -170,7 +182,7 @@ int niti_conv2d_input_grad(CONV_PARAMS, const int8_t *dy, const int8_t *w, int32
     niti_im2col g = {dy, batch, s.out_h, s.out_w, out_c, in_h, in_w, k_h, k_w,
                      1, 1, k_h - 1 - pad_h, k_w - 1 - pad_w, stride_h, stride_w};
     niti_operand a = niti_patches(&g), b = niti_dense(wt, in_c, K, K, 0);
-    st = niti_gemm_run(&a, &b, a.rows, in_c, K, dx, in_c, 0);
+    st = gemm_s32(__func__, &a, &b, a.rows, in_c, K, dx);
     free(wt);
     return st;
 }
@@ -178,11 +190,12 @@ int niti_conv2d_input_grad(CONV_PARAMS, const int8_t *dy, const int8_t *w, int32
 static int conv_weight_grad(const char *fn, const conv_shape *s, const int8_t *x, const int8_t *dy, void *dw,
                             int wide) {
     int st = conv_args(fn, s, x, dy, dw);
+    if (st) return st;
     int64_t M = s->batch * s->out_h * s->out_w; /* reduction length */
-    if (st || (!wide && (st = check_k_s32(fn, M)))) return st;
     niti_im2col g = forward_patches(s, x);
     niti_operand a = niti_dense(dy, s->out_c, M, s->out_c, 1), b = niti_patches_transposed(&g);
-    return niti_gemm_run(&a, &b, s->out_c, b.rows, M, dw, b.rows, wide);
+    return wide ? niti_gemm_run(&a, &b, s->out_c, b.rows, M, dw, b.rows, 1)
+                : gemm_s32(fn, &a, &b, s->out_c, b.rows, M, dw);
 }
 
 int niti_conv2d_weight_grad_s32(CONV_PARAMS, const int8_t *x, const int8_t *dy, int32_t *dw) {

@@ -45,9 +45,11 @@ int niti_requantize_s32(int64_t n, const int32_t *acc, int mode, uint32_t seed, 
 /* int64 -> int32, status 2 if any value is outside int32 (never wraps). */
 int niti_narrow_s64_s32(int64_t n, const int64_t *x, int32_t *out);
 
-/* ---- GEMM: C (M x N) = A (M x K) * B^T, B stored N x K (both operands K-contiguous) ------------- */
-int niti_gemm_s8s8s32(int64_t M, int64_t N, int64_t K, const int8_t *A, const int8_t *B, int32_t *C); /* K <= 131071 */
-int niti_gemm_s8s8s64(int64_t M, int64_t N, int64_t K, const int8_t *A, const int8_t *B, int64_t *C); /* any K */
+/* ---- GEMM: C (M x N) = A (M x K) * B^T, B stored N x K (both operands K-contiguous) -------------
+ * int32 outputs (here and below): reductions up to 131071 provably fit and accumulate in int32;
+ * longer ones accumulate in int64 and are narrowed with a check: status 2 if a value leaves int32. */
+int niti_gemm_s8s8s32(int64_t M, int64_t N, int64_t K, const int8_t *A, const int8_t *B, int32_t *C);
+int niti_gemm_s8s8s64(int64_t M, int64_t N, int64_t K, const int8_t *A, const int8_t *B, int64_t *C);
 
 /* ---- linear: x (batch, in), w (out, in), y / dy (batch, out) ------------------------------------- */
 int niti_linear_forward(int64_t batch, int64_t in_features, int64_t out_features,
@@ -55,7 +57,7 @@ int niti_linear_forward(int64_t batch, int64_t in_features, int64_t out_features
 int niti_linear_input_grad(int64_t batch, int64_t in_features, int64_t out_features,
                            const int8_t *dy, const int8_t *w, int32_t *dx);
 int niti_linear_weight_grad_s32(int64_t batch, int64_t in_features, int64_t out_features,
-                                const int8_t *x, const int8_t *dy, int32_t *dw); /* batch <= 131071 */
+                                const int8_t *x, const int8_t *dy, int32_t *dw);
 int niti_linear_weight_grad_s64(int64_t batch, int64_t in_features, int64_t out_features,
                                 const int8_t *x, const int8_t *dy, int64_t *dw);
 
@@ -68,7 +70,7 @@ int niti_conv2d_forward(int64_t batch, int64_t in_h, int64_t in_w, int64_t in_c,
 int niti_conv2d_input_grad(int64_t batch, int64_t in_h, int64_t in_w, int64_t in_c, int64_t out_c,
                            int64_t k_h, int64_t k_w, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                            const int8_t *dy, const int8_t *w, int32_t *dx);
-/* dw (out_c, k_h, k_w, in_c); the _s32 form needs batch * E * F <= 131071. */
+/* dw (out_c, k_h, k_w, in_c), reduced over batch * E * F output pixels. */
 int niti_conv2d_weight_grad_s32(int64_t batch, int64_t in_h, int64_t in_w, int64_t in_c, int64_t out_c,
                                 int64_t k_h, int64_t k_w, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                                 const int8_t *x, const int8_t *dy, int32_t *dw);
