@@ -2,7 +2,8 @@
 # The GPU check of the CUDA backend, in one command on a machine with an NVIDIA GPU (sm_80 or newer):
 # build libniti_cuda.so with nvcc, run the CUDA parity tests (tests/test_cuda.py, GPU half: every op,
 # the GEMM engines and whole lenet / small-VGG training steps bit-identical to the numpy reference),
-# then benchmarks/gpu_bench.py (int8 GEMM TOP/s and vgg-small-9 training images/s against torch).
+# then `python -m gpu_backend` (the project's PASS/FAIL line per backend) and benchmarks/gpu_bench.py
+# (int8 GEMM TOP/s and vgg-small-9 training images/s against torch).
 #
 #   benchmarks/gpu_check.sh            # from anywhere; Python: $PYTHON, else python3
 #
@@ -49,6 +50,9 @@ if [ "$usable" -ne 0 ] && [ "$tests_status" -eq 0 ]; then
     echo "NO USABLE GPU: the parity tests only skipped (reasons above)"
 fi
 [ "$tests_status" -eq 0 ] && echo "PARITY TESTS PASSED" || echo "PARITY TESTS FAILED OR NOT RUN (status $tests_status)"
+
+stamp "python -m gpu_backend (the project's own whole-step parity check of every backend)"
+timeout 180 "$PY" -m gpu_backend 2>&1 | tee "$LOGS/gpu-backends.log" || echo "python -m gpu_backend: FAIL or unavailable (see above)"
 
 stamp "benchmarks"
 timeout 300 "$PY" benchmarks/gpu_bench.py ${OUT:+--out "$OUT/results-gpu.md"} 2>&1 | tee "$LOGS/gpu-bench.log" \
