@@ -19,6 +19,9 @@
 
 enum { NITI_OK = 0, NITI_E_ARG = 1, NITI_E_OVERFLOW = 2, NITI_E_NOMEM = 3 };
 
+static inline int64_t niti_round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+static inline int64_t niti_min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
 /* Record a message for niti_last_error() and return `status`. */
 int niti_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -68,6 +71,19 @@ niti_operand niti_patches_transposed(const niti_im2col *g);
  * int32 (needs K <= NITI_MAX_K_S32: callers with longer K go through int64). ldc in elements. */
 int niti_gemm_run(const niti_operand *A, const niti_operand *B, int64_t M, int64_t N, int64_t K,
                   void *C, int64_t ldc, int out_wide);
+
+/* ---- packing (cpu_pack.c) --------------------------------------------------------------------------- */
+/* Pack the nr x nk block of a view into W-row panels at dst (panel p at dst + p * ceil(nk/4) * W),
+ * each byte XOR flip (0x80: int8 -> int8 + 128 as uint8), zero rows past nr and zero k past nk;
+ * corr (A side, may be NULL) gets 128 * the sum of each row. Row-major view: element (r, k) at
+ * v[r * ld + k]; k-major view: at v[k * ld + r]. */
+void niti_pack_rowmajor(const int8_t *v, int64_t ld, int64_t nr, int64_t nk, int W, uint8_t flip, uint32_t *dst,
+                        int32_t *corr);
+void niti_pack_kmajor(const int8_t *v, int64_t ld, int64_t nr, int64_t nk, int W, uint8_t flip, uint32_t *dst,
+                      int32_t *corr);
+/* Four lines of `cols` bytes (k .. k+3) -> `cols` panel words. */
+void niti_interleave4(const int8_t *l0, const int8_t *l1, const int8_t *l2, const int8_t *l3, int64_t cols,
+                      uint8_t flip, uint32_t *out);
 
 /* ---- micro-kernel (one per ISA, chosen at compile time) --------------------------------------- */
 /* Packed panels hold 4 consecutive k per 32-bit word: panel word (g, r) = bytes k = 4g..4g+3 of

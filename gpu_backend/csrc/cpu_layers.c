@@ -31,8 +31,8 @@
  * is an overflow error, never a wrap. */
 static int gemm_s32(const char *fn, const niti_operand *A, const niti_operand *B, int64_t M, int64_t N, int64_t K,
                     int32_t *C) {
-    if (K <= NITI_MAX_K_S32) return niti_gemm_run(A, B, M, N, K, C, N, 0);
-    int64_t *wide = malloc(sizeof(int64_t) * (size_t)(M * N ? M * N : 1));
+    if (K <= NITI_MAX_K_S32 || M == 0 || N == 0) return niti_gemm_run(A, B, M, N, K, C, N, 0);
+    int64_t *wide = malloc(sizeof(int64_t) * (size_t)(M * N));
     if (!wide) return niti_fail(NITI_E_NOMEM, "%s: out of memory for the int64 accumulator", fn);
     int st = niti_gemm_run(A, B, M, N, K, wide, N, 1);
     if (st == NITI_OK && (st = niti_narrow_s64_s32(M * N, wide, C)) == NITI_E_OVERFLOW) {
