@@ -127,3 +127,26 @@ def test_unreachable_scheduler_is_a_user_error(capsys, grid, tmp_path):
 def test_shipped_example_grid_parses():
     g = load_grid(Path(__file__).resolve().parents[1] / "configs" / "sweeps" / "example.yaml")
     assert g.size == len(expand(g)) == 24
+
+
+def test_every_parameter_reaches_the_accelerator_spec(tmp_path):
+    from hwmodels.config import parse_accelerator
+
+    path = tmp_path / "all.yaml"
+    path.write_text(TINY_GRID.split("parameters:")[0] + """parameters:
+  rows: [8]
+  cols: [4]
+  dataflow: [is]
+  ifmap_kib: [16]
+  filter_kib: [32]
+  ofmap_kib: [64]
+  dram_bandwidth_gb_s: [6.4]
+  clock_mhz: [400]
+  vector_lanes: [8]
+""")
+    (task,) = expand(load_grid(path))
+    arch = parse_accelerator(json.loads(task.doc_json), task.source)
+    assert (arch.array.rows, arch.array.cols, arch.array.dataflow) == (8, 4, "is")
+    assert (arch.ifmap.size_bytes, arch.filter.size_bytes, arch.ofmap.size_bytes) == (16384, 32768, 65536)
+    assert arch.dram.bandwidth_bytes_per_cycle == pytest.approx(6.4e3 / 400)
+    assert (arch.clock_mhz, arch.vector.lanes) == (400, 8)
