@@ -89,9 +89,18 @@ int niti_requantize_s32(int64_t n, const int32_t *acc, int mode, uint32_t seed, 
     int s = niti_range_bits_of_peak(peak_s32(n, acc)) - 7; /* never a left shift */
     uint32_t key = niti_hash_key(seed, step, tensor_id);
     if (s > 0) {
-        PARALLEL_FOR(n)
-        for (int64_t i = 0; i < n; i++)
-            out[i] = niti_saturate_elem(niti_round_shift(acc[i], s, (niti_round_mode)mode, key, (uint32_t)i));
+        /* one loop per mode, so the mode is a constant inside and the loop vectorises */
+#define REQUANTIZE_LOOP(MODE)                                                                     \
+    PARALLEL_FOR(n)                                                                               \
+    for (int64_t i = 0; i < n; i++) out[i] = niti_saturate_elem(niti_round_shift(acc[i], s, MODE, key, (uint32_t)i));
+        if (mode == NITI_ROUND_NEAREST) {
+            REQUANTIZE_LOOP(NITI_ROUND_NEAREST)
+        } else if (mode == NITI_ROUND_PSEUDO_STOCHASTIC) {
+            REQUANTIZE_LOOP(NITI_ROUND_PSEUDO_STOCHASTIC)
+        } else {
+            REQUANTIZE_LOOP(NITI_ROUND_STOCHASTIC)
+        }
+#undef REQUANTIZE_LOOP
     } else {
         PARALLEL_FOR(n)
         for (int64_t i = 0; i < n; i++) out[i] = niti_saturate_elem(acc[i]);
