@@ -36,7 +36,8 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping
 
 from nitisim.errors import UserInputError
 from nitisim.models import ModelSpec, builtin_models, load_yaml, resolve_model
@@ -124,12 +125,12 @@ def _dataflow_value(v: Any, src: str, where: str) -> str:
     return v
 
 
-_CHECKS: dict[str, Callable[[Any, str, str], Any]] = {
+_CHECKS: Mapping[str, Callable[[Any, str, str], Any]] = MappingProxyType({
     "array": _array_value, "rows": _int_value, "cols": _int_value, "dataflow": _dataflow_value,
     "sram_kib": _int_value, "ifmap_kib": _int_value, "filter_kib": _int_value, "ofmap_kib": _int_value,
     "dram_bandwidth_bytes_per_cycle": _number_value, "dram_bandwidth_gb_s": _number_value,
     "clock_mhz": _number_value, "vector_lanes": _int_value,
-}
+})
 
 
 def _relative(ref: str, grid_path: Path) -> Path:

@@ -38,18 +38,20 @@ DEFAULT_TRAIN_SUBSET = 10000
 DEFAULT_TEST_SUBSET = 2000
 DEFAULT_EPOCHS = 1
 
-# --tiny: a few steps of a small MLP on generated data; seconds end to end.
-TINY_CONFIG: dict[str, Any] = {
-    "model": "mlp",
-    "dataset": "synthetic",
-    "synthetic": {"train": 128, "test": 64},
-    "batch": 32,
-    "epochs": 1,
-    "mu_schedule": [{"from_epoch": 0, "mu": 2}],
-    "seed": 1,
-    "eval_batch": 64,
-    "fp32": {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "lr_schedule": {"kind": "constant"}},
-}
+
+def tiny_config() -> dict[str, Any]:
+    """--tiny: a few steps of a small MLP on generated data; seconds end to end."""
+    return {
+        "model": "mlp",
+        "dataset": "synthetic",
+        "synthetic": {"train": 128, "test": 64},
+        "batch": 32,
+        "epochs": 1,
+        "mu_schedule": [{"from_epoch": 0, "mu": 2}],
+        "seed": 1,
+        "eval_batch": 64,
+        "fp32": {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "lr_schedule": {"kind": "constant"}},
+    }
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def plan(args: argparse.Namespace, out: Path) -> Plan:
     if args.tiny:
         if args.config:
             raise UserInputError("--tiny", None, "uses its own synthetic config; leave out --config")
-        doc, stem, source = dict(TINY_CONFIG), "tiny-mlp", None
+        doc, stem, source = tiny_config(), "tiny-mlp", None
     else:
         source = Path(args.config) if args.config else DEFAULT_CONFIG
         if not source.exists():

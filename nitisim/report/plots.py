@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from types import MappingProxyType
 from typing import Mapping, Sequence
 
-PHASE_COLORS: Mapping[str, str] = {
+PHASE_COLORS: Mapping[str, str] = MappingProxyType({
     "forward": "#4C72B0", "input_grad": "#DD8452", "weight_grad": "#55A868", "update": "#C44E52",
     "vector": "#8172B3",
-}
+})
 
 
 def _figure(width_in: float, height_in: float, panels: int = 1):
