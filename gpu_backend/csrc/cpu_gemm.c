@@ -27,7 +27,9 @@
  *    case (B is a weight tensor); a thread slowed by another process just takes fewer blocks.
  *  - slabs (long K, the weight gradients with K = batch * pixels, or too few rows): C is cut along
  *    its longer side into one slab per thread, and each thread packs one K slice of B at a time. */
+#ifndef NITI_SHARED_B_BYTES
 #define NITI_SHARED_B_BYTES (8 << 20)
+#endif
 #define NITI_PACK_GROUP_PANELS 4 /* B panels per packing work item in the shared-B driver */
 
 typedef struct {
@@ -129,9 +131,11 @@ static int shared_b_driver(const niti_operand *A, const niti_operand *B, const g
     int64_t slice_words = niti_round_up(N, NITI_NR) * (kc_max / 4); /* one packed K slice of all of B */
     int64_t panels = (N + NITI_NR - 1) / NITI_NR;
     int64_t groups = (panels + NITI_PACK_GROUP_PANELS - 1) / NITI_PACK_GROUP_PANELS;
-    /* row blocks: about 4 per thread for balance, at least 2 tiles, at most MC rows */
-    int64_t rows = niti_round_up((M + 4 * threads - 1) / (4 * threads), NITI_MR);
-    rows = rows < 2 * NITI_MR ? 2 * NITI_MR : (rows > NITI_MC ? NITI_MC : rows);
+    /* Row blocks: as large as MC allows (every block streams all of B, which may not fit L2), and a
+     * multiple of the thread count, so an unloaded machine splits evenly while a thread slowed by
+     * another process still hands its later blocks to the others. */
+    int64_t per_thread = (M + (int64_t)threads * NITI_MC - 1) / ((int64_t)threads * NITI_MC);
+    int64_t rows = balanced_block(M, (M + threads * per_thread - 1) / (threads * per_thread), NITI_MR);
     int64_t blocks = (M + rows - 1) / rows;
 
     uint32_t *b_shared = alloc64((size_t)(slices * slice_words) * sizeof(uint32_t));
@@ -233,7 +237,7 @@ int niti_gemm_run(const niti_operand *A, const niti_operand *B, int64_t M, int64
     int threads = niti_threads();
     if ((double)M * (double)N * (double)K < NITI_GEMM_PARALLEL_MIN_MACS) threads = 1;
     int64_t shared_b_bytes = niti_round_up(N, NITI_NR) * niti_round_up(K, plan.kc_max);
-    if (shared_b_bytes <= NITI_SHARED_B_BYTES && (M + NITI_MR - 1) / NITI_MR >= 4 * (int64_t)threads)
+    if (shared_b_bytes <= NITI_SHARED_B_BYTES && (M + NITI_MR - 1) / NITI_MR >= 2 * (int64_t)threads)
         return shared_b_driver(A, B, &plan, threads);
     return slab_driver(A, B, &plan, threads);
 }
