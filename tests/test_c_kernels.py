@@ -342,6 +342,92 @@ def test_conv2d_weight_grad_int32_at_the_graph_bound(lib):
     assert g.dtype == np.int32 and np.array_equal(g, ref_conv_weight_grad(x, dy, 3, 3, (1, 1), (1, 1)))
 
 
+# Narrow conv shapes take direct kernels (gpu_backend/csrc/cpu_direct.c) instead of the packed GEMM:
+#   forward: in_c * k_w <= 16 and out_c <= 64 (AVX-512 VNNI builds);
+#   weight grad: k_h k_w in_c * round_up(out_c, 4) <= 2048, out_c <= 64 and the dy pixels cover at
+#     least a quarter of the padded grid (AVX-512 VNNI builds);
+#   input grad: the scatter form (col2im of dy @ w) when its MAC count is below the gather form's
+#     (every build), e.g. a 5x5 "full" convolution onto few input channels.
+# Each case below says which path it takes; all must equal the numpy references exactly.
+NARROW_CONV_CASES = [
+    # batch, h, w, in_c, out_c, kernel, stride, padding    paths: forward / weight grad / input grad
+    (3, 28, 28, 1, 20, (5, 5), (1, 1), (0, 0)),  # LeNet conv1: direct / direct / scatter
+    (2, 12, 12, 20, 50, (5, 5), (1, 1), (0, 0)),  # LeNet conv2: GEMM / GEMM / scatter
+    (2, 11, 13, 1, 1, (5, 5), (1, 1), (2, 2)),  # one output channel, padding: direct / direct / scatter
+    (2, 9, 9, 3, 16, (3, 3), (1, 1), (1, 1)),  # exactly one 16-lane block: direct / direct / scatter
+    (2, 9, 9, 3, 17, (3, 3), (2, 1), (1, 1)),  # 16 + 1 lanes, stride (2, 1): direct / direct / scatter
+    (2, 9, 9, 3, 17, (3, 3), (2, 2), (1, 1)),  # stride 2: grid under a quarter covered: direct / GEMM / scatter
+    (1, 10, 7, 2, 33, (3, 5), (1, 2), (2, 1)),  # two lane pairs, unequal strides: direct / direct / scatter
+    (2, 8, 8, 4, 64, (3, 3), (1, 1), (0, 0)),  # widest direct forward: direct / GEMM / scatter
+    (2, 10, 10, 4, 7, (5, 4), (1, 1), (1, 3)),  # in_c * k_w = 16: direct / direct / scatter
+    (2, 10, 10, 5, 7, (5, 4), (1, 1), (1, 3)),  # in_c * k_w = 20: GEMM / direct / scatter
+    (1, 6, 6, 1, 65, (1, 1), (1, 1), (0, 0)),  # out_c > 64: GEMM / GEMM / gather
+    (2, 7, 7, 1, 5, (7, 7), (1, 1), (0, 0)),  # a 1x1 output map: direct / GEMM / scatter
+    (2, 9, 9, 2, 3, (3, 3), (3, 3), (0, 0)),  # stride 3: direct / GEMM / scatter
+    (2, 8, 8, 6, 3, (2, 2), (2, 2), (0, 0)),  # stride = kernel: direct / direct / scatter
+]
+
+
+@pytest.mark.parametrize("n,h,w,c,o,kernel,stride,padding", NARROW_CONV_CASES)
+@pytest.mark.parametrize("fill", ["random", "max", "min", "mixed"])
+def test_conv2d_narrow_shapes(lib, n, h, w, c, o, kernel, stride, padding, fill):
+    rng = np.random.default_rng(n * h * w + c * o + sum(kernel))
+    kh, kw = kernel
+    x, wt = rand_i8(rng, (n, h, w, c)), rand_i8(rng, (o, kh, kw, c))
+    if fill == "max":  # every product +127 * 127
+        x[:], wt[:] = 127, 127
+    elif fill == "min":  # -128 too: the +128 bias of the direct kernels must stay exact
+        x[:], wt[:] = -128, -128
+    elif fill == "mixed":
+        x, wt = np.where(x > 0, 127, -128).astype(np.int8), np.where(wt > 0, -127, 127).astype(np.int8)
+    y = lib.conv2d_forward(x, wt, stride, padding)
+    assert np.array_equal(y, ref_conv_forward(x, wt, stride, padding))
+    dy = rand_i8(rng, y.shape) if fill == "random" else np.full(y.shape, {"max": 127, "min": -128}.get(fill, -127), np.int8)
+    dx = lib.conv2d_input_grad(dy, wt, (h, w), stride, padding)
+    assert np.array_equal(dx, ref_conv_input_grad(dy, wt, (h, w), stride, padding))
+    g = ref_conv_weight_grad(x, dy, kh, kw, stride, padding)
+    assert np.array_equal(lib.conv2d_weight_grad(x, dy, kernel, stride, padding), g)
+    assert np.array_equal(lib.conv2d_weight_grad(x, dy, kernel, stride, padding, out_dtype=np.int32), g)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv2d_direct_weight_grad_long_reduction(lib, threads):
+    """A direct weight gradient over 2,359,296 pixels: its int32 lane sums are flushed into int64
+    several times (more often on one thread), and the total leaves int32."""
+    x = np.full((144, 128, 128, 1), 127, np.int8)
+    dy = np.full((144, 128, 128, 2), -128, np.int8)
+    dy[..., 1] = 127
+    dy[:, ::3, :, 1] = -127
+    try:
+        lib.set_num_threads(threads)
+        g = lib.conv2d_weight_grad(x, dy, 1, 1, 0)
+        with pytest.raises(IntegerOverflowError, match="niti_conv2d_weight_grad_s32: int32 accumulator overflow"):
+            lib.conv2d_weight_grad(x, dy, 1, 1, 0, out_dtype=np.int32)
+    finally:
+        lib.set_num_threads(0)
+    assert g[0, 0, 0, 0] == -128 * 127 * 144 * 128 * 128 < -(2**31)
+    assert np.array_equal(g, ref_conv_weight_grad(x, dy, 1, 1, (1, 1), (0, 0)))
+
+
+def test_conv2d_narrow_shapes_thread_count_does_not_change_results(lib):
+    rng = np.random.default_rng(8)
+    x, wt = rand_i8(rng, (64, 28, 28, 1)), rand_i8(rng, (20, 5, 5, 1))
+    dy2, w2 = rand_i8(rng, (64, 8, 8, 50)), rand_i8(rng, (50, 5, 5, 20))
+    results = []
+    try:
+        for threads in (1, 2):
+            lib.set_num_threads(threads)
+            y = lib.conv2d_forward(x, wt, 1, 0)
+            results.append((y, lib.conv2d_weight_grad(x, rand_i8(np.random.default_rng(1), y.shape), 5, 1, 0),
+                            lib.conv2d_input_grad(dy2, w2, (12, 12), 1, 0)))
+    finally:
+        lib.set_num_threads(0)
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)
+    assert np.array_equal(results[0][0], ref_conv_forward(x, wt, (1, 1), (0, 0)))
+    assert np.array_equal(results[0][2], ref_conv_input_grad(dy2, w2, (12, 12), (1, 1), (0, 0)))
+
+
 # ------------------------------------------------------------------------------------ hash
 def test_mix32_hash_key_and_draws(lib):
     x = np.array([0, 1, 2, 0xFFFFFFFF, 0x12345678, 0x80000000], dtype=np.uint32)

@@ -226,6 +226,11 @@ static int slab_driver(const niti_operand *A, const niti_operand *B, const gemm_
 
 int niti_gemm_run(const niti_operand *A, const niti_operand *B, int64_t M, int64_t N, int64_t K, void *C,
                   int64_t ldc, int out_wide) {
+    return niti_gemm_run_threads(A, B, M, N, K, C, ldc, out_wide, niti_threads());
+}
+
+int niti_gemm_run_threads(const niti_operand *A, const niti_operand *B, int64_t M, int64_t N, int64_t K, void *C,
+                          int64_t ldc, int out_wide, int threads) {
     if (M == 0 || N == 0) return NITI_OK;
     if (K == 0) { /* empty sum */
         size_t elem = out_wide ? sizeof(int64_t) : sizeof(int32_t);
@@ -234,7 +239,7 @@ int niti_gemm_run(const niti_operand *A, const niti_operand *B, int64_t M, int64
     }
     /* K slices of about equal size, each a multiple of 4 (whole packed groups) */
     gemm_plan plan = {M, N, K, balanced_block(K, NITI_KC_MAX, 4), ldc, out_wide, C};
-    int threads = niti_threads();
+    if (threads < 1) threads = 1;
     if ((double)M * (double)N * (double)K < NITI_GEMM_PARALLEL_MIN_MACS) threads = 1;
     int64_t shared_b_bytes = niti_round_up(N, NITI_NR) * niti_round_up(K, plan.kc_max);
     if (shared_b_bytes <= NITI_SHARED_B_BYTES && (M + NITI_MR - 1) / NITI_MR >= 2 * (int64_t)threads)

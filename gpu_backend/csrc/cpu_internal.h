@@ -21,6 +21,7 @@ enum { NITI_OK = 0, NITI_E_ARG = 1, NITI_E_OVERFLOW = 2, NITI_E_NOMEM = 3 };
 
 static inline int64_t niti_round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 static inline int64_t niti_min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t niti_max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 /* Record a message for niti_last_error() and return `status`. */
 int niti_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -126,5 +127,41 @@ enum { NITI_C_STORE32 = 0, NITI_C_ADD32 = 1, NITI_C_STORE64 = 2, NITI_C_ADD64 = 
 /* tile (MR x NR) of C at c (row stride ldc elements) <-op- A_panel * B_panel^T - corr. */
 void niti_microkernel(int64_t k_groups, const uint32_t *a_panel, const uint32_t *b_panel, const int32_t *corr,
                       void *c, int64_t ldc, int c_mode);
+
+/* ---- conv shapes and the direct kernels (cpu_direct.c) ------------------------------------------ */
+typedef struct {
+    int64_t batch, in_h, in_w, in_c, out_c, k_h, k_w, stride_h, stride_w, pad_h, pad_w;
+    int64_t out_h, out_w; /* E, F */
+} niti_conv_shape;
+
+/* The GEMM engine with an explicit thread count (1: no parallel region; callers already inside
+ * their own parallel loop use that). */
+int niti_gemm_run_threads(const niti_operand *A, const niti_operand *B, int64_t M, int64_t N, int64_t K,
+                          void *C, int64_t ldc, int out_wide, int threads);
+
+/* Narrow conv shapes on which the packed GEMM spends more on moving operands than on arithmetic
+ * get direct kernels. Each `*_applies` says whether its kernel takes the shape (never on builds
+ * without AVX-512 VNNI: those keep the GEMM path); the kernels return a status. Results are
+ * exact integer sums, identical to the GEMM path's. */
+int niti_direct_forward_applies(const niti_conv_shape *s);
+int niti_direct_forward(const niti_conv_shape *s, const int8_t *x, const int8_t *w, int32_t *y);
+int niti_direct_weight_grad_applies(const niti_conv_shape *s);
+/* dw (out_c, k_h, k_w, in_c) exact in int64 */
+int niti_direct_weight_grad(const niti_conv_shape *s, const int8_t *x, const int8_t *dy, int64_t *dw);
+int niti_scatter_input_grad_applies(const niti_conv_shape *s);
+int niti_scatter_input_grad(const niti_conv_shape *s, const int8_t *dy, const int8_t *w, int32_t *dx);
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define NITI_VNNI 1
+#include <immintrin.h>
+/* acc += per int32 lane, the sum of 4 products u (unsigned bytes) x s (signed bytes). Inline asm:
+ * gcc 12 copies and spills accumulators of _mm512_dpbusd_epi32 (see cpu_microkernel.c). */
+static inline __m512i niti_dpbusd(__m512i acc, __m512i u, __m512i s) {
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
+    return acc;
+}
+#else
+#define NITI_VNNI 0
+#endif
 
 #endif /* NITI_CPU_INTERNAL_H */

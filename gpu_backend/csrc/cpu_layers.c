@@ -109,10 +109,7 @@ int niti_linear_weight_grad_s64(int64_t batch, int64_t in_f, int64_t out_f, cons
 }
 
 /* ---- conv2d --------------------------------------------------------------------------------------- */
-typedef struct {
-    int64_t batch, in_h, in_w, in_c, out_c, k_h, k_w, stride_h, stride_w, pad_h, pad_w;
-    int64_t out_h, out_w; /* E, F */
-} conv_shape;
+typedef niti_conv_shape conv_shape;
 
 static int conv_args(const char *fn, const conv_shape *s, const void *p, const void *q, const void *r) {
     REQUIRE(s->batch >= 0 && s->in_h >= 1 && s->in_w >= 1 && s->in_c >= 1 && s->out_c >= 1,
@@ -156,6 +153,7 @@ int niti_conv2d_forward(CONV_PARAMS, const int8_t *x, const int8_t *w, int32_t *
     int st = conv_args(__func__, &s, x, w, y);
     if (st) return st;
     int64_t K = k_h * k_w * in_c;
+    if (niti_direct_forward_applies(&s)) return niti_direct_forward(&s, x, w, y);
     niti_im2col g = forward_patches(&s, x);
     niti_operand a = niti_patches(&g), b = niti_dense(w, out_c, K, K, 0);
     return gemm_s32(__func__, &a, &b, a.rows, out_c, K, y);
@@ -166,6 +164,7 @@ int niti_conv2d_input_grad(CONV_PARAMS, const int8_t *dy, const int8_t *w, int32
     int st = conv_args(__func__, &s, dy, w, dx);
     if (st) return st;
     int64_t K = k_h * k_w * out_c;
+    if (niti_scatter_input_grad_applies(&s)) return niti_scatter_input_grad(&s, dy, w, dx);
     /* wt[i, a, b, o] = w[o, k_h-1-a, k_w-1-b, i]: the transposed conv's kernel */
     int8_t *wt = malloc((size_t)(in_c * K)); /* in_c, K >= 1 (checked) */
     if (!wt) return niti_fail(NITI_E_NOMEM, "%s: out of memory", __func__);
@@ -192,6 +191,19 @@ static int conv_weight_grad(const char *fn, const conv_shape *s, const int8_t *x
     int st = conv_args(fn, s, x, dy, dw);
     if (st) return st;
     int64_t M = s->batch * s->out_h * s->out_w; /* reduction length */
+    if (niti_direct_weight_grad_applies(s)) {
+        int64_t size = s->out_c * s->k_h * s->k_w * s->in_c;
+        int64_t *wide64 = wide ? dw : malloc(sizeof(int64_t) * (size_t)size);
+        if (!wide64) return niti_fail(NITI_E_NOMEM, "%s: out of memory for the int64 accumulator", fn);
+        st = niti_direct_weight_grad(s, x, dy, wide64);
+        if (st == NITI_OK && !wide && (st = niti_narrow_s64_s32(size, wide64, dw)) == NITI_E_OVERFLOW) {
+            char detail[256];
+            snprintf(detail, sizeof detail, "%s", niti_last_error());
+            niti_fail(NITI_E_OVERFLOW, "%s: %s", fn, detail);
+        }
+        if (!wide) free(wide64);
+        return st;
+    }
     niti_im2col g = forward_patches(s, x);
     niti_operand a = niti_dense(dy, s->out_c, M, s->out_c, 1), b = niti_patches_transposed(&g);
     return wide ? niti_gemm_run(&a, &b, s->out_c, b.rows, M, dw, b.rows, 1)
