@@ -48,3 +48,30 @@ def test_run_argument_errors(tmp_path, capsys):
                                                       "--out", str(tmp_path / "o")])
     assert "--epochs" in _one_line_error(capsys, ["run", "--tiny", "--epochs", "0", "--out", str(tmp_path / "o")])
     assert "--tiny" in _one_line_error(capsys, ["run", "--tiny", "--config", "x.yaml", "--out", str(tmp_path / "o")])
+
+
+def test_default_config_gets_the_short_run_overrides(tmp_path, monkeypatch):
+    """Without --config: the shipped default, cut to a subset and one epoch; a relative model path is
+    made absolute so the config still works from the output folder."""
+    import argparse
+
+    import yaml
+
+    from nitisim import run_cli
+
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "net.yaml").write_text("input: [28, 28, 1]\nlayers: [flatten, {linear: {out: 10}}]\n")
+    default = tmp_path / "cfg" / "fashion-lenet.yaml"
+    default.write_text("model: net.yaml\ndataset: fashion-mnist\nbatch: 256\nepochs: 15\n"
+                       "mu_schedule: [{from_epoch: 0, mu: 2}]\n")
+    monkeypatch.setattr(run_cli, "DEFAULT_CONFIG", default)
+    parser = argparse.ArgumentParser()
+    run_cli.add_arguments(parser)
+    p = run_cli.plan(parser.parse_args([]), tmp_path / "out")
+    doc = yaml.safe_load(p.config.read_text())
+    assert doc["train_subset"] == run_cli.DEFAULT_TRAIN_SUBSET and doc["test_subset"] == run_cli.DEFAULT_TEST_SUBSET
+    assert p.epochs == run_cli.DEFAULT_EPOCHS and p.batch == 256 and p.int_backend == "auto"
+    assert doc["model"] == p.model == str(tmp_path / "cfg" / "net.yaml")
+    everything = run_cli.plan(parser.parse_args(["--train-subset", "0", "--epochs", "3"]), tmp_path / "out2")
+    doc = yaml.safe_load(everything.config.read_text())
+    assert doc["train_subset"] is None and everything.epochs == 3
