@@ -67,7 +67,7 @@ class Plan:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    parser.add_argument("--config", help=f"training config (default {DEFAULT_CONFIG.relative_to(ROOT)})")
+    parser.add_argument("--config", help="training config (default configs/train/fashion-lenet.yaml)")
     parser.add_argument("--backend", choices=("numpy", "cpu", "cuda", "auto"),
                         help="integer kernels (default auto: the first usable of cuda, cpu, numpy; numpy with --tiny)")
     parser.add_argument("--epochs", type=int, help=f"epochs (default {DEFAULT_EPOCHS} for the default config, "
