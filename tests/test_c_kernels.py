@@ -506,19 +506,45 @@ def test_relu_forward_backward(lib):
     x, dy = rand_i8(rng, (3, 5, 7, 9)), rand_i8(rng, (3, 5, 7, 9))
     assert np.array_equal(lib.relu_forward(x), np.maximum(x, 0))
     assert np.array_equal(lib.relu_backward(x, dy), np.where(x > 0, dy, 0))
-    big = rand_i8(rng, (300_000,))  # the threaded path
+    big = rand_i8(rng, (5_000_000,))  # above NITI_LIGHT_PARALLEL_MIN_ELEMS: the threaded path
     assert np.array_equal(lib.relu_forward(big), np.maximum(big, 0))
+    assert np.array_equal(lib.relu_backward(big, big[::-1].copy()), np.where(big > 0, big[::-1], 0))
 
 
-@pytest.mark.parametrize("shape,kernel,stride", [((2, 8, 8, 3), 2, 2), ((1, 9, 7, 5), 2, 2), ((2, 7, 7, 4), 3, 2),
-                                                 ((1, 6, 6, 2), 3, 3), ((2, 5, 6, 3), 2, 1)])
-def test_maxpool(lib, shape, kernel, stride):
+@pytest.mark.parametrize("shape,kernel,stride", [
+    ((2, 8, 8, 3), 2, 2), ((1, 9, 7, 5), 2, 2), ((2, 7, 7, 4), 3, 2), ((1, 6, 6, 2), 3, 3), ((2, 5, 6, 3), 2, 1),
+    ((2, 24, 24, 20), 2, 2),  # LeNet's pool1 (20 channels: one masked vector)
+    ((1, 8, 8, 64), 2, 2), ((1, 6, 6, 70), 2, 2), ((1, 5, 5, 130), 2, 2),  # one vector, one plus a tail, two plus
+    ((2, 9, 11, 3), 2, 3),  # stride > kernel: gaps between windows stay zero
+    ((1, 10, 10, 5), 3, 3),  # a row and a column past the last window
+])
+def test_maxpool(any_lib, shape, kernel, stride):
     rng = np.random.default_rng(sum(shape))
     x = rand_i8(rng, shape, -3, 3)  # small range: many ties, so "first maximum" matters
     y, _ = ref_maxpool(x, kernel, stride)
-    assert np.array_equal(lib.maxpool_forward(x, kernel, stride), y)
+    assert np.array_equal(any_lib.maxpool_forward(x, kernel, stride), y)
     dy = rand_i8(rng, y.shape)
-    assert np.array_equal(lib.maxpool_backward(x, dy, kernel, stride), ref_maxpool_grad(x, dy, kernel, stride))
+    assert np.array_equal(any_lib.maxpool_backward(x, dy, kernel, stride), ref_maxpool_grad(x, dy, kernel, stride))
+    x = np.where(x > 0, 127, -127).astype(np.int8)  # the extremes, tied across most windows
+    y, _ = ref_maxpool(x, kernel, stride)
+    assert np.array_equal(any_lib.maxpool_forward(x, kernel, stride), y)
+    assert np.array_equal(any_lib.maxpool_backward(x, dy, kernel, stride), ref_maxpool_grad(x, dy, kernel, stride))
+
+
+def test_maxpool_large_threaded(lib):
+    """Above NITI_LIGHT_PARALLEL_MIN_ELEMS the pooling loops run on threads: same result."""
+    rng = np.random.default_rng(12)
+    x = rand_i8(rng, (48, 64, 64, 24), -4, 4)
+    n, h, w, c = x.shape
+    win = x.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4).reshape(n, h // 2, w // 2, c, 4)
+    y = lib.maxpool_forward(x, 2, 2)
+    assert np.array_equal(y, win.max(axis=-1))
+    dy = rand_i8(rng, y.shape)
+    first = win.argmax(axis=-1)  # first maximum in row-major window order
+    ref = np.zeros_like(win)
+    np.put_along_axis(ref, first[..., None], dy[..., None], axis=-1)
+    ref = ref.reshape(n, h // 2, w // 2, c, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(x.shape)
+    assert np.array_equal(lib.maxpool_backward(x, dy, 2, 2), ref)
 
 
 def test_dropout_matches_reference(lib):

@@ -16,6 +16,11 @@
 #define PRAGMA(text) _Pragma(#text)
 /* a parallel loop when the work (n elements) is large enough to pay for waking threads */
 #define PARALLEL_FOR(n) PRAGMA(omp parallel for if ((n) > NITI_PARALLEL_MIN_ELEMS) num_threads(niti_threads()))
+/* Loops that only move bytes (ReLU, pooling, dropout) run at memory speed, a few hundred
+ * microseconds for millions of elements: below this size a parallel region, which on a busy machine
+ * can wait a whole time slice for its second thread, costs more than it saves. */
+#define NITI_LIGHT_PARALLEL_MIN_ELEMS (1 << 22)
+#define LIGHT_PARALLEL_FOR(n) PRAGMA(omp parallel for if ((n) > NITI_LIGHT_PARALLEL_MIN_ELEMS) num_threads(niti_threads()))
 
 static int check_n(const char *fn, int64_t n, int arrays_ok) {
     REQUIRE(n >= 0, "%s: size must be >= 0, got %lld", fn, (long long)n);
@@ -129,7 +134,7 @@ int niti_narrow_s64_s32(int64_t n, const int64_t *x, int32_t *out) {
 int niti_relu_forward(int64_t n, const int8_t *x, int8_t *y) {
     int st = check_n(__func__, n, x && y);
     if (st) return st;
-    PARALLEL_FOR(n)
+    LIGHT_PARALLEL_FOR(n)
     for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0;
     return NITI_OK;
 }
@@ -137,7 +142,7 @@ int niti_relu_forward(int64_t n, const int8_t *x, int8_t *y) {
 int niti_relu_backward(int64_t n, const int8_t *x, const int8_t *dy, int8_t *dx) {
     int st = check_n(__func__, n, x && dy && dx);
     if (st) return st;
-    PARALLEL_FOR(n)
+    LIGHT_PARALLEL_FOR(n)
     for (int64_t i = 0; i < n; i++) dx[i] = x[i] > 0 ? dy[i] : 0;
     return NITI_OK;
 }
@@ -154,23 +159,81 @@ static int pool_args(const char *fn, int64_t batch, int64_t in_h, int64_t in_w, 
     return NITI_OK;
 }
 
+/* Channel vectors of one window: 64 channels per AVX-512 register (masked at the tail), else one
+ * channel at a time. The windows' loops are written once, over these helpers. */
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#define POOL_VEC 64
+static inline __mmask64 pool_mask(int64_t n) { return n >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << n) - 1); }
+
+/* y = max over the window's taps (ch channels from c0) */
+static inline void pool_max_vec(const int8_t *x0, int64_t k_h, int64_t k_w, int64_t row, int64_t ch, int8_t *y) {
+    for (int64_t c = 0; c < ch; c += POOL_VEC) {
+        __mmask64 m = pool_mask(ch - c);
+        __m512i best = _mm512_maskz_loadu_epi8(m, x0 + c);
+        for (int64_t ky = 0; ky < k_h; ky++)
+            for (int64_t kx = 0; kx < k_w; kx++)
+                best = _mm512_max_epi8(best, _mm512_maskz_loadu_epi8(m, x0 + ky * row + kx * ch + c));
+        _mm512_mask_storeu_epi8(y + c, m, best);
+    }
+}
+
+/* disjoint window: dx at each tap = dy where the tap is the first maximum, else 0 (all taps written) */
+static inline void pool_route_vec(const int8_t *x0, const int8_t *dyc, int64_t k_h, int64_t k_w, int64_t row,
+                                  int64_t ch, int8_t *dx0) {
+    for (int64_t c = 0; c < ch; c += POOL_VEC) {
+        __mmask64 m = pool_mask(ch - c);
+        __m512i best = _mm512_maskz_loadu_epi8(m, x0 + c);
+        for (int64_t ky = 0; ky < k_h; ky++)
+            for (int64_t kx = 0; kx < k_w; kx++)
+                best = _mm512_max_epi8(best, _mm512_maskz_loadu_epi8(m, x0 + ky * row + kx * ch + c));
+        __m512i d = _mm512_maskz_loadu_epi8(m, dyc + c);
+        __mmask64 left = m; /* channels whose maximum is not yet routed */
+        for (int64_t ky = 0; ky < k_h; ky++)
+            for (int64_t kx = 0; kx < k_w; kx++) {
+                int64_t at = ky * row + kx * ch + c;
+                __mmask64 hit = _mm512_mask_cmpeq_epi8_mask(left, _mm512_maskz_loadu_epi8(m, x0 + at), best);
+                _mm512_mask_storeu_epi8(dx0 + at, m, _mm512_maskz_mov_epi8(hit, d));
+                left &= ~hit;
+            }
+    }
+}
+#else
+static inline void pool_max_vec(const int8_t *x0, int64_t k_h, int64_t k_w, int64_t row, int64_t ch, int8_t *y) {
+    memcpy(y, x0, (size_t)ch);
+    for (int64_t ky = 0; ky < k_h; ky++)
+        for (int64_t kx = 0; kx < k_w; kx++) {
+            const int8_t *xp = x0 + ky * row + kx * ch;
+            for (int64_t c = 0; c < ch; c++) y[c] = xp[c] > y[c] ? xp[c] : y[c];
+        }
+}
+
+static inline void pool_route_vec(const int8_t *x0, const int8_t *dyc, int64_t k_h, int64_t k_w, int64_t row,
+                                  int64_t ch, int8_t *dx0) {
+    for (int64_t c = 0; c < ch; c++) {
+        int64_t best_at = c;
+        for (int64_t ky = 0; ky < k_h; ky++)
+            for (int64_t kx = 0; kx < k_w; kx++) {
+                int64_t at = ky * row + kx * ch + c;
+                dx0[at] = 0;
+                if (x0[at] > x0[best_at]) best_at = at;
+            }
+        dx0[best_at] = dyc[c];
+    }
+}
+#endif
+
 int niti_maxpool_forward(int64_t batch, int64_t in_h, int64_t in_w, int64_t ch, int64_t k_h, int64_t k_w,
                          int64_t s_h, int64_t s_w, const int8_t *x, int8_t *y) {
     int st = pool_args(__func__, batch, in_h, in_w, ch, k_h, k_w, s_h, s_w, x && y);
     if (st) return st;
     int64_t out_h = (in_h - k_h) / s_h + 1, out_w = (in_w - k_w) / s_w + 1;
-    int64_t cells = batch * out_h * out_w;
-    PARALLEL_FOR(cells * ch)
-    for (int64_t cell = 0; cell < cells; cell++) {
-        int64_t n = cell / (out_h * out_w), oy = cell / out_w % out_h, ox = cell % out_w;
-        const int8_t *x0 = x + ((n * in_h + oy * s_h) * in_w + ox * s_w) * ch;
-        int8_t *yc = y + cell * ch;
-        memcpy(yc, x0, (size_t)ch);
-        for (int64_t ky = 0; ky < k_h; ky++)
-            for (int64_t kx = 0; kx < k_w; kx++) {
-                const int8_t *xp = x0 + (ky * in_w + kx) * ch;
-                for (int64_t c = 0; c < ch; c++) yc[c] = xp[c] > yc[c] ? xp[c] : yc[c];
-            }
+    int64_t rows = batch * out_h, row = in_w * ch;
+    LIGHT_PARALLEL_FOR(batch * in_h * row)
+    for (int64_t r = 0; r < rows; r++) { /* one output row */
+        int64_t n = r / out_h, oy = r % out_h;
+        const int8_t *x0 = x + (n * in_h + oy * s_h) * row;
+        for (int64_t ox = 0; ox < out_w; ox++) pool_max_vec(x0 + ox * s_w * ch, k_h, k_w, row, ch, y + (r * out_w + ox) * ch);
     }
     return NITI_OK;
 }
@@ -191,18 +254,25 @@ int niti_maxpool_backward(int64_t batch, int64_t in_h, int64_t in_w, int64_t ch,
     int st = pool_args(__func__, batch, in_h, in_w, ch, k_h, k_w, s_h, s_w, x && dy && dx);
     if (st) return st;
     int64_t out_h = (in_h - k_h) / s_h + 1, out_w = (in_w - k_w) / s_w + 1;
-    int64_t image = in_h * in_w * ch;
-    memset(dx, 0, (size_t)(batch * image));
+    int64_t image = in_h * in_w * ch, row = in_w * ch;
     if (s_h >= k_h && s_w >= k_w) { /* disjoint windows: each input gets at most one error */
-        int64_t cells = batch * out_h * out_w;
-        PARALLEL_FOR(cells * ch)
-        for (int64_t cell = 0; cell < cells; cell++) {
-            int64_t n = cell / (out_h * out_w), oy = cell / out_w % out_h, ox = cell % out_w;
-            int64_t base = ((n * in_h + oy * s_h) * in_w + ox * s_w) * ch;
-            for (int64_t c = 0; c < ch; c++) dx[first_max_at(x, base + c, k_h, k_w, in_w, ch)] = dy[cell * ch + c];
+        /* Output row r's windows write every tap; what no window covers (the gaps of stride >
+         * kernel, the rows and columns past the last window) is zeroed with it. */
+        int64_t rows = batch * out_h;
+        LIGHT_PARALLEL_FOR(batch * image)
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t n = r / out_h, oy = r % out_h;
+            int64_t y_end = oy + 1 < out_h ? (oy + 1) * s_h : in_h; /* input rows owned by this output row */
+            int8_t *band = dx + (n * in_h + oy * s_h) * row;
+            const int8_t *x0 = x + (n * in_h + oy * s_h) * row;
+            if (s_h > k_h || s_w > k_w || out_w * s_w < in_w || y_end > oy * s_h + k_h)
+                memset(band, 0, (size_t)((y_end - oy * s_h) * row));
+            for (int64_t ox = 0; ox < out_w; ox++)
+                pool_route_vec(x0 + ox * s_w * ch, dy + (r * out_w + ox) * ch, k_h, k_w, row, ch, band + ox * s_w * ch);
         }
         return NITI_OK;
     }
+    memset(dx, 0, (size_t)(batch * image));
     /* Overlapping windows can route several errors to one input: sum in int32, then saturate to
      * int8 (as the numpy reference). One image per iteration, so threads never share an input. */
     int status = NITI_OK;
@@ -242,7 +312,7 @@ int niti_dropout_apply(int64_t rows, int64_t features, const int8_t *x, const ui
     REQUIRE(rows >= 0 && features >= 0, "%s: sizes must be >= 0 (rows=%lld features=%lld)", __func__,
             (long long)rows, (long long)features);
     REQUIRE(rows * features == 0 || (x && keep && y), "%s: NULL array", __func__);
-    PARALLEL_FOR(rows * features)
+    LIGHT_PARALLEL_FOR(rows * features)
     for (int64_t r = 0; r < rows; r++)
         for (int64_t f = 0; f < features; f++) y[r * features + f] = keep[f] ? x[r * features + f] : 0;
     return NITI_OK;
