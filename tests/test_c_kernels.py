@@ -487,6 +487,26 @@ def test_requantize_property(lib, bits, n, mode, seed, data):
     assert e == e_ref and m.dtype == np.int8 and np.array_equal(m, m_ref)
 
 
+@pytest.mark.parametrize("mode", nm.ROUNDING_MODES)
+def test_requantize_every_shift(lib, mode):
+    """The int32 requantization loop at every shift an int32 range can give (1..24), on values
+    spread over the range (remainders at, below and above the rounding thresholds) and its ends."""
+    seed = 77
+    rng = np.random.default_rng(seed)
+    for bits in range(8, 32):
+        hi = 2**bits - 1
+        acc = np.concatenate([
+            rng.integers(-hi, hi + 1, size=3000, dtype=np.int64),
+            [hi, -hi, 2 ** (bits - 1) + 1, -(2 ** (bits - 1)) - 1, 0, 1, -1, 127, -127, 128, -128],
+            np.arange(-300, 300) * 2 ** max(bits - 9, 0),  # many multiples: ties of nearest and PSR
+        ]).astype(np.int32)
+        if bits == 31:
+            acc = np.concatenate([acc, [nm.INT32_MAX, -nm.INT32_MAX - 1]]).astype(np.int32)
+        m, e = lib.requantize(acc, 3, mode, seed=seed, step=bits, tensor_id=5)
+        m_ref, e_ref = nm.requantize(acc, 3, mode, seed=seed, step=bits, tensor_id=5)
+        assert e == e_ref and np.array_equal(m, m_ref), (bits, mode)
+
+
 def test_range_bits_and_narrow(lib):
     for x in ([0], [1], [-1], [2], [128], [-128], [129], [nm.INT32_MAX], [-nm.INT32_MAX - 1], []):
         a = np.array(x, np.int32)
