@@ -23,34 +23,86 @@ niti_operand niti_dense(const int8_t *data, int64_t rows, int64_t depth, int64_t
     return op;
 }
 
-/* Gather patch columns [k0, k0 + nk) of output pixel `row` into dst. Within one kernel row the
- * k_w taps read adjacent source pixels, so (without column upsampling) a kernel row is at most
- * three runs: zeros left of the image, one contiguous copy, zeros right of it. */
-static void gather_patch_row(const niti_im2col *g, int64_t row, int64_t k0, int64_t nk, int8_t *dst) {
+/* An output pixel (image n, row y, column x); packing walks consecutive pixels, so the divisions
+ * that locate a pixel are done once per packed block, not once per pixel. */
+typedef struct {
+    int64_t n, y, x;
+} patch_pixel;
+
+static patch_pixel pixel_at(const niti_im2col *g, int64_t row) {
     int64_t pixels = g->out_h * g->out_w;
-    int64_t n = row / pixels, yx = row % pixels;
-    int64_t y = yx / g->out_w, x = yx % g->out_w;
-    int64_t ch = g->ch, k = k0, end = k0 + nk;
-    while (k < end) {
+    patch_pixel p;
+    p.n = row / pixels;
+    int64_t yx = row - p.n * pixels;
+    p.y = yx / g->out_w;
+    p.x = yx - p.y * g->out_w;
+    return p;
+}
+
+static inline void pixel_next(const niti_im2col *g, patch_pixel *p) {
+    if (++p->x == g->out_w) {
+        p->x = 0;
+        if (++p->y == g->out_h) p->y = 0, p->n++;
+    }
+}
+
+/* Gather patch columns [k0, k0 + nk) of output pixel p into dst. Within one kernel row the k_w taps
+ * read adjacent source pixels, so (without column upsampling) a kernel row is at most three runs:
+ * zeros left of the image, one contiguous copy, zeros right of it. Without column upsampling
+ * (dil_w == 1) the walk tracks the byte offset within the kernel row and needs no division. */
+/* Columns [k0, k0 + nk) of a patch row, and where k0 falls: kernel row kh, byte rk within it. */
+typedef struct {
+    int64_t k0, nk, kh, rk;
+} patch_cols;
+
+static patch_cols cols_at(const niti_im2col *g, int64_t k0, int64_t nk) {
+    int64_t row_len = g->k_w * g->ch;
+    patch_cols c = {k0, nk, k0 / row_len, 0};
+    c.rk = k0 - c.kh * row_len;
+    return c;
+}
+
+static void gather_patch_row(const niti_im2col *g, const patch_pixel *p, const patch_cols *cols, int8_t *dst) {
+    int64_t n = p->n, y = p->y, x = p->x;
+    int64_t ch = g->ch, k = cols->k0, end = cols->k0 + cols->nk;
+    if (g->dil_w == 1) {
+        int64_t row_len = g->k_w * ch, src_row = g->src_w * ch;
+        int64_t kh = cols->kh, rk = cols->rk;
+        int64_t sb0 = (x * g->stride_w - g->pad_w) * ch;    /* source byte of the kernel row's start */
+        while (k < end) {
+            int64_t len = niti_min64(row_len - rk, end - k);
+            int64_t sy = y * g->stride_h - g->pad_h + kh, iy = sy;
+            int inside = sy >= 0;
+            if (inside && g->dil_h != 1) {
+                inside = sy % g->dil_h == 0;
+                iy = sy / g->dil_h;
+            }
+            if (!inside || iy >= g->src_h) {
+                memset(dst, 0, (size_t)len);
+            } else { /* source bytes [sb, sb + len): zeros left of the row, a copy, zeros right of it */
+                const int8_t *src = g->src + (n * g->src_h + iy) * src_row;
+                int64_t sb = sb0 + rk, lo = niti_min64(niti_max64(-sb, 0), len);
+                int64_t hi = niti_max64(niti_min64(src_row - sb, len), lo);
+                if (lo > 0) memset(dst, 0, (size_t)lo);
+                if (hi > lo) memcpy(dst + lo, src + sb + lo, (size_t)(hi - lo));
+                if (hi < len) memset(dst + hi, 0, (size_t)(len - hi));
+            }
+            dst += len;
+            k += len;
+            rk += len;
+            if (rk == row_len) rk = 0, kh++;
+        }
+        return;
+    }
+    while (k < end) { /* upsampled columns (a strided conv's input gradient): one tap at a time */
         int64_t tap = k / ch, c = k % ch;
         int64_t kh = tap / g->k_w, kw = tap % g->k_w;
-        int64_t len = niti_min64((g->k_w - kw) * ch - c, end - k); /* up to the end of this kernel row */
+        int64_t len = niti_min64(ch - c, end - k);
         int64_t sy = y * g->stride_h - g->pad_h + kh, sx = x * g->stride_w - g->pad_w + kw;
         const int8_t *src = NULL;
-        if (sy >= 0 && sy % g->dil_h == 0 && sy / g->dil_h < g->src_h) {
-            int64_t iy = sy / g->dil_h;
-            if (g->dil_w == 1) {
-                if (sx < 0) len = niti_min64(len, -sx * ch - c);
-                else if (sx < g->src_w) {
-                    len = niti_min64(len, (g->src_w - sx) * ch - c);
-                    src = g->src + ((n * g->src_h + iy) * g->src_w + sx) * ch + c;
-                }
-            } else { /* upsampled columns: one tap at a time */
-                len = niti_min64(len, ch - c);
-                if (sx >= 0 && sx % g->dil_w == 0 && sx / g->dil_w < g->src_w)
-                    src = g->src + ((n * g->src_h + iy) * g->src_w + sx / g->dil_w) * ch + c;
-            }
-        }
+        if (sy >= 0 && sy % g->dil_h == 0 && sy / g->dil_h < g->src_h && sx >= 0 && sx % g->dil_w == 0 &&
+            sx / g->dil_w < g->src_w)
+            src = g->src + ((n * g->src_h + sy / g->dil_h) * g->src_w + sx / g->dil_w) * ch + c;
         if (src) memcpy(dst, src, (size_t)len);
         else memset(dst, 0, (size_t)len);
         dst += len;
@@ -62,9 +114,12 @@ static void gather_patch_row(const niti_im2col *g, int64_t row, int64_t k0, int6
 static void patches_pack(const niti_operand *op, int64_t r0, int64_t nr, int64_t k0, int64_t nk, int W, uint8_t flip,
                          uint32_t *dst, int32_t *corr, int8_t *scratch) {
     int64_t kg = (nk + 3) / 4;
+    patch_pixel px = pixel_at(op->patches, r0);
+    patch_cols cols = cols_at(op->patches, k0, nk);
     for (int64_t p = 0; p * W < nr; p++) {
         int64_t rows = niti_min64(W, nr - p * W);
-        for (int64_t r = 0; r < rows; r++) gather_patch_row(op->patches, r0 + p * W + r, k0, nk, scratch + r * nk);
+        for (int64_t r = 0; r < rows; r++, pixel_next(op->patches, &px))
+            gather_patch_row(op->patches, &px, &cols, scratch + r * nk);
         niti_pack_rowmajor(scratch, nk, rows, nk, W, flip, dst + p * kg * W, corr ? corr + p * W : NULL);
     }
 }
@@ -78,11 +133,14 @@ static void patches_transposed_pack(const niti_operand *op, int64_t r0, int64_t 
     int8_t *zero_line = scratch + 4 * NITI_BLOCK_MAX;
     memset(zero_line, 0, (size_t)nr);
     if (corr) memset(corr, 0, sizeof(int32_t) * (size_t)niti_round_up(nr, W));
+    patch_pixel px = pixel_at(op->patches, k0);
+    patch_cols cols = cols_at(op->patches, r0, nr);
     for (int64_t g = 0; g < kg; g++) {
         const int8_t *line[4];
         for (int t = 0; t < 4; t++) {
             if (4 * g + t < nk) {
-                gather_patch_row(op->patches, k0 + 4 * g + t, r0, nr, scratch + t * NITI_BLOCK_MAX);
+                gather_patch_row(op->patches, &px, &cols, scratch + t * NITI_BLOCK_MAX);
+                pixel_next(op->patches, &px);
                 line[t] = scratch + t * NITI_BLOCK_MAX;
                 if (corr)
                     for (int64_t r = 0; r < nr; r++) corr[r] += line[t][r];
