@@ -24,6 +24,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 /* -DNITI_DIRECT_KERNELS=0 builds a library that sends every shape through the GEMM engine (for
  * A/B timing and cross-checks). */
@@ -57,6 +60,21 @@ int niti_scatter_input_grad_applies(const niti_conv_shape *s) {
     double scatter = (double)(s->out_h * s->out_w) *
                      ((double)s->out_c * (double)niti_round_up(taps * s->in_c, NITI_NR) + 8.0 * (double)(taps * s->in_c));
     return scatter < gather;
+}
+
+/* d[0:n] += s[0:n] */
+static inline void add_s32(int32_t *d, const int32_t *s, int64_t n) {
+    int64_t c = 0;
+#if defined(__AVX512F__)
+    for (; c + 16 <= n; c += 16)
+        _mm512_storeu_si512(d + c, _mm512_add_epi32(_mm512_loadu_si512(d + c), _mm512_loadu_si512(s + c)));
+    if (c < n) {
+        __mmask16 m = (__mmask16)((1u << (n - c)) - 1);
+        _mm512_mask_storeu_epi32(d + c, m, _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, d + c), _mm512_maskz_loadu_epi32(m, s + c)));
+    }
+#else
+    for (; c < n; c++) d[c] += s[c];
+#endif
 }
 
 #define SCATTER_BLOCK_BYTES (512 << 10) /* int32 product rows of one block of images: about L2/4 */
@@ -96,20 +114,23 @@ int niti_scatter_input_grad(const niti_conv_shape *s, const int8_t *dy, const in
             }
             int32_t *dst0 = dx + i0 * image;
             memset(dst0, 0, sizeof(int32_t) * (size_t)(n_img * image));
+            /* kw taps inside the image: [kw0, kw1) for output column f */
             for (int64_t i = 0; i < n_img; i++)
                 for (int64_t e = 0; e < E; e++)
                     for (int64_t f = 0; f < F; f++) {
                         const int32_t *row = prod + ((i * E + e) * F + f) * N;
+                        int64_t x0 = f * s->stride_w - s->pad_w;
+                        int64_t kw0 = niti_max64(0, -x0), kw1 = niti_min64(s->k_w, W - x0);
                         for (int64_t kh = 0; kh < s->k_h; kh++) {
                             int64_t h = e * s->stride_h - s->pad_h + kh;
-                            if (h < 0 || h >= H) continue;
-                            for (int64_t kw = 0; kw < s->k_w; kw++) {
-                                int64_t x = f * s->stride_w - s->pad_w + kw;
-                                if (x < 0 || x >= W) continue;
-                                /* partial sums of <= k_h k_w O <= NITI_MAX_K_S32 products: no overflow */
-                                int32_t *d = dst0 + ((i * H + h) * W + x) * I;
-                                const int32_t *src = row + (kh * s->k_w + kw) * I;
-                                for (int64_t c = 0; c < I; c++) d[c] += src[c];
+                            if (h < 0 || h >= H || kw0 >= kw1) continue;
+                            /* partial sums of <= k_h k_w O <= NITI_MAX_K_S32 products: no overflow */
+                            int32_t *d = dst0 + ((i * H + h) * W + x0) * I;
+                            const int32_t *src = row + kh * s->k_w * I;
+                            if (s->stride_w == 1) { /* the taps' dx pixels are adjacent: one run */
+                                add_s32(d + kw0 * I, src + kw0 * I, (kw1 - kw0) * I);
+                            } else {
+                                for (int64_t kw = kw0; kw < kw1; kw++) add_s32(d + kw * I, src + kw * I, I);
                             }
                         }
                     }
