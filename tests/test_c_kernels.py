@@ -357,7 +357,7 @@ NARROW_CONV_CASES = [
     (2, 9, 9, 3, 16, (3, 3), (1, 1), (1, 1)),  # exactly one 16-lane block: direct / direct / scatter
     (2, 9, 9, 3, 17, (3, 3), (2, 1), (1, 1)),  # 16 + 1 lanes, stride (2, 1): direct / direct / scatter
     (2, 9, 9, 3, 17, (3, 3), (2, 2), (1, 1)),  # stride 2: grid under a quarter covered: direct / GEMM / scatter
-    (1, 10, 7, 2, 33, (3, 5), (1, 2), (2, 1)),  # two lane pairs, unequal strides: direct / direct / scatter
+    (1, 10, 9, 2, 33, (3, 5), (1, 2), (2, 1)),  # two lane pairs, stride_w 2: direct / direct / scatter
     (2, 8, 8, 4, 64, (3, 3), (1, 1), (0, 0)),  # widest direct forward: direct / GEMM / scatter
     (2, 10, 10, 4, 7, (5, 4), (1, 1), (1, 3)),  # in_c * k_w = 16: direct / direct / scatter
     (2, 10, 10, 5, 7, (5, 4), (1, 1), (1, 3)),  # in_c * k_w = 20: GEMM / direct / scatter
@@ -365,12 +365,29 @@ NARROW_CONV_CASES = [
     (2, 7, 7, 1, 5, (7, 7), (1, 1), (0, 0)),  # a 1x1 output map: direct / GEMM / scatter
     (2, 9, 9, 2, 3, (3, 3), (3, 3), (0, 0)),  # stride 3: direct / GEMM / scatter
     (2, 8, 8, 6, 3, (2, 2), (2, 2), (0, 0)),  # stride = kernel: direct / direct / scatter
+    (2, 9, 11, 2, 32, (3, 3), (1, 1), (1, 1)),  # 32 dy channels: the widest one-permute plane build
+    (3, 9, 10, 1, 40, (3, 3), (1, 1), (0, 2)),  # 40 dy channels: planes through interleave4
+    (2, 13, 9, 2, 5, (3, 2), (2, 1), (0, 0)),  # stride_h 2: dy rows on every other grid row
 ]
+
+
+# AVX-512 VNNI without VBMI (Cascade Lake) builds the weight-gradient planes without vpermt2b.
+NARROW_VARIANTS = {"native": ("native", ()), "cascadelake": ("cascadelake", ())} if X86 else {"native": ("native", ())}
+
+
+@pytest.fixture(scope="module", params=list(NARROW_VARIANTS))
+def narrow_lib(request):
+    march, flags = NARROW_VARIANTS[request.param]
+    built = cpu_library(march, flags)
+    if request.param != "native" and cpu_library().kernel_isa != "avx512vnni":
+        pytest.skip("this CPU cannot run the AVX-512 VNNI build")
+    return built
 
 
 @pytest.mark.parametrize("n,h,w,c,o,kernel,stride,padding", NARROW_CONV_CASES)
 @pytest.mark.parametrize("fill", ["random", "max", "min", "mixed"])
-def test_conv2d_narrow_shapes(lib, n, h, w, c, o, kernel, stride, padding, fill):
+def test_conv2d_narrow_shapes(narrow_lib, n, h, w, c, o, kernel, stride, padding, fill):
+    lib = narrow_lib
     rng = np.random.default_rng(n * h * w + c * o + sum(kernel))
     kh, kw = kernel
     x, wt = rand_i8(rng, (n, h, w, c)), rand_i8(rng, (o, kh, kw, c))

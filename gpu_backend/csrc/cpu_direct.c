@@ -306,9 +306,16 @@ int niti_direct_forward(const niti_conv_shape *s, const int8_t *x, const int8_t 
 #define WG_BLOCK_BYTES 8192       /* grid bytes per block of images (D and X planes stay in L1/L2) */
 #define WG_LANE_PRODUCTS 65535    /* products per int32 lane between flushes: 65535 * 255 * 128 < 2**31 */
 
+/* The padded grid: the rows and columns the windows read; rows are a whole number of 4-byte words
+ * (the extra columns are padding), so every 4 grid pixels of a row are one aligned word of a plane. */
+static void wg_grid(const niti_conv_shape *s, int64_t *Hp, int64_t *Wp) {
+    *Hp = (s->out_h - 1) * s->stride_h + s->k_h;
+    *Wp = niti_round_up((s->out_w - 1) * s->stride_w + s->k_w, 4);
+}
+
 int niti_direct_weight_grad_applies(const niti_conv_shape *s) {
-    int64_t taps = s->k_h * s->k_w * s->in_c;
-    int64_t Hp = (s->out_h - 1) * s->stride_h + s->k_h, Wp = (s->out_w - 1) * s->stride_w + s->k_w;
+    int64_t taps = s->k_h * s->k_w * s->in_c, Hp, Wp;
+    wg_grid(s, &Hp, &Wp);
     /* a small output (the GEMM tiles waste most lanes and each pixel's patch gather dominates) and a
      * grid at least a quarter covered by dy pixels (strided convs leave holes) */
     return NITI_DIRECT_KERNELS && taps * niti_round_up(s->out_c, WG_OB) <= 2048 && s->out_c <= 64 && s->out_h * s->out_w * 4 >= Hp * Wp &&
@@ -342,8 +349,86 @@ static inline int64_t hsum64(__m512i v) {
     return _mm512_reduce_add_epi64(_mm512_add_epi64(lo, hi));
 }
 
+/* dy (n_img, E, F, O) -> O planes of ld bytes: pixel (i, y, x) at i*S + y*row_step + x*col_step.
+ * Plain locals (int8 stores alias everything, so struct fields would be reloaded per byte); each
+ * plane is written in order while its source bytes come from a few L1-resident dy rows. */
+static void wg_scatter_dy(const int8_t *restrict dy, int64_t n_img, int64_t E, int64_t F, int64_t O, int64_t row_step,
+                          int64_t col_step, int64_t S, int64_t ld, int8_t *restrict d) {
+    for (int64_t i = 0; i < n_img; i++)
+        for (int64_t y = 0; y < E; y++) {
+            const int8_t *src = dy + (i * E + y) * F * O;
+            int8_t *dst = d + i * S + y * row_step;
+            if (col_step == 1) {
+                for (int64_t o = 0; o < O; o++)
+                    for (int64_t x = 0; x < F; x++) dst[o * ld + x] = src[x * O + o];
+            } else {
+                for (int64_t o = 0; o < O; o++)
+                    for (int64_t x = 0; x < F; x++) dst[o * ld + x * col_step] = src[x * O + o];
+            }
+        }
+}
+
+/* the first n (<= 64) of 64 bytes */
+static inline __mmask64 byte_mask(int64_t n) { return n >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << n) - 1); }
+
+/* The same planes, 64 grid bytes at a time, for stride_w 1 (4 grid pixels of a row = 4 adjacent dy
+ * pixels, O * 4 contiguous bytes): M[g][o] = the word of channel o over grid group g (one byte
+ * permutation of the group's dy bytes; zero for padding), then plane o's 16 words of each 64 bytes
+ * are one 16-lane gather from M's column o. Covers the planes' whole first L bytes. */
+static void wg_planes_by_words(const int8_t *dy, int64_t n_img, int64_t E, int64_t F, int64_t O, int64_t stride_h,
+                               int64_t Hp, int64_t Wp, int64_t L, int64_t ld, uint32_t *M, int8_t *d) {
+    static const int8_t zeros[64] = {0};
+    int64_t per_row = Wp / 4, groups = L / 4, g = 0;
+#if defined(__AVX512VBMI__)
+    /* output byte 4o + k of the group's words = input byte k*O + o */
+    __m512i perm_lo = _mm512_setzero_si512(), perm_hi = _mm512_setzero_si512();
+    if (O <= 32) {
+        int8_t lo[64], hi[64];
+        for (int b = 0; b < 64; b++) {
+            lo[b] = (int8_t)((b % 4) * O + b / 4);
+            hi[b] = (int8_t)((b % 4) * O + 16 + b / 4);
+        }
+        perm_lo = _mm512_loadu_si512(lo);
+        perm_hi = _mm512_loadu_si512(hi);
+    }
+#endif
+    for (int64_t i = 0; i < n_img; i++)
+        for (int64_t gy = 0; gy < Hp; gy++) {
+            int64_t y = gy / stride_h;
+            int dy_row = gy % stride_h == 0 && y < E;
+            for (int64_t q = 0; q < per_row; q++, g++) {
+                uint32_t *m = M + g * O;
+                int64_t x0 = 4 * q, valid = dy_row ? niti_min64(4, F - x0) : 0;
+                if (valid <= 0) {
+                    memset(m, 0, sizeof(uint32_t) * (size_t)O);
+                    continue;
+                }
+                const int8_t *src = dy + ((i * E + y) * F + x0) * O;
+#if defined(__AVX512VBMI__)
+                if (O <= 32) { /* the valid pixels' bytes (missing ones read as zero), permuted */
+                    int64_t bytes = valid * O, out = 4 * O; /* bytes read, bytes of words written */
+                    __m512i a = _mm512_maskz_loadu_epi8(byte_mask(bytes), src);
+                    __m512i b = bytes > 64 ? _mm512_maskz_loadu_epi8(byte_mask(bytes - 64), src + 64) : _mm512_setzero_si512();
+                    _mm512_mask_storeu_epi8(m, byte_mask(out), _mm512_permutex2var_epi8(a, perm_lo, b));
+                    if (out > 64) _mm512_mask_storeu_epi8(m + 16, byte_mask(out - 64), _mm512_permutex2var_epi8(a, perm_hi, b));
+                    continue;
+                }
+#endif
+                niti_interleave4(src, valid > 1 ? src + O : zeros, valid > 2 ? src + 2 * O : zeros,
+                                 valid > 3 ? src + 3 * O : zeros, O, 0, m);
+            }
+        }
+    memset(M + g * O, 0, sizeof(uint32_t) * (size_t)((groups - g) * O));
+    __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                     _mm512_set1_epi32((int32_t)O));
+    for (int64_t o = 0; o < O; o++)
+        for (int64_t b = 0; b < groups; b += 16)
+            _mm512_store_si512(d + o * ld + 4 * b, _mm512_i32gather_epi32(idx, (const void *)(M + b * O + o), 4));
+}
+
 typedef struct {
     int8_t *d;      /* Opad planes of ld bytes */
+    uint32_t *m;    /* ld / 4 groups x O words (wg_planes_by_words) */
     uint8_t *x;     /* C planes of lx bytes */
     int32_t *lanes; /* (Opad / WG_OB) x (Tpad / WG_TB) blocks of WG_OB x WG_TB vectors */
     int64_t *total; /* Opad x Tpad */
@@ -365,7 +450,8 @@ static void wg_flush(wg_thread *th, int64_t Opad, int64_t Tpad) {
 int niti_direct_weight_grad(const niti_conv_shape *s, const int8_t *x, const int8_t *dy, int64_t *dw) {
     int64_t C = s->in_c, O = s->out_c, E = s->out_h, F = s->out_w;
     int64_t T = s->k_h * s->k_w * C, Opad = niti_round_up(O, WG_OB), Tpad = niti_round_up(T, WG_TB);
-    int64_t Hp = (E - 1) * s->stride_h + s->k_h, Wp = (E > 0 ? (F - 1) * s->stride_w + s->k_w : s->k_w);
+    int64_t Hp, Wp;
+    wg_grid(s, &Hp, &Wp);
     int64_t S = Hp * Wp, off_max = (s->k_h - 1) * Wp + s->k_w - 1;
     memset(dw, 0, sizeof(int64_t) * (size_t)(O * T));
     if (s->batch == 0 || E * F == 0) return NITI_OK;
@@ -379,12 +465,17 @@ int niti_direct_weight_grad(const niti_conv_shape *s, const int8_t *x, const int
     int status = tap_off && th ? NITI_OK : NITI_E_NOMEM;
     for (int t = 0; t < threads && status == NITI_OK; t++) {
         th[t].d = alloc64((size_t)(Opad * ld));
+        th[t].m = alloc64((size_t)(O * ld));
         th[t].x = alloc64((size_t)(C * lx));
         th[t].lanes = alloc64(sizeof(int32_t) * 16 * (size_t)(Opad * Tpad));
         th[t].total = calloc((size_t)(Opad * Tpad), sizeof(int64_t));
         th[t].dsum = calloc((size_t)Opad, sizeof(int64_t));
-        if (!th[t].d || !th[t].x || !th[t].lanes || !th[t].total || !th[t].dsum) status = NITI_E_NOMEM;
-        else memset(th[t].lanes, 0, sizeof(int32_t) * 16 * (size_t)(Opad * Tpad));
+        if (!th[t].d || !th[t].m || !th[t].x || !th[t].lanes || !th[t].total || !th[t].dsum) {
+            status = NITI_E_NOMEM;
+        } else {
+            memset(th[t].lanes, 0, sizeof(int32_t) * 16 * (size_t)(Opad * Tpad));
+            memset(th[t].d, 0, (size_t)(Opad * ld)); /* planes O..Opad stay zero */
+        }
     }
     if (status == NITI_OK) {
         for (int64_t t = 0; t < Tpad; t++) { /* tap t = (kh, kw, c): plane c, shifted; padding taps read plane 0 */
@@ -407,14 +498,12 @@ int niti_direct_weight_grad(const niti_conv_shape *s, const int8_t *x, const int
                     memset(plane + n_img * S, 0x80, (size_t)(lx - n_img * S));
                 }
                 /* D planes: dy's channel o on the grid, zero elsewhere */
-                memset(me->d, 0, (size_t)(Opad * ld));
-                for (int64_t i = 0; i < n_img; i++)
-                    for (int64_t y = 0; y < E; y++) {
-                        const int8_t *src = dy + ((i0 + i) * E + y) * F * O;
-                        int8_t *dst = me->d + i * S + y * s->stride_h * Wp;
-                        for (int64_t xx = 0; xx < F; xx++, src += O)
-                            for (int64_t o = 0; o < O; o++) dst[o * ld + xx * s->stride_w] = src[o];
-                    }
+                if (s->stride_w == 1) {
+                    wg_planes_by_words(dy + i0 * E * F * O, n_img, E, F, O, s->stride_h, Hp, Wp, L, ld, me->m, me->d);
+                } else {
+                    memset(me->d, 0, (size_t)(O * ld));
+                    wg_scatter_dy(dy + i0 * E * F * O, n_img, E, F, O, s->stride_h * Wp, s->stride_w, S, ld, me->d);
+                }
                 /* sum of each D plane (the correction), with a vector of ones as the unsigned side */
                 __m512i ones = _mm512_set1_epi8(1);
                 for (int64_t o = 0; o < O; o++) {
@@ -440,6 +529,7 @@ int niti_direct_weight_grad(const niti_conv_shape *s, const int8_t *x, const int
     if (th)
         for (int t = 0; t < threads; t++) {
             free(th[t].d);
+            free(th[t].m);
             free(th[t].x);
             free(th[t].lanes);
             free(th[t].total);
