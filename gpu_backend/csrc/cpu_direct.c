@@ -145,6 +145,9 @@ int niti_scatter_input_grad(const niti_conv_shape *s, const int8_t *dy, const in
 
 #if NITI_VNNI
 
+/* the first n (<= 64) of 64 bytes */
+static inline __mmask64 byte_mask(int64_t n) { return n >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << n) - 1); }
+
 static inline uint32_t load_u32(const uint8_t *p) {
     uint32_t v;
     memcpy(&v, p, 4);
@@ -170,7 +173,13 @@ static void padded_rows(const niti_conv_shape *s, const int8_t *img, int64_t Hp,
         uint8_t *mid = row + left * nc;
         int64_t len = (right - left) * nc;
         if (nc == C) { /* every channel: one contiguous run */
-            for (int64_t k = 0; k < len; k++) mid[k] = (uint8_t)src[k] ^ 0x80;
+            int64_t k = 0;
+            for (; k + 64 <= len; k += 64)
+                _mm512_storeu_si512(mid + k, _mm512_xor_si512(_mm512_loadu_si512(src + k), _mm512_set1_epi8((char)0x80)));
+            if (k < len) {
+                __mmask64 m = byte_mask(len - k);
+                _mm512_mask_storeu_epi8(mid + k, m, _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, src + k), _mm512_set1_epi8((char)0x80)));
+            }
         } else { /* one channel plane (nc == 1) */
             for (int64_t k = 0; k < len; k++) mid[k] = (uint8_t)src[k * C] ^ 0x80;
         }
@@ -368,13 +377,34 @@ static void wg_scatter_dy(const int8_t *restrict dy, int64_t n_img, int64_t E, i
         }
 }
 
-/* the first n (<= 64) of 64 bytes */
-static inline __mmask64 byte_mask(int64_t n) { return n >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << n) - 1); }
+/* r[i] word j -> r[j] word i: 32-bit unpacks (pairs of rows), 64-bit unpacks (quads), then two
+ * rounds of 128-bit lane shuffles across the quads. */
+static inline void transpose16_epi32(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int q = 0; q < 16; q += 4) { /* u[q + c] lane L: column 4L + c of rows q..q+3 */
+        u[q] = _mm512_unpacklo_epi64(t[q], t[q + 2]);
+        u[q + 1] = _mm512_unpackhi_epi64(t[q], t[q + 2]);
+        u[q + 2] = _mm512_unpacklo_epi64(t[q + 1], t[q + 3]);
+        u[q + 3] = _mm512_unpackhi_epi64(t[q + 1], t[q + 3]);
+    }
+    for (int c = 0; c < 4; c++) {
+        __m512i x_lo = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44), x_hi = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xEE);
+        __m512i y_lo = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44), y_hi = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xEE);
+        r[c] = _mm512_shuffle_i32x4(x_lo, y_lo, 0x88);
+        r[4 + c] = _mm512_shuffle_i32x4(x_lo, y_lo, 0xDD);
+        r[8 + c] = _mm512_shuffle_i32x4(x_hi, y_hi, 0x88);
+        r[12 + c] = _mm512_shuffle_i32x4(x_hi, y_hi, 0xDD);
+    }
+}
 
 /* The same planes, 64 grid bytes at a time, for stride_w 1 (4 grid pixels of a row = 4 adjacent dy
  * pixels, O * 4 contiguous bytes): M[g][o] = the word of channel o over grid group g (one byte
  * permutation of the group's dy bytes; zero for padding), then plane o's 16 words of each 64 bytes
- * are one 16-lane gather from M's column o. Covers the planes' whole first L bytes. */
+ * are a 16 x 16 word transpose of M's block. Covers the planes' whole first L bytes. */
 static void wg_planes_by_words(const int8_t *dy, int64_t n_img, int64_t E, int64_t F, int64_t O, int64_t stride_h,
                                int64_t Hp, int64_t Wp, int64_t L, int64_t ld, uint32_t *M, int8_t *d) {
     static const int8_t zeros[64] = {0};
@@ -399,8 +429,10 @@ static void wg_planes_by_words(const int8_t *dy, int64_t n_img, int64_t E, int64
             for (int64_t q = 0; q < per_row; q++, g++) {
                 uint32_t *m = M + g * O;
                 int64_t x0 = 4 * q, valid = dy_row ? niti_min64(4, F - x0) : 0;
-                if (valid <= 0) {
-                    memset(m, 0, sizeof(uint32_t) * (size_t)O);
+                if (valid <= 0) { /* O <= 64 words: at most 4 vector stores */
+                    for (int64_t o = 0; o < O; o += 16)
+                        _mm512_mask_storeu_epi32(m + o, (__mmask16)(O - o >= 16 ? 0xFFFF : (1u << (O - o)) - 1),
+                                                 _mm512_setzero_si512());
                     continue;
                 }
                 const int8_t *src = dy + ((i * E + y) * F + x0) * O;
@@ -419,11 +451,15 @@ static void wg_planes_by_words(const int8_t *dy, int64_t n_img, int64_t E, int64
             }
         }
     memset(M + g * O, 0, sizeof(uint32_t) * (size_t)((groups - g) * O));
-    __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                     _mm512_set1_epi32((int32_t)O));
-    for (int64_t o = 0; o < O; o++)
-        for (int64_t b = 0; b < groups; b += 16)
-            _mm512_store_si512(d + o * ld + 4 * b, _mm512_i32gather_epi32(idx, (const void *)(M + b * O + o), 4));
+    /* M (groups x O words) -> planes (O x groups words), 16 x 16 words at a time in registers */
+    for (int64_t b = 0; b < groups; b += 16)
+        for (int64_t o0 = 0; o0 < O; o0 += 16) {
+            __mmask16 cols = (__mmask16)(O - o0 >= 16 ? 0xFFFF : (1u << (O - o0)) - 1);
+            __m512i r[16];
+            for (int i = 0; i < 16; i++) r[i] = _mm512_maskz_loadu_epi32(cols, M + (b + i) * O + o0);
+            transpose16_epi32(r);
+            for (int j = 0; j < 16 && o0 + j < O; j++) _mm512_store_si512(d + (o0 + j) * ld + 4 * b, r[j]);
+        }
 }
 
 typedef struct {
@@ -504,12 +540,21 @@ int niti_direct_weight_grad(const niti_conv_shape *s, const int8_t *x, const int
                     memset(me->d, 0, (size_t)(O * ld));
                     wg_scatter_dy(dy + i0 * E * F * O, n_img, E, F, O, s->stride_h * Wp, s->stride_w, S, ld, me->d);
                 }
-                /* sum of each D plane (the correction), with a vector of ones as the unsigned side */
+                /* sum of each D plane (the correction), with a vector of ones as the unsigned side;
+                 * four independent chains (L is a multiple of 64 bytes, not of 256) */
                 __m512i ones = _mm512_set1_epi8(1);
                 for (int64_t o = 0; o < O; o++) {
-                    __m512i acc = _mm512_setzero_si512();
-                    for (int64_t j = 0; j < L; j += 64) acc = niti_dpbusd(acc, ones, _mm512_load_si512(me->d + o * ld + j));
-                    me->dsum[o] += hsum64(acc);
+                    const int8_t *plane = me->d + o * ld;
+                    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+                    int64_t j = 0;
+                    for (; j + 256 <= L; j += 256) {
+                        a0 = niti_dpbusd(a0, ones, _mm512_load_si512(plane + j));
+                        a1 = niti_dpbusd(a1, ones, _mm512_load_si512(plane + j + 64));
+                        a2 = niti_dpbusd(a2, ones, _mm512_load_si512(plane + j + 128));
+                        a3 = niti_dpbusd(a3, ones, _mm512_load_si512(plane + j + 192));
+                    }
+                    for (; j < L; j += 64) a0 = niti_dpbusd(a0, ones, _mm512_load_si512(plane + j));
+                    me->dsum[o] += hsum64(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)));
                 }
                 for (int64_t ob = 0; ob < Opad / WG_OB; ob++)
                     for (int64_t tb = 0; tb < Tpad / WG_TB; tb++) {
