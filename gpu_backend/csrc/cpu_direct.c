@@ -35,7 +35,7 @@
 #endif
 
 /* Below this many MACs one thread does a direct conv (as NITI_GEMM_PARALLEL_MIN_MACS). */
-#define NITI_DIRECT_PARALLEL_MIN_MACS (1 << 21)
+#define NITI_DIRECT_PARALLEL_MIN_MACS (1 << 24)
 
 static void *alloc64(size_t bytes) { return aligned_alloc(64, (size_t)niti_round_up((int64_t)(bytes ? bytes : 1), 64)); }
 

@@ -16,8 +16,9 @@
 #include <omp.h>
 #endif
 
-/* Below this many MACs a single thread is faster than waking the others. */
-#define NITI_GEMM_PARALLEL_MIN_MACS (1 << 21)
+/* Below this many MACs (~0.1 ms on one core) a single thread is faster than waking the others, and
+ * cannot be stalled by a busy machine scheduling them late. */
+#define NITI_GEMM_PARALLEL_MIN_MACS (1 << 24)
 
 /* ---- drivers ------------------------------------------------------------------------------------ */
 /* Two ways to share the work between threads:

@@ -29,8 +29,10 @@ int niti_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2,
 /* Threads the OpenMP regions use (niti_set_num_threads or the OpenMP default). */
 int niti_threads(void);
 
-/* Elementwise loops go parallel above this many elements (below it, thread start-up dominates). */
-#define NITI_PARALLEL_MIN_ELEMS 65536
+/* Elementwise loops go parallel above this many elements: about half a millisecond on one thread.
+ * Below it, waking the other threads costs more than it saves, and on a busy machine a parallel
+ * region can wait a whole time slice (milliseconds) for a thread to be scheduled. */
+#define NITI_PARALLEL_MIN_ELEMS (1 << 20)
 
 /* ---- GEMM operands ------------------------------------------------------------------------------- */
 /* Conv patch gather: row m = (n, y, x) of the output grid, column k = (kh, kw, c) in that order.
