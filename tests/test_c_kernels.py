@@ -202,6 +202,29 @@ def test_thread_count_does_not_change_results(lib):
     assert np.array_equal(one, two) and np.array_equal(one, ref_gemm(a, b))
 
 
+def test_long_k_split_between_threads(lib):
+    """Long K and a small C: with two threads the K slices are split between them (private Cs added
+    at the end); one thread, two threads and numpy agree, int32 and int64, at the int32 extremes."""
+    rng = np.random.default_rng(9)
+    a, b = rand_i8(rng, (50, 16384)), rand_i8(rng, (37, 16384))
+    a[0], b[0] = 127, 127  # one output at 127 * 127 * 16384 (near the top of int32)
+    a[1], b[1] = -128, 127  # and one at -128 * 127 * 16384
+    x2, dy2 = rand_i8(rng, (256, 12, 12, 20)), rand_i8(rng, (256, 8, 8, 50))  # LeNet's conv2 weight gradient
+    out = []
+    try:
+        for threads in (1, 2):
+            lib.set_num_threads(threads)
+            out.append((lib.gemm_s8s8s32(a, b), lib.gemm_s8s8s64(a, b),
+                        lib.conv2d_weight_grad(x2, dy2, 5, 1, 0, out_dtype=np.int32)))
+    finally:
+        lib.set_num_threads(0)
+    ref = ref_gemm(a, b)
+    assert ref[0, 0] == 127 * 127 * 16384 and ref[1, 1] == -128 * 127 * 16384
+    g = ref_conv_weight_grad(x2, dy2, 5, 5, (1, 1), (0, 0))
+    for c32, c64, wg in out:
+        assert np.array_equal(c32, ref) and np.array_equal(c64, ref) and np.array_equal(wg, g)
+
+
 # ------------------------------------------------------------------------------------ GEMM
 GEMM_SHAPES = [(1, 1, 1), (1, 1, 5), (3, 5, 1), (12, 32, 4), (13, 33, 7), (25, 65, 129), (100, 70, 300),
                (385, 37, 1030), (7, 530, 2100), (64, 64, 0)]

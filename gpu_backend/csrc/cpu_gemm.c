@@ -21,7 +21,7 @@
 #define NITI_GEMM_PARALLEL_MIN_MACS (1 << 24)
 
 /* ---- drivers ------------------------------------------------------------------------------------ */
-/* Two ways to share the work between threads:
+/* Three ways to share the work between threads (the third, a K split, is ksplit_driver below):
  *  - shared B (B packed whole fits NITI_SHARED_B_BYTES and M has enough row tiles): the threads
  *    pack all of B once, together, then take MC-row blocks of C from a dynamic queue, each block
  *    going through all its K slices while it is in cache. This is the forward and input-gradient
@@ -94,12 +94,12 @@ static void merge_edge_tile(const int32_t *tile, int64_t mr, int64_t nr, void *c
     }
 }
 
-/* All MR x NR tiles of the packed blocks (mc x nc) for the K slice starting at pc; the first slice
- * stores into C, later ones add. */
+/* All MR x NR tiles of the packed blocks (mc x nc) for one K slice of kc; `store`: the first slice
+ * (of C's block) stores into C, later ones add. */
 static void block_tiles(const gemm_plan *plan, const uint32_t *a_pack, const int32_t *corr, const uint32_t *b_pack,
-                        int64_t ic, int64_t mc, int64_t jc, int64_t nc, int64_t pc, int64_t kc) {
+                        int64_t ic, int64_t mc, int64_t jc, int64_t nc, int store, int64_t kc) {
     size_t elem = plan->out_wide ? sizeof(int64_t) : sizeof(int32_t);
-    int c_mode = plan->out_wide ? (pc == 0 ? NITI_C_STORE64 : NITI_C_ADD64) : (pc == 0 ? NITI_C_STORE32 : NITI_C_ADD32);
+    int c_mode = plan->out_wide ? (store ? NITI_C_STORE64 : NITI_C_ADD64) : (store ? NITI_C_STORE32 : NITI_C_ADD32);
     int64_t kg = (kc + 3) / 4;
     int32_t edge[NITI_MR * NITI_NR] __attribute__((aligned(64)));
     for (int64_t jr = 0; jr < nc; jr += NITI_NR) {
@@ -167,7 +167,7 @@ static int shared_b_driver(const niti_operand *A, const niti_operand *B, const g
             for (int64_t s = 0; s < slices; s++) {
                 int64_t pc = s * kc_max, kc = niti_min64(kc_max, K - pc);
                 A->pack(A, ic, mc, pc, kc, NITI_MR, 0x00, buf->a_pack, buf->corr, buf->a_scratch);
-                block_tiles(plan, buf->a_pack, buf->corr, b_shared + s * slice_words, ic, mc, 0, N, pc, kc);
+                block_tiles(plan, buf->a_pack, buf->corr, b_shared + s * slice_words, ic, mc, 0, N, pc == 0, kc);
             }
         }
     }
@@ -190,7 +190,7 @@ static void gemm_slab(const niti_operand *A, const niti_operand *B, const gemm_p
             for (int64_t ic = m0; ic < m1; ic += mc_step) {
                 int64_t mc = niti_min64(mc_step, m1 - ic);
                 A->pack(A, ic, mc, pc, kc, NITI_MR, 0x00, buf->a_pack, buf->corr, buf->a_scratch);
-                block_tiles(plan, buf->a_pack, buf->corr, buf->b_pack, ic, mc, jc, nc, pc, kc);
+                block_tiles(plan, buf->a_pack, buf->corr, buf->b_pack, ic, mc, jc, nc, pc == 0, kc);
             }
         }
     }
@@ -225,6 +225,79 @@ static int slab_driver(const niti_operand *A, const niti_operand *B, const gemm_
     return NITI_OK;
 }
 
+/* Long K and a small C (weight gradients of convs: C is out_c x k_h k_w in_c, K every pixel of the
+ * batch): the threads take K slices from a dynamic queue, each slice packing its own A and B once
+ * (no operand packed twice, as when C is cut into slabs) into a private C, and the private Cs are
+ * added at the end. Each private C is an exact sum of a subset of the products, so the int32
+ * partial sums fit wherever the total may (K <= NITI_MAX_K_S32), and int64 ones always. */
+#ifndef NITI_KSPLIT_MAX_OUT
+#define NITI_KSPLIT_MAX_OUT (1 << 18) /* elements of C; the serial final sum stays < ~0.1 ms */
+#endif
+
+static int ksplit_driver(const niti_operand *A, const niti_operand *B, const gemm_plan *plan, int threads) {
+    int64_t M = plan->M, N = plan->N, K = plan->K, kc_max = plan->kc_max;
+    int64_t slices = (K + kc_max - 1) / kc_max;
+    int64_t mc_step = balanced_block(M, NITI_MC, NITI_MR), nc_step = balanced_block(N, NITI_NC_LONG_K, NITI_NR);
+    size_t elem = plan->out_wide ? sizeof(int64_t) : sizeof(int32_t);
+    gemm_buffers *bufs = alloc_buffers(threads, A, B, kc_max, nc_step * kc_max);
+    void **part = calloc((size_t)threads, sizeof *part);
+    int *used = calloc((size_t)threads, sizeof *used);
+    int ok = bufs && part && used;
+    for (int t = 0; ok && t < threads; t++) ok = (part[t] = alloc64((size_t)(M * N) * elem)) != NULL;
+    if (ok) {
+#pragma omp parallel num_threads(threads)
+        {
+            int t = 0;
+#ifdef _OPENMP
+            t = omp_get_thread_num();
+#endif
+            gemm_buffers *buf = &bufs[t];
+            gemm_plan mine = *plan;
+            mine.C = part[t];
+            mine.ldc = N;
+            int first = 1; /* this thread's first slice stores into its C, later ones add */
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t sl = 0; sl < slices; sl++) {
+                int64_t pc = sl * kc_max, kc = niti_min64(kc_max, K - pc);
+                for (int64_t jc = 0; jc < N; jc += nc_step) {
+                    int64_t nc = niti_min64(nc_step, N - jc);
+                    B->pack(B, jc, nc, pc, kc, NITI_NR, 0x80, buf->b_pack, NULL, buf->b_scratch);
+                    for (int64_t ic = 0; ic < M; ic += mc_step) {
+                        int64_t mc = niti_min64(mc_step, M - ic);
+                        A->pack(A, ic, mc, pc, kc, NITI_MR, 0x00, buf->a_pack, buf->corr, buf->a_scratch);
+                        block_tiles(&mine, buf->a_pack, buf->corr, buf->b_pack, ic, mc, jc, nc, first, kc);
+                    }
+                }
+                first = 0;
+            }
+            used[t] = !first;
+        }
+        int started = 0;
+        for (int t = 0; t < threads; t++) {
+            if (!used[t]) continue;
+            for (int64_t i = 0; i < M; i++) {
+                char *dst = (char *)plan->C + i * plan->ldc * (int64_t)elem;
+                const char *src = (const char *)part[t] + i * N * (int64_t)elem;
+                if (!started) {
+                    memcpy(dst, src, (size_t)N * elem);
+                } else if (plan->out_wide) {
+                    for (int64_t j = 0; j < N; j++) ((int64_t *)dst)[j] += ((const int64_t *)src)[j];
+                } else {
+                    for (int64_t j = 0; j < N; j++) ((int32_t *)dst)[j] += ((const int32_t *)src)[j];
+                }
+            }
+            started = 1;
+        }
+    }
+    if (part)
+        for (int t = 0; t < threads; t++) free(part[t]);
+    free(part);
+    free(used);
+    if (bufs) free_buffers(bufs, threads);
+    if (!ok) return niti_fail(NITI_E_NOMEM, "gemm: out of memory for packing buffers");
+    return NITI_OK;
+}
+
 int niti_gemm_run(const niti_operand *A, const niti_operand *B, int64_t M, int64_t N, int64_t K, void *C,
                   int64_t ldc, int out_wide) {
     return niti_gemm_run_threads(A, B, M, N, K, C, ldc, out_wide, niti_threads());
@@ -242,6 +315,8 @@ int niti_gemm_run_threads(const niti_operand *A, const niti_operand *B, int64_t 
     gemm_plan plan = {M, N, K, balanced_block(K, NITI_KC_MAX, 4), ldc, out_wide, C};
     if (threads < 1) threads = 1;
     if ((double)M * (double)N * (double)K < NITI_GEMM_PARALLEL_MIN_MACS) threads = 1;
+    if (threads > 1 && (K + plan.kc_max - 1) / plan.kc_max >= 2 * (int64_t)threads && M * N <= NITI_KSPLIT_MAX_OUT)
+        return ksplit_driver(A, B, &plan, threads);
     int64_t shared_b_bytes = niti_round_up(N, NITI_NR) * niti_round_up(K, plan.kc_max);
     if (shared_b_bytes <= NITI_SHARED_B_BYTES && (M + NITI_MR - 1) / NITI_MR >= 2 * (int64_t)threads)
         return shared_b_driver(A, B, &plan, threads);
