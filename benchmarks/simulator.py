@@ -1,7 +1,7 @@
 """Simulator speed: simulated cycles per wall-clock second for several (accelerator, model, batch)
 pairs, compared with SCALE-Sim's ~5,000 cycles/s on a 2-core machine (spec §2).
 
-    .venv/bin/python benchmarks/simulator.py [--repeat N] [--out docs/results-simulator.md]
+    .venv/bin/python benchmarks/simulator.py [--repeat N] [--no-write]
 
 Each pair simulates one full training step (forward, backward, update); the time is the best of
 --repeat runs of `hwmodels.simulate` (graph building and config loading excluded), plus the time of
@@ -11,7 +11,6 @@ the command, machine and date, to --out.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import subprocess
@@ -21,10 +20,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from hwmodels import resolve_accelerator, simulate, simulate_with_fp32  # noqa: E402
 from nitisim.graph import build_graph  # noqa: E402
 from nitisim.models import resolve_model  # noqa: E402
+from results_md import write_section  # noqa: E402
 
 SCALESIM_CYCLES_PER_S = 5_000  # spec §2: ~25 s for a 115 M-MAC layer on 2 cores
 TARGET = ("tpu-like-128x128", "vgg-small-9", 256, 2.0)  # must simulate a training step in < 2 s
@@ -62,7 +63,7 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", default=str(ROOT / "docs" / "results-simulator.md"))
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/results.md alone")
     args = parser.parse_args(argv)
 
     host = machine()  # before the runs, so the load average is the neighbours', not ours
@@ -92,13 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(verdict)
 
-    command = "python benchmarks/simulator.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    doc = "\n".join([
-        "# Simulator speed",
-        "",
-        f"Command: `{command.strip()}`  ",
-        f"Machine: {host}; simpy {simpy.__version__}  ",
-        f"Date: {datetime.date.today().isoformat()}",
+    body = "\n".join([
+        f"Host detail: {host}; simpy {simpy.__version__}",
         "",
         "One full training step (forward, backward, update) per row; wall time is the best of "
         f"{args.repeat} runs of `hwmodels.simulate` (graph built beforehand). SCALE-Sim's reference speed is "
@@ -108,12 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         table,
         "",
         verdict,
-        "",
     ])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(doc)
-    print(f"wrote {out}")
+    if not args.no_write:
+        out = write_section("simulator", "Simulator speed (benchmarks/simulator.py)", body)
+        print(f"wrote {out}")
     return 0
 
 
