@@ -72,7 +72,8 @@ def load_summary(folder: Path, epochs: int) -> dict:
 def settings(cfg: dict) -> str:
     mu = ", ".join(f"{p['mu']}@{p['from_epoch']}" for p in cfg["mu_schedule"])
     return (f"batch {cfg['batch']}, mu {mu}, act {cfg['activation_rounding']}, err {cfg['error_rounding']}, "
-            f"loss {cfg['loss_variant']}, update {cfg['update_rule']}")
+            f"loss {cfg['loss_variant']}, update {cfg['update_rule']}, "
+            f"headroom {cfg.get('weight_headroom_bits', 0)} bits")
 
 
 def pct(summary: dict) -> str:
@@ -85,7 +86,8 @@ def row(config: Path, epochs: int, s_int: dict, s_fp: dict, command: str) -> str
     cells = [
         str(config.relative_to(ROOT) if config.is_relative_to(ROOT) else config), cfg["model"], cfg["dataset"],
         str(epochs), pct(s_int), pct(s_fp), f"{gap:+.2f}",
-        f"{s_int['images_per_second']:,.0f} ({s_int['backend']})", f"{s_fp['images_per_second']:,.0f} ({s_fp['backend']})",
+        f"{s_int['images_per_second']:,.0f} ({s_int['backend']})",
+        f"{s_fp['images_per_second']:,.0f} ({s_fp['backend']})",
         settings(cfg), f"`{command}`", machine(), datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     ]
     return "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"

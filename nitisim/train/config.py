@@ -15,6 +15,7 @@ YAML form (configs/train/*.yaml):
     error_rounding: pseudo_stochastic
     loss_variant: niti            # niti | fine
     update_rule: plain            # plain | momentum | shadow16
+    weight_headroom_bits: 0       # start weights at 127 / 2**bits so they can grow (see headroom.py)
     augment: none                 # none | crop_flip (pad 4, random crop, horizontal flip)
     input_path: int8              # int8 | float (float-normalised, --arith fp32 only)
     seed: 0
@@ -40,6 +41,7 @@ from ..errors import UserInputError
 from ..graph import NumericsOptions
 from ..models import ModelSpec, builtin_models, parse_model, load_yaml
 from ..numerics import LOSS_VARIANTS, ROUNDING_MODES, UPDATE_RULES
+from .headroom import MAX_HEADROOM_BITS
 
 DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "cifar10", "synthetic")
 AUGMENTS: tuple[str, ...] = ("none", "crop_flip")
@@ -87,6 +89,7 @@ class TrainConfig:
     epochs: int
     mu_schedule: tuple[MuPhase, ...]
     numerics: NumericsOptions = NumericsOptions()
+    weight_headroom_bits: int = 0  # initial weights at full scale / 2**bits: room to grow (NITI: 0)
     augment: str = "none"
     input_path: str = "int8"
     seed: int = 0
@@ -121,6 +124,7 @@ class TrainConfig:
             "epochs": self.epochs,
             "mu_schedule": [dataclasses.asdict(p) for p in self.mu_schedule],
             **dataclasses.asdict(self.numerics),
+            "weight_headroom_bits": self.weight_headroom_bits,
             "augment": self.augment,
             "input_path": self.input_path,
             "seed": self.seed,
@@ -223,8 +227,8 @@ def _kind(value: Any) -> str:
 
 _TOP_KEYS = {
     "model", "dataset", "batch", "epochs", "mu_schedule", "activation_rounding", "error_rounding",
-    "loss_variant", "update_rule", "augment", "input_path", "seed", "eval_batch", "train_subset",
-    "test_subset", "synthetic", "fp32",
+    "loss_variant", "update_rule", "weight_headroom_bits", "augment", "input_path", "seed", "eval_batch",
+    "train_subset", "test_subset", "synthetic", "fp32",
 }
 _REQUIRED = ("model", "dataset", "batch", "epochs", "mu_schedule")
 
@@ -262,6 +266,8 @@ def parse_config(doc: Any, src: str) -> TrainConfig:
             loss_variant=r.choice(doc.get("loss_variant", defaults.loss_variant), "loss_variant", LOSS_VARIANTS),
             update_rule=r.choice(doc.get("update_rule", defaults.update_rule), "update_rule", UPDATE_RULES),
         ),
+        weight_headroom_bits=r.int_(doc.get("weight_headroom_bits", 0), "weight_headroom_bits",
+                                    maximum=MAX_HEADROOM_BITS),
         augment=r.choice(doc.get("augment", "none"), "augment", AUGMENTS),
         input_path=r.choice(doc.get("input_path", "int8"), "input_path", INPUT_PATHS),
         seed=r.int_(doc.get("seed", 0), "seed", minimum=0, maximum=2**32 - 1),

@@ -22,6 +22,7 @@ from ..numerics import QTensor
 from .checkpoint import load_int8, save_int8
 from .config import TrainConfig
 from .data import eval_batches
+from .headroom import with_headroom
 from .timing import NodeTimer
 
 
@@ -34,7 +35,8 @@ class IntegerTrainer:
         self.backend = backend
         self.timer = timer
         self.graph = build_graph(cfg.model, cfg.batch, cfg.numerics, training=True)
-        self.params: dict[str, QTensor] = init_params(self.graph, cfg.seed)
+        self.params: dict[str, QTensor] = with_headroom(self.graph, init_params(self.graph, cfg.seed),
+                                                        cfg.weight_headroom_bits)
         self._eval_graphs: dict[int, Graph] = {}  # rows -> inference graph, built on first use
 
     @property
