@@ -124,8 +124,46 @@ static void patches_pack(const niti_operand *op, int64_t r0, int64_t nr, int64_t
     }
 }
 
-/* rows = patch columns, depth = output pixels. One 4-pixel group at a time: gather the four pixels'
- * patch columns [r0, r0+nr) (4 lines of nr bytes), then interleave them into every panel. */
+/* Group g of a transposed patch pack straight from the image, when its 4 pixels are adjacent in one
+ * output row and every window lies inside the image columns (no upsampling): kernel row kh of
+ * pixel x + i is the source row's bytes from (x + i) * stride_w - pad_w, so the 4 lines are one
+ * source row at offsets i * stride_w * ch and need no gather. Rows outside the image are zero.
+ * Returns 0 (nothing written) when the group does not qualify. */
+static int transposed_group_direct(const niti_im2col *g, const patch_pixel *px, const patch_cols *cols, int W,
+                                   int64_t kg, int64_t gi, uint8_t flip, uint32_t *dst, uint32_t *words) {
+    int64_t ch = g->ch, row_len = g->k_w * ch, step = g->stride_w * ch, nr = cols->nk;
+    int64_t sx0 = px->x * g->stride_w - g->pad_w;
+    if (g->dil_h != 1 || g->dil_w != 1 || px->x + 3 >= g->out_w || sx0 < 0 ||
+        sx0 + 3 * g->stride_w + g->k_w > g->src_w)
+        return 0;
+    uint32_t flip_word = 0x01010101u * flip;
+    /* the group's nr words, a kernel row per interleave, then whole panel rows out of them */
+    int64_t kh = cols->kh, rk = cols->rk;
+    for (int64_t r = 0; r < nr;) {
+        int64_t seg = niti_min64(row_len - rk, nr - r);
+        int64_t sy = px->y * g->stride_h - g->pad_h + kh;
+        if (sy < 0 || sy >= g->src_h) {
+            for (int64_t j = 0; j < seg; j++) words[r + j] = flip_word;
+        } else {
+            const int8_t *l0 = g->src + ((px->n * g->src_h + sy) * g->src_w + sx0) * ch + rk;
+            niti_interleave4(l0, l0 + step, l0 + 2 * step, l0 + 3 * step, seg, flip, words + r);
+        }
+        r += seg;
+        rk = 0;
+        kh++;
+    }
+    for (int64_t j = nr; j < niti_round_up(nr, W); j++) words[j] = flip_word; /* the last panel's rows past nr */
+    if (W == NITI_NR) { /* the B side: a constant-size copy the compiler inlines as vector moves */
+        for (int64_t p = 0; p * W < nr; p++) memcpy(dst + p * kg * W + gi * W, words + p * W, sizeof(uint32_t) * NITI_NR);
+    } else {
+        for (int64_t p = 0; p * W < nr; p++) memcpy(dst + p * kg * W + gi * W, words + p * W, sizeof(uint32_t) * (size_t)W);
+    }
+    return 1;
+}
+
+/* rows = patch columns, depth = output pixels. One 4-pixel group at a time: straight from the image
+ * where possible (transposed_group_direct), else gather the four pixels' patch columns [r0, r0+nr)
+ * (4 lines of nr bytes), then interleave them into every panel. */
 static void patches_transposed_pack(const niti_operand *op, int64_t r0, int64_t nr, int64_t k0, int64_t nk, int W,
                                     uint8_t flip, uint32_t *dst, int32_t *corr, int8_t *scratch) {
     int64_t kg = (nk + 3) / 4;
@@ -136,6 +174,11 @@ static void patches_transposed_pack(const niti_operand *op, int64_t r0, int64_t 
     patch_pixel px = pixel_at(op->patches, k0);
     patch_cols cols = cols_at(op->patches, r0, nr);
     for (int64_t g = 0; g < kg; g++) {
+        if (!corr && 4 * g + 3 < nk &&
+            transposed_group_direct(op->patches, &px, &cols, W, kg, g, flip, dst, (uint32_t *)scratch)) {
+            for (int t = 0; t < 4; t++) pixel_next(op->patches, &px);
+            continue;
+        }
         const int8_t *line[4];
         for (int t = 0; t < 4; t++) {
             if (4 * g + t < nk) {
@@ -176,6 +219,6 @@ niti_operand niti_patches_transposed(const niti_im2col *g) {
     op.rows = op.depth;
     op.depth = rows;
     op.pack = patches_transposed_pack;
-    op.scratch_bytes = 5 * NITI_BLOCK_MAX; /* four pixel lines and a zero line */
+    op.scratch_bytes = 5 * NITI_BLOCK_MAX; /* four pixel lines and a zero line, or a group's words */
     return op;
 }

@@ -11,6 +11,9 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#endif
 
 /* Panels: W rows each; panel word (g, r) holds k = 4g..4g+3 of row r, each byte XOR `flip`
  * (0x80 turns int8 into int8 + 128 as uint8); rows past nr and k past nk are int8 zeros. For the
@@ -84,7 +87,32 @@ void niti_pack_rowmajor(const int8_t *v, int64_t ld, int64_t nr, int64_t nk, int
 void niti_interleave4(const int8_t *l0, const int8_t *l1, const int8_t *l2, const int8_t *l3, int64_t cols,
                         uint8_t flip, uint32_t *out) {
     int64_t c = 0;
-#ifdef __SSE2__
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    /* 64 columns per step: the byte and 16-bit unpacks work within 128-bit lanes, so a 4 x 4
+     * transpose of lanes puts the words in column order; the tail is the same with masks. */
+    __m512i f = _mm512_set1_epi8((char)flip);
+    for (; c < cols; c += 64) {
+        int64_t n = cols - c;
+        __mmask64 m = n >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << n) - 1);
+        __m512i a = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, l0 + c), f);
+        __m512i b = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, l1 + c), f);
+        __m512i d = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, l2 + c), f);
+        __m512i e = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, l3 + c), f);
+        __m512i ab_lo = _mm512_unpacklo_epi8(a, b), ab_hi = _mm512_unpackhi_epi8(a, b);
+        __m512i de_lo = _mm512_unpacklo_epi8(d, e), de_hi = _mm512_unpackhi_epi8(d, e);
+        __m512i w0 = _mm512_unpacklo_epi16(ab_lo, de_lo), w1 = _mm512_unpackhi_epi16(ab_lo, de_lo); /* lane L: */
+        __m512i w2 = _mm512_unpacklo_epi16(ab_hi, de_hi), w3 = _mm512_unpackhi_epi16(ab_hi, de_hi); /* 16L + 4i.. */
+        __m512i t0 = _mm512_shuffle_i32x4(w0, w1, 0x44), t1 = _mm512_shuffle_i32x4(w2, w3, 0x44);
+        __m512i t2 = _mm512_shuffle_i32x4(w0, w1, 0xEE), t3 = _mm512_shuffle_i32x4(w2, w3, 0xEE);
+        __m512i o[4] = {_mm512_shuffle_i32x4(t0, t1, 0x88), _mm512_shuffle_i32x4(t0, t1, 0xDD),
+                        _mm512_shuffle_i32x4(t2, t3, 0x88), _mm512_shuffle_i32x4(t2, t3, 0xDD)};
+        for (int q = 0; q < 4 && 16 * q < n; q++) {
+            int64_t words = n - 16 * q;
+            _mm512_mask_storeu_epi32(out + c + 16 * q, words >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << words) - 1), o[q]);
+        }
+    }
+    return;
+#elif defined(__SSE2__)
     __m128i f = _mm_set1_epi8((char)flip);
     for (; c + 16 <= cols; c += 16) {
         __m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(l0 + c)), f);
@@ -139,6 +167,18 @@ void niti_pack_kmajor(const int8_t *v, int64_t ld, int64_t nr, int64_t nk, int W
             for (int64_t r = rows; r < W; r++) pd[g * W + r] = flip_word;
         }
         if (corr) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+            if (flip == 0 && W <= 16) { /* from the packed panel: word (g, r) summed by vpdpbusd with ones */
+                __m512i acc = _mm512_setzero_si512(), ones = _mm512_set1_epi8(1);
+                __mmask16 m = (__mmask16)((1u << W) - 1);
+                for (int64_t g = 0; g < kg; g++) {
+                    __m512i w = _mm512_maskz_loadu_epi32(m, pd + g * W);
+                    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(ones), "v"(w));
+                }
+                _mm512_mask_storeu_epi32(corr + p * W, m, _mm512_slli_epi32(acc, 7)); /* 128 * sum */
+                continue;
+            }
+#endif
             int32_t sum[NITI_PANEL_MAX] = {0};
             if (rows == NITI_MR) { /* the A side's full panels: a fixed-width loop, which vectorises */
                 for (int64_t k = 0; k < nk; k++)
