@@ -49,19 +49,10 @@ static int thread_index(void) {
 
 static int threads_for(double macs) { return macs < NITI_DIRECT_PARALLEL_MIN_MACS ? 1 : niti_threads(); }
 
-/* ==== input gradient, scatter form (any ISA: it runs on the GEMM engine) ========================== */
+/* ==== input gradient, scatter form (any ISA: it runs the GEMM micro-kernel) ========================= */
 /* Gather form: every dx pixel reduces k_h k_w O values (zero where the window leaves dy) into in_c
  * outputs that fill NR-wide lanes; scatter form: every dy pixel multiplies O values into
  * k_h k_w in_c outputs, then adds those into dx. Costs in MAC lanes, plus the col2im adds. */
-int niti_scatter_input_grad_applies(const niti_conv_shape *s) {
-    int64_t taps = s->k_h * s->k_w;
-    if (!NITI_DIRECT_KERNELS || taps * s->out_c > NITI_MAX_K_S32) return 0; /* every partial sum must provably fit int32 */
-    double gather = (double)(s->in_h * s->in_w) * (double)(taps * s->out_c) * (double)niti_round_up(s->in_c, NITI_NR);
-    double scatter = (double)(s->out_h * s->out_w) *
-                     ((double)s->out_c * (double)niti_round_up(taps * s->in_c, NITI_NR) + 8.0 * (double)(taps * s->in_c));
-    return scatter < gather;
-}
-
 /* d[0:n] += s[0:n] */
 static inline void add_s32(int32_t *d, const int32_t *s, int64_t n) {
     int64_t c = 0;
@@ -77,70 +68,91 @@ static inline void add_s32(int32_t *d, const int32_t *s, int64_t n) {
 #endif
 }
 
-#define SCATTER_BLOCK_BYTES (512 << 10) /* int32 product rows of one block of images: about L2/4 */
+/* Products of one block of dy pixels live in an L1-sized tile: the GEMM micro-kernel runs directly
+ * over W packed once (B: N = k_h k_w in_c rows, K = O) and MR dy pixels packed per block (A), and
+ * each tile row is added into dx before the next block, so the int32 products never travel
+ * through L2 (for LeNet's conv2: 32 MB per call). */
+#define SCATTER_BLOCK_PIXELS 256 /* dy pixels per work item (whole images): dx rows stay in L1/L2 */
+
+int niti_scatter_input_grad_applies(const niti_conv_shape *s) {
+    int64_t taps = s->k_h * s->k_w;
+    if (!NITI_DIRECT_KERNELS || taps * s->out_c > NITI_MAX_K_S32) return 0; /* every partial sum must provably fit int32 */
+    /* packed W and a tile row block stay cache-sized */
+    if (niti_round_up(taps * s->in_c, NITI_NR) * niti_round_up(s->out_c, 4) > (2 << 20)) return 0;
+    double gather = (double)(s->in_h * s->in_w) * (double)(taps * s->out_c) * (double)niti_round_up(s->in_c, NITI_NR);
+    double scatter = (double)(s->out_h * s->out_w) *
+                     ((double)s->out_c * (double)niti_round_up(taps * s->in_c, NITI_NR) + 8.0 * (double)(taps * s->in_c));
+    return scatter < gather;
+}
 
 int niti_scatter_input_grad(const niti_conv_shape *s, const int8_t *dy, const int8_t *w, int32_t *dx) {
     int64_t E = s->out_h, F = s->out_w, O = s->out_c, I = s->in_c, H = s->in_h, W = s->in_w;
     int64_t N = s->k_h * s->k_w * I; /* product row: (kh, kw, i) */
-    int64_t pix = E * F, image = H * W * I;
+    int64_t pix = E * F, image = H * W * I, kg = (O + 3) / 4;
+    int64_t panels = (N + NITI_NR - 1) / NITI_NR, ldt = panels * NITI_NR;
     if (s->batch == 0) return NITI_OK;
-    if (pix == 0) {
-        memset(dx, 0, sizeof(int32_t) * (size_t)(s->batch * image));
-        return NITI_OK;
-    }
-    int64_t imgs = SCATTER_BLOCK_BYTES / (int64_t)sizeof(int32_t) / (pix * N);
-    if (imgs < 1) imgs = 1;
-    if (imgs > s->batch) imgs = s->batch;
+    int64_t imgs = niti_max64(1, niti_min64(s->batch, SCATTER_BLOCK_PIXELS / pix));
     int64_t blocks = (s->batch + imgs - 1) / imgs;
     int threads = threads_for((double)s->batch * (double)pix * (double)O * (double)N);
     if (threads > blocks) threads = (int)blocks;
-    int32_t **rows = calloc((size_t)threads, sizeof *rows);
-    int status = rows ? NITI_OK : NITI_E_NOMEM;
+    uint32_t *b_pack = alloc64(sizeof(uint32_t) * (size_t)(panels * kg * NITI_NR));
+    uint32_t **a_pack = calloc((size_t)threads, sizeof *a_pack);
+    int32_t **corr = calloc((size_t)threads, sizeof *corr), **tile = calloc((size_t)threads, sizeof *tile);
+    int status = b_pack && a_pack && corr && tile ? NITI_OK : NITI_E_NOMEM;
     for (int t = 0; t < threads && status == NITI_OK; t++)
-        if (!(rows[t] = alloc64(sizeof(int32_t) * (size_t)(imgs * pix * N)))) status = NITI_E_NOMEM;
+        if (!(a_pack[t] = alloc64(sizeof(uint32_t) * (size_t)(kg * NITI_MR))) ||
+            !(corr[t] = alloc64(sizeof(int32_t) * NITI_MR)) ||
+            !(tile[t] = alloc64(sizeof(int32_t) * (size_t)(NITI_MR * ldt))))
+            status = NITI_E_NOMEM;
     if (status == NITI_OK) {
-        /* B = W as (N x O): element (r, o) = w[o, r], a k-major view of w */
-        niti_operand b = niti_dense(w, N, O, N, 1);
+        /* B = W as (N x O): element (r, o) = w[o, r], a k-major view of w; +128-biased */
+        niti_pack_kmajor(w, N, N, O, NITI_NR, 0x80, b_pack, NULL);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
         for (int64_t blk = 0; blk < blocks; blk++) {
-            int64_t i0 = blk * imgs, n_img = niti_min64(imgs, s->batch - i0);
-            int32_t *prod = rows[thread_index()];
-            niti_operand a = niti_dense(dy + i0 * pix * O, n_img * pix, O, O, 0);
-            int st = niti_gemm_run_threads(&a, &b, n_img * pix, N, O, prod, N, 0, 1);
-            if (st != NITI_OK) {
-#pragma omp atomic write
-                status = st;
-                continue;
-            }
+            int t = thread_index();
+            int64_t i0 = blk * imgs, rows = niti_min64(imgs, s->batch - i0) * pix;
             int32_t *dst0 = dx + i0 * image;
-            memset(dst0, 0, sizeof(int32_t) * (size_t)(n_img * image));
-            /* kw taps inside the image: [kw0, kw1) for output column f */
-            for (int64_t i = 0; i < n_img; i++)
-                for (int64_t e = 0; e < E; e++)
-                    for (int64_t f = 0; f < F; f++) {
-                        const int32_t *row = prod + ((i * E + e) * F + f) * N;
-                        int64_t x0 = f * s->stride_w - s->pad_w;
-                        int64_t kw0 = niti_max64(0, -x0), kw1 = niti_min64(s->k_w, W - x0);
-                        for (int64_t kh = 0; kh < s->k_h; kh++) {
-                            int64_t h = e * s->stride_h - s->pad_h + kh;
-                            if (h < 0 || h >= H || kw0 >= kw1) continue;
-                            /* partial sums of <= k_h k_w O <= NITI_MAX_K_S32 products: no overflow */
-                            int32_t *d = dst0 + ((i * H + h) * W + x0) * I;
-                            const int32_t *src = row + kh * s->k_w * I;
-                            if (s->stride_w == 1) { /* the taps' dx pixels are adjacent: one run */
-                                add_s32(d + kw0 * I, src + kw0 * I, (kw1 - kw0) * I);
-                            } else {
-                                for (int64_t kw = kw0; kw < kw1; kw++) add_s32(d + kw * I, src + kw * I, I);
-                            }
+            memset(dst0, 0, sizeof(int32_t) * (size_t)(rows / pix * image));
+            int64_t n = 0, e = 0, f = 0; /* the dy pixel of the next row, relative to image i0 */
+            for (int64_t r0 = 0; r0 < rows; r0 += NITI_MR) {
+                int64_t mr = niti_min64(NITI_MR, rows - r0);
+                niti_pack_rowmajor(dy + (i0 * pix + r0) * O, O, mr, O, NITI_MR, 0x00, a_pack[t], corr[t]);
+                for (int64_t p = 0; p < panels; p++)
+                    niti_microkernel(kg, a_pack[t], b_pack + p * kg * NITI_NR, corr[t], tile[t] + p * NITI_NR, ldt,
+                                     NITI_C_STORE32);
+                for (int64_t r = 0; r < mr; r++) {
+                    const int32_t *row = tile[t] + r * ldt;
+                    int64_t x0 = f * s->stride_w - s->pad_w;
+                    int64_t kw0 = niti_max64(0, -x0), kw1 = niti_min64(s->k_w, W - x0);
+                    for (int64_t kh = 0; kh < s->k_h && kw0 < kw1; kh++) {
+                        int64_t h = e * s->stride_h - s->pad_h + kh;
+                        if (h < 0 || h >= H) continue;
+                        /* partial sums of <= k_h k_w O <= NITI_MAX_K_S32 products: no overflow */
+                        int32_t *d = dst0 + ((n * H + h) * W + x0) * I;
+                        const int32_t *src = row + kh * s->k_w * I;
+                        if (s->stride_w == 1) { /* the taps' dx pixels are adjacent: one run */
+                            add_s32(d + kw0 * I, src + kw0 * I, (kw1 - kw0) * I);
+                        } else {
+                            for (int64_t kw = kw0; kw < kw1; kw++) add_s32(d + kw * I, src + kw * I, I);
                         }
                     }
+                    if (++f == F) {
+                        f = 0;
+                        if (++e == E) e = 0, n++;
+                    }
+                }
+            }
         }
     }
-    if (rows)
-        for (int t = 0; t < threads; t++) free(rows[t]);
-    free(rows);
-    if (status == NITI_E_NOMEM) return niti_fail(status, "niti_conv2d_input_grad: out of memory");
-    return status;
+    free(b_pack);
+    for (int t = 0; t < threads; t++) {
+        if (a_pack) free(a_pack[t]);
+        if (corr) free(corr[t]);
+        if (tile) free(tile[t]);
+    }
+    free(a_pack), free(corr), free(tile);
+    if (status != NITI_OK) return niti_fail(status, "niti_conv2d_input_grad: out of memory");
+    return NITI_OK;
 }
 
 #if NITI_VNNI

@@ -15,6 +15,25 @@
 #include <immintrin.h>
 #endif
 
+/* corr[r] = 128 * (sum of the bytes of panel row r), from the packed panel itself (flip 0, W <= 16):
+ * one vpdpbusd with a ones vector per group. Returns 0 where unavailable (the caller sums instead). */
+static int panel_corr(const uint32_t *panel, int64_t kg, int W, uint8_t flip, int32_t *corr) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+    if (flip == 0 && W <= 16) {
+        __m512i acc = _mm512_setzero_si512(), ones = _mm512_set1_epi8(1);
+        __mmask16 m = (__mmask16)((1u << W) - 1);
+        for (int64_t g = 0; g < kg; g++) {
+            __m512i w = _mm512_maskz_loadu_epi32(m, panel + g * W);
+            __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(ones), "v"(w));
+        }
+        _mm512_mask_storeu_epi32(corr, m, _mm512_slli_epi32(acc, 7)); /* 128 * sum */
+        return 1;
+    }
+#endif
+    (void)panel, (void)kg, (void)W, (void)flip, (void)corr;
+    return 0;
+}
+
 /* Panels: W rows each; panel word (g, r) holds k = 4g..4g+3 of row r, each byte XOR `flip`
  * (0x80 turns int8 into int8 + 128 as uint8); rows past nr and k past nk are int8 zeros. For the
  * A side, corr[r] = 128 * sum_k row r (0 for padding rows). Panel p starts at dst + p * k_groups * W. */
@@ -70,7 +89,7 @@ void niti_pack_rowmajor(const int8_t *v, int64_t ld, int64_t nr, int64_t nk, int
                 out[r] = w ^ flip_word;
             }
         }
-        if (corr) {
+        if (corr && !panel_corr(pd, kg, W, flip, corr + p * W)) {
             for (int64_t r = 0; r < W; r++) {
                 int32_t sum = 0;
                 if (r < rows)
@@ -166,19 +185,7 @@ void niti_pack_kmajor(const int8_t *v, int64_t ld, int64_t nr, int64_t nk, int W
             niti_interleave4(line[0], line[1], line[2], line[3], rows, flip, pd + g * W);
             for (int64_t r = rows; r < W; r++) pd[g * W + r] = flip_word;
         }
-        if (corr) {
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
-            if (flip == 0 && W <= 16) { /* from the packed panel: word (g, r) summed by vpdpbusd with ones */
-                __m512i acc = _mm512_setzero_si512(), ones = _mm512_set1_epi8(1);
-                __mmask16 m = (__mmask16)((1u << W) - 1);
-                for (int64_t g = 0; g < kg; g++) {
-                    __m512i w = _mm512_maskz_loadu_epi32(m, pd + g * W);
-                    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(ones), "v"(w));
-                }
-                _mm512_mask_storeu_epi32(corr + p * W, m, _mm512_slli_epi32(acc, 7)); /* 128 * sum */
-                continue;
-            }
-#endif
+        if (corr && !panel_corr(pd, kg, W, flip, corr + p * W)) {
             int32_t sum[NITI_PANEL_MAX] = {0};
             if (rows == NITI_MR) { /* the A side's full panels: a fixed-width loop, which vectorises */
                 for (int64_t k = 0; k < nk; k++)
