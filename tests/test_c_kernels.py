@@ -673,6 +673,25 @@ def test_update_rules_property(lib, g, mu, data):
     assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got, ref))
 
 
+@pytest.mark.parametrize("mu", [-64, -40, -20, -1, 0, 3, 8, 20, 31, 40])
+def test_update_plain_int32_every_regime(lib, mu):
+    """The int32 plain update: step = g (s < 1), PSR in 32-bit lanes (1 <= s <= 31) and the generic
+    path (s > 31), with int8 and int32 extremes (w = -128 saturates to -127), vs numerics."""
+    rng = np.random.default_rng(mu + 100)
+    for bits in (1, 5, 12, 20, 31):
+        g = rng.integers(-(2**bits) + 1, 2**bits, size=2000, dtype=np.int64)
+        g[:6] = [2**bits - 1, -(2**bits) + 1, 0, 1, -1, 2 ** (bits - 1)]
+        if bits == 31:
+            g[6:8] = [nm.INT32_MAX, -nm.INT32_MAX - 1]
+        g = g.astype(np.int32)
+        w = rand_i8(rng, g.shape, -128, 127)
+        w[:4] = [-128, 127, -127, 0]
+        assert np.array_equal(lib.update_plain(w, g, mu), nm.update_plain(w, g, mu)), (bits, mu)
+    big = rng.integers(-(2**24), 2**24, size=1_500_000, dtype=np.int64).astype(np.int32)  # the threaded loop
+    wb = rand_i8(rng, big.shape, -128, 127)
+    assert np.array_equal(lib.update_plain(wb, big, mu), nm.update_plain(wb, big, mu))
+
+
 def test_update_spec_examples(lib):
     assert lib.update_plain(np.array([10, -127], np.int8), np.array([1000, 1000], np.int32), 2).tolist() == [6, -127]
     w, v = lib.update_momentum(np.array([10], np.int8), np.array([1000], np.int32), np.array([0], np.int32), 2)

@@ -90,7 +90,8 @@ int niti_round_shift_s64(int64_t n, const int64_t *x, int shift_bits, int mode, 
  * 32-bit lanes (16 per AVX-512 vector instead of 8 int64): |x| <= 2**31 fits uint32, q + up <=
  * 2**30 + 1, and the same remainder tests as niti_arith.h. tests/test_c_kernels.py checks it
  * against nitisim.numerics at every shift. */
-static inline int8_t requant32(int32_t x, int s, niti_round_mode mode, uint32_t key, uint32_t index) {
+/* |niti_round_shift(x, s, ...)| for int32 x and 1 <= s <= 31: at most 2**30 + 1 */
+static inline uint32_t round_shift32_mag(int32_t x, int s, niti_round_mode mode, uint32_t key, uint32_t index) {
     uint32_t mag = x < 0 ? 0u - (uint32_t)x : (uint32_t)x;
     uint32_t q = mag >> s, r = mag & ((1u << s) - 1u);
     uint32_t up;
@@ -102,7 +103,11 @@ static inline int8_t requant32(int32_t x, int s, niti_round_mode mode, uint32_t 
     } else {
         up = r > (niti_hash_bits(key, index) >> (32 - s));
     }
-    uint32_t m = q + up;
+    return q + up;
+}
+
+static inline int8_t requant32(int32_t x, int s, niti_round_mode mode, uint32_t key, uint32_t index) {
+    uint32_t m = round_shift32_mag(x, s, mode, key, index);
     int32_t v = (int32_t)(m > NITI_ELEM_SAT ? NITI_ELEM_SAT : m);
     return (int8_t)(x < 0 ? -v : v);
 }
@@ -391,7 +396,26 @@ static int clamp_mu(int64_t mu) { return mu < -64 ? -64 : (mu > 64 ? 64 : (int)m
 static int update_plain(const char *fn, int64_t n, const int8_t *w, const void *g, int wide, int mu, int8_t *w_out) {
     int st = check_n(fn, n, w && g && w_out);
     if (st) return st;
-    int b = grad_range_bits(n, g, wide), m = clamp_mu(mu);
+    int b = grad_range_bits(n, g, wide), m = clamp_mu(mu), s = b - m;
+    if (!wide && b > 0) { /* int32 accumulator: the same step in 32-bit lanes */
+        const int32_t *g32 = g;
+        if (s < 1) { /* step = g; |w| <= 128, so g beyond +-512 saturates exactly as g itself */
+            PARALLEL_FOR(n)
+            for (int64_t i = 0; i < n; i++) {
+                int32_t gi = g32[i] > 512 ? 512 : (g32[i] < -512 ? -512 : g32[i]);
+                w_out[i] = niti_saturate_elem((int32_t)w[i] - gi);
+            }
+            return NITI_OK;
+        }
+        if (s <= 31) { /* PSR(g, s): |step| <= 2**30 + 1, so w - step stays inside int32 */
+            PARALLEL_FOR(n)
+            for (int64_t i = 0; i < n; i++) {
+                int32_t v = (int32_t)round_shift32_mag(g32[i], s, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u);
+                w_out[i] = niti_saturate_elem((int32_t)w[i] - (g32[i] < 0 ? -v : v));
+            }
+            return NITI_OK;
+        }
+    }
     PARALLEL_FOR(n)
     for (int64_t i = 0; i < n; i++) w_out[i] = niti_saturate_elem(niti_wrap_sub(w[i], niti_mu_step(load_g(g, wide, i), b, m)));
     return NITI_OK;
