@@ -2,16 +2,17 @@
  * layer, 20-channel input gradients), where the packed GEMM of cpu_gemm.c spends more time
  * gathering and packing operands than multiplying:
  *
- *   - forward with a short patch row (in_c * k_w small): each output pixel's int32 vector over the
- *     output channels accumulates vpdpbusd of 4 consecutive bytes of a kernel row of the padded,
- *     +128-biased input (broadcast) against packed weight vectors; no im2col, no per-pixel packing.
+ *   - forward with few output channels (or a small weight table): each output pixel's int32
+ *     vector over the output channels accumulates vpdpbusd of 4 consecutive bytes of a kernel row
+ *     of the padded, +128-biased input (broadcast) against packed weight vectors; no im2col, no
+ *     per-pixel packing.
  *   - weight gradient with a tiny O x T output and a long reduction: dy is transposed into one
  *     plane per output channel laid on the padded input grid, so every tap's patch column is an
  *     input plane read at a shift; the reduction runs along the pixels, 64 per vector, the images
  *     split between threads, each with int32 lane sums of bounded length flushed into int64.
  *   - input gradient whose gather form mostly multiplies a zero border (a "full" convolution) or
- *     wastes vector lanes on few input channels: the scatter form dx = col2im(dy * W), a GEMM
- *     with N = k_h k_w in_c per block of images, each block on one thread, added into dx.
+ *     wastes vector lanes on few input channels: the scatter form dx = col2im(dy * W), the GEMM
+ *     micro-kernel producing an L1 tile of products per block of dy pixels, added into dx at once.
  *
  * All are exact integer sums, so the results equal the GEMM path's (and numpy's) bit for bit.
  * The first two need AVX-512 VNNI; other builds keep the GEMM path for those shapes.

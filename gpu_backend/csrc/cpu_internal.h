@@ -136,8 +136,8 @@ typedef struct {
     int64_t out_h, out_w; /* E, F */
 } niti_conv_shape;
 
-/* The GEMM engine with an explicit thread count (1: no parallel region; callers already inside
- * their own parallel loop use that). */
+/* The GEMM engine with an explicit thread count (niti_gemm_run uses niti_threads(); 1 runs without
+ * a parallel region, for a caller already inside its own parallel loop). */
 int niti_gemm_run_threads(const niti_operand *A, const niti_operand *B, int64_t M, int64_t N, int64_t K,
                           void *C, int64_t ldc, int out_wide, int threads);
 
