@@ -547,6 +547,37 @@ def test_requantize_every_shift(lib, mode):
         assert e == e_ref and np.array_equal(m, m_ref), (bits, mode)
 
 
+@pytest.mark.parametrize("pattern", ["random", "rising", "last_peak", "small", "first_peak"])
+def test_requantize_blocked_large(lib, pattern):
+    """Above 16 blocks of 16384 the accumulator is requantized block by block with the running
+    range's shift, and blocks done with a shift other than the final one are redone: the result
+    must be the two-pass result whatever the order of the magnitudes, on 1 and 2 threads."""
+    rng = np.random.default_rng(21)
+    n = 40 * 16384 + 123
+    if pattern == "random":
+        acc = rng.integers(-(2**20), 2**20, size=n, dtype=np.int64)
+    elif pattern == "rising":  # the range doubles again and again: most blocks are redone
+        acc = (np.arange(n, dtype=np.int64) * 53) * np.where(rng.random(n) < 0.5, -1, 1)
+    elif pattern == "last_peak":  # everything small but one value in the last block
+        acc = rng.integers(-300, 300, size=n, dtype=np.int64)
+        acc[-5] = -(2**31)
+    elif pattern == "small":  # no shift at all: saturation only
+        acc = rng.integers(-127, 128, size=n, dtype=np.int64)
+    else:
+        acc = rng.integers(-(2**12), 2**12, size=n, dtype=np.int64)
+        acc[3] = 2**31 - 1
+    acc = acc.astype(np.int32)
+    try:
+        for threads in (1, 2):
+            lib.set_num_threads(threads)
+            for mode in nm.ROUNDING_MODES:
+                m, e = lib.requantize(acc, -4, mode, seed=5, step=threads, tensor_id=9)
+                m_ref, e_ref = nm.requantize(acc, -4, mode, seed=5, step=threads, tensor_id=9)
+                assert e == e_ref and np.array_equal(m, m_ref), (pattern, threads, mode)
+    finally:
+        lib.set_num_threads(0)
+
+
 def test_range_bits_and_narrow(lib):
     for x in ([0], [1], [-1], [2], [128], [-128], [129], [nm.INT32_MAX], [-nm.INT32_MAX - 1], []):
         a = np.array(x, np.int32)

@@ -8,6 +8,15 @@
 
 #include "cpu_internal.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+static inline int omp_threads_in_team(void) { return omp_get_num_threads(); }
+static inline int omp_thread_in_team(void) { return omp_get_thread_num(); }
+#else
+static inline int omp_threads_in_team(void) { return 1; }
+static inline int omp_thread_in_team(void) { return 0; }
+#endif
+
 #define REQUIRE(cond, ...) \
     do {                   \
         if (!(cond)) return niti_fail(NITI_E_ARG, __VA_ARGS__); \
@@ -112,46 +121,79 @@ static inline int8_t requant32(int32_t x, int s, niti_round_mode mode, uint32_t 
     return (int8_t)(x < 0 ? -v : v);
 }
 
+/* out[i0:i1] = requantized acc with shift s (s <= 0: saturate only) */
+static void requant_range(const int32_t *acc, int8_t *out, int64_t i0, int64_t i1, int s, int mode, uint32_t key) {
+    /* one loop per mode, so the mode is a constant inside and the loop vectorises */
+    if (s <= 0) {
+        for (int64_t i = i0; i < i1; i++) out[i] = niti_saturate_elem(acc[i]);
+    } else if (mode == NITI_ROUND_NEAREST) {
+        for (int64_t i = i0; i < i1; i++) out[i] = requant32(acc[i], s, NITI_ROUND_NEAREST, key, (uint32_t)i);
+    } else if (mode == NITI_ROUND_PSEUDO_STOCHASTIC) {
+        for (int64_t i = i0; i < i1; i++) out[i] = requant32(acc[i], s, NITI_ROUND_PSEUDO_STOCHASTIC, key, (uint32_t)i);
+    } else {
+        for (int64_t i = i0; i < i1; i++) out[i] = requant32(acc[i], s, NITI_ROUND_STOCHASTIC, key, (uint32_t)i);
+    }
+}
+
+static int requant_shift(int32_t hi, int32_t lo) {
+    uint64_t a = niti_magnitude(hi), b = niti_magnitude(lo);
+    int s = niti_range_bits_of_peak(a > b ? a : b) - 7; /* never a left shift; b <= 31 so s <= 24 */
+    return s > 0 ? s : 0;
+}
+
+/* Accumulators larger than L2 are read once in the common case: block by block (L2-sized), the
+ * block's range, then the block requantized with the shift of the range seen so far (by this
+ * thread). The final shift is known only at the end; blocks done with a different (smaller)
+ * shift are redone, usually the first few. The result is the two-pass result exactly. */
+#define REQUANT_BLOCK 16384 /* elements: 64 KiB of int32 */
+
 int niti_requantize_s32(int64_t n, const int32_t *acc, int mode, uint32_t seed, uint32_t step, uint32_t tensor_id,
                         int8_t *out, int *shift_out) {
     int st = check_n(__func__, n, acc && out);
     if (st || (st = check_mode(__func__, mode))) return st;
     REQUIRE(shift_out, "%s: NULL shift output", __func__);
     uint32_t key = niti_hash_key(seed, step, tensor_id);
+    int64_t blocks = (n + REQUANT_BLOCK - 1) / REQUANT_BLOCK;
+    int8_t *used = blocks > 16 ? malloc((size_t)blocks) : NULL; /* the shift each block was done with */
     int32_t hi = 0, lo = 0;
-    /* Both passes (the range, then the shift it sets) in one parallel region: one wake-up of the
-     * other threads instead of two. */
 #pragma omp parallel if (n > NITI_PARALLEL_MIN_ELEMS) num_threads(niti_threads())
     {
-#pragma omp for reduction(max : hi) reduction(min : lo)
-        for (int64_t i = 0; i < n; i++) {
-            hi = acc[i] > hi ? acc[i] : hi;
-            lo = acc[i] < lo ? acc[i] : lo;
-        }
-        /* the loop's barrier: hi and lo are final; every thread takes the same branch below */
-        uint64_t a = niti_magnitude(hi), b = niti_magnitude(lo);
-        int s = niti_range_bits_of_peak(a > b ? a : b) - 7; /* never a left shift; b <= 31 so s <= 24 */
-        if (s > 0) {
-            /* one loop per mode, so the mode is a constant inside and the loop vectorises */
-#define REQUANTIZE_LOOP(MODE) \
-    PRAGMA(omp for)           \
-    for (int64_t i = 0; i < n; i++) out[i] = requant32(acc[i], s, MODE, key, (uint32_t)i);
-            if (mode == NITI_ROUND_NEAREST) {
-                REQUANTIZE_LOOP(NITI_ROUND_NEAREST)
-            } else if (mode == NITI_ROUND_PSEUDO_STOCHASTIC) {
-                REQUANTIZE_LOOP(NITI_ROUND_PSEUDO_STOCHASTIC)
-            } else {
-                REQUANTIZE_LOOP(NITI_ROUND_STOCHASTIC)
+        if (used) {
+            int32_t run_hi = 0, run_lo = 0; /* this thread's range so far (static schedule: in order) */
+#pragma omp for schedule(static) reduction(max : hi) reduction(min : lo)
+            for (int64_t blk = 0; blk < blocks; blk++) {
+                int64_t i0 = blk * REQUANT_BLOCK, i1 = niti_min64(n, i0 + REQUANT_BLOCK);
+                int32_t bh = 0, bl = 0;
+                for (int64_t i = i0; i < i1; i++) {
+                    bh = acc[i] > bh ? acc[i] : bh;
+                    bl = acc[i] < bl ? acc[i] : bl;
+                }
+                run_hi = bh > run_hi ? bh : run_hi;
+                run_lo = bl < run_lo ? bl : run_lo;
+                hi = run_hi > hi ? run_hi : hi;
+                lo = run_lo < lo ? run_lo : lo;
+                used[blk] = (int8_t)requant_shift(run_hi, run_lo);
+                requant_range(acc, out, i0, i1, used[blk], mode, key);
             }
-#undef REQUANTIZE_LOOP
-        } else {
-#pragma omp for
-            for (int64_t i = 0; i < n; i++) out[i] = niti_saturate_elem(acc[i]);
+            /* the loop's barrier: hi and lo are final */
+            int s = requant_shift(hi, lo);
+#pragma omp for schedule(dynamic, 4)
+            for (int64_t blk = 0; blk < blocks; blk++)
+                if (used[blk] != s)
+                    requant_range(acc, out, blk * REQUANT_BLOCK, niti_min64(n, (blk + 1) * REQUANT_BLOCK), s, mode, key);
+        } else { /* small (or no memory for the block table): the range, then the shift */
+#pragma omp for reduction(max : hi) reduction(min : lo)
+            for (int64_t i = 0; i < n; i++) {
+                hi = acc[i] > hi ? acc[i] : hi;
+                lo = acc[i] < lo ? acc[i] : lo;
+            }
+            int s = requant_shift(hi, lo);
+            int64_t per = (n + omp_threads_in_team() - 1) / omp_threads_in_team(), me = omp_thread_in_team();
+            requant_range(acc, out, niti_min64(n, me * per), niti_min64(n, (me + 1) * per), s, mode, key);
         }
     }
-    uint64_t a = niti_magnitude(hi), b = niti_magnitude(lo);
-    int s = niti_range_bits_of_peak(a > b ? a : b) - 7;
-    *shift_out = s > 0 ? s : 0;
+    free(used);
+    *shift_out = requant_shift(hi, lo);
     return NITI_OK;
 }
 
