@@ -219,7 +219,7 @@ int niti_direct_forward_applies(const niti_conv_shape *s) {
 #define FWD_DECL(p) __m512i acc##p##_lo = neg_lo, acc##p##_hi = neg_hi;
 #define FWD_STEP(p)                                                        \
     {                                                                      \
-        __m512i u = _mm512_set1_epi32((int32_t)load_u32(q##p + off));      \
+        __m512i u = _mm512_set1_epi32((int32_t)load_u32(at + (p) * step)); \
         acc##p##_lo = niti_dpbusd(acc##p##_lo, u, w_lo);                   \
         acc##p##_hi = niti_dpbusd(acc##p##_hi, u, w_hi);                   \
     }
@@ -228,7 +228,6 @@ int niti_direct_forward_applies(const niti_conv_shape *s) {
         _mm512_mask_storeu_epi32(out + (p) * O, m_lo, acc##p##_lo);                \
         if (m_hi) _mm512_mask_storeu_epi32(out + (p) * O + 16, m_hi, acc##p##_hi); \
     }
-#define FWD_PTR(p) const uint8_t *q##p = base + niti_min64(p, np - 1) * step;
 
 static __mmask16 lane_mask(int64_t n) { return n >= 16 ? (__mmask16)0xFFFF : (n <= 0 ? 0 : (__mmask16)((1u << n) - 1)); }
 
@@ -243,13 +242,14 @@ static void fwd_rows(const niti_conv_shape *s, const uint8_t *P, int64_t rb, con
         __m512i neg_hi = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_load_si512(corr + lb + 16));
         for (int64_t oy = y0; oy < y1; oy++) {
             for (int64_t ox = 0; ox < F; ox += FWD_PX) {
+                /* pixels ox .. ox+7 read base + p * step; past the row's end (a last, partial
+                 * block) they read the padded row's later bytes or the slack, and are not stored */
                 int64_t np = niti_min64(FWD_PX, F - ox);
                 const uint8_t *base = P + oy * s->stride_h * rb + ox * step;
-                PX8(FWD_PTR)
                 PX8(FWD_DECL)
                 const uint32_t *wp = wk + lb;
                 for (int64_t k = 0; k < kwords; k++, wp += lanes) {
-                    int64_t off = koff[k];
+                    const uint8_t *at = base + koff[k];
                     __m512i w_lo = _mm512_load_si512(wp), w_hi = _mm512_load_si512(wp + 16);
                     PX8(FWD_STEP)
                 }
@@ -274,12 +274,15 @@ int niti_direct_forward(const niti_conv_shape *s, const int8_t *x, const int8_t 
     uint32_t *wk = alloc64(sizeof(uint32_t) * (size_t)(kwords * lanes));
     int32_t *corr = alloc64(sizeof(int32_t) * (size_t)lanes);
     int64_t *koff = malloc(sizeof(int64_t) * (size_t)kwords);
-    uint8_t *pad = alloc64((size_t)(s->batch * img_bytes + 64)); /* slack: a row's last word may run 3 bytes over */
+    /* slack past the last image: a row's last word runs up to 3 bytes over, and the unstored pixels
+     * of a partial block up to (FWD_PX - 1) * stride_w * in_c further */
+    int64_t slack = niti_round_up((FWD_PX - 1) * s->stride_w * C + 64, 64);
+    uint8_t *pad = alloc64((size_t)(s->batch * img_bytes + slack));
     if (!wk || !corr || !koff || !pad) {
         free(wk), free(corr), free(koff), free(pad);
         return niti_fail(NITI_E_NOMEM, "niti_conv2d_forward: out of memory");
     }
-    memset(pad + s->batch * img_bytes, 0x80, 64);
+    memset(pad + s->batch * img_bytes, 0x80, (size_t)slack);
     /* the signed weights, and corr = 128 * sum of each output channel's weights (the bias of x) */
     memset(wk, 0, sizeof(uint32_t) * (size_t)(kwords * lanes));
     memset(corr, 0, sizeof(int32_t) * (size_t)lanes);
