@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: run test deps clean bench
+.PHONY: run test deps clean bench sim-examples
 
 run: $(STAMP) $(FMNIST)
 	$(VENV)/bin/nitisim run
@@ -31,6 +31,14 @@ $(STAMP): pyproject.toml
 
 bench: $(STAMP) $(FMNIST)
 	$(PY) benchmarks/kernels.py && $(PY) benchmarks/simulator.py && $(PY) benchmarks/accuracy.py
+
+# The simulator's report.md for every shipped accelerator on lenet and vgg-small-7 (docs/simulations/).
+sim-examples: $(STAMP)
+	mkdir -p docs/simulations
+	for arch in configs/accelerators/*.yaml; do for model in lenet vgg-small-7; do \
+	  name=$$(basename $$arch .yaml)-$$model; \
+	  $(VENV)/bin/nitisim simulate $$arch --model $$model --batch 256 --out build/sim/$$name >/dev/null && \
+	  cp build/sim/$$name/report.md docs/simulations/$$name.md || exit 1; done; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache nitisim-out
