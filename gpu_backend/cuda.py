@@ -432,7 +432,7 @@ def build_emulator(force: bool = False) -> Path:
     if shutil.which(cxx) is None:
         raise CudaUnavailable(f"no C++ compiler for the CUDA emulator: tried {cxx!r} ($CXX, default g++); install g++")
     sources = sorted(p for p in build.CSRC.glob("*.cu") if p.name != "cuda_emulation.cu")
-    headers = sorted(build.CSRC.glob("*.h")) + [build.CSRC / "cuda_emulation.cu"]
+    headers = sorted(build.CSRC.glob("*.h")) + sorted(build.CSRC.glob("*.cuh")) + [build.CSRC / "cuda_emulation.cu"]
     identity = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout.strip()
     digest = hashlib.sha256()
     for path in sources + headers:

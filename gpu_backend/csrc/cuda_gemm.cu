@@ -33,39 +33,7 @@
 #include "niti_arith.h"
 #include "niti_cuda_api.h"
 
-/* ---- internal interface shared by the .cu files (defined in cuda_lib.cu; keep the blocks equal) ----- */
-enum { NITI_OK = 0, NITI_E_ARG = 1, NITI_E_OVERFLOW = 2, NITI_E_NOMEM = 3, NITI_E_CUDA = 4 };
-enum { NITI_FLAG_NARROW = 1u, NITI_FLAG_VELOCITY = 2u, NITI_FLAG_LABEL = 4u, NITI_FLAG_LOSS_EXP = 8u };
-#define NITI_CU_SCRATCH_WORDS 8
-std::recursive_mutex &niti_cu_lock();
-int niti_cu_fail(int status, const char *fmt, ...);
-int niti_cu_enter(const char *fn);
-int niti_cu_check_launch(const char *fn);
-int niti_cu_cuda(cudaError_t err, const char *fn, const char *what);
-cudaStream_t niti_cu_stream();
-int niti_cu_sm_count();
-int niti_cu_gemm_engine();
-unsigned long long *niti_cu_scratch();
-unsigned *niti_cu_flags();
-int niti_cu_tmp_alloc(const char *fn, size_t bytes, void **ptr);
-void niti_cu_tmp_free(void *ptr);
-int niti_cu_gemm_setup();
-#define NITI_CU_ENTER(fn)                                                          \
-    std::lock_guard<std::recursive_mutex> niti_cu_guard_(niti_cu_lock());          \
-    do {                                                                           \
-        int niti_cu_st_ = niti_cu_enter(fn);                                       \
-        if (niti_cu_st_) return niti_cu_st_;                                       \
-    } while (0)
-#ifndef NITI_LAUNCH /* the host emulator (cuda_emulation.cu) defines these for its g++ build */
-#define NITI_LAUNCH(kernel, grid, block, smem, stream) kernel<<<(grid), (block), (smem), (stream)>>>
-#define NITI_DYNAMIC_SMEM(name) extern __shared__ __align__(16) uint8_t name[]
-#endif
-/* ---- end of the internal interface -------------------------------------------------------------- */
-
-#define REQUIRE(cond, ...)                                       \
-    do {                                                         \
-        if (!(cond)) return niti_cu_fail(NITI_E_ARG, __VA_ARGS__); \
-    } while (0)
+#include "cuda_internal.cuh"
 
 namespace {
 

@@ -19,35 +19,7 @@
 
 #define NITI_CUDA_ABI_VERSION 1
 
-/* ---- internal interface shared by the .cu files (the same block opens cuda_ops.cu, cuda_gemm.cu) ---- */
-enum { NITI_OK = 0, NITI_E_ARG = 1, NITI_E_OVERFLOW = 2, NITI_E_NOMEM = 3, NITI_E_CUDA = 4 };
-/* sticky device flags, raised by kernels with atomicOr and reported by the next synchronising call */
-enum { NITI_FLAG_NARROW = 1u, NITI_FLAG_VELOCITY = 2u, NITI_FLAG_LABEL = 4u, NITI_FLAG_LOSS_EXP = 8u };
-#define NITI_CU_SCRATCH_WORDS 8 /* uint64 device words an op may use while it runs (zeroed by the op) */
-std::recursive_mutex &niti_cu_lock();
-int niti_cu_fail(int status, const char *fmt, ...);
-int niti_cu_enter(const char *fn);             /* initialise device 0 on first use, select the device */
-int niti_cu_check_launch(const char *fn);      /* status 4 if a launch failed */
-int niti_cu_cuda(cudaError_t err, const char *fn, const char *what); /* status 4 with the CUDA message */
-cudaStream_t niti_cu_stream();
-int niti_cu_sm_count();
-int niti_cu_gemm_engine();                     /* 1 mma, 2 dp4a */
-unsigned long long *niti_cu_scratch();
-unsigned *niti_cu_flags();
-int niti_cu_tmp_alloc(const char *fn, size_t bytes, void **ptr);
-void niti_cu_tmp_free(void *ptr);
-int niti_cu_gemm_setup();                      /* defined in cuda_gemm.cu: kernel attributes */
-#define NITI_CU_ENTER(fn)                                                          \
-    std::lock_guard<std::recursive_mutex> niti_cu_guard_(niti_cu_lock());          \
-    do {                                                                           \
-        int niti_cu_st_ = niti_cu_enter(fn);                                       \
-        if (niti_cu_st_) return niti_cu_st_;                                       \
-    } while (0)
-#ifndef NITI_LAUNCH /* the host emulator (cuda_emulation.cu) defines these for its g++ build */
-#define NITI_LAUNCH(kernel, grid, block, smem, stream) kernel<<<(grid), (block), (smem), (stream)>>>
-#define NITI_DYNAMIC_SMEM(name) extern __shared__ __align__(16) uint8_t name[]
-#endif
-/* ---- end of the internal interface -------------------------------------------------------------- */
+#include "cuda_internal.cuh"
 
 namespace {
 
