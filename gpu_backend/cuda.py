@@ -56,6 +56,8 @@ from nitisim.errors import IntegerOverflowError
 from nitisim.numerics import LOSS_VARIANTS, ROUNDING_MODES, SHADOW_FRAC_BITS, QTensor
 
 from . import build
+from .lib import CLibError
+from .lib import cdef_text as _cdef_text
 
 ABI_VERSION = 1  # must equal NITI_CUDA_ABI_VERSION in csrc/cuda_lib.cu
 API_HEADER = build.CSRC / "niti_cuda_api.h"
@@ -69,27 +71,14 @@ class CudaUnavailable(RuntimeError):
     """No usable CUDA backend here; the message says what was tried and how to fix it."""
 
 
-class CudaError(RuntimeError):
+class CudaError(CLibError):
     """A CUDA library call failed; `status` is the C status code, the message is the library's."""
-
-    def __init__(self, status: int, message: str):
-        self.status = status
-        super().__init__(message)
 
 
 # ------------------------------------------------------------------------------------------ binding
 def cdef_text(header: Path = API_HEADER) -> str:
-    """The header as cffi's cdef reads it: preprocessor lines and the __cplusplus block dropped."""
-    kept, skipping = [], False
-    for line in Path(header).read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#ifdef __cplusplus"):
-            skipping = True
-        elif skipping and stripped.startswith("#endif"):
-            skipping = False
-        elif not skipping and not stripped.startswith("#"):
-            kept.append(line)
-    return "\n".join(kept)
+    """The header as cffi's cdef reads it (gpu_backend.lib.cdef_text, defaulting to the CUDA API header)."""
+    return _cdef_text(header)
 
 
 _PROTOTYPE = re.compile(r"(int|double|const\s+char\s*\*)\s*(niti_cuda_\w+)\s*\(([^)]*)\)\s*;")

@@ -40,7 +40,7 @@ class CLibError(RuntimeError):
 def cdef_text(header: Path = API_HEADER) -> str:
     """The header as cffi's cdef reads it: preprocessor lines and the __cplusplus block dropped."""
     kept, skipping = [], False
-    for line in header.read_text().splitlines():
+    for line in Path(header).read_text().splitlines():
         stripped = line.strip()
         if stripped.startswith("#ifdef __cplusplus"):
             skipping = True
