@@ -44,10 +44,16 @@ def init_params(graph: Graph, seed: int = 0) -> dict[str, QTensor]:
         fan_in, fan_out = _fans(shape)
         bound = math.sqrt(6.0 / (fan_in + fan_out))
         params[name] = quantize_float_weights(rng.uniform(-bound, bound, size=shape))
+    init_states(graph, params)
+    return params
+
+
+def init_states(graph: Graph, params: dict[str, QTensor]) -> None:
+    """Set `graph`'s optimiser states in `params` (in place) from the weights already there: momentum
+    velocities zero (int32, the weight's exponent), int16 shadows w << 8."""
     for name in graph.states:
         w = params[name.rsplit(".", 1)[0]]
         if name.endswith(".velocity"):
             params[name] = QTensor(np.zeros(w.m.shape, np.int32), w.e)
         else:
             params[name] = QTensor(w.m.astype(np.int16) << SHADOW_FRAC_BITS, w.e - SHADOW_FRAC_BITS)
-    return params

@@ -8,14 +8,13 @@ grow heavy tails, which a capped int8 layer can only imitate by saturating at +-
 `with_headroom(graph, params, bits)` shifts every initial weight right by `bits` (round half away
 from zero) and raises its exponent by `bits`: the real values stay the same to within half the new
 LSB, and each layer can grow 2**bits before it saturates. Integer-only; states are re-derived from
-the shifted weights exactly as nitisim.init does (zero velocity, shadow = w << 8).
+the shifted weights by nitisim.init.init_states (zero velocity, shadow = w << 8).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..graph import Graph
-from ..numerics import SHADOW_FRAC_BITS, QTensor, clamp_int8, round_shift
+from ..init import init_states
+from ..numerics import QTensor, clamp_int8, round_shift
 
 MAX_HEADROOM_BITS = 6  # keeps at least 1 bit of initial weight magnitude
 
@@ -29,10 +28,5 @@ def with_headroom(graph: Graph, params: dict[str, QTensor], bits: int) -> dict[s
     for name in graph.weights:
         w = params[name]
         out[name] = QTensor(clamp_int8(round_shift(w.m, bits, "nearest")), w.e + bits)
-    for name in graph.states:
-        w = out[name.rsplit(".", 1)[0]]
-        if name.endswith(".velocity"):
-            out[name] = QTensor(np.zeros(w.m.shape, np.int32), w.e)
-        else:
-            out[name] = QTensor(w.m.astype(np.int16) << SHADOW_FRAC_BITS, w.e - SHADOW_FRAC_BITS)
+    init_states(graph, out)
     return out
