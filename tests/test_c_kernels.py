@@ -366,25 +366,27 @@ def test_conv2d_weight_grad_int32_at_the_graph_bound(lib):
 
 
 # Narrow conv shapes take direct kernels (gpu_backend/csrc/cpu_direct.c) instead of the packed GEMM:
-#   forward: in_c * k_w <= 16 and out_c <= 64 (AVX-512 VNNI builds);
+#   forward: out_c <= 64, or the packed weight table k_h * ceil(k_w in_c / 4) * 4 * round_up(out_c, 32)
+#     bytes <= 64 KiB (AVX-512 VNNI builds);
 #   weight grad: k_h k_w in_c * round_up(out_c, 4) <= 2048, out_c <= 64 and the dy pixels cover at
 #     least a quarter of the padded grid (AVX-512 VNNI builds);
 #   input grad: the scatter form (col2im of dy @ w) when its MAC count is below the gather form's
 #     (every build), e.g. a 5x5 "full" convolution onto few input channels.
-# Each case below says which path it takes; all must equal the numpy references exactly.
+# Each case below says which paths it takes; all must equal the numpy references exactly.
 NARROW_CONV_CASES = [
     # batch, h, w, in_c, out_c, kernel, stride, padding    paths: forward / weight grad / input grad
     (3, 28, 28, 1, 20, (5, 5), (1, 1), (0, 0)),  # LeNet conv1: direct / direct / scatter
-    (2, 12, 12, 20, 50, (5, 5), (1, 1), (0, 0)),  # LeNet conv2: GEMM / GEMM / scatter
+    (2, 12, 12, 20, 50, (5, 5), (1, 1), (0, 0)),  # LeNet conv2: direct / GEMM / scatter
     (2, 11, 13, 1, 1, (5, 5), (1, 1), (2, 2)),  # one output channel, padding: direct / direct / scatter
     (2, 9, 9, 3, 16, (3, 3), (1, 1), (1, 1)),  # exactly one 16-lane block: direct / direct / scatter
     (2, 9, 9, 3, 17, (3, 3), (2, 1), (1, 1)),  # 16 + 1 lanes, stride (2, 1): direct / direct / scatter
     (2, 9, 9, 3, 17, (3, 3), (2, 2), (1, 1)),  # stride 2: grid under a quarter covered: direct / GEMM / scatter
     (1, 10, 9, 2, 33, (3, 5), (1, 2), (2, 1)),  # two lane pairs, stride_w 2: direct / direct / scatter
-    (2, 8, 8, 4, 64, (3, 3), (1, 1), (0, 0)),  # widest direct forward: direct / GEMM / scatter
-    (2, 10, 10, 4, 7, (5, 4), (1, 1), (1, 3)),  # in_c * k_w = 16: direct / direct / scatter
-    (2, 10, 10, 5, 7, (5, 4), (1, 1), (1, 3)),  # in_c * k_w = 20: GEMM / direct / scatter
-    (1, 6, 6, 1, 65, (1, 1), (1, 1), (0, 0)),  # out_c > 64: GEMM / GEMM / gather
+    (2, 8, 8, 4, 64, (3, 3), (1, 1), (0, 0)),  # 64 output channels: direct / GEMM / scatter
+    (2, 10, 10, 4, 7, (5, 4), (1, 1), (1, 3)),  # unequal paddings: direct / direct / scatter
+    (2, 10, 10, 5, 7, (5, 4), (1, 1), (1, 3)),  # a 20-byte kernel row: direct / direct / scatter
+    (1, 6, 6, 1, 65, (1, 1), (1, 1), (0, 0)),  # out_c > 64, tiny weight table: direct / GEMM / gather
+    (1, 6, 6, 128, 96, (3, 3), (1, 1), (1, 1)),  # 110 KiB weight table: GEMM / GEMM / gather
     (2, 7, 7, 1, 5, (7, 7), (1, 1), (0, 0)),  # a 1x1 output map: direct / GEMM / scatter
     (2, 9, 9, 2, 3, (3, 3), (3, 3), (0, 0)),  # stride 3: direct / GEMM / scatter
     (2, 8, 8, 6, 3, (2, 2), (2, 2), (0, 0)),  # stride = kernel: direct / direct / scatter
