@@ -4,7 +4,7 @@
 
 Runs `nitisim train CONFIG --arith int8` and `--arith fp32` (each in its own process, so the
 integer run never loads torch) into runs/accuracy/<stem>-{int8,fp32}, then writes one row per
-(config, epochs, backend) into docs/results-accuracy.md: model, dataset, epochs, final int8 and
+(config, epochs, backend) into docs/results.md (section accuracy): model, dataset, epochs, final int8 and
 fp32 test accuracy (best epoch in brackets), the gap, images/s of each, the numerics settings,
 the command, the machine (lscpu model name and cores) and the date. Rows of other configs already
 in the file are kept; a row with the same key is replaced. `--reuse` takes finished runs from
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import shlex
 import subprocess
@@ -22,14 +23,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from results_md import write_section  # noqa: E402
 TABLE_HEADER = (
     "| config | model | dataset | epochs | int8 test acc | fp32 test acc | gap (points) | int8 img/s | fp32 img/s "
     "| int8 settings | command | machine | date |"
 )
 TABLE_RULE = "|" + "---|" * (TABLE_HEADER.count("|") - 1)
-INTRO = """# Accuracy: integer-only (NITI) training vs float32
-
-Written by `benchmarks/accuracy.py`. Each row trains the same model on the same data for the same
+INTRO = """Each row trains the same model on the same data for the same
 epochs twice: in integers (`nitisim train --arith int8`) and in float32 with torch (`--arith fp32`,
 same network without biases, same int8-valued inputs, SGD with momentum). Accuracies are the
 final epoch's test accuracy, with the best epoch's in brackets; the gap is fp32 minus int8 (final).
@@ -93,19 +94,22 @@ def row(config: Path, epochs: int, s_int: dict, s_fp: dict, command: str) -> str
     return "| " + " | ".join(c.replace("|", "/") for c in cells) + " |"
 
 
-def write_table(path: Path, new_row: str) -> None:
-    """Replace the row with the same config, epochs and int8 backend, or append; keep the others."""
+def write_table(path: Path, new_row: str, command: str) -> None:
+    """Replace the row with the same config, epochs and int8 backend, or append; keep the others.
+    The table is the `accuracy` section of docs/results.md (benchmarks/results_md.py)."""
     def key(line: str) -> tuple:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         return cells[0], cells[3], cells[7].rsplit("(", 1)[-1]
 
     rows = []
     if path.exists():
-        rows = [ln for ln in path.read_text().splitlines()
-                if ln.startswith("| ") and ln != TABLE_HEADER and not ln.startswith("|---")]
+        text = path.read_text()
+        section = re.search(r"<!-- BEGIN accuracy -->(.*?)<!-- END accuracy -->", text, re.S)
+        lines = section.group(1).splitlines() if section else []
+        rows = [ln for ln in lines if ln.startswith("| ") and ln != TABLE_HEADER and not ln.startswith("|---")]
     rows = [r for r in rows if key(r) != key(new_row)] + [new_row]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(INTRO + TABLE_HEADER + "\n" + TABLE_RULE + "\n" + "\n".join(rows) + "\n")
+    body = INTRO + TABLE_HEADER + "\n" + TABLE_RULE + "\n" + "\n".join(rows) + "\n"
+    write_section("accuracy", "Accuracy: integer-only (NITI) vs float32 (benchmarks/accuracy.py)", body, command, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="auto", help="integer kernels: numpy | cpu | cuda | auto")
     parser.add_argument("--data", help="dataset folder (default: discovery)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "accuracy", help="run folders go here")
-    parser.add_argument("--md", type=Path, default=ROOT / "docs" / "results-accuracy.md")
+    parser.add_argument("--md", type=Path, default=ROOT / "docs" / "results.md")
     parser.add_argument("--reuse", action="store_true", help="read finished runs instead of training")
     args = parser.parse_args(argv)
     config = args.config.resolve()
@@ -129,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "benchmarks/accuracy.py", str(args.config), "--epochs", str(args.epochs),
                           "--backend", args.backend])
     line = row(config, args.epochs, s_int, s_fp, command)
-    write_table(args.md, line)
+    write_table(args.md, line, command)
     print(line)
     return 0
 
