@@ -51,7 +51,7 @@ def test_run_argument_errors(tmp_path, capsys):
 
 
 def test_default_config_gets_the_short_run_overrides(tmp_path, monkeypatch):
-    """Without --config: the shipped default, cut to a subset and one epoch; a relative model path is
+    """Without --config: the shipped default, with the short-run overrides (subset, epochs); a relative model path is
     made absolute so the config still works from the output folder."""
     import argparse
 
@@ -69,7 +69,8 @@ def test_default_config_gets_the_short_run_overrides(tmp_path, monkeypatch):
     run_cli.add_arguments(parser)
     p = run_cli.plan(parser.parse_args([]), tmp_path / "out")
     doc = yaml.safe_load(p.config.read_text())
-    assert doc["train_subset"] == run_cli.DEFAULT_TRAIN_SUBSET and doc["test_subset"] == run_cli.DEFAULT_TEST_SUBSET
+    assert doc["train_subset"] == (run_cli.DEFAULT_TRAIN_SUBSET or None)  # 0 is written as None: all images
+    assert doc["test_subset"] == run_cli.DEFAULT_TEST_SUBSET
     assert p.epochs == run_cli.DEFAULT_EPOCHS and p.batch == 256 and p.int_backend == "auto"
     assert doc["model"] == p.model == str(tmp_path / "cfg" / "net.yaml")
     everything = run_cli.plan(parser.parse_args(["--train-subset", "0", "--epochs", "3"]), tmp_path / "out2")
