@@ -14,6 +14,7 @@ Writes the tables to docs/results.md (section `kernels`) and prints them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -165,7 +166,10 @@ def main(argv=None) -> int:
     for model_name, batch in (("lenet", lenet_batch), ("mlp", lenet_batch)):
         table, t = training_table(cpu_table, torch, model_name, batch, repeats)
         steps.append(f"**{model_name}, batch {batch}**\n\n{table}")
+    load = os.getloadavg()[0]
     body = (
+        f"Load average {load:.1f} at the start on {os.cpu_count()} cores (a shared machine: threaded kernels wait for "
+        "descheduled threads, so ratios here are conservative for the C backend). "
         f"CPU backend: `{clib.kernel_isa}` GEMM micro-kernel, {threads} threads; torch {torch.__version__} with "
         f"{threads} threads. Best of {repeats} repetitions x interleaved rounds.\n\n"
         f"### int8 GEMM vs torch float32 matmul, vgg-small-7 conv shapes (batch {gemm_batch})\n\n{gemm}\n\n"
