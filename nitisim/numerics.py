@@ -350,9 +350,12 @@ def update_plain(w: np.ndarray, g_acc: np.ndarray, mu: int) -> np.ndarray:
 def update_momentum(
     w: np.ndarray, g_acc: np.ndarray, velocity: np.ndarray, mu: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Integer heavy-ball momentum with beta = 1 - 2**-3: v <- v - T(v, 3) + g; w <- w - PSR(v, 3).
+    """Integer heavy-ball momentum with beta = 1 - 2**-3: v <- v - sign(v) * ceil(|v| / 8) + g;
+    w <- w - PSR(v, 3).
 
-    v is an int32 state; at steady state v = 8 g, so the step keeps the plain rule's size.
+    v is an int32 state; at steady state v = 8 g, so the step keeps the plain rule's size. The decay
+    rounds up so that a velocity below 8 still decays to zero once the gradient is gone (truncating
+    it would leave |v| < 8 forever, and PSR(v, 3) would keep stepping the weight).
 
     >>> w, v = update_momentum(np.array([10], np.int8), np.array([1000]), np.array([0], np.int32), 2)
     >>> w.tolist(), v.tolist()
@@ -360,7 +363,8 @@ def update_momentum(
     """
     g = mu_step(g_acc, mu)
     v = velocity.astype(np.int64)
-    v = v - _trunc_shift(v, MOMENTUM_SHIFT) + g
+    decay = (np.abs(v) + ((1 << MOMENTUM_SHIFT) - 1)) >> MOMENTUM_SHIFT
+    v = v - np.where(v < 0, -decay, decay) + g
     step = round_shift(v, MOMENTUM_SHIFT, "pseudo_stochastic")
     return clamp_int8(w.astype(np.int64) - step), check_int32(v, "momentum velocity")
 

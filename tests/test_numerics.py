@@ -166,3 +166,15 @@ def test_shadow16_keeps_sub_lsb_steps():
     for _ in range(150):  # |g| = 2: b(g) = 1, so the step is g itself (|g| = 1 has b = 0: no step)
         w, sh = nm.update_shadow16(sh, np.array([2]), 0)
     assert sh[0] == (10 << 8) - 300 and w[0] == 9
+
+
+def test_momentum_velocity_decays_to_zero_without_gradient():
+    # A velocity below 8 must still decay (truncating v / 8 would keep it, and its weight, moving forever).
+    w = np.array([0, 0, 0, 0, 0], np.int8)
+    v = np.array([2, 7, -5, 100, -1000], np.int32)
+    for _ in range(100):
+        w, v = nm.update_momentum(w, np.zeros(5, np.int64), v, 3)
+    assert v.tolist() == [0, 0, 0, 0, 0]
+    w_before = w.copy()
+    w, v = nm.update_momentum(w, np.zeros(5, np.int64), v, 3)
+    assert (w == w_before).all()

@@ -146,9 +146,12 @@ NITI_HD static inline int64_t niti_mu_step(int64_t g, int range_bits, int mu) {
     return niti_round_shift(g, s, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u);
 }
 
-/* Integer heavy-ball velocity: v - T(v, 3) + step (int64; the caller checks it fits int32). */
+/* Integer heavy-ball velocity: v - sign(v) * ceil(|v| / 8) + step (int64; the caller checks it fits
+ * int32). Rounding the decay up matters: with T(v, 3) a velocity below 8 never decays, and PSR(v, 3)
+ * of it keeps moving its weight by one LSB every step after the gradient has gone. */
 NITI_HD static inline int64_t niti_momentum_velocity(int64_t v, int64_t step) {
-    return niti_wrap_add(niti_wrap_sub(v, niti_trunc_shift(v, NITI_MOMENTUM_SHIFT)), step);
+    int64_t decay = (int64_t)((niti_magnitude(v) + ((1u << NITI_MOMENTUM_SHIFT) - 1)) >> NITI_MOMENTUM_SHIFT);
+    return niti_wrap_add(niti_wrap_sub(v, v < 0 ? -decay : decay), step);
 }
 
 /* ---- integer softmax cross-entropy gradient (spec section 4) ------------------------------------ */
