@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import os
 import shlex
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from results_md import write_section  # noqa: E402
+from results_md import machine, write_section  # noqa: E402
 TABLE_HEADER = (
     "| config | model | dataset | epochs | int8 test acc | fp32 test acc | gap (points) | int8 img/s | fp32 img/s "
     "| int8 settings | command | machine | date |"
@@ -37,20 +36,6 @@ final epoch's test accuracy, with the best epoch's in brackets; the gap is fp32 
 Images/s are training images per second of training time (evaluation excluded).
 
 """
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model}, {cores} cores"
 
 
 def train(config: Path, arith: str, epochs: int, backend: str, out: Path, data: str | None) -> list[str]:

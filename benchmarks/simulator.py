@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from hwmodels import resolve_accelerator, simulate, simulate_with_fp32  # noqa: E402
 from nitisim.graph import build_graph  # noqa: E402
 from nitisim.models import resolve_model  # noqa: E402
-from results_md import write_section  # noqa: E402
+from results_md import machine, write_section  # noqa: E402
 
 SCALESIM_CYCLES_PER_S = 5_000  # spec §2: ~25 s for a 115 M-MAC layer on 2 cores
 TARGET = ("tpu-like-128x128", "vgg-small-9", 256, 2.0)  # must simulate a training step in < 2 s
@@ -48,16 +47,10 @@ def best_of(fn, repeat: int) -> tuple[float, object]:
     return best, out
 
 
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    load = ", load average %.1f at the start (the machine is shared)" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
-    return f"{model}, {os.cpu_count()} logical cores, Python {platform.python_version()}{load}"
+def host_detail() -> str:
+    """The machine line plus what moves simulator timings: Python version and the load at the start."""
+    load = f", load average {os.getloadavg()[0]:.1f} at the start (the machine is shared)"
+    return f"{machine()}, Python {platform.python_version()}{load}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/results.md alone")
     args = parser.parse_args(argv)
 
-    host = machine()  # before the runs, so the load average is the neighbours', not ours
+    host = host_detail()  # before the runs, so the load average is the neighbours', not ours
     rows = []
     for arch_name, model_name, batch in PAIRS:
         arch = resolve_accelerator(arch_name)
