@@ -215,22 +215,19 @@ class CLib:
     # ---- GEMM ----------------------------------------------------------------------------------------
     def gemm_s8s8s32(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """a (M, K) int8, b (N, K) int8 -> a @ b.T as int32 (IntegerOverflowError if a value leaves int32)."""
-        pa, pb = self._in(a, np.int8, "a", 2), self._in(b, np.int8, "b", 2)
-        (m, k), (n, kb) = a.shape, b.shape
-        if k != kb:
-            raise ValueError(f"gemm: a is {a.shape} and b is {b.shape}; their second dimensions must match")
-        out, po = self._out((m, n), np.int32)
-        self.check(self.lib.niti_gemm_s8s8s32(m, n, k, pa, pb, po))
-        return out
+        return self._gemm(a, b, np.int32, self.lib.niti_gemm_s8s8s32)
 
     def gemm_s8s8s64(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """a (M, K) int8, b (N, K) int8 -> a @ b.T as int64 (any K)."""
+        return self._gemm(a, b, np.int64, self.lib.niti_gemm_s8s8s64)
+
+    def _gemm(self, a: np.ndarray, b: np.ndarray, out_dtype, fn) -> np.ndarray:
         pa, pb = self._in(a, np.int8, "a", 2), self._in(b, np.int8, "b", 2)
         (m, k), (n, kb) = a.shape, b.shape
         if k != kb:
             raise ValueError(f"gemm: a is {a.shape} and b is {b.shape}; their second dimensions must match")
-        out, po = self._out((m, n), np.int64)
-        self.check(self.lib.niti_gemm_s8s8s64(m, n, k, pa, pb, po))
+        out, po = self._out((m, n), out_dtype)
+        self.check(fn(m, n, k, pa, pb, po))
         return out
 
     # ---- linear --------------------------------------------------------------------------------------
