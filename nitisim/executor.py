@@ -8,6 +8,7 @@ the specification; gpu_backend supplies the C and CUDA tables.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Mapping
 
@@ -51,7 +52,7 @@ def run_graph(
     """
     retained = set(keep) | set(graph.weights) | set(graph.states) | {graph.logits_name}
     last = graph.last_uses()
-    clock = _monotonic if observer else None
+    clock = time.perf_counter if observer else None
     for i, node in enumerate(graph.nodes):
         fn = kernels.get(node.op)
         if fn is None:
@@ -66,12 +67,6 @@ def run_graph(
             if last.get(name) == i and name not in retained and name not in node.outputs:
                 env.pop(name, None)
     return env
-
-
-def _monotonic() -> float:
-    import time
-
-    return time.perf_counter()
 
 
 def train_step(

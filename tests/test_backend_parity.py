@@ -1,5 +1,4 @@
 """Whole training steps on the C backend equal the numpy reference bit for bit, every tensor."""
-import numpy as np
 import pytest
 
 from gpu_backend.backends import kernel_table

@@ -1,5 +1,4 @@
 """The training graph: shapes, dtypes, node order and MAC counts of every built-in model."""
-import numpy as np
 import pytest
 
 from nitisim.graph import NumericsOptions, build_graph, node_macs, weight_grad_dtype

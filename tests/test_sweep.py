@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hwmodels.sweep import expand, load_grid, parse_grid
+from hwmodels.sweep import expand, load_grid
 from nitisim.cli import main
 from nitisim.errors import UserInputError
 

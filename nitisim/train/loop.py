@@ -64,7 +64,7 @@ def run_training(cfg: TrainConfig, trainer: Trainer, ds: Dataset, run: RunFolder
     if start_epoch >= cfg.epochs:
         progress.line(f"nitisim: checkpoint already holds epoch {start_epoch - 1}; nothing to train for "
                       f"--epochs {cfg.epochs}")
-    n_train, n_test = ds.train_labels.shape[0], ds.test_labels.shape[0]
+    n_test = ds.test_labels.shape[0]
     for epoch in range(start_epoch, cfg.epochs):
         info = trainer.epoch_info(epoch)
         label = f"epoch {epoch + 1}/{cfg.epochs}"
