@@ -59,7 +59,7 @@ from . import build
 from .lib import CLibError
 from .lib import cdef_text as _cdef_text
 
-ABI_VERSION = 1  # must equal NITI_CUDA_ABI_VERSION in csrc/cuda_lib.cu
+ABI_VERSION = 2  # must equal NITI_CUDA_ABI_VERSION in csrc/cuda_lib.cu
 API_HEADER = build.CSRC / "niti_cuda_api.h"
 STATUS_INVALID_ARGUMENT, STATUS_OVERFLOW, STATUS_OUT_OF_MEMORY, STATUS_CUDA = 1, 2, 3, 4
 MAX_K_INT32 = 131071  # NITI_MAX_K_S32: longest reduction an int32 accumulator provably holds
@@ -268,6 +268,20 @@ class CudaLib:
         self.call("niti_cuda_timer_stop", _addr(out))
         return float(out[0])
 
+    def marks_begin(self, capacity: int) -> None:
+        """Record mark 0 on the stream, with room for `capacity` more marks."""
+        self.call("niti_cuda_marks_begin", int(capacity))
+
+    def mark(self) -> None:
+        """Record the next mark on the stream (returns at once)."""
+        self.call("niti_cuda_mark")
+
+    def marks_read(self, n: int) -> np.ndarray:
+        """Milliseconds between consecutive marks, (n,): waits for the last mark."""
+        out = np.zeros(max(int(n), 1), np.float64)
+        self.call("niti_cuda_marks_read", int(n), _addr(out))
+        return out[: int(n)]
+
     # ---- tensors ------------------------------------------------------------------------------------
     def empty(self, shape, dtype, exp: "_DeviceBuffer | bool | None" = True) -> "DeviceTensor":
         """A new device tensor; exp=True gives it a fresh (unset) exponent slot, a slot shares one."""
@@ -470,6 +484,33 @@ def cuda_status(device: int = 0) -> tuple[bool, str]:
         return True, f"{lib.device_name()} (compute capability {major}.{minor}, GEMM engine {lib.gemm_engine})"
     except CudaUnavailable as err:
         return False, str(err)
+
+
+class DeviceNodeClock:
+    """nitisim.executor.NodeClock on the stream: an event recorded after each node, so a node's time
+    is the stream time between its mark and the previous one (its kernels, plus any wait for the host
+    to queue them), not the microseconds its asynchronous launch took on the host."""
+
+    def __init__(self, lib: CudaLib):
+        self.lib = lib
+        self._laps = 0
+
+    def start(self, nodes: int) -> None:
+        self.lib.marks_begin(nodes)
+        self._laps = 0
+
+    def lap(self) -> None:
+        self.lib.mark()
+        self._laps += 1
+
+    def read(self) -> list[float]:
+        laps, self._laps = self._laps, 0
+        return [ms * 1e-3 for ms in self.lib.marks_read(laps).tolist()]
+
+
+def device_node_clock(device: int = 0, lib: CudaLib | None = None) -> DeviceNodeClock:
+    """The node clock of the CUDA backend (on the library its kernel table uses)."""
+    return DeviceNodeClock(lib or cuda_library(device))
 
 
 def to_device(t: QTensor | np.ndarray, lib: CudaLib | None = None) -> DeviceTensor:

@@ -469,3 +469,51 @@ def test_lenet_training_steps_equal_numpy(dev, options):
 @pytest.mark.parametrize("options", OPTIONS, ids=["niti", "stochastic-momentum-fine", "shadow16"])
 def test_small_vgg_training_steps_equal_numpy(dev, options):
     _steps_match(dev, SMALL_VGG, 64 if dev.gpu else 3, options, 4 if dev.gpu else 2)
+
+
+# ------------------------------------------------------------------------------------ per-node timing
+def test_timing_marks_measure_the_stream_and_refuse_misuse(dev):
+    lib = dev.lib
+    lib.marks_begin(3)
+    a, b = lib.to_device(rand_i8((64, 64))), lib.to_device(rand_i8((64, 64)))
+    for _ in range(3):
+        lib.gemm(a, b)
+        lib.mark()
+    ms = lib.marks_read(3)
+    assert ms.shape == (3,) and (ms >= 0).all()
+    with pytest.raises(cuda.CudaError, match="marks_begin was not called"):
+        lib.mark()  # a read ends the marks
+    lib.marks_begin(1)
+    lib.mark()
+    with pytest.raises(cuda.CudaError, match="more marks than the capacity"):
+        lib.mark()
+    with pytest.raises(cuda.CudaError, match="asked for 2 intervals, 1 marks"):
+        lib.marks_read(2)
+
+
+def test_trainer_times_every_node_with_device_events(dev, tmp_path):
+    """timing.json of a CUDA run holds stream time per node, read through the device node clock."""
+    import json
+
+    from nitisim.train.config import load_config
+    from nitisim.train.data import load_for_config
+    from nitisim.train.integer import IntegerTrainer
+    from nitisim.train.loop import run_training
+    from nitisim.train.progress import Progress
+    from nitisim.train.runfiles import RunFolder
+
+    cfg = load_config(REPO / "configs" / "train" / "synthetic-mlp.yaml").with_epochs(1)
+    ds = load_for_config(cfg, None)
+    clock = cuda.device_node_clock(lib=dev.lib)
+    marks = []
+    original_read = clock.read
+    clock.read = lambda: marks.append(1) or original_read()
+    trainer = IntegerTrainer(cfg, dev.table, "cuda", clock=clock)
+    run = RunFolder(tmp_path / "run", "int8")
+    run.create()
+    run_training(cfg, trainer, ds, run, progress=Progress(enabled=False))
+    timing = json.loads((tmp_path / "run" / "timing.json").read_text())
+    steps = timing["steps"]
+    assert steps == len(marks) > 0  # one read of the stream marks per step
+    assert set(timing["nodes"]) == {n.name for n in trainer.graph.nodes}
+    assert all(n["calls"] == steps and n["seconds"] >= 0 for n in timing["nodes"].values())

@@ -61,3 +61,46 @@ def test_empty_table_is_unusable(monkeypatch):
     _fake_backends(monkeypatch, {"cpu": {}})
     with pytest.raises(UserInputError, match="not a kernel table"):
         resolve_backend("cpu")
+
+
+# ------------------------------------------------------------------------------------ node clocks
+def test_host_clock_gives_each_node_its_own_time():
+    """The node that sleeps gets the sleep: laps are attributed to the node that ran, in graph order."""
+    import time
+
+    import numpy as np
+
+    from nitisim.executor import HostNodeClock, StepContext, train_step
+    from nitisim.graph import NumericsOptions, build_graph
+    from nitisim.init import init_params
+    from nitisim.models import builtin_models
+    from nitisim.numerics import QTensor
+
+    graph = build_graph(builtin_models()["mlp"], 4, NumericsOptions())
+    slow = next(n for n in graph.nodes if n.op == "loss_grad")
+
+    def sleepy_loss(node, ctx, *inputs):
+        time.sleep(0.05)
+        return REFERENCE_KERNELS["loss_grad"](node, ctx, *inputs)
+
+    kernels = {**REFERENCE_KERNELS, "loss_grad": sleepy_loss}
+    clock = HostNodeClock()
+    x = QTensor(np.ones((4, 28, 28, 1), np.int8), -8)
+    train_step(graph, kernels, init_params(graph, 1), x, np.zeros(4, np.int32), StepContext(), clock=clock)
+    seconds = dict(zip((n.name for n in graph.nodes), clock.read()))
+    assert len(seconds) == len(graph.nodes) and min(seconds.values()) >= 0
+    assert seconds[slow.name] >= 0.05
+    assert max(s for name, s in seconds.items() if name != slow.name) < 0.05
+    assert clock.read() == []  # read once
+
+
+def test_node_clock_per_backend(monkeypatch):
+    from nitisim.executor import HostNodeClock
+    from nitisim.train.backends import node_clock
+
+    assert isinstance(node_clock("numpy"), HostNodeClock) and isinstance(node_clock("cpu"), HostNodeClock)
+    fake = types.SimpleNamespace(device_node_clock=lambda: "device clock")
+    monkeypatch.setitem(__import__("sys").modules, "gpu_backend.cuda", fake)
+    assert node_clock("cuda") == "device clock"  # cuda kernels return at launch: events, not host laps
+    with pytest.raises(ValueError):
+        node_clock("auto")

@@ -1,5 +1,6 @@
 /* cuda_lib.cu: the CUDA library's plumbing: error messages, the one device and stream, the
- * stream-ordered allocator, copies, the deferred device checks, timers and the exponent helper.
+ * stream-ordered allocator, copies, the deferred device checks, timers, per-node timing marks and
+ * the exponent helper.
  *
  * State is process-wide (one device, one stream, a few words of device scratch) and every entry
  * point holds one recursive lock while it queues work, so calls from several host threads are
@@ -9,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <mutex>
+#include <vector>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,7 +19,7 @@
 #include "niti_arith.h"
 #include "niti_cuda_api.h"
 
-#define NITI_CUDA_ABI_VERSION 1
+#define NITI_CUDA_ABI_VERSION 2
 
 #include "cuda_internal.cuh"
 
@@ -33,6 +35,9 @@ struct LibState {
     unsigned *flags = nullptr;
     cudaEvent_t timer_begin = nullptr, timer_end = nullptr;
     bool timer_running = false;
+    std::vector<cudaEvent_t> marks; /* niti_cuda_marks_begin/mark: grows, never shrinks */
+    int64_t marks_capacity = 0;     /* marks allowed after mark 0, as given to marks_begin */
+    int64_t marks_recorded = 0;     /* marks recorded since marks_begin, mark 0 included */
 };
 
 LibState g;
@@ -371,6 +376,56 @@ int niti_cuda_timer_stop(double *ms_out) {
     if (err != cudaSuccess) return niti_cu_cuda(err, "niti_cuda_timer_stop", "timing events");
     *ms_out = ms;
     return sync_and_check("niti_cuda_timer_stop");
+}
+
+/* Per-node timing marks. Kernels queue asynchronously, so a host clock around a call measures the
+ * launch, not the work: an event recorded on the stream after each node measures the work, and the
+ * difference of consecutive events is that node's stream time. Reading waits only for the last mark. */
+int niti_cuda_marks_begin(int64_t capacity) {
+    if (capacity < 0 || capacity > (1 << 20))
+        return niti_cu_fail(NITI_E_ARG, "niti_cuda_marks_begin: capacity %lld outside [0, 2^20]", (long long)capacity);
+    NITI_CU_ENTER("niti_cuda_marks_begin");
+    while ((int64_t)g.marks.size() < capacity + 1) {
+        cudaEvent_t e;
+        cudaError_t err = cudaEventCreate(&e);
+        if (err != cudaSuccess) return niti_cu_cuda(err, "niti_cuda_marks_begin", "cudaEventCreate");
+        g.marks.push_back(e);
+    }
+    g.marks_recorded = 0;
+    g.marks_capacity = capacity;
+    cudaError_t err = cudaEventRecord(g.marks[0], g.stream);
+    if (err != cudaSuccess) return niti_cu_cuda(err, "niti_cuda_marks_begin", "cudaEventRecord");
+    g.marks_recorded = 1;
+    return NITI_OK;
+}
+
+int niti_cuda_mark(void) {
+    NITI_CU_ENTER("niti_cuda_mark");
+    if (g.marks_recorded == 0) return niti_cu_fail(NITI_E_ARG, "niti_cuda_mark: niti_cuda_marks_begin was not called");
+    if (g.marks_recorded > g.marks_capacity)
+        return niti_cu_fail(NITI_E_ARG, "niti_cuda_mark: more marks than the capacity %lld given to niti_cuda_marks_begin",
+                            (long long)g.marks_capacity);
+    cudaError_t err = cudaEventRecord(g.marks[g.marks_recorded], g.stream);
+    if (err != cudaSuccess) return niti_cu_cuda(err, "niti_cuda_mark", "cudaEventRecord");
+    g.marks_recorded++;
+    return NITI_OK;
+}
+
+int niti_cuda_marks_read(int64_t n, double *ms_out) {
+    if (n < 0 || (n > 0 && !ms_out)) return niti_cu_fail(NITI_E_ARG, "niti_cuda_marks_read: bad output");
+    NITI_CU_ENTER("niti_cuda_marks_read");
+    if (n != g.marks_recorded - 1)
+        return niti_cu_fail(NITI_E_ARG, "niti_cuda_marks_read: asked for %lld intervals, %lld marks were recorded "
+                            "after niti_cuda_marks_begin", (long long)n, (long long)(g.marks_recorded - 1));
+    g.marks_recorded = 0; /* read once: a second read without a new marks_begin is an error */
+    cudaError_t err = n > 0 ? cudaEventSynchronize(g.marks[n]) : cudaSuccess;
+    for (int64_t i = 0; i < n && err == cudaSuccess; i++) {
+        float ms = 0.0f;
+        err = cudaEventElapsedTime(&ms, g.marks[i], g.marks[i + 1]);
+        ms_out[i] = ms;
+    }
+    if (err != cudaSuccess) return niti_cu_cuda(err, "niti_cuda_marks_read", "timing events");
+    return NITI_OK;
 }
 
 } /* extern "C" */

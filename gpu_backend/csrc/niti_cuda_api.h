@@ -9,7 +9,8 @@
  *     niti_cuda_last_error() holds the calling thread's last message;
  *   - one device per process (niti_cuda_init, or device 0 on first use) and one CUDA stream: every
  *     entry point queues its work on that stream in call order and returns without waiting, except
- *     the queries, niti_cuda_copy_out, niti_cuda_synchronize and niti_cuda_timer_stop, which wait;
+ *     the queries, niti_cuda_copy_out, niti_cuda_synchronize, niti_cuda_timer_stop and
+ *     niti_cuda_marks_read, which wait;
  *     calls from several host threads are serialised by a lock;
  *   - array arguments of the ops are device pointers (from niti_cuda_alloc); `*_host` ones are host;
  *   - exponents live on the device as int32 scalars: a GEMM op writes *exp_y = *exp_x + *exp_w,
@@ -52,6 +53,12 @@ int niti_cuda_get_gemm_kernel(int *kernel_out); /* the engine auto resolves to: 
 /* Milliseconds of stream time between timer_start and timer_stop (CUDA events; stop waits). */
 int niti_cuda_timer_start(void);
 int niti_cuda_timer_stop(double *ms_out);
+/* Per-node stream time: marks_begin records mark 0 and makes room for `capacity` more; each mark
+ * records the next on the stream; marks_read waits for the last and writes the n milliseconds
+ * between consecutive marks (n must be the number of marks after mark 0; it reads them once). */
+int niti_cuda_marks_begin(int64_t capacity);
+int niti_cuda_mark(void);
+int niti_cuda_marks_read(int64_t n, double *ms_out);
 
 /* ---- ranges and requantization ---------------------------------------------------------------------- */
 int niti_cuda_range_bits_s32(int64_t n, const int32_t *x, int32_t *bits_out); /* bits_out on the device */

@@ -7,6 +7,9 @@ cuda, cpu, numpy and says which one it took and why the others were passed over.
 
 An explicit `--backend cpu` or `--backend cuda` that cannot be loaded is an error: falling back to
 numpy silently would make a benchmark measure the wrong thing.
+
+`node_clock(name)` is how a backend's per-node times are taken: host laps where kernel calls
+return when their work is done (numpy, cpu), CUDA events where they return at launch (cuda).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import sys
 from typing import Callable, Mapping
 
 from ..errors import UserInputError
+from ..executor import HostNodeClock, NodeClock
 
 BACKENDS: tuple[str, ...] = ("numpy", "cpu", "cuda", "auto")
 _AUTO_ORDER: tuple[str, ...] = ("cuda", "cpu")  # fastest first; numpy is always there
@@ -36,6 +40,15 @@ def _compiled_table(name: str) -> Mapping:
     if not isinstance(table, Mapping) or not table:
         raise BackendUnavailable(f"kernel_table({name!r}) returned {type(table).__name__}, not a kernel table")
     return table
+
+
+def node_clock(name: str) -> NodeClock:
+    """The per-node clock of resolved backend `name` (numpy, cpu, cuda)."""
+    if name == "cuda":
+        return importlib.import_module("gpu_backend.cuda").device_node_clock()
+    if name in ("numpy", "cpu"):
+        return HostNodeClock()
+    raise ValueError(f"no node clock for backend {name!r}")
 
 
 def _numpy_table() -> Mapping:

@@ -3,7 +3,8 @@
 Inputs go through the integer-only path (uint8 -> int8, exponent -8). Every step runs
 `train_step` with `StepContext(seed, step, mu(epoch))`, so the counter hash, and with it every
 stochastic rounding and dropout mask, is a function of (seed, step) alone: there is no random
-state to checkpoint. Evaluation runs inference graphs (no dropout, no backward) of `eval_batch`
+state to checkpoint. With a timer, every step is timed per node by the backend's node clock
+(`node_clock`: stream events on CUDA, host laps elsewhere). Evaluation runs inference graphs (no dropout, no backward) of `eval_batch`
 rows, plus one graph for the remainder so every test image counts exactly once.
 """
 from __future__ import annotations
@@ -15,11 +16,12 @@ import numpy as np
 
 from ..datasets.transforms import to_int8
 from ..errors import UserInputError
-from ..executor import StepContext, forward_logits, predict, train_step
+from ..executor import NodeClock, StepContext, forward_logits, predict, train_step
 from ..graph import Graph, build_graph
 from ..init import init_params
 from ..numerics import QTensor
 from .checkpoint import load_int8, save_int8
+from .backends import node_clock
 from .config import TrainConfig
 from .data import eval_batches
 from .headroom import with_headroom
@@ -29,11 +31,13 @@ from .timing import NodeTimer
 class IntegerTrainer:
     arith = "int8"
 
-    def __init__(self, cfg: TrainConfig, kernels: Mapping, backend: str, timer: NodeTimer | None = None):
+    def __init__(self, cfg: TrainConfig, kernels: Mapping, backend: str, timer: NodeTimer | None = None,
+                 clock: NodeClock | None = None):
         self.cfg = cfg
         self.kernels = kernels
         self.backend = backend
         self.timer = timer
+        self._clock = clock  # None: the backend's own, made when a timer first needs it
         self.graph = build_graph(cfg.model, cfg.batch, cfg.numerics, training=True)
         self.params: dict[str, QTensor] = with_headroom(self.graph, init_params(self.graph, cfg.seed),
                                                         cfg.weight_headroom_bits)
@@ -54,10 +58,16 @@ class IntegerTrainer:
         x = QTensor(*to_int8(images))
         ctx = StepContext(seed=self.cfg.seed, step=step, mu=self.cfg.mu_at(epoch))
         logits_name = self.graph.logits_name
+        clock = None
+        if self.timer is not None:
+            clock = self._clock = self._clock or node_clock(self.backend)
         result = train_step(self.graph, self.kernels, self.params, x, labels.astype(np.int32), ctx,
-                            keep=(logits_name,), observer=self.timer.observe if self.timer else None)
+                            keep=(logits_name,), clock=clock)
         self.params = result.params
-        return int((predict(result.tensors[logits_name]) == labels).sum())
+        correct = int((predict(result.tensors[logits_name]) == labels).sum())
+        if clock is not None:
+            self.timer.observe_step(self.graph.nodes, clock.read())
+        return correct
 
     def evaluate(self, images: np.ndarray, labels: np.ndarray) -> int:
         """Correct predictions over all test images, in eval_batch slices plus the remainder."""

@@ -1,13 +1,13 @@
-"""Per-node wall time of the training steps, summed over the run, for timing.json.
+"""Per-node time of the training steps, summed over the run, for timing.json.
 
-`NodeTimer.observe` is the `observer(node, seconds)` hook of `nitisim.executor.train_step`: the
-executor wraps each kernel call in perf_counter and hands the difference here, so the cost is one
-dict update per node per step. A later report joins these seconds with the accelerator model's
-simulated time per (layer, phase, op).
+After each step the trainer reads its backend's node clock (nitisim.executor.NodeClock: host
+perf_counter laps for numpy and the C library, stream events for CUDA) and hands each node's
+seconds to `NodeTimer.observe`, one dict update per node per step. A later report joins these
+seconds with the accelerator model's simulated time per (layer, phase, op).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..graph import Node
 
@@ -21,6 +21,13 @@ class NodeTimer:
             name: [v["op"], v["layer"], v["phase"], float(v["seconds"]), int(v["calls"])]
             for name, v in (previous or {}).items()
         }
+
+    def observe_step(self, nodes: Sequence[Node], seconds: Sequence[float]) -> None:
+        """One step's seconds per node, in the order the clock lapped them."""
+        if len(nodes) != len(seconds):
+            raise ValueError(f"node clock gave {len(seconds)} times for {len(nodes)} nodes")
+        for node, sec in zip(nodes, seconds):
+            self.observe(node, sec)
 
     def observe(self, node: Node, seconds: float) -> None:
         entry = self._nodes.get(node.name)
