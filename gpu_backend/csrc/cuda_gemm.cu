@@ -196,11 +196,19 @@ constexpr int SROW = BK + 16; /* bytes per shared row: 80 keeps the fragment loa
 constexpr int STAGE_BYTES = (BM + BN) * SROW;
 constexpr int MMA_SMEM = STAGES * STAGE_BYTES; /* 81920: needs the raised dynamic shared-memory limit */
 
-/* (NITI_CUDA_EMULATION: the host emulator's versions of the same instructions, for the tests.) */
+/* (NITI_CUDA_EMULATION: the host emulator's versions of the same instructions, for the tests.)
+ * cp.async and mma.m16n8k32.s8 exist from sm_80 on; a build for an older GPU (where only the dp4a
+ * engine runs, niti_cu_gemm_engine) still compiles, and the mma kernel traps there instead of
+ * returning zeros. MMA_ARCH_OK: compiling device code for sm_80 or later (or the emulator). */
+#if defined(NITI_CUDA_EMULATION) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
+#define MMA_ARCH_OK 1
+#else
+#define MMA_ARCH_OK 0
+#endif
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool valid) {
 #ifdef NITI_CUDA_EMULATION
     niti_emu::cp_async16(smem, gmem, valid);
-#else
+#elif MMA_ARCH_OK
     const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
     const int n = valid ? 16 : 0; /* src-size 0: the 16 bytes are zero-filled, nothing is read */
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n) : "memory");
@@ -209,7 +217,7 @@ __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool va
 __device__ __forceinline__ void cp_async_commit() {
 #ifdef NITI_CUDA_EMULATION
     niti_emu::cp_async_commit();
-#else
+#elif MMA_ARCH_OK
     asm volatile("cp.async.commit_group;\n" ::: "memory");
 #endif
 }
@@ -217,7 +225,7 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
 #ifdef NITI_CUDA_EMULATION
     niti_emu::cp_async_wait(N);
-#else
+#elif MMA_ARCH_OK
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 #endif
 }
@@ -229,7 +237,7 @@ __device__ __forceinline__ void cp_async_wait() {
 __device__ __forceinline__ void mma_s8(int (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
 #ifdef NITI_CUDA_EMULATION
     niti_emu::mma_s8(c, a, b0, b1);
-#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#elif MMA_ARCH_OK
     asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -242,6 +250,9 @@ template <int OUT>
 __global__ void __launch_bounds__(MMA_THREADS) gemm_mma_kernel(const int8_t *__restrict__ A, const int8_t *__restrict__ B,
                                                                int64_t M, int64_t N, int64_t Kp, int64_t chunk_tiles,
                                                                void *C) {
+#if !MMA_ARCH_OK && defined(__CUDA_ARCH__)
+    __trap(); /* no int8 mma or cp.async below sm_80: never launched there, never a silent wrong result */
+#endif
     NITI_DYNAMIC_SMEM(smem);
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp >> 1, wn = warp & 1, g = lane >> 2, t = lane & 3;
