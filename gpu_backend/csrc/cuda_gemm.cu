@@ -561,6 +561,10 @@ int conv_weight_grad(const char *fn, const ConvShape &s, const int8_t *x, const 
 } /* namespace */
 
 int niti_cu_gemm_setup() {
+    /* Called while the device initialises, before any niti_cuda_set_gemm_kernel, so the engine is the
+     * automatic one: mma exactly on sm_80 and later. Older GPUs never run the mma kernel, and their
+     * opt-in shared memory per block (64 KB on sm_75) is below MMA_SMEM, so the attribute would fail. */
+    if (niti_cu_gemm_engine() != 1) return NITI_OK;
     const void *kernels[] = {(const void *)gemm_mma_kernel<STORE32>, (const void *)gemm_mma_kernel<ATOMIC32>,
                              (const void *)gemm_mma_kernel<STORE64>, (const void *)gemm_mma_kernel<ATOMIC64>};
     for (const void *k : kernels) {
