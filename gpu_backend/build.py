@@ -24,7 +24,10 @@ CUDA_LIBRARY = "libniti_cuda.so"
 # -march selects the GEMM micro-kernel at compile time (AVX-512 VNNI, AVX2 or portable C; see
 # csrc/cpu_internal.h); -fopenmp threads the GEMM and the elementwise loops.
 CPU_FLAGS = ("-O3", "-std=c11", "-fPIC", "-shared", "-fopenmp", "-Wall", "-Wextra", "-Wno-unused-function")
-CUDA_ARCHS = ("-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90")
+# Machine code for Ampere (sm_80) and Hopper (sm_90), plus sm_90 PTX, which the driver compiles at
+# load time for newer GPUs (Blackwell) that the machine code cannot run on.
+CUDA_ARCHS = ("-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
+              "-gencode", "arch=compute_90,code=compute_90")
 CUDA_FLAGS = ("-O3", "-shared", "-Xcompiler", "-fPIC", "-std=c++17", *CUDA_ARCHS)
 
 
@@ -137,7 +140,7 @@ def find_nvcc() -> str | None:
 
 
 def build_cuda(extra_flags: tuple[str, ...] = (), force: bool = False) -> Path:
-    """Path of the compiled CUDA library (csrc/*.cu for sm_80 and sm_90), compiling it if needed."""
+    """Path of the compiled CUDA library (csrc/*.cu for sm_80 and sm_90, plus sm_90 PTX), compiling it if needed."""
     nvcc = find_nvcc()
     if nvcc is None:
         raise BuildError(

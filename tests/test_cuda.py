@@ -68,6 +68,8 @@ def test_cuda_sources_compile_with_nvcc_and_export_the_api():
     assert not missing, f"{lib} lacks {sorted(missing)}"
     undefined = subprocess.run([nm_tool, "-D", "--undefined-only", str(lib)], capture_output=True, text=True, check=True)
     assert "niti" not in undefined.stdout  # the .cu files' shared internal interface is complete
+    # sm_90 PTX (stored as text in the fat binary), which the driver compiles for GPUs newer than sm_90
+    assert b".target sm_90" in Path(lib).read_bytes()
     cuobjdump = Path(build.find_nvcc()).with_name("cuobjdump")
     if cuobjdump.exists():  # machine code for both targets, not only PTX
         elves = subprocess.run([str(cuobjdump), "--list-elf", str(lib)], capture_output=True, text=True).stdout
