@@ -9,7 +9,9 @@
 #   5. the main job on the GPU, `nitisim run --backend cuda` (Fashion-MNIST LeNet, 2 epochs, int8 on
 #      CUDA and its fp32 twin on torch CUDA, the shipped accelerators simulated, report.html), then
 #      the same integer config trained on the C backend and benchmarks/same_run.py: the two runs
-#      must be the same run, bit for bit (checkpoint and every per-epoch accuracy).
+#      must be the same run, bit for bit (checkpoint and every per-epoch accuracy);
+#   6. compute-sanitizer memcheck and racecheck over the GEMM and conv parity tests (last: slowest,
+#      and bounded so it cannot cost the results above).
 #
 #   benchmarks/gpu_carry.sh      # first, on a machine with pip: wheels + Fashion-MNIST into .gpucarry/
 #   benchmarks/gpu_check.sh      # on the GPU machine; Python: $PYTHON, else python3
@@ -19,7 +21,8 @@
 # Output (the device tool brings back at most 8 files): with $OUT set, $OUT/results-gpu.md (the
 # benchmark table), $OUT/gpu-check.log (every step's output) and $OUT/run-cuda/{report.html,
 # report.md, compare.json, timing.json, summary.json}; without $OUT, the same under docs/gpu-check/.
-# Sized for about 5 minutes on an H200; each step has its own timeout so a hang cannot eat the lease.
+# Sized for about 6 minutes on an H200; each step has its own timeout, and the steps run in order of
+# value, so a call cut short at its limit still returns what the earlier steps wrote.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -90,6 +93,18 @@ if step 300 "$PY" -m nitisim run --backend cuda --out "$work" "${data[@]}"; then
         || echo "CUDA AND C RUNS NOT SHOWN IDENTICAL (see above)" | tee -a "$LOG"
 else
     echo "nitisim run --backend cuda FAILED (see above)" | tee -a "$LOG"
+fi
+
+stamp "6. compute-sanitizer over the GEMM and conv parity tests (memcheck, then racecheck on shared memory)"
+if command -v compute-sanitizer >/dev/null; then
+    for tool in memcheck racecheck; do
+        step 150 compute-sanitizer --tool "$tool" --error-exitcode 9 "$PY" -m pytest -q -x -p no:cacheprovider \
+            -k "not emulator and (gemm or conv2d_forward)" tests/test_cuda.py \
+            && echo "compute-sanitizer $tool: clean" | tee -a "$LOG" \
+            || echo "compute-sanitizer $tool: ERRORS OR TIMEOUT (see above)" | tee -a "$LOG"
+    done
+else
+    echo "compute-sanitizer not on PATH: skipped" | tee -a "$LOG"
 fi
 
 stamp "done (parity tests exit $tests_status)"
