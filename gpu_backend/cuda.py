@@ -59,11 +59,14 @@ from . import build
 from .lib import CLibError
 from .lib import cdef_text as _cdef_text
 
-ABI_VERSION = 2  # must equal NITI_CUDA_ABI_VERSION in csrc/cuda_lib.cu
+ABI_VERSION = 3  # must equal NITI_CUDA_ABI_VERSION in csrc/cuda_lib.cu
 API_HEADER = build.CSRC / "niti_cuda_api.h"
 STATUS_INVALID_ARGUMENT, STATUS_OVERFLOW, STATUS_OUT_OF_MEMORY, STATUS_CUDA = 1, 2, 3, 4
 MAX_K_INT32 = 131071  # NITI_MAX_K_S32: longest reduction an int32 accumulator provably holds
 GEMM_ENGINES = ("auto", "mma", "dp4a")  # niti_cuda_set_gemm_kernel codes 0, 1, 2
+CONV_MODES = ("auto", "gather")  # niti_cuda_set_conv_mode codes 0, 1
+CONV_PATHS = ("gather", "implicit")  # niti_cuda_conv_path results 0, 1
+CONV_OPS = ("forward", "input_grad", "weight_grad")  # niti_cuda_conv_path op codes 0, 1, 2
 _DTYPES = {np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64)}
 
 
@@ -258,6 +261,32 @@ class CudaLib:
         if name not in GEMM_ENGINES:
             raise ValueError(f"unknown GEMM engine {name!r}; expected one of {GEMM_ENGINES}")
         self.call("niti_cuda_set_gemm_kernel", GEMM_ENGINES.index(name))
+
+    @property
+    def conv_mode(self) -> str:
+        """How conv ops get their A operand: 'auto' (implicit where conv_path says so) or 'gather'."""
+        out = np.zeros(1, np.int32)
+        self.call("niti_cuda_get_conv_mode", _addr(out))
+        return CONV_MODES[int(out[0])]
+
+    @conv_mode.setter
+    def conv_mode(self, name: str) -> None:
+        if name not in CONV_MODES:
+            raise ValueError(f"unknown conv mode {name!r}; expected one of {CONV_MODES}")
+        self.call("niti_cuda_set_conv_mode", CONV_MODES.index(name))
+
+    def conv_path(self, op: str, x_shape, out_c: int, kernel: int, stride: int, padding: int, src: int = 0) -> str:
+        """'implicit' or 'gather': the A-operand path conv `op` (CONV_OPS) of an NHWC input x_shape
+        would take now (conv mode, GEMM engine, shape; src: the address of x for the forward, of dy
+        for the input gradient, 0 standing for any 16-byte aligned tensor)."""
+        if op not in CONV_OPS:
+            raise ValueError(f"unknown conv op {op!r}; expected one of {CONV_OPS}")
+        n, h, w, c = (int(d) for d in x_shape)
+        k, s, p = int(kernel), int(stride), int(padding)
+        out = np.zeros(1, np.int32)
+        self.call("niti_cuda_conv_path", CONV_OPS.index(op), n, h, w, c, int(out_c), k, k, s, s, p, p, src or None,
+                  _addr(out))
+        return CONV_PATHS[int(out[0])]
 
     def timer_start(self) -> None:
         self.call("niti_cuda_timer_start")

@@ -108,6 +108,7 @@ def _emulator():
 def dev(request):
     lib = _gpu() if request.param == "gpu" else _emulator()
     lib.gemm_engine = "auto"
+    lib.conv_mode = "auto"
     return SimpleNamespace(kind=request.param, lib=lib, table=cuda.cuda_kernel_table(lib=lib),
                            gpu=request.param == "gpu")
 
@@ -212,12 +213,19 @@ def test_emulator_runs_the_mma_pipeline_with_both_cp_async_timings(monkeypatch):
     wait that retires them (catches a read before its wait): the mma GEMM is exact under both."""
     lib = _emulator()
     lib.gemm_engine = "mma"
+    lib.conv_mode = "auto"
     a, b = rand_i8((130, 450)), rand_i8((70, 450))
     want = (exact_int_matmul(a, b.T)).astype(np.int32)
+    x, wt = q((2, 5, 7, 16), -8), q((32, 3, 3, 16), -9)  # a conv whose A the kernel reads in place
+    assert lib.conv_path("forward", x.m.shape, 32, 3, 1, 1) == "implicit"
+    table = cuda.cuda_kernel_table(lib=lib)
+    conv = node("conv2d", stride=1, padding=1, kernel=3)
+    (y_want,) = REFERENCE_KERNELS["conv2d"](conv, CTX, x, wt)
     try:
         for timing in ("eager", "deferred"):
             monkeypatch.setenv("NITI_EMU_CP_ASYNC", timing)
             assert_same(lib.gemm(lib.to_device(a), lib.to_device(b)), want, timing)
+            assert_same(table["conv2d"](conv, CTX, x, wt)[0], y_want, (timing, "implicit conv"))
     finally:
         lib.gemm_engine = "auto"
 
@@ -246,13 +254,102 @@ def test_conv2d_forward_and_gradients(dev, case):
 
 
 def test_conv2d_larger_shapes(dev):
-    """Several output tiles in every direction (and, on the GPU, VGG-sized channels)."""
+    """Several output tiles in every direction (and, on the GPU, VGG-sized channels in both conv modes)."""
     n, h, w, c, o = (2, 12, 11, 19, 140) if not dev.gpu else (8, 32, 32, 128, 256)
     x, wt = q((n, h, w, c), -8), q((o, 3, 3, c), -9)
-    (y,) = check_op(dev, node("conv2d", stride=1, padding=1, kernel=3), x, wt)
-    dy = q(y.shape, -6)
-    check_op(dev, node("conv2d_input_grad", stride=1, padding=1, input_shape=(n, h, w, c)), dy, wt)
-    check_op(dev, node("conv2d_weight_grad", stride=1, padding=1, kernel=3, dtype="int64"), x, dy)
+    try:
+        for mode in ("auto", "gather") if dev.gpu else ("auto",):
+            dev.lib.conv_mode = mode
+            (y,) = check_op(dev, node("conv2d", stride=1, padding=1, kernel=3), x, wt)
+            dy = q(y.shape, -6)
+            check_op(dev, node("conv2d_input_grad", stride=1, padding=1, input_shape=(n, h, w, c)), dy, wt)
+        check_op(dev, node("conv2d_weight_grad", stride=1, padding=1, kernel=3, dtype="int64"), x, dy)
+    finally:
+        dev.lib.conv_mode = "auto"
+
+
+# Conv shapes for the implicit A operand (the mma kernel reading patches straight from the NHWC map):
+# (n, h, w, c, o, k, stride, padding) and the path forward / input gradient take in conv mode auto.
+# Row counts (n * pixels) are not multiples of 128, K (k * k * channels) is not a multiple of 64.
+IMPLICIT_CASES = [
+    ((2, 5, 7, 16, 32, 3, 1, 1), "implicit", "implicit"),   # 3x3 pad 1; K 144 / 288
+    ((3, 7, 6, 32, 16, 1, 1, 0), "implicit", "implicit"),   # 1x1 pad 0: K = channels
+    ((2, 9, 10, 16, 32, 5, 1, 0), "implicit", "implicit"),  # 5x5 pad 0: input grad padded by 4, 2 row tiles
+    ((1, 4, 5, 16, 16, 2, 1, 3), "implicit", "implicit"),   # pad > k-1: input grad padding negative (an offset)
+    ((2, 6, 6, 48, 16, 3, 2, 0), "implicit", "gather"),     # stride 2: input grad's upsampled map gathers
+    ((1, 9, 8, 16, 16, 5, 2, 2), "implicit", "gather"),
+    ((1, 5, 5, 48, 48, 5, 1, 2), "implicit", "implicit"),   # K 1200, one output tile: split-K, chunks start mid-tap
+    ((2, 5, 6, 24, 16, 3, 1, 1), "gather", "implicit"),     # 24 channels: a 16-byte chunk would straddle taps
+    ((2, 5, 6, 16, 8, 3, 1, 1), "implicit", "gather"),      # dy with 8 channels
+]
+
+
+@pytest.mark.parametrize("case,fwd_path,grad_path", IMPLICIT_CASES, ids=[str(c[0]) for c in IMPLICIT_CASES])
+def test_conv2d_implicit_and_gather_paths_equal_numpy(dev, case, fwd_path, grad_path):
+    """Conv forward and input gradient in both conv modes equal the numpy reference bit for bit, and
+    take the A-operand path the dispatch rule says (implicit only in mode auto, where it applies)."""
+    n, h, w, c, o, k, s, p = case
+    x, wt = q((n, h, w, c), -8), q((o, k, k, c), -9)
+    e, f = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    dy = q((n, e, f, o), -6)
+    lib = dev.lib
+    try:
+        for mode in ("auto", "gather"):
+            lib.conv_mode = mode
+            assert lib.conv_mode == mode
+            want = (fwd_path, grad_path) if mode == "auto" else ("gather", "gather")
+            assert (lib.conv_path("forward", x.m.shape, o, k, s, p), lib.conv_path("input_grad", x.m.shape, o, k, s, p)) == want
+            check_op(dev, node("conv2d", stride=s, padding=p, kernel=k), x, wt)
+            check_op(dev, node("conv2d_input_grad", stride=s, padding=p, input_shape=(n, h, w, c)), dy, wt)
+    finally:
+        lib.conv_mode = "auto"
+
+
+def test_conv_mode_and_path_dispatch_rule(dev):
+    """The dispatch by shape is explicit: conv_path answers it, and the mode setter refuses unknown modes."""
+    lib = dev.lib
+    shape = (2, 8, 8, 32)
+    try:
+        assert lib.conv_mode == "auto"
+        assert lib.conv_path("forward", shape, 64, 3, 1, 1) == "implicit"
+        assert lib.conv_path("forward", shape, 64, 3, 1, 1, src=16 * 1001) == "implicit"
+        assert lib.conv_path("forward", shape, 64, 3, 1, 1, src=16 * 1001 + 8) == "gather"  # misaligned map
+        assert lib.conv_path("forward", (2, 8, 8, 40), 64, 3, 1, 1) == "gather"  # 40 % 16 != 0
+        assert lib.conv_path("input_grad", (2, 8, 8, 3), 64, 3, 1, 1) == "implicit"  # dy's 64 channels count
+        assert lib.conv_path("input_grad", shape, 64, 3, 2, 1) == "gather"  # strided input gradient
+        assert lib.conv_path("weight_grad", shape, 64, 3, 1, 1) == "gather"  # transposed patches
+        lib.gemm_engine = "dp4a"
+        assert lib.conv_path("forward", shape, 64, 3, 1, 1) == "gather"  # the loader is the mma kernel's
+        lib.gemm_engine = "auto"
+        lib.conv_mode = "gather"
+        assert lib.conv_path("forward", shape, 64, 3, 1, 1) == "gather"
+        with pytest.raises(ValueError):
+            lib.conv_mode = "implicit"
+        with pytest.raises(cuda.CudaError, match="set_conv_mode"):
+            lib.call("niti_cuda_set_conv_mode", 2)
+        assert lib.conv_mode == "gather"
+        with pytest.raises(cuda.CudaError, match="kernel"):
+            lib.conv_path("forward", (1, 2, 2, 16), 16, 5, 1, 0)  # kernel larger than the input
+    finally:
+        lib.gemm_engine = "auto"
+        lib.conv_mode = "auto"
+
+
+def test_conv2d_forward_from_a_misaligned_map_gathers_and_is_exact(dev):
+    """A map not 16-byte aligned (a view into a buffer) takes the gather path, with the same result."""
+    lib = dev.lib
+    n, h, w, c, o = 1, 5, 4, 16, 16
+    x, wt = q((n, h, w, c), -8), q((o, 3, 3, c), -9)
+    want = REFERENCE_KERNELS["conv2d"](node("conv2d", stride=1, padding=1, kernel=3), CTX, x, wt)[0]
+    buf = lib.to_device(np.zeros(x.m.size + 16, np.int8))
+    lib.call("niti_cuda_copy_in", buf.ptr + 8, x.m.ctypes.data, x.m.size)
+    assert lib.conv_path("forward", x.m.shape, o, 3, 1, 1, src=buf.ptr + 8) == "gather"
+    assert lib.conv_path("forward", x.m.shape, o, 3, 1, 1, src=buf.ptr) == "implicit"
+    dw = lib.to_device(wt)
+    y = lib.empty((n, h, w, o), np.int32)
+    lib.call("niti_cuda_conv2d_forward", n, h, w, c, o, 3, 3, 1, 1, 1, 1, buf.ptr + 8, None, dw.ptr, dw.exp_ptr,
+             y.ptr, y.exp_ptr)
+    assert_same(y, QTensor(want.m, wt.e))
 
 
 def test_conv2d_weight_grad_int32_above_the_chunk_bound(dev):
@@ -471,6 +568,32 @@ def test_lenet_training_steps_equal_numpy(dev, options):
 @pytest.mark.parametrize("options", OPTIONS, ids=["niti", "stochastic-momentum-fine", "shadow16"])
 def test_small_vgg_training_steps_equal_numpy(dev, options):
     _steps_match(dev, SMALL_VGG, 64 if dev.gpu else 3, options, 4 if dev.gpu else 2)
+
+
+def _conv_paths(lib, graph) -> list[str]:
+    """The A-operand path of every conv forward and input-gradient node of a graph, in node order."""
+    paths = []
+    for n in graph.nodes_of("conv2d", "conv2d_input_grad"):
+        w = graph.tensor(n.attr("weight")).shape  # (O, k, k, I)
+        x_shape = graph.tensor(n.inputs[0]).shape if n.op == "conv2d" else n.attr("input_shape")
+        paths.append(lib.conv_path("forward" if n.op == "conv2d" else "input_grad", x_shape, w[0], w[1],
+                                   n.attr("stride"), n.attr("padding")))
+    return paths
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", cuda.CONV_MODES)
+def test_small_vgg_training_steps_equal_numpy_in_each_conv_mode(dev, mode):
+    """Whole training steps with conv A operands read in place (auto: every conv but the 3-channel
+    first layer's forward) and all gathered: both bit-identical to numpy."""
+    g = build_graph(SMALL_VGG, 2, NumericsOptions())
+    try:
+        dev.lib.conv_mode = mode
+        paths = _conv_paths(dev.lib, g)
+        assert paths[0] == "gather" and set(paths[1:]) == ({"implicit"} if mode == "auto" else {"gather"}), paths
+        _steps_match(dev, SMALL_VGG, 32 if dev.gpu else 2, NumericsOptions(), 2)
+    finally:
+        dev.lib.conv_mode = "auto"
 
 
 # ------------------------------------------------------------------------------------ per-node timing

@@ -11,10 +11,26 @@
  *   linear forward       x (batch, in)                       w (out, in)                  (batch, out)
  *   linear input grad    dy (batch, out)                     w^T (in, out)                (batch, in)
  *   linear weight grad   dy^T (out, batch)                   x^T (in, batch)              (out, in)
- *   conv forward         patches of x (N*E*F, kh*kw*I)       w (O, kh*kw*I)               (N*E*F, O) = NEFO
- *   conv input grad      patches of dy upsampled by the      w flipped (I, kh*kw*O)       (N*H*W, I) = NHWI
+ *   conv forward         patches of x (N*E*F, kh*kw*I)   *   w (O, kh*kw*I)               (N*E*F, O) = NEFO
+ *   conv input grad      patches of dy upsampled by the  *   w flipped (I, kh*kw*O)       (N*H*W, I) = NHWI
  *                        stride, padded by k-1-pad
  *   conv weight grad     dy^T (O, N*E*F)                     patches of x, transposed     (O, kh*kw*I) = OHWI
+ *
+ * (*) Implicit conv operand. Gathering conv patches writes and rereads kh*kw copies of the activation
+ * map (about 2 GB per VGG training step at batch 256) with integer index work per byte. Where it
+ * applies, the mma engine instead loads A straight from the NHWC map: a 16-byte cp.async chunk of k
+ * is 16 consecutive channels of one kernel tap (a, b) of one output pixel, so it is 16 contiguous,
+ * 16-byte aligned source bytes when the channel count is a multiple of 16 and the map is 16-byte
+ * aligned; taps in the padding and the columns K..Kp are zero-filled by the cp.async itself
+ * (src-size 0). Each loader thread owns the same 4 rows and the same chunk column of every tile, so
+ * it decomposes its output pixels once per block and only steps its tap position per tile. The
+ * products and sums are exactly those of the gathered GEMM (same tiles, same split-K, same bound),
+ * so results are bit-identical either way. The choice is a dispatch by shape (a_operand_path):
+ * conv forward (any stride) and the stride-1 input gradient (whose dy is not upsampled) with a
+ * channel count % 16 == 0 and an aligned map, on the mma engine, in conv mode auto; everything else
+ * (other channel counts, strided input gradients, the dp4a engine, the weight gradient, whose
+ * patches are transposed, and conv mode gather: niti_cuda_set_conv_mode) gathers. B, the weights,
+ * is always gathered: it is small. niti_cuda_conv_path reports the path a conv would take.
  *
  * Engines: tensor cores through inline PTX mma.sync.m16n8k32.s8 (sm_80 and later; 128x128x64 block
  * tiles, four warps of 64x64, a 4-stage cp.async pipeline), and a __dp4a engine (64x64 tiles) for
@@ -146,6 +162,13 @@ struct Operand {
     int8_t *owned = nullptr;
 };
 
+/* The A operand of the mma engine's implicit path: PATCHES (dil 1) of the NHWC map src (batch,
+ * src_h, src_w, ch) over an out_h x out_w grid, read by the GEMM kernel itself (see gemm_mma_kernel). */
+struct ConvA {
+    const int8_t *src;
+    int src_h, src_w, ch, out_h, out_w, k_h, k_w, stride_h, stride_w, pad_h, pad_w;
+};
+
 Gather dense(const int8_t *src, int64_t sr, int64_t sk) {
     Gather d = {};
     d.src = src;
@@ -245,11 +268,13 @@ __device__ __forceinline__ void mma_s8(int (&c)[4], const unsigned (&a)[4], unsi
 }
 
 /* Block (blockIdx.x, blockIdx.y) owns C rows [128 bx, +128) x cols [128 by, +128) and sums K tiles
- * [bz * chunk, min(+chunk, k_tiles)); warp w computes rows 64 (w / 2) .. and cols 64 (w % 2) ... */
-template <int OUT>
-__global__ void __launch_bounds__(MMA_THREADS) gemm_mma_kernel(const int8_t *__restrict__ A, const int8_t *__restrict__ B,
-                                                               int64_t M, int64_t N, int64_t Kp, int64_t chunk_tiles,
-                                                               void *C) {
+ * [bz * chunk, min(+chunk, k_tiles)); warp w computes rows 64 (w / 2) .. and cols 64 (w % 2) ...
+ * IMPLICIT: A is not a matrix in memory but the patches of the NHWC map cv.src (ConvA), loaded
+ * straight from it (A itself is unused). */
+template <int OUT, bool IMPLICIT>
+__global__ void __launch_bounds__(MMA_THREADS) gemm_mma_kernel(const int8_t *__restrict__ A, ConvA cv,
+                                                               const int8_t *__restrict__ B, int64_t M, int64_t N,
+                                                               int64_t Kp, int64_t chunk_tiles, void *C) {
 #if !MMA_ARCH_OK && defined(__CUDA_ARCH__)
     __trap(); /* no int8 mma or cp.async below sm_80: never launched there, never a silent wrong result */
 #endif
@@ -261,15 +286,71 @@ __global__ void __launch_bounds__(MMA_THREADS) gemm_mma_kernel(const int8_t *__r
     const int64_t kt_all = Kp / BK;
     const int ktiles = (int)((kt_begin + chunk_tiles < kt_all ? chunk_tiles : kt_all - kt_begin));
 
+    /* Implicit A. A thread always loads the same 4 rows (tid / 4 + 32 i) and the same 16-byte column
+     * ((tid % 4) * 16) of every A tile, so its output pixels are decomposed here, once, and each tile
+     * only advances the thread's patch position (tap_a, tap_b, tap_c): a chunk of 16 channels of one
+     * kernel tap, contiguous in the source because ch % 16 == 0. Per row: the pixel's top-left source
+     * position (row_y, row_x; y * stride - pad) and its linear source pixel index row_pix (mod 2**32:
+     * only a valid chunk's index, < batch * src_h * src_w < 2**31, is ever used). Rows >= M get a
+     * row_y that fails every bounds check. */
+    int row_y[4], row_x[4];
+    uint32_t row_pix[4];
+    int tap_a = 0, tap_b = 0, tap_c = 0;
+    if (IMPLICIT) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int64_t p = m0 + (tid >> 2) + 32 * i;
+            row_y[i] = INT32_MIN / 2;
+            row_x[i] = 0;
+            row_pix[i] = 0;
+            if (p < M) {
+                const uint32_t pix = (uint32_t)p, x = pix % (uint32_t)cv.out_w, rest = pix / (uint32_t)cv.out_w;
+                const uint32_t y = rest % (uint32_t)cv.out_h, n = rest / (uint32_t)cv.out_h;
+                row_y[i] = (int)y * cv.stride_h - cv.pad_h;
+                row_x[i] = (int)x * cv.stride_w - cv.pad_w;
+                row_pix[i] = (n * (uint32_t)cv.src_h + (uint32_t)row_y[i]) * (uint32_t)cv.src_w + (uint32_t)row_x[i];
+            }
+        }
+        const uint32_t k = (uint32_t)(kt_begin * BK) + (uint32_t)((tid & 3) * 16), tap = k / (uint32_t)cv.ch;
+        tap_c = (int)(k % (uint32_t)cv.ch);
+        tap_b = (int)(tap % (uint32_t)cv.k_w);
+        tap_a = (int)(tap / (uint32_t)cv.k_w);
+    }
+
+    /* Stages are loaded in tile order (0, 1, 2, ...), each once, which the implicit loader's
+     * incremental patch position relies on. */
     auto load_stage = [&](int stage, int kt) {
         uint8_t *as = smem + stage * STAGE_BYTES;
         uint8_t *bs = as + BM * SROW;
         const int64_t k = (kt_begin + kt) * BK;
+        if (IMPLICIT) {
+            /* tap_a >= k_h: k >= K, the columns up to Kp (B is zero there, so this only saves the
+             * reads); taps in the padding: zero (src-size 0) */
+            const bool k_ok = tap_a < cv.k_h;
+            const uint32_t tap_pix = (uint32_t)tap_a * (uint32_t)cv.src_w + (uint32_t)tap_b;
+            const int col = (tid & 3) * 16;
 #pragma unroll
-        for (int i = 0; i < (BM * BK / 16) / MMA_THREADS; i++) { /* 4 chunks of 16 bytes each */
-            const int c = tid + i * MMA_THREADS, row = c >> 2, col = (c & 3) * 16;
-            const bool ok = m0 + row < M;
-            cp_async16(as + row * SROW + col, ok ? A + (m0 + row) * Kp + k + col : A, ok);
+            for (int i = 0; i < 4; i++) {
+                const int row = (tid >> 2) + 32 * i, sy = row_y[i] + tap_a, sx = row_x[i] + tap_b;
+                const bool ok = k_ok && (unsigned)sy < (unsigned)cv.src_h && (unsigned)sx < (unsigned)cv.src_w;
+                const int8_t *src = cv.src + (uint64_t)(row_pix[i] + tap_pix) * (uint64_t)cv.ch + tap_c;
+                cp_async16(as + row * SROW + col, ok ? src : cv.src, ok);
+            }
+            tap_c += BK; /* the next tile: 64 k further, at most 4 taps on (ch >= 16) */
+            while (tap_c >= cv.ch) {
+                tap_c -= cv.ch;
+                if (++tap_b == cv.k_w) {
+                    tap_b = 0;
+                    tap_a++;
+                }
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < (BM * BK / 16) / MMA_THREADS; i++) { /* 4 chunks of 16 bytes each */
+                const int c = tid + i * MMA_THREADS, row = c >> 2, col = (c & 3) * 16;
+                const bool ok = m0 + row < M;
+                cp_async16(as + row * SROW + col, ok ? A + (m0 + row) * Kp + k + col : A, ok);
+            }
         }
 #pragma unroll
         for (int i = 0; i < (BN * BK / 16) / MMA_THREADS; i++) {
@@ -377,10 +458,20 @@ __global__ void __launch_bounds__(DTHREADS) gemm_dp4a_kernel(const int8_t *__res
         for (int j = 0; j < 4; j++) put<OUT>(C, M, N, m0 + ty + 16 * i, n0 + tx + 16 * j, acc[i][j]);
 }
 
-/* C (M x N, int32 or int64 when wide) = A (M x Kp) * B (N x Kp)^T. Split K so that the grid fills
- * the GPU and no block sums more than MAX_CHUNK_TILES tiles; split results are added atomically
- * into a zeroed C. */
-int run_gemm(const char *fn, const int8_t *A, const int8_t *B, int64_t M, int64_t N, int64_t Kp, void *C, bool wide) {
+template <int OUT>
+void launch_mma(dim3 grid, cudaStream_t stream, const int8_t *A, const ConvA *cv, const int8_t *B, int64_t M, int64_t N,
+                int64_t Kp, int64_t chunk, void *C) {
+    /* through a pointer: a template-id with two arguments cannot pass through the NITI_LAUNCH macro */
+    void (*kernel)(const int8_t *, ConvA, const int8_t *, int64_t, int64_t, int64_t, int64_t, void *) =
+            cv ? gemm_mma_kernel<OUT, true> : gemm_mma_kernel<OUT, false>;
+    NITI_LAUNCH(kernel, grid, MMA_THREADS, MMA_SMEM, stream)(A, cv ? *cv : ConvA{}, B, M, N, Kp, chunk, C);
+}
+
+/* C (M x N, int32 or int64 when wide) = A (M x Kp) * B (N x Kp)^T, A read from the patches cv
+ * describes instead when cv is set (mma engine only). Split K so that the grid fills the GPU and no
+ * block sums more than MAX_CHUNK_TILES tiles; split results are added atomically into a zeroed C. */
+int run_gemm(const char *fn, const int8_t *A, const ConvA *cv, const int8_t *B, int64_t M, int64_t N, int64_t Kp, void *C,
+             bool wide) {
     const size_t elem = wide ? sizeof(int64_t) : sizeof(int32_t);
     if (M == 0 || N == 0) return NITI_OK;
     cudaStream_t stream = niti_cu_stream();
@@ -389,6 +480,7 @@ int run_gemm(const char *fn, const int8_t *A, const int8_t *B, int64_t M, int64_
         return err == cudaSuccess ? NITI_OK : niti_cu_cuda(err, fn, "cudaMemsetAsync");
     }
     const bool mma = niti_cu_gemm_engine() == 1;
+    if (cv && !mma) return niti_cu_fail(NITI_E_ARG, "%s: implicit conv operand without the mma engine", fn);
     const int64_t tile = mma ? BM : DT;
     const int64_t tiles_m = ceil_div(M, tile), tiles_n = ceil_div(N, tile), k_tiles = Kp / BK;
     REQUIRE(tiles_m <= 0x7fffffffLL && tiles_n <= 65535, "%s: a %lld x %lld output is too large", fn, (long long)M,
@@ -414,14 +506,10 @@ int run_gemm(const char *fn, const int8_t *A, const int8_t *B, int64_t M, int64_
     const dim3 grid((unsigned)tiles_m, (unsigned)tiles_n, (unsigned)splits);
     if (mma) {
         switch (mode) {
-        case STORE32:
-            NITI_LAUNCH(gemm_mma_kernel<STORE32>, grid, MMA_THREADS, MMA_SMEM, stream)(A, B, M, N, Kp, chunk, C); break;
-        case ATOMIC32:
-            NITI_LAUNCH(gemm_mma_kernel<ATOMIC32>, grid, MMA_THREADS, MMA_SMEM, stream)(A, B, M, N, Kp, chunk, C); break;
-        case STORE64:
-            NITI_LAUNCH(gemm_mma_kernel<STORE64>, grid, MMA_THREADS, MMA_SMEM, stream)(A, B, M, N, Kp, chunk, C); break;
-        default:
-            NITI_LAUNCH(gemm_mma_kernel<ATOMIC64>, grid, MMA_THREADS, MMA_SMEM, stream)(A, B, M, N, Kp, chunk, C); break;
+        case STORE32: launch_mma<STORE32>(grid, stream, A, cv, B, M, N, Kp, chunk, C); break;
+        case ATOMIC32: launch_mma<ATOMIC32>(grid, stream, A, cv, B, M, N, Kp, chunk, C); break;
+        case STORE64: launch_mma<STORE64>(grid, stream, A, cv, B, M, N, Kp, chunk, C); break;
+        default: launch_mma<ATOMIC64>(grid, stream, A, cv, B, M, N, Kp, chunk, C); break;
         }
     } else {
         switch (mode) {
@@ -437,12 +525,36 @@ int run_gemm(const char *fn, const int8_t *A, const int8_t *B, int64_t M, int64_
     return niti_cu_check_launch(fn);
 }
 
-/* Gather both operands (as needed), run the engine, free the temporaries (stream-ordered). */
+/* How the A operand reaches the engine: NITI_CONV_PATH_IMPLICIT (the mma kernel reads the patches
+ * from the activation map) exactly when
+ *   - the conv mode is auto (niti_cuda_set_conv_mode 0) and the engine is mma (cp.async loader),
+ *   - A is PATCHES without dilation (conv forward, any stride; conv input gradient, stride 1: a
+ *     strided one's zero-upsampled map has no 16-byte runs),
+ *   - the channel count is a multiple of 16 (a 16-byte chunk of k never straddles two kernel taps,
+ *     and every chunk starts 16-byte aligned) and the map's base address is 16-byte aligned;
+ * else NITI_CONV_PATH_GATHER (gather_kernel materialises it first). B is always gathered / padded:
+ * weights are small, and the weight gradient's patches are transposed (k runs over pixels). */
+enum { NITI_CONV_PATH_GATHER = 0, NITI_CONV_PATH_IMPLICIT = 1 };
+
+int a_operand_path(const Gather &a) {
+    if (niti_cu_conv_mode() != 0 || niti_cu_gemm_engine() != 1) return NITI_CONV_PATH_GATHER;
+    if (a.kind != PATCHES || a.dil_h != 1 || a.dil_w != 1 || a.ch % 16 != 0 || (reinterpret_cast<uintptr_t>(a.src) & 15))
+        return NITI_CONV_PATH_GATHER;
+    return NITI_CONV_PATH_IMPLICIT;
+}
+
+/* Gather both operands (as needed; A not at all on the implicit path), run the engine, free the
+ * temporaries (stream-ordered). */
 int gemm_op(const char *fn, const Gather &a, const Gather &b, int64_t M, int64_t N, int64_t K, void *C, bool wide) {
     Operand oa, ob;
-    int st = make_operand(fn, a, M, K, &oa);
+    ConvA cv = {};
+    const bool implicit = a_operand_path(a) == NITI_CONV_PATH_IMPLICIT;
+    if (implicit) {
+        cv = ConvA{a.src, a.src_h, a.src_w, a.ch, a.out_h, a.out_w, a.k_h, a.k_w, a.stride_h, a.stride_w, a.pad_h, a.pad_w};
+    }
+    int st = implicit ? NITI_OK : make_operand(fn, a, M, K, &oa);
     if (!st) st = make_operand(fn, b, N, K, &ob);
-    if (!st) st = run_gemm(fn, oa.ptr, ob.ptr, M, N, round_up(K, KPAD), C, wide);
+    if (!st) st = run_gemm(fn, oa.ptr, implicit ? &cv : nullptr, ob.ptr, M, N, round_up(K, KPAD), C, wide);
     niti_cu_tmp_free(oa.owned);
     niti_cu_tmp_free(ob.owned);
     return st;
@@ -498,7 +610,7 @@ ConvShape conv_shape(int64_t batch, int64_t in_h, int64_t in_w, int64_t in_c, in
     return s;
 }
 
-int conv_args(const char *fn, const ConvShape &s, const void *p, const void *q, const void *r) {
+int conv_shape_args(const char *fn, const ConvShape &s) {
     REQUIRE(s.batch >= 0 && s.in_h >= 1 && s.in_w >= 1 && s.in_c >= 1 && s.out_c >= 1,
             "%s: sizes must be positive (batch=%lld in_h=%lld in_w=%lld in_c=%lld out_c=%lld)", fn, (long long)s.batch,
             (long long)s.in_h, (long long)s.in_w, (long long)s.in_c, (long long)s.out_c);
@@ -515,6 +627,12 @@ int conv_args(const char *fn, const ConvShape &s, const void *p, const void *q, 
                 s.k_h * s.k_w * s.out_c <= big && (s.in_h + s.k_h) * s.stride_h <= big && (s.in_w + s.k_w) * s.stride_w <= big &&
                 s.pad_h + s.k_h <= big / 4 && s.pad_w + s.k_w <= big / 4,
             "%s: conv dimensions too large for the CUDA gather", fn);
+    return NITI_OK;
+}
+
+int conv_args(const char *fn, const ConvShape &s, const void *p, const void *q, const void *r) {
+    int st = conv_shape_args(fn, s);
+    if (st) return st;
     REQUIRE(p && q && r, "%s: NULL array", fn);
     return NITI_OK;
 }
@@ -541,6 +659,42 @@ Gather forward_patches(const ConvShape &s, const int8_t *x, int kind) {
     return d;
 }
 
+/* dx[h] gathers dy[e] with e * stride = h + pad - kh: the patches of dy upsampled by the stride
+ * (dil) and padded by k-1-pad (negative when pad > k-1: an offset into dy), over the input grid. */
+Gather input_grad_patches(const ConvShape &s, const int8_t *dy) {
+    Gather a = {};
+    a.src = dy;
+    a.kind = PATCHES;
+    a.r_fast = 0;
+    a.batch = (int)s.batch;
+    a.src_h = (int)s.out_h;
+    a.src_w = (int)s.out_w;
+    a.ch = (int)s.out_c;
+    a.out_h = (int)s.in_h;
+    a.out_w = (int)s.in_w;
+    a.k_h = (int)s.k_h;
+    a.k_w = (int)s.k_w;
+    a.stride_h = a.stride_w = 1;
+    a.pad_h = (int)(s.k_h - 1 - s.pad_h);
+    a.pad_w = (int)(s.k_w - 1 - s.pad_w);
+    a.dil_h = (int)s.stride_h;
+    a.dil_w = (int)s.stride_w;
+    return a;
+}
+
+/* The input gradient's B: the flipped kernel (I, kh*kw*O). */
+Gather flipped_weights(const ConvShape &s, const int8_t *w) {
+    Gather b = {};
+    b.src = w;
+    b.kind = FLIPPED_W;
+    b.r_fast = 1; /* i, the row index, is w's contiguous axis */
+    b.ch = (int)s.out_c;
+    b.batch = (int)s.in_c;
+    b.k_h = (int)s.k_h;
+    b.k_w = (int)s.k_w;
+    return b;
+}
+
 int conv_weight_grad(const char *fn, const ConvShape &s, const int8_t *x, const int32_t *exp_x, const int8_t *dy,
                      const int32_t *exp_dy, void *dw, int32_t *exp_dw, bool wide) {
     int st = conv_args(fn, s, x, dy, dw);
@@ -565,8 +719,10 @@ int niti_cu_gemm_setup() {
      * automatic one: mma exactly on sm_80 and later. Older GPUs never run the mma kernel, and their
      * opt-in shared memory per block (64 KB on sm_75) is below MMA_SMEM, so the attribute would fail. */
     if (niti_cu_gemm_engine() != 1) return NITI_OK;
-    const void *kernels[] = {(const void *)gemm_mma_kernel<STORE32>, (const void *)gemm_mma_kernel<ATOMIC32>,
-                             (const void *)gemm_mma_kernel<STORE64>, (const void *)gemm_mma_kernel<ATOMIC64>};
+    const void *kernels[] = {(const void *)gemm_mma_kernel<STORE32, false>, (const void *)gemm_mma_kernel<ATOMIC32, false>,
+                             (const void *)gemm_mma_kernel<STORE64, false>, (const void *)gemm_mma_kernel<ATOMIC64, false>,
+                             (const void *)gemm_mma_kernel<STORE32, true>,  (const void *)gemm_mma_kernel<ATOMIC32, true>,
+                             (const void *)gemm_mma_kernel<STORE64, true>,  (const void *)gemm_mma_kernel<ATOMIC64, true>};
     for (const void *k : kernels) {
         cudaError_t err = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, MMA_SMEM);
         if (err != cudaSuccess) {
@@ -652,34 +808,9 @@ int niti_cuda_conv2d_input_grad(CONV_PARAMS, const int8_t *dy, const int32_t *ex
     const int64_t K = k_h * k_w * out_c;
     if (st || (st = check_k_s32(__func__, K))) return st;
     NITI_CU_ENTER(__func__);
-    /* dx[h] gathers dy[e] with e * stride = h + pad - kh: the patches of dy upsampled by the stride
-     * (dil) and padded by k-1-pad, over the input grid, against the flipped kernel (I, kh*kw*O). */
-    Gather a = {};
-    a.src = dy;
-    a.kind = PATCHES;
-    a.r_fast = 0;
-    a.batch = (int)batch;
-    a.src_h = (int)s.out_h;
-    a.src_w = (int)s.out_w;
-    a.ch = (int)out_c;
-    a.out_h = (int)in_h;
-    a.out_w = (int)in_w;
-    a.k_h = (int)k_h;
-    a.k_w = (int)k_w;
-    a.stride_h = a.stride_w = 1;
-    a.pad_h = (int)(k_h - 1 - pad_h);
-    a.pad_w = (int)(k_w - 1 - pad_w);
-    a.dil_h = (int)stride_h;
-    a.dil_w = (int)stride_w;
-    Gather b = {};
-    b.src = w;
-    b.kind = FLIPPED_W;
-    b.r_fast = 1; /* i, the row index, is w's contiguous axis */
-    b.ch = (int)out_c;
-    b.batch = (int)in_c;
-    b.k_h = (int)k_h;
-    b.k_w = (int)k_w;
-    if ((st = gemm_op(__func__, a, b, batch * in_h * in_w, in_c, K, dx, false))) return st;
+    /* dx (N*H*W, I) = patches of dy (N*H*W x K) * (flipped w (I x K))^T */
+    if ((st = gemm_op(__func__, input_grad_patches(s, dy), flipped_weights(s, w), batch * in_h * in_w, in_c, K, dx, false)))
+        return st;
     return queue_exp_sum(__func__, exp_dy, exp_w, exp_dx);
 }
 
@@ -691,6 +822,21 @@ int niti_cuda_conv2d_weight_grad_s32(CONV_PARAMS, const int8_t *x, const int32_t
 int niti_cuda_conv2d_weight_grad_s64(CONV_PARAMS, const int8_t *x, const int32_t *exp_x, const int8_t *dy,
                                      const int32_t *exp_dy, int64_t *dw, int32_t *exp_dw) {
     return conv_weight_grad(__func__, CONV_SHAPE, x, exp_x, dy, exp_dy, dw, exp_dw, true);
+}
+
+int niti_cuda_conv_path(int op, CONV_PARAMS, const void *src, int *path_out) {
+    if (!path_out) return niti_cu_fail(NITI_E_ARG, "%s: NULL output", __func__);
+    REQUIRE(op >= 0 && op <= 2, "%s: op %d is not 0 (forward), 1 (input gradient) or 2 (weight gradient)", __func__, op);
+    ConvShape s = CONV_SHAPE;
+    int st = conv_shape_args(__func__, s);
+    if (st) return st;
+    NITI_CU_ENTER(__func__);
+    const int8_t *p = static_cast<const int8_t *>(src);
+    /* the same decision the ops make (a_operand_path); the weight gradient's A is dy^T, dense */
+    *path_out = op == 0 ? a_operand_path(forward_patches(s, p, PATCHES))
+              : op == 1 ? a_operand_path(input_grad_patches(s, p))
+                        : NITI_CONV_PATH_GATHER;
+    return NITI_OK;
 }
 
 } /* extern "C" */

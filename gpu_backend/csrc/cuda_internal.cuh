@@ -23,6 +23,7 @@ int niti_cu_cuda(cudaError_t err, const char *fn, const char *what); /* status 4
 cudaStream_t niti_cu_stream();
 int niti_cu_sm_count();
 int niti_cu_gemm_engine();                     /* 1 mma, 2 dp4a */
+int niti_cu_conv_mode();                       /* 0 auto, 1 gather (niti_cuda_set_conv_mode) */
 unsigned long long *niti_cu_scratch();
 unsigned *niti_cu_flags();
 int niti_cu_tmp_alloc(const char *fn, size_t bytes, void **ptr);

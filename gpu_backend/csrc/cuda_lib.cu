@@ -19,7 +19,7 @@
 #include "niti_arith.h"
 #include "niti_cuda_api.h"
 
-#define NITI_CUDA_ABI_VERSION 2
+#define NITI_CUDA_ABI_VERSION 3
 
 #include "cuda_internal.cuh"
 
@@ -31,6 +31,7 @@ struct LibState {
     int sm_count = 0, cc_major = 0, cc_minor = 0;
     int pools = 0;          /* stream-ordered allocator available (cudaMallocAsync) */
     int engine_request = 0; /* niti_cuda_set_gemm_kernel */
+    int conv_mode = 0;      /* niti_cuda_set_conv_mode */
     unsigned long long *scratch = nullptr;
     unsigned *flags = nullptr;
     cudaEvent_t timer_begin = nullptr, timer_end = nullptr;
@@ -184,6 +185,8 @@ int niti_cu_gemm_engine() {
     if (g.engine_request == 1 || g.engine_request == 2) return g.engine_request;
     return g.cc_major >= 8 ? 1 : 2; /* int8 mma.m16n8k32 needs sm_80 */
 }
+
+int niti_cu_conv_mode() { return g.conv_mode; }
 
 int niti_cu_tmp_alloc(const char *fn, size_t bytes, void **ptr) {
     *ptr = nullptr;
@@ -353,6 +356,21 @@ int niti_cuda_get_gemm_kernel(int *kernel_out) {
     if (!kernel_out) return niti_cu_fail(NITI_E_ARG, "niti_cuda_get_gemm_kernel: NULL output");
     NITI_CU_ENTER("niti_cuda_get_gemm_kernel");
     *kernel_out = niti_cu_gemm_engine();
+    return NITI_OK;
+}
+
+int niti_cuda_set_conv_mode(int mode) {
+    if (mode < 0 || mode > 1)
+        return niti_cu_fail(NITI_E_ARG, "niti_cuda_set_conv_mode: %d is not 0 (auto) or 1 (gather)", mode);
+    NITI_CU_ENTER("niti_cuda_set_conv_mode");
+    g.conv_mode = mode;
+    return NITI_OK;
+}
+
+int niti_cuda_get_conv_mode(int *mode_out) {
+    if (!mode_out) return niti_cu_fail(NITI_E_ARG, "niti_cuda_get_conv_mode: NULL output");
+    NITI_CU_ENTER("niti_cuda_get_conv_mode");
+    *mode_out = g.conv_mode;
     return NITI_OK;
 }
 

@@ -50,6 +50,16 @@ int niti_cuda_exp_add(const int32_t *exp_a, const int32_t *exp_b, int32_t addend
 /* GEMM engine: 0 auto (tensor-core mma on compute capability >= 8.0, else dp4a), 1 mma, 2 dp4a. */
 int niti_cuda_set_gemm_kernel(int kernel);
 int niti_cuda_get_gemm_kernel(int *kernel_out); /* the engine auto resolves to: 1 or 2 */
+/* Conv A operand: 0 auto (the mma engine reads conv forward / stride-1 input-gradient patches straight
+ * from the NHWC map when its channel count is a multiple of 16 and it is 16-byte aligned; else it
+ * gathers them), 1 gather always (patches materialised by a gather kernel first). Same results. */
+int niti_cuda_set_conv_mode(int mode);
+int niti_cuda_get_conv_mode(int *mode_out); /* 0 or 1, as set */
+/* The A-operand path a conv op would take now (conv mode, engine, shape, src = x for op 0 forward,
+ * dy for op 1 input gradient; op 2 weight gradient always gathers): 0 gather, 1 implicit. */
+int niti_cuda_conv_path(int op, int64_t batch, int64_t in_h, int64_t in_w, int64_t in_c, int64_t out_c,
+                        int64_t k_h, int64_t k_w, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                        const void *src, int *path_out);
 /* Milliseconds of stream time between timer_start and timer_stop (CUDA events; stop waits). */
 int niti_cuda_timer_start(void);
 int niti_cuda_timer_stop(double *ms_out);
