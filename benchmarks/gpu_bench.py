@@ -7,11 +7,17 @@ Sections, each on its own (a failure prints its traceback and the run goes on):
   2. int8 GEMM TOP/s of the library's engines (tensor-core mma, and dp4a on one shape) against
      torch._int_mm (cuBLASLt int8) and bf16 torch.matmul, on large squares and on the conv-lowered
      GEMMs of vgg-small-7 at batch 256 (forward, input gradient and weight gradient of some layers);
-  3. training images/s of vgg-small-9 at batch 256: the integer graph on the CUDA kernel table
-     (nitisim.executor.train_step, no host synchronisation inside a step) against the same network
-     in torch (Conv2d/ReLU/MaxPool2d/Flatten/Dropout/Linear, no bias, SGD) under bf16 autocast,
-     channels-last, cuDNN autotuned;
-  4. device time per op kind over one synchronised step of the integer graph (where the time goes).
+  3. conv ops (forward, input gradient) of VGG layer shapes at batch 256 in TOP/s, in each conv mode:
+     auto (the mma kernel reads the patches straight from the NHWC map where that applies) and
+     gather (patches materialised by a gather kernel first), the difference the implicit path makes;
+  4. training images/s of vgg-small-9 at batch 256: the integer graph on the CUDA kernel table
+     (nitisim.executor.train_step, no host synchronisation inside a step), once per conv mode (auto:
+     the mma kernel reads conv A operands straight from the activation map where that applies;
+     gather: every conv operand materialised first), against the same network in torch
+     (Conv2d/ReLU/MaxPool2d/Flatten/Dropout/Linear, no bias, SGD) under bf16 autocast, channels-last,
+     cuDNN autotuned;
+  5. device time per op kind over one synchronised step of the integer graph (where the time goes),
+     in each conv mode.
 
 Timing: CUDA events on the stream that ran the work (the library's own for its kernels, torch's for
 torch), after warm-up; GEMM rates count 2*M*N*K operations. Ends with one markdown table, printed
@@ -132,38 +138,97 @@ def main() -> int:
             wide = ", int64 out" if k > 131071 else ""
             ROWS.append(("int8 GEMM, TOP/s", f"{label} ({m}x{n}x{k}{wide})", *map(fmt, rates)))
 
+    @section("conv ops, conv mode auto (implicit A where it applies) vs gather")
+    def _conv():
+        from gpu_backend import cuda
+
+        lib = state.get("lib")
+        if lib is None:
+            raise RuntimeError("no CUDA library")
+        b = 2 if args.emulator else args.batch
+        # (label, map size, in channels, out channels): 3x3 stride-1 pad-1 layers of vgg-small-9
+        layers = [("8x8, 16->16", 8, 16, 16)] if args.emulator else [
+            ("32x32, 128->128", 32, 128, 128), ("16x16, 256->256", 16, 256, 256), ("8x8, 512->512", 8, 512, 512)]
+        lib.gemm_engine = "mma" if args.emulator else state["engine"]  # (tiny shape: the emulated mma is quick)
+        try:
+            for label, hw, c, o in layers:
+                for op in ("forward", "input_grad"):
+                    rates, paths = {}, {}
+                    for mode in cuda.CONV_MODES:
+                        lib.conv_mode = mode
+                        paths[mode] = lib.conv_path(op, (b, hw, hw, c), o, 3, 1, 1)
+                        rates[mode] = conv_rate(lib, op, b, hw, c, o, args.gemm_iters)
+                    print(f"   conv {label} {op:10s} batch {b}: " +
+                          "  ".join(f"{m} ({paths[m]}) {fmt(rates[m])}" for m in cuda.CONV_MODES) + "  (TOP/s)", flush=True)
+                    for mode in cuda.CONV_MODES:
+                        ROWS.append(("conv op, TOP/s", f"conv {label} {op}, batch {b}, conv mode {mode} ({paths[mode]} A)",
+                                     fmt(rates[mode]), "-", "-", "-"))
+        finally:
+            lib.conv_mode = "auto"
+            lib.gemm_engine = state["engine"]
+
     @section(f"training {args.model}, batch {args.batch}")
     def _train():
+        from gpu_backend import cuda
+
         lib = state.get("lib")
-        niti = torch_rate = None
-        try:
-            if lib is None:
-                raise RuntimeError("no CUDA library")
-            lib.gemm_engine = state["engine"]
-            niti = niti_training_rate(lib, args.model, args.batch, args.steps, state)
-            print(f"   niti CUDA (int8 NITI graph): {niti:,.0f} images/s", flush=True)
-        except Exception:  # noqa: BLE001
-            traceback.print_exc()
-            NOTES.append("niti training: FAILED")
+        niti: dict[str, float] = {}
+        torch_rate = None
+        for mode in cuda.CONV_MODES:  # auto (implicit conv operands where they apply), then gather
+            try:
+                if lib is None:
+                    raise RuntimeError("no CUDA library")
+                lib.gemm_engine = state["engine"]
+                lib.conv_mode = mode
+                niti[mode] = niti_training_rate(lib, args.model, args.batch, args.steps, state)
+                state.setdefault("conv_paths", {})[mode] = conv_paths(lib, state["graph"])
+                print(f"   niti CUDA (int8 NITI graph), conv mode {mode:6s}: {niti[mode]:,.0f} images/s  "
+                      f"({state['conv_paths'][mode]})", flush=True)
+            except Exception:  # noqa: BLE001
+                traceback.print_exc()
+                NOTES.append(f"niti training, conv mode {mode}: FAILED")
+            finally:
+                if lib is not None:
+                    lib.conv_mode = "auto"
         try:
             torch_rate = torch_training_rate(args.model, args.batch, args.steps)
             print(f"   torch bf16 autocast:         {torch_rate:,.0f} images/s", flush=True)
         except Exception:  # noqa: BLE001
             traceback.print_exc()
             NOTES.append("torch training: FAILED")
-        ROWS.append(("training, images/s", f"{args.model}, batch {args.batch}", fmt(niti, 0), "-", "-", fmt(torch_rate, 0)))
+        for mode in cuda.CONV_MODES:
+            paths = state.get("conv_paths", {}).get(mode, "?")
+            ROWS.append(("training, images/s", f"{args.model}, batch {args.batch}, conv mode {mode} ({paths})",
+                         fmt(niti.get(mode), 0), "-", "-", fmt(torch_rate, 0)))
+        if niti.get("auto") and niti.get("gather"):
+            NOTES.append(f"conv mode auto / gather, training images/s: {niti['auto'] / niti['gather']:.2f}x")
+        if niti.get("auto") and torch_rate:
+            NOTES.append(f"niti (conv mode auto) / torch bf16 autocast, training images/s: {niti['auto'] / torch_rate:.2f}x")
 
     @section(f"device time per op, one synchronised {args.model} step")
     def _profile():
+        from gpu_backend import cuda
+
         lib = state.get("lib")
         if lib is None or "graph" not in state:
             raise RuntimeError("needs the training section's graph and parameters")
-        per_op = profile_step(lib, state)
-        total = sum(per_op.values())
-        for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1]):
-            print(f"   {op:22s} {ms:8.2f} ms  {100 * ms / total:5.1f} %")
-        NOTES.append("one synchronised step, device ms by op: " +
-                     ", ".join(f"{op} {ms:.1f}" for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])[:8]))
+        per_mode = {}
+        try:
+            for mode in cuda.CONV_MODES:
+                lib.conv_mode = mode
+                per_op = per_mode[mode] = profile_step(lib, state)
+                total = sum(per_op.values())
+                print(f"   conv mode {mode}: {total:.2f} ms")
+                for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1]):
+                    print(f"   {op:22s} {ms:8.2f} ms  {100 * ms / total:5.1f} %")
+                NOTES.append(f"one synchronised step, conv mode {mode}, device ms by op: " +
+                             ", ".join(f"{op} {ms:.1f}" for op, ms in sorted(per_op.items(), key=lambda kv: -kv[1])[:8]))
+        finally:
+            lib.conv_mode = "auto"
+        for op in ("conv2d", "conv2d_input_grad", "conv2d_weight_grad", "step total"):
+            for mode, per_op in per_mode.items():
+                ms = sum(per_op.values()) if op == "step total" else per_op.get(op)
+                ROWS.append(("device ms, one synchronised step", f"{op}, conv mode {mode}", fmt(ms, 2), "-", "-", "-"))
 
     write_table(out, command, state.get("gpu", "?"))
     return 0
@@ -230,6 +295,29 @@ def gemm_rates(lib, torch, m, n, k, iters, engine="auto", dp4a=False):
     return mma_rate, dp4a_rate, int_mm, bf16
 
 
+def conv_rate(lib, op, batch, hw, c, o, iters) -> float:
+    """TOP/s (2 * MACs / device time) of a 3x3 stride-1 pad-1 conv op ('forward' or 'input_grad') on an
+    NHWC map (batch, hw, hw, c) with o output channels, in the library's current modes."""
+    macs = batch * hw * hw * o * 9 * c
+    w = lib.empty((o, 3, 3, c), np.int8, exp=None)
+    if op == "forward":
+        src, out = lib.empty((batch, hw, hw, c), np.int8, exp=None), lib.empty((batch, hw, hw, o), np.int32, exp=None)
+        name = "niti_cuda_conv2d_forward"
+    else:
+        src, out = lib.empty((batch, hw, hw, o), np.int8, exp=None), lib.empty((batch, hw, hw, c), np.int32, exp=None)
+        name = "niti_cuda_conv2d_input_grad"
+    lib.call("niti_cuda_memset", src.ptr, 1, src.nbytes)  # values do not change the time; defined anyway
+    lib.call("niti_cuda_memset", w.ptr, 1, w.nbytes)
+    args = (batch, hw, hw, c, o, 3, 3, 1, 1, 1, 1, src.ptr, None, w.ptr, None, out.ptr, None)
+    for _ in range(2):
+        lib.call(name, *args)
+    lib.synchronize()
+    lib.timer_start()
+    for _ in range(iters):
+        lib.call(name, *args)
+    return 2.0 * macs * iters / (lib.timer_stop() * 1e-3) / 1e12
+
+
 # ------------------------------------------------------------------------------------------- training
 def niti_training_rate(lib, model_name, batch, steps, state) -> float:
     from gpu_backend import cuda
@@ -260,9 +348,24 @@ def niti_training_rate(lib, model_name, batch, steps, state) -> float:
     ms = lib.timer_stop()
     wall = time.perf_counter() - wall
     state["params"] = params
-    NOTES.append(f"niti {model_name}: {ms / steps:.2f} ms/step of device time, {1e3 * wall / steps:.2f} ms/step wall "
+    NOTES.append(f"niti {model_name}, conv mode {lib.conv_mode}: {ms / steps:.2f} ms/step of device time, {1e3 * wall / steps:.2f} ms/step wall "
                  f"({graph.macs() * 2 / (ms / steps * 1e-3) / 1e12:.0f} TOP/s of GEMM work over the step)")
     return batch * steps / (ms * 1e-3)
+
+
+def conv_paths(lib, graph) -> str:
+    """How many conv forward / input-gradient nodes read their A operand in place, e.g.
+    'implicit: forward 7/8, input grad 7/7' (the rest gather it: lib.conv_path, the library's rule)."""
+    counts = {"conv2d": [0, 0], "conv2d_input_grad": [0, 0]}
+    for n in graph.nodes_of("conv2d", "conv2d_input_grad"):
+        w = graph.tensor(n.attr("weight")).shape  # (O, k, k, I)
+        x_shape = graph.tensor(n.inputs[0]).shape if n.op == "conv2d" else n.attr("input_shape")
+        path = lib.conv_path("forward" if n.op == "conv2d" else "input_grad", x_shape, w[0], w[1], n.attr("stride"),
+                             n.attr("padding"))
+        counts[n.op][0] += path == "implicit"
+        counts[n.op][1] += 1
+    (fi, ft), (gi, gt) = counts["conv2d"], counts["conv2d_input_grad"]
+    return f"implicit: forward {fi}/{ft}, input grad {gi}/{gt}"
 
 
 def torch_model(spec, torch):

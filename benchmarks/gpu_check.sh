@@ -4,8 +4,8 @@
 #   2. the CUDA parity tests (tests/test_cuda.py, GPU half: every op, the GEMM engines, whole lenet /
 #      small-VGG training steps bit-identical to the numpy reference, per-node event timing);
 #   3. `python -m gpu_backend` (the project's PASS/FAIL line per backend);
-#   4. benchmarks/gpu_bench.py: int8 GEMM TOP/s against torch._int_mm / bf16 and vgg-small-9 training
-#      images/s against torch bf16 autocast and fp32;
+#   4. benchmarks/gpu_bench.py: int8 GEMM TOP/s against torch._int_mm / bf16, conv ops and vgg-small-9
+#      training images/s in both conv modes (A read in place vs gathered) against torch bf16 autocast;
 #   5. the main job on the GPU, `nitisim run --backend cuda` (Fashion-MNIST LeNet, 2 epochs, int8 on
 #      CUDA and its fp32 twin on torch CUDA, the shipped accelerators simulated, report.html), then
 #      the same integer config trained on the C backend and benchmarks/same_run.py: the two runs
