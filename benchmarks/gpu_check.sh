@@ -10,8 +10,9 @@
 #      CUDA and its fp32 twin on torch CUDA, the shipped accelerators simulated, report.html), then
 #      the same integer config trained on the C backend and benchmarks/same_run.py: the two runs
 #      must be the same run, bit for bit (checkpoint and every per-epoch accuracy);
-#   6. compute-sanitizer memcheck and racecheck over the GEMM and conv parity tests (last: slowest,
-#      and bounded so it cannot cost the results above).
+#   6. compute-sanitizer memcheck and racecheck over the GEMM and conv parity tests, the implicit conv
+#      operand's (its loader reads activation maps directly) included (last: slowest, and bounded so
+#      it cannot cost the results above).
 #
 #   benchmarks/gpu_carry.sh      # first, on a machine with pip: wheels + Fashion-MNIST into .gpucarry/
 #   benchmarks/gpu_check.sh      # on the GPU machine; Python: $PYTHON, else python3
@@ -99,7 +100,7 @@ stamp "6. compute-sanitizer over the GEMM and conv parity tests (memcheck, then 
 if command -v compute-sanitizer >/dev/null; then
     for tool in memcheck racecheck; do
         step 150 compute-sanitizer --tool "$tool" --error-exitcode 9 "$PY" -m pytest -q -x -p no:cacheprovider \
-            -k "not emulator and (gemm or conv2d_forward)" tests/test_cuda.py \
+            -k "not emulator and (gemm or conv2d_forward or implicit)" tests/test_cuda.py \
             && echo "compute-sanitizer $tool: clean" | tee -a "$LOG" \
             || echo "compute-sanitizer $tool: ERRORS OR TIMEOUT (see above)" | tee -a "$LOG"
     done
