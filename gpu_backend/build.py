@@ -150,7 +150,7 @@ def build_cuda(extra_flags: tuple[str, ...] = (), force: bool = False) -> Path:
     sources = sorted(CSRC.glob("*.cu"))
     headers = sorted(CSRC.glob("*.h")) + sorted(CSRC.glob("*.cuh"))
     if not sources:
-        raise BuildError(f"no CUDA sources (*.cu) in {CSRC}: the CUDA kernels are not written yet")
+        raise BuildError(f"no CUDA sources (*.cu) in {CSRC}: the installed package is incomplete; reinstall nitisim")
     flags = [*CUDA_FLAGS, *extra_flags]
     identity = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip()
     digest = _digest(sources, headers, [identity, *flags])

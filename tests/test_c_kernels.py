@@ -764,8 +764,11 @@ def test_arith_header_compiles_for_the_gpu(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_build_cuda_without_sources_says_so():
-    if build.find_nvcc() is None or list(build.CSRC.glob("*.cu")):
-        pytest.skip("needs nvcc and no CUDA sources yet")
-    with pytest.raises(build.BuildError, match="no CUDA sources"):
+def test_build_cuda_without_nvcc_or_sources_says_which(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "CSRC", tmp_path)  # a source folder with no .cu files
+    expected = "no CUDA compiler" if build.find_nvcc() is None else "no CUDA sources"
+    with pytest.raises(build.BuildError, match=expected):
+        build.build_cuda()
+    monkeypatch.setattr(build, "find_nvcc", lambda: None)
+    with pytest.raises(build.BuildError, match="no CUDA compiler: tried"):
         build.build_cuda()
