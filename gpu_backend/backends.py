@@ -3,8 +3,9 @@
 A kernel table maps every op of `nitisim.ops.OPS` to `fn(node, ctx, *inputs) -> tuple of outputs`,
 exactly like `nitisim.reference.REFERENCE_KERNELS`, so `nitisim.executor.train_step` runs any of
 them unchanged. The `cpu` table wraps the C library (host numpy arrays, so its tensors are plain
-QTensors); the `cuda` table lives in `gpu_backend.cuda` (device-resident tensors). Loading a table
-compiles or opens its library on first use; importing this module does neither.
+QTensors); the `cuda` table lives in `gpu_backend.cuda_kernels`, re-exported by `gpu_backend.cuda`
+(device-resident tensors). Loading a table compiles or opens its library on first use; importing
+this module does neither.
 """
 from __future__ import annotations
 

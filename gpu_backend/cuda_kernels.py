@@ -1,0 +1,255 @@
+"""The CUDA kernel table: the ops of `nitisim.reference.REFERENCE_KERNELS` run on device tensors.
+
+`cuda_kernel_table()` has the op names and signature of REFERENCE_KERNELS; its kernels accept
+device tensors, and host QTensors / label arrays, which they upload, so a whole training step runs
+on the GPU with no host synchronisation: exponents are computed and consumed on the device, and
+memory is allocated and freed in stream order. `to_device()` / `to_host()` move a tensor across.
+
+Data-dependent checks (int32 overflow of a narrowed weight gradient or a momentum velocity, bad
+labels) run on the device and surface at the next synchronising call (`to_host`, `.m`, `.e`,
+`synchronize()`), not at the op that failed.
+"""
+from __future__ import annotations
+
+import math
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from nitisim.numerics import LOSS_VARIANTS, ROUNDING_MODES, SHADOW_FRAC_BITS, QTensor
+
+from .cuda_device import CudaLib, DeviceTensor
+from .cuda_loading import cuda_library
+
+MAX_K_INT32 = 131071  # NITI_MAX_K_S32: longest reduction an int32 accumulator provably holds
+
+
+def to_device(t: QTensor | np.ndarray, lib: CudaLib | None = None) -> DeviceTensor:
+    """Upload a QTensor (or a bare integer array, e.g. labels) to the GPU."""
+    return (lib or cuda_library()).to_device(t)
+
+
+def to_host(t: DeviceTensor) -> QTensor:
+    """The QTensor of a device tensor (waits for the queued work)."""
+    return t.to_host()
+
+
+def _u32(v: int) -> int:
+    return int(v) & 0xFFFFFFFF  # hash coordinates are taken mod 2**32, as in numerics.hash_key
+
+
+def _mu(mu: int) -> int:
+    return max(-(1 << 20), min(1 << 20, int(mu)))  # the library treats |mu| > 64 like 64; keep it a C int
+
+
+class _Kernels:
+    """One method per op, each (node, ctx, *inputs) -> tuple of DeviceTensors, as in nitisim.reference."""
+
+    def __init__(self, lib: CudaLib):
+        self.lib = lib
+
+    def _in(self, t: Any, dtype, name: str, exp: bool = True) -> DeviceTensor:
+        t = self.lib.to_device(t)
+        if t.dtype != np.dtype(dtype):
+            raise TypeError(f"{name}: expected {np.dtype(dtype)}, got {t.dtype}")
+        if exp and t.exp is None:
+            raise ValueError(f"{name}: the tensor has no exponent")
+        return t
+
+    def _new(self, shape, dtype, exp=True) -> DeviceTensor:
+        return self.lib.empty(shape, dtype, exp)
+
+    # ---- forward ----------------------------------------------------------------------------------
+    def conv2d(self, node, ctx, x, w):
+        x, w = self._in(x, np.int8, "conv2d x"), self._in(w, np.int8, "conv2d w")
+        (n, h, wd, c), (o, kh, kw, cw) = x.shape, w.shape
+        if c != cw:
+            raise ValueError(f"{node.name}: x {x.shape} (NHWC) and w {w.shape} (OHWI) differ in channels")
+        s, p = node.attr("stride"), node.attr("padding")
+        y = self._new((n, (h + 2 * p - kh) // s + 1, (wd + 2 * p - kw) // s + 1, o), np.int32)
+        self.lib.call("niti_cuda_conv2d_forward", n, h, wd, c, o, kh, kw, s, s, p, p,
+                      x.ptr, x.exp_ptr, w.ptr, w.exp_ptr, y.ptr, y.exp_ptr)
+        return (y,)
+
+    def linear(self, node, ctx, x, w):
+        x, w = self._in(x, np.int8, "linear x"), self._in(w, np.int8, "linear w")
+        (batch, in_f), (out_f, in_w) = x.shape, w.shape
+        if in_f != in_w:
+            raise ValueError(f"{node.name}: x {x.shape} and w {w.shape} differ in features")
+        y = self._new((batch, out_f), np.int32)
+        self.lib.call("niti_cuda_linear_forward", batch, in_f, out_f, x.ptr, x.exp_ptr, w.ptr, w.exp_ptr, y.ptr, y.exp_ptr)
+        return (y,)
+
+    def requantize(self, node, ctx, acc):
+        acc = self._in(acc, np.int32, "requantize acc")
+        out = self._new(acc.shape, np.int8)
+        self.lib.call("niti_cuda_requantize_s32", acc.size, acc.ptr, acc.exp_ptr, ROUNDING_MODES.index(node.attr("mode")),
+                      _u32(ctx.seed), _u32(ctx.step), _u32(node.tensor_id), out.ptr, out.exp_ptr)
+        return (out,)
+
+    def relu(self, node, ctx, x):
+        x = self._in(x, np.int8, "relu x")
+        y = self._new(x.shape, np.int8, exp=x.exp)
+        self.lib.call("niti_cuda_relu_forward", x.size, x.ptr, y.ptr)
+        return (y,)
+
+    def maxpool(self, node, ctx, x):
+        x = self._in(x, np.int8, "maxpool x")
+        k, s = node.attr("kernel"), node.attr("stride")
+        n, h, w, c = x.shape
+        y = self._new((n, (h - k) // s + 1, (w - k) // s + 1, c), np.int8, exp=x.exp)
+        self.lib.call("niti_cuda_maxpool_forward", n, h, w, c, k, k, s, s, x.ptr, y.ptr)
+        return (y,)
+
+    def flatten(self, node, ctx, x):
+        x = self._in(x, np.int8, "flatten x")
+        return (x.reshape((x.shape[0], -1)),)
+
+    def _dropout(self, node, ctx, t, what):
+        t = self._in(t, np.int8, what)
+        shift = node.attr("shift")
+        rows = t.shape[0]
+        features = t.size // rows if rows else math.prod(t.shape[1:])
+        y = self._new(t.shape, np.int8)
+        self.lib.call("niti_cuda_dropout", rows, features, shift, _u32(ctx.seed), _u32(ctx.step),
+                      _u32(node.attr("mask_id", node.tensor_id)), t.ptr, t.exp_ptr, y.ptr, y.exp_ptr)
+        return (y,)
+
+    def dropout(self, node, ctx, x):
+        return self._dropout(node, ctx, x, "dropout x")
+
+    # ---- loss ---------------------------------------------------------------------------------------
+    def loss_grad(self, node, ctx, logits, labels):
+        logits = self._in(logits, np.int8, "loss logits")
+        if not isinstance(labels, DeviceTensor):
+            labels = np.asarray(labels)
+            if labels.dtype.kind not in "iu":
+                raise TypeError(f"labels: expected an integer array, got {labels.dtype}")
+            labels = self.lib.to_device(np.ascontiguousarray(labels, dtype=np.int32).reshape(-1))
+        labels = self._in(labels, np.int32, "labels", exp=False)
+        n, c = logits.shape
+        if labels.size != n:
+            raise ValueError(f"{node.name}: {labels.size} labels for {n} rows")
+        err = self._new((n, c), np.int8)
+        self.lib.call("niti_cuda_loss_grad", n, c, logits.ptr, logits.exp_ptr, labels.ptr,
+                      LOSS_VARIANTS.index(node.attr("variant")), _u32(ctx.seed), _u32(ctx.step), _u32(node.tensor_id),
+                      err.ptr, err.exp_ptr, None)
+        return (err,)
+
+    # ---- backward -----------------------------------------------------------------------------------
+    def relu_grad(self, node, ctx, x, dy):
+        x, dy = self._in(x, np.int8, "relu_grad x", exp=False), self._in(dy, np.int8, "relu_grad dy")
+        if x.shape != dy.shape:
+            raise ValueError(f"{node.name}: x {x.shape} and dy {dy.shape} differ")
+        dx = self._new(dy.shape, np.int8, exp=dy.exp)
+        self.lib.call("niti_cuda_relu_backward", x.size, x.ptr, dy.ptr, dx.ptr)
+        return (dx,)
+
+    def maxpool_grad(self, node, ctx, x, dy):
+        x, dy = self._in(x, np.int8, "maxpool_grad x", exp=False), self._in(dy, np.int8, "maxpool_grad dy")
+        k, s = node.attr("kernel"), node.attr("stride")
+        n, h, w, c = x.shape
+        if dy.shape != (n, (h - k) // s + 1, (w - k) // s + 1, c):
+            raise ValueError(f"{node.name}: dy {dy.shape} does not match x {x.shape}")
+        dx = self._new(x.shape, np.int8, exp=dy.exp)
+        self.lib.call("niti_cuda_maxpool_backward", n, h, w, c, k, k, s, s, x.ptr, dy.ptr, dx.ptr)
+        return (dx,)
+
+    def flatten_grad(self, node, ctx, dy):
+        return (self._in(dy, np.int8, "flatten_grad dy").reshape(node.attr("input_shape")),)
+
+    def dropout_grad(self, node, ctx, dy):
+        return self._dropout(node, ctx, dy, "dropout_grad dy")
+
+    def conv2d_input_grad(self, node, ctx, dy, w):
+        dy, w = self._in(dy, np.int8, "conv2d_input_grad dy"), self._in(w, np.int8, "conv2d_input_grad w")
+        n, h, wd, c = node.attr("input_shape")
+        o, kh, kw, _ = w.shape
+        s, p = node.attr("stride"), node.attr("padding")
+        dx = self._new((n, h, wd, c), np.int32)
+        self.lib.call("niti_cuda_conv2d_input_grad", n, h, wd, c, o, kh, kw, s, s, p, p,
+                      dy.ptr, dy.exp_ptr, w.ptr, w.exp_ptr, dx.ptr, dx.exp_ptr)
+        return (dx,)
+
+    def _weight_grad(self, node, name: str, args: tuple, shape, reduction: int, x, dy):
+        """int64 as the graph asks, else int32: directly when the reduction provably fits int32's
+        analytic bound for -128 operands too (131071), else int64 then narrowed with an overflow check."""
+        dtype = node.attr("dtype")
+        if dtype not in ("int32", "int64"):
+            raise ValueError(f"{node.name}: weight-gradient dtype must be int32 or int64, got {dtype!r}")
+        if dtype == "int32" and reduction <= MAX_K_INT32:
+            g = self._new(shape, np.int32)
+            self.lib.call(f"{name}_s32", *args, x.ptr, x.exp_ptr, dy.ptr, dy.exp_ptr, g.ptr, g.exp_ptr)
+            return (g,)
+        wide = self._new(shape, np.int64)
+        self.lib.call(f"{name}_s64", *args, x.ptr, x.exp_ptr, dy.ptr, dy.exp_ptr, wide.ptr, wide.exp_ptr)
+        if dtype == "int64":
+            return (wide,)
+        g = self._new(shape, np.int32, exp=wide.exp)
+        self.lib.call("niti_cuda_narrow_s64_s32", wide.size, wide.ptr, g.ptr)
+        return (g,)
+
+    def conv2d_weight_grad(self, node, ctx, x, dy):
+        x, dy = self._in(x, np.int8, "conv2d_weight_grad x"), self._in(dy, np.int8, "conv2d_weight_grad dy")
+        (n, h, wd, c), (_, e, f, o) = x.shape, dy.shape
+        k, s, p = node.attr("kernel"), node.attr("stride"), node.attr("padding")
+        return self._weight_grad(node, "niti_cuda_conv2d_weight_grad", (n, h, wd, c, o, k, k, s, s, p, p),
+                                 (o, k, k, c), n * e * f, x, dy)
+
+    def linear_input_grad(self, node, ctx, dy, w):
+        dy, w = self._in(dy, np.int8, "linear_input_grad dy"), self._in(w, np.int8, "linear_input_grad w")
+        (batch, out_f), (out_w, in_f) = dy.shape, w.shape
+        if out_f != out_w:
+            raise ValueError(f"{node.name}: dy {dy.shape} and w {w.shape} differ")
+        dx = self._new((batch, in_f), np.int32)
+        self.lib.call("niti_cuda_linear_input_grad", batch, in_f, out_f, dy.ptr, dy.exp_ptr, w.ptr, w.exp_ptr,
+                      dx.ptr, dx.exp_ptr)
+        return (dx,)
+
+    def linear_weight_grad(self, node, ctx, x, dy):
+        x, dy = self._in(x, np.int8, "linear_weight_grad x"), self._in(dy, np.int8, "linear_weight_grad dy")
+        (batch, in_f), (_, out_f) = x.shape, dy.shape
+        return self._weight_grad(node, "niti_cuda_linear_weight_grad", (batch, in_f, out_f), (out_f, in_f), batch, x, dy)
+
+    # ---- update -------------------------------------------------------------------------------------
+    def update(self, node, ctx, w, g, state=None):
+        rule = node.attr("rule")
+        g = self.lib.to_device(g)
+        if g.dtype not in (np.int32, np.int64):
+            raise TypeError(f"{node.name}: gradient must be int32 or int64, got {g.dtype}")
+        sfx = "_s64" if g.dtype == np.int64 else "_s32"
+        mu = _mu(ctx.mu)
+        w = self._in(w, np.int8, "update w")
+        if g.shape != w.shape:
+            raise ValueError(f"{node.name}: gradient {g.shape} and weight {w.shape} differ")
+        w_out = self._new(w.shape, np.int8, exp=w.exp)  # weight exponents are fixed at initialisation
+        if rule == "plain":
+            self.lib.call("niti_cuda_update_plain" + sfx, w.size, w.ptr, g.ptr, mu, w_out.ptr)
+            return (w_out,)
+        if rule == "momentum":
+            v = self._in(state, np.int32, "velocity")
+            v_out = self._new(v.shape, np.int32, exp=v.exp)
+            self.lib.call("niti_cuda_update_momentum" + sfx, w.size, w.ptr, g.ptr, v.ptr, mu, w_out.ptr, v_out.ptr)
+            return w_out, v_out
+        if rule == "shadow16":
+            sh = self._in(state, np.int16, "shadow")
+            sh_out = self._new(sh.shape, np.int16)
+            self.lib.call("niti_cuda_exp_add", w.exp_ptr, None, -SHADOW_FRAC_BITS, sh_out.exp_ptr)
+            self.lib.call("niti_cuda_update_shadow16" + sfx, w.size, sh.ptr, g.ptr, mu, w_out.ptr, sh_out.ptr)
+            return w_out, sh_out
+        raise ValueError(f"unknown update rule {rule!r}")
+
+
+OPS = ("conv2d", "linear", "requantize", "relu", "maxpool", "flatten", "dropout", "loss_grad", "relu_grad",
+       "maxpool_grad", "flatten_grad", "dropout_grad", "conv2d_input_grad", "conv2d_weight_grad", "linear_input_grad",
+       "linear_weight_grad", "update")
+
+
+def cuda_kernel_table(device: int = 0, lib: CudaLib | None = None) -> Mapping[str, Callable]:
+    """{op: fn(node, ctx, *inputs) -> tuple of DeviceTensors}, the CUDA REFERENCE_KERNELS.
+
+    Builds and loads the library on first use (CudaUnavailable if this machine cannot run it).
+    """
+    kernels = _Kernels(lib or cuda_library(device))
+    return MappingProxyType({op: getattr(kernels, op) for op in OPS})
