@@ -75,14 +75,20 @@ def torch_or_none():
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=None, help="markdown file for the results table")
-    ap.add_argument("--steps", type=int, default=10, help="timed training steps per framework")
-    ap.add_argument("--batch", type=int, default=256, help="training batch")
-    ap.add_argument("--gemm-iters", type=int, default=10, help="timed repetitions per GEMM")
-    ap.add_argument("--model", default="vgg-small-9", help="built-in model of the training section")
+    ap.add_argument("--steps", type=int, help="timed training steps per framework (default 10; 1 with --emulator)")
+    ap.add_argument("--batch", type=int, help="training batch (default 256; 2 with --emulator)")
+    ap.add_argument("--gemm-iters", type=int, help="timed repetitions per GEMM (default 10; 1 with --emulator)")
+    ap.add_argument("--model", help="built-in model of the training section (default vgg-small-9; lenet with --emulator)")
     ap.add_argument("--emulator", action="store_true",
                     help="smoke-test this script without a GPU: the kernels on the host emulator, tiny shapes, "
-                         "dp4a engine (the numbers mean nothing); use with e.g. --model lenet --batch 2 --steps 1")
+                         "dp4a engine (the numbers mean nothing)")
     args = ap.parse_args()
+    # the emulator runs CUDA threads as fibers on the CPU: a batch-256 VGG step would take hours there
+    defaults = {"steps": 1, "batch": 2, "gemm_iters": 1, "model": "lenet"} if args.emulator else \
+        {"steps": 10, "batch": 256, "gemm_iters": 10, "model": "vgg-small-9"}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     out = args.out or (Path(os.environ["OUT"]) / "results-gpu.md" if os.environ.get("OUT") else REPO / "docs" / "results-gpu.md")
     command = " ".join([Path(sys.executable).name, *sys.argv])
     state: dict = {}

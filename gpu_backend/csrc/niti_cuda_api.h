@@ -1,6 +1,6 @@
 /* niti_cuda_api.h: the C API of the CUDA kernel library (libniti_cuda.so).
  *
- * Declarations only: gpu_backend/cuda.py feeds this file to cffi's cdef (or, without cffi, to a
+ * Declarations only: gpu_backend/cuda_binding.py feeds this file to cffi's cdef (or, without cffi, to a
  * ctypes binder) after dropping the preprocessor lines and the __cplusplus block, so keep it to
  * plain prototypes over void, int, double, char, int8_t..int64_t and uint32_t. Conventions, beyond
  * those of niti_api.h (statuses, int64_t sizes, row-major NHWC / OHWI layouts, `mode` and `variant`
