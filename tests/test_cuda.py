@@ -642,3 +642,47 @@ def test_trainer_times_every_node_with_device_events(dev, tmp_path):
     assert steps == len(marks) > 0  # one read of the stream marks per step
     assert set(timing["nodes"]) == {n.name for n in trainer.graph.nodes}
     assert all(n["calls"] == steps and n["seconds"] >= 0 for n in timing["nodes"].values())
+
+
+# ------------------------------------------------------------------------------------ the CLI on CUDA
+def test_cli_train_and_run_on_the_cuda_backend_match_numpy(tmp_path, monkeypatch):
+    """`nitisim train --backend cuda` and `nitisim run --backend cuda` end to end, with the CUDA
+    library loaded on the host emulator (swapped in by this test only): the integer run equals the
+    numpy run bit for bit (benchmarks/same_run.py, the GPU check's verdict), timing.json comes from
+    the device marks, and the main job writes its report."""
+    import importlib.util
+    import json
+
+    from gpu_backend import cuda_kernels, cuda_node_clock
+    from nitisim.cli import main
+
+    lib = _emulator()
+    lib.gemm_engine, lib.conv_mode = "auto", "auto"
+    for module in (cuda_kernels, cuda_node_clock):
+        monkeypatch.setattr(module, "cuda_library", lambda device=0: lib)
+    config = REPO / "configs" / "train" / "synthetic-mlp.yaml"
+    runs = {backend: tmp_path / backend for backend in ("cuda", "numpy")}
+    for backend, out in runs.items():
+        assert main(["train", str(config), "--backend", backend, "--epochs", "1", "--out", str(out)]) == 0
+    spec = importlib.util.spec_from_file_location("same_run", REPO / "benchmarks" / "same_run.py")
+    same_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(same_run)
+    assert same_run.differences(runs["cuda"], runs["numpy"]) == []
+    summary = json.loads((runs["cuda"] / "summary.json").read_text())
+    assert summary["backend"] == "cuda"
+    timing = json.loads((runs["cuda"] / "timing.json").read_text())
+    assert timing["backend"] == "cuda" and all(n["calls"] == timing["steps"] for n in timing["nodes"].values())
+
+    # the main job trains the float32 twin on torch's GPU too; this torch sees none, so it runs on the CPU
+    import torch
+
+    from nitisim.train import fp32
+
+    monkeypatch.setattr(fp32, "resolve_device", lambda backend: (torch.device("cpu"), "torch-cpu"))
+    out = tmp_path / "main-job"
+    assert main(["run", "--tiny", "--backend", "cuda", "--out", str(out), "--accelerators", "edge-16x16"]) == 0
+    report = json.loads((out / "compare.json").read_text())
+    assert (out / "report.html").stat().st_size > 0
+    assert report["run"]["backend"] == "cuda"
+    points = report["agreement"][0]["points"]  # the device-timed (layer, phase) seconds joined with cycles
+    assert points and all(p["seconds"] > 0 and p["cycles"] > 0 for p in points)
