@@ -289,11 +289,11 @@ def gemm_rates(lib, torch, m, n, k, iters, engine="auto", dp4a=False):
 
         b = bt.t()  # K x N, column-major: the layout cuBLASLt wants for int8
         try:
-            int_mm = timed(lambda: torch._int_mm(a, b))
+            int_mm = timed(lambda a=a, b=b: torch._int_mm(a, b))
         except Exception as err:  # noqa: BLE001
             print(f"   torch._int_mm {m}x{n}x{k}: {err}")
         a16, b16 = a.to(torch.bfloat16), b.to(torch.bfloat16)
-        bf16 = timed(lambda: torch.matmul(a16, b16))
+        bf16 = timed(lambda a16=a16, b16=b16: torch.matmul(a16, b16))
         del a16, b16
     del a, bt, c
     if torch is not None:
@@ -417,7 +417,7 @@ def torch_training_rate(model_name, batch, steps) -> float:
     x = torch.randn(batch, c, h, w, device="cuda").to(memory_format=torch.channels_last)
     y = torch.randint(0, spec.classes, (batch,), device="cuda")
 
-    def step():
+    def step(model=model, opt=opt, x=x, y=y):  # bound now, so the del below can free them
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             loss = loss_fn(model(x), y)
@@ -435,7 +435,7 @@ def torch_training_rate(model_name, batch, steps) -> float:
     stop.synchronize()
     ms = start.elapsed_time(stop)
     NOTES.append(f"torch bf16 {model_name}: {ms / steps:.2f} ms/step")
-    del model, opt, x, y
+    del step, model, opt, x, y
     torch.cuda.empty_cache()
     return batch * steps / (ms * 1e-3)
 
