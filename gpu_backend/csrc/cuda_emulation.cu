@@ -9,7 +9,7 @@
  * so a missing or divergent barrier shows up as a deadlock report instead of passing by luck.
  * Emulated semantics, as the PTX ISA documents them:
  *   - mma.sync.m16n8k32.row.col.s32.s8.s8.s32: the warp's fragments are gathered by the layout in
- *     cuda_gemm.cu's comment and multiplied exactly (wrapping int32 sums);
+ *     cuda_gemm_engines.cu's comment and multiplied exactly (wrapping int32 sums);
  *   - cp.async: copies land when the issuing thread's cp.async.wait_group retires their group, not
  *     earlier, so a read before the wait sees stale data ($NITI_EMU_CP_ASYNC=eager lands at issue);
  *   - device memory: every allocation ends at a PROT_NONE guard page (reads past the end fault),

@@ -1,6 +1,7 @@
 /* cuda_internal.cuh: the internal interface shared by the CUDA library's .cu files (cuda_lib.cu,
- * cuda_ops.cu, cuda_gemm.cu). The functions are defined in cuda_lib.cu, except niti_cu_gemm_setup
- * (cuda_gemm.cu). Not part of the public API (niti_cuda_api.h).
+ * cuda_ops.cu, cuda_gemm_*.cu). The functions are defined in cuda_lib.cu, except niti_cu_gemm_setup
+ * (cuda_gemm_engines.cu). The GEMM files' own interface is cuda_gemm_internal.cuh. Not part of the
+ * public API (niti_cuda_api.h).
  */
 #ifndef NITI_CUDA_INTERNAL_CUH
 #define NITI_CUDA_INTERNAL_CUH
@@ -28,7 +29,7 @@ unsigned long long *niti_cu_scratch();
 unsigned *niti_cu_flags();
 int niti_cu_tmp_alloc(const char *fn, size_t bytes, void **ptr);
 void niti_cu_tmp_free(void *ptr);
-int niti_cu_gemm_setup();                      /* defined in cuda_gemm.cu: kernel attributes */
+int niti_cu_gemm_setup();                      /* defined in cuda_gemm_engines.cu: kernel attributes */
 #define NITI_CU_ENTER(fn)                                                          \
     std::lock_guard<std::recursive_mutex> niti_cu_guard_(niti_cu_lock());          \
     do {                                                                           \
