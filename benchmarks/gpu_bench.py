@@ -72,6 +72,35 @@ def torch_or_none():
         return None
 
 
+def library_ms(lib, fn, iters, warmup=2) -> tuple[float, float]:
+    """(device ms, wall ms) per call of `fn`, which queues work on the library's stream: `warmup`
+    untimed calls, then `iters` calls between the library's CUDA events."""
+    for _ in range(warmup):
+        fn()
+    lib.synchronize()
+    wall = time.perf_counter()
+    lib.timer_start()
+    for _ in range(iters):
+        fn()
+    ms = lib.timer_stop()
+    return ms / iters, 1e3 * (time.perf_counter() - wall) / iters
+
+
+def torch_ms(torch, fn, iters, warmup=2) -> float:
+    """Device ms per call of `fn`, which queues work on torch's current stream: `warmup` untimed
+    calls, then `iters` calls between torch CUDA events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    stop.record()
+    stop.synchronize()
+    return start.elapsed_time(stop) / iters
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=None, help="markdown file for the results table")
@@ -262,13 +291,7 @@ def gemm_rates(lib, torch, m, n, k, iters, engine="auto", dp4a=False):
     def niti(engine):
         lib.gemm_engine = engine
         try:
-            for _ in range(2):
-                lib.call(name, m, n, k, pa, pb, pc)
-            lib.synchronize()
-            lib.timer_start()
-            for _ in range(iters):
-                lib.call(name, m, n, k, pa, pb, pc)
-            return ops * iters / (lib.timer_stop() * 1e-3) / 1e12
+            return ops / (library_ms(lib, lambda: lib.call(name, m, n, k, pa, pb, pc), iters)[0] * 1e-3) / 1e12
         finally:
             lib.gemm_engine = "auto"
 
@@ -277,15 +300,7 @@ def gemm_rates(lib, torch, m, n, k, iters, engine="auto", dp4a=False):
     int_mm = bf16 = None
     if torch is not None:
         def timed(fn):
-            for _ in range(2):
-                fn()
-            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(iters):
-                fn()
-            stop.record()
-            stop.synchronize()
-            return ops * iters / (start.elapsed_time(stop) * 1e-3) / 1e12
+            return ops / (torch_ms(torch, fn, iters) * 1e-3) / 1e12
 
         b = bt.t()  # K x N, column-major: the layout cuBLASLt wants for int8
         try:
@@ -315,13 +330,7 @@ def conv_rate(lib, op, batch, hw, c, o, iters) -> float:
     lib.call("niti_cuda_memset", src.ptr, 1, src.nbytes)  # values do not change the time; defined anyway
     lib.call("niti_cuda_memset", w.ptr, 1, w.nbytes)
     args = (batch, hw, hw, c, o, 3, 3, 1, 1, 1, 1, src.ptr, None, w.ptr, None, out.ptr, None)
-    for _ in range(2):
-        lib.call(name, *args)
-    lib.synchronize()
-    lib.timer_start()
-    for _ in range(iters):
-        lib.call(name, *args)
-    return 2.0 * macs * iters / (lib.timer_stop() * 1e-3) / 1e12
+    return 2.0 * macs / (library_ms(lib, lambda: lib.call(name, *args), iters)[0] * 1e-3) / 1e12
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -342,21 +351,17 @@ def niti_training_rate(lib, model_name, batch, steps, state) -> float:
     labels = lib.to_device(rng.integers(0, model.classes, batch).astype(np.int32))
     state.update(graph=graph, table=table, x=x, labels=labels)
     step = 0
-    for _ in range(2):  # warm-up: allocator pool, first launches
+
+    def one_step():
+        nonlocal params, step
         params = train_step(graph, table, params, x, labels, StepContext(seed=1, step=step, mu=5)).params
         step += 1
-    lib.synchronize()
-    wall = time.perf_counter()
-    lib.timer_start()
-    for _ in range(steps):
-        params = train_step(graph, table, params, x, labels, StepContext(seed=1, step=step, mu=5)).params
-        step += 1
-    ms = lib.timer_stop()
-    wall = time.perf_counter() - wall
+
+    ms, wall_ms = library_ms(lib, one_step, steps)  # the 2 warm-up steps fill the allocator pool
     state["params"] = params
-    NOTES.append(f"niti {model_name}, conv mode {lib.conv_mode}: {ms / steps:.2f} ms/step of device time, {1e3 * wall / steps:.2f} ms/step wall "
-                 f"({graph.macs() * 2 / (ms / steps * 1e-3) / 1e12:.0f} TOP/s of GEMM work over the step)")
-    return batch * steps / (ms * 1e-3)
+    NOTES.append(f"niti {model_name}, conv mode {lib.conv_mode}: {ms:.2f} ms/step of device time, {wall_ms:.2f} ms/step wall "
+                 f"({graph.macs() * 2 / (ms * 1e-3) / 1e12:.0f} TOP/s of GEMM work over the step)")
+    return batch / (ms * 1e-3)
 
 
 def conv_paths(lib, graph) -> str:
@@ -424,20 +429,11 @@ def torch_training_rate(model_name, batch, steps) -> float:
         loss.backward()
         opt.step()
 
-    for _ in range(3):
-        step()
-    torch.cuda.synchronize()
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(steps):
-        step()
-    stop.record()
-    stop.synchronize()
-    ms = start.elapsed_time(stop)
-    NOTES.append(f"torch bf16 {model_name}: {ms / steps:.2f} ms/step")
+    ms = torch_ms(torch, step, steps, warmup=3)
+    NOTES.append(f"torch bf16 {model_name}: {ms:.2f} ms/step")
     del step, model, opt, x, y
     torch.cuda.empty_cache()
-    return batch * steps / (ms * 1e-3)
+    return batch / (ms * 1e-3)
 
 
 def profile_step(lib, state) -> dict[str, float]:
