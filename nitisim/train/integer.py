@@ -4,8 +4,9 @@ Inputs go through the integer-only path (uint8 -> int8, exponent -8). Every step
 `train_step` with `StepContext(seed, step, mu(epoch))`, so the counter hash, and with it every
 stochastic rounding and dropout mask, is a function of (seed, step) alone: there is no random
 state to checkpoint. With a timer, every step is timed per node by the backend's node clock
-(`node_clock`: stream events on CUDA, host laps elsewhere). Evaluation runs inference graphs (no dropout, no backward) of `eval_batch`
-rows, plus one graph for the remainder so every test image counts exactly once.
+(`node_clock`: stream events on CUDA, host laps elsewhere). Evaluation runs inference graphs (no
+dropout, no backward) of `eval_batch` rows, plus one graph for the remainder so every test image
+counts exactly once.
 """
 from __future__ import annotations
 
