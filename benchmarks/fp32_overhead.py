@@ -11,7 +11,7 @@ process, so the ratio holds even on a shared, noisy machine. Two schedules:
 
 `--also PATH` adds a second trainer loaded from another copy of nitisim/train/fp32.py (e.g.
 `git show REV:nitisim/train/fp32.py > /tmp/fp32_old.py`) for a before/after comparison in the
-same run. Prints only; writes nothing.
+same run. Prints the tables and writes them to docs/results.md (section `fp32-overhead`).
 
     python benchmarks/fp32_overhead.py [configs/train/fashion-lenet.yaml] [--steps 40] [--rounds 3]
 """
@@ -27,6 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
@@ -35,6 +36,7 @@ from nitisim.datasets.transforms import float_normalized, to_int8  # noqa: E402
 from nitisim.train.config import load_config  # noqa: E402
 from nitisim.train.data import epoch_batches, float_stats, load_for_config  # noqa: E402
 from nitisim.train.fp32 import Fp32Trainer, SpecNet  # noqa: E402
+from results_md import write_section  # noqa: E402
 
 
 def load_trainer_class(path: Path):
@@ -107,16 +109,17 @@ def main(argv=None) -> int:
             per_block[name].append(time.perf_counter() - t0)
 
     b = cfg.batch
-    print(f"{cfg.model.name} batch {b}, {len(batches)} steps x {args.rounds} rounds, torch {torch.__version__} "
-          f"{torch.get_num_threads()} threads")
-    print("| contender | interleaved img/s (median step) | ratio to bare | blocks img/s (median) | ratio to bare "
-          "(median of rounds) |")
-    print("|---|---|---|---|---|")
+    lines = [f"{cfg.model.name} batch {b}, {len(batches)} steps x {args.rounds} rounds, torch {torch.__version__} "
+             f"{torch.get_num_threads()} threads, all contenders in one process."
+             + (f" `{args.also.name}` is another nitisim/train/fp32.py (`git show REV:nitisim/train/fp32.py > FILE`)."
+                if args.also else ""), "",
+             "| contender | interleaved img/s (median step) | ratio to bare | blocks img/s (median) | ratio to bare "
+             "(median of rounds) |", "|---|---|---|---|---|"]
     bare_step, bare_block = np.median(per_step["bare torch"]), np.array(per_block["bare torch"])
     for name in names:
         s, blk = np.median(per_step[name]), np.array(per_block[name])
-        print(f"| {name} | {b / s:,.0f} | {bare_step / s:.3f} | {b * len(batches) / np.median(blk):,.0f} "
-              f"| {np.median(bare_block / blk):.3f} |")
+        lines.append(f"| {name} | {b / s:,.0f} | {bare_step / s:.3f} | {b * len(batches) / np.median(blk):,.0f} "
+                     f"| {np.median(bare_block / blk):.3f} |")
 
     test_x, test_y = ds.test_images[:5000], ds.test_labels[:5000]
     t_eval = {}
@@ -132,8 +135,11 @@ def main(argv=None) -> int:
         for x in xs:
             net(x).argmax(1)
         t_bare = time.perf_counter() - t0
-    print(f"evaluate, {len(test_y)} test images in slices of {cfg.eval_batch}: bare {len(test_y) / t_bare:,.0f} img/s; "
-          + "; ".join(f"{name} {len(test_y) / s:,.0f} img/s" for name, s in t_eval.items()))
+    lines += ["", f"Evaluate, {len(test_y)} test images in slices of {cfg.eval_batch}: bare {len(test_y) / t_bare:,.0f} "
+              "img/s; " + "; ".join(f"{name} {len(test_y) / s:,.0f} img/s" for name, s in t_eval.items())]
+    body = "\n".join(lines)
+    print(body)
+    write_section("fp32-overhead", "Float32 twin trainer vs a bare torch loop (benchmarks/fp32_overhead.py)", body)
     return 0
 
 
