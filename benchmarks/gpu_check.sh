@@ -22,7 +22,7 @@
 # Output (the device tool brings back at most 8 files): with $OUT set, $OUT/results-gpu.md (the
 # benchmark table), $OUT/gpu-check.log (every step's output) and $OUT/run-cuda/{report.html,
 # report.md, compare.json, timing.json, summary.json}; without $OUT, the same under docs/gpu-check/.
-# Sized for about 6 minutes on an H200; each step has its own timeout, and the steps run in order of
+# Estimated at about 6 minutes on an H200 (not yet run on one); each step has its own timeout, and the steps run in order of
 # value, so a call cut short at its limit still returns what the earlier steps wrote.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
