@@ -7,8 +7,12 @@ path exists only to compare against float baselines.
 
 Augmentation (CIFAR-style pad-crop and horizontal flip) and the shuffle order are pure functions
 of (seed, step) and (seed, epoch): a run resumed from a checkpoint at step k draws exactly the
-batches and crops the uninterrupted run drew. Each draw uses its own numpy Generator(PCG64)
-seeded from a SeedSequence of (seed, counter, purpose tag); no generator state is kept anywhere.
+batches and crops the uninterrupted run drew, and every backend trains on the same pixels, since
+augmentation happens here, before the graph. The crops and flips draw from the project's counter
+hash (numerics.hash_bits of (seed, step, purpose tag, index)), integer arithmetic defined in this
+repository that a C or CUDA input pipeline can mirror bit for bit; the shuffle order uses a numpy
+Generator(PCG64) seeded from a SeedSequence of (seed, epoch, purpose tag). No generator state is
+kept anywhere.
 """
 from __future__ import annotations
 
@@ -16,11 +20,12 @@ from typing import Sequence
 
 import numpy as np
 
-from ..numerics import clamp_int8, round_shift
+from ..numerics import clamp_int8, hash_bits, round_shift
 
 INPUT_EXP = -8  # exponent of to_int8's output: m * 2**-8 == (p - 128) / 256
 
-# Purpose tags mixed into the seed so the crop draws and the shuffle never share a stream.
+# Purpose tags mixed into the seed so the crop draws and the shuffle never share a stream (the crop
+# tag is the counter hash's tensor-id coordinate; graph tensor ids are small, so no graph draw shares it).
 _TAG_CROP = 0x43524F50  # "CROP"
 _TAG_ORDER = 0x4F524452  # "ORDR"
 
@@ -102,27 +107,51 @@ def hflip(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images[:, :, ::-1, :])
 
 
+def crop_flip_draws(n: int, pad: int, *, rng_seed: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The per-image draws of random_crop_flip: (flip (N,) bool, dy (N,) int64, dx (N,) int64).
+
+    One counter-hash word per draw, hash_bits(rng_seed, step, CROP tag, index): image i's flip is
+    the top bit of word i, its window top dy the high half of word (N + i) * (2 * pad + 1), its
+    window left dx the same of word 2N + i. The multiply-high maps a uniform 32-bit word onto
+    0..2*pad without division (off uniform by under (2*pad + 1) / 2**32). The flip words come first
+    and do not involve `pad`, so the flip mask of a (rng_seed, step, N) does not depend on `pad`.
+
+    >>> f, dy, dx = crop_flip_draws(1000, 2, rng_seed=0, step=0)
+    >>> sorted(set(dy.tolist())), sorted(set(dx.tolist())), 400 < int(f.sum()) < 600
+    ([0, 1, 2, 3, 4], [0, 1, 2, 3, 4], True)
+    """
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}")
+    if rng_seed < 0 or step < 0:
+        raise ValueError(f"seed and step must be non-negative, got seed={rng_seed}, step={step}")
+    words = hash_bits(rng_seed, step, _TAG_CROP, 3 * n).reshape(3, n)  # uint32
+    flips = (words[0] >> np.uint32(31)).astype(bool)  # (N,)
+    span = np.uint64(2 * pad + 1)
+    dy = ((words[1].astype(np.uint64) * span) >> np.uint64(32)).astype(np.int64)  # (N,) in 0..2*pad
+    dx = ((words[2].astype(np.uint64) * span) >> np.uint64(32)).astype(np.int64)  # (N,)
+    return flips, dy, dx
+
+
 def random_crop_flip(
     images: np.ndarray, pad: int = 4, *, rng_seed: int, step: int, flip: bool = True
 ) -> np.ndarray:
-    """Zero-pad by `pad`, take a random HxW window, mirror half the images: same shape and dtype.
+    """Zero-pad by `pad`, take a random HxW window, mirror about half the images: same shape and dtype.
 
+    Image i becomes the window of its zero-padded image whose top-left corner is (dy[i], dx[i]) in
+    padded coordinates (crop_flip_draws), mirrored left-right after the crop when flip[i]: output
+    pixel (r, c) is padded pixel (r + dy, c + dx), or (r + dy, W - 1 - c + dx) when flipped, so
+    content moves by (pad - dy, pad - dx). `flip=False` crops only; `pad=0` flips only.
     Apply it to uint8 pixels before to_int8 so the padding is black (pixel 0), as in the
     torchvision RandomCrop(32, padding=4) + RandomHorizontalFlip recipe NITI trained with; on int8
-    inputs the zero padding would be mid-grey instead. The flips are drawn first and always, so the
-    flip mask for a (rng_seed, step) does not depend on `pad`. One gather for the whole batch: the
-    per-image window and mirror become row and column index arrays.
+    inputs the zero padding would be mid-grey instead. Pure integer indexing: one gather for the
+    whole batch, the per-image window and mirror becoming row and column index arrays.
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.dtype.kind not in "iu":
         raise TypeError(f"expected integer (N, H, W, C) images, got {images.dtype} {images.shape}")
-    if pad < 0:
-        raise ValueError(f"pad must be >= 0, got {pad}")
     n, h, w, _ = images.shape
-    rng = _generator(rng_seed, step, _TAG_CROP)
-    flips = rng.integers(0, 2, size=n).astype(bool) & flip  # (N,)
-    dy = rng.integers(0, 2 * pad + 1, size=n)  # (N,) window top in padded coordinates
-    dx = rng.integers(0, 2 * pad + 1, size=n)  # (N,) window left
+    flips, dy, dx = crop_flip_draws(n, pad, rng_seed=rng_seed, step=step)
+    flips &= flip
     padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))  # (N, H+2p, W+2p, C), zeros
     rows = dy[:, None] + np.arange(h)  # (N, H)
     cols = dx[:, None] + np.where(flips[:, None], np.arange(w)[::-1], np.arange(w))  # (N, W)

@@ -16,7 +16,8 @@ YAML form (configs/train/*.yaml):
     loss_variant: niti            # niti | fine
     update_rule: plain            # plain | momentum | shadow16
     weight_headroom_bits: 0       # start weights at 127 / 2**bits so they can grow (see headroom.py)
-    augment: none                 # none | crop_flip (pad 4, random crop, horizontal flip)
+    augment: none                 # none | crop | flip | crop_flip (zero-pad, random crop; horizontal flip)
+    crop_pad: 4                   # crop and crop_flip only: pixels of zero padding around each image
     input_path: int8              # int8 | float (float-normalised, --arith fp32 only)
     seed: 0
     eval_batch: 1000
@@ -44,7 +45,9 @@ from ..numerics import LOSS_VARIANTS, ROUNDING_MODES, UPDATE_RULES
 from .headroom import MAX_HEADROOM_BITS
 
 DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "cifar10", "synthetic")
-AUGMENTS: tuple[str, ...] = ("none", "crop_flip")
+AUGMENTS: tuple[str, ...] = ("none", "crop", "flip", "crop_flip")
+CROPPING_AUGMENTS: tuple[str, ...] = ("crop", "crop_flip")
+MAX_CROP_PAD = 16  # half a 32x32 image: a crop shifted further shows more padding than image
 INPUT_PATHS: tuple[str, ...] = ("int8", "float")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "step")
 MU_MAX = 15  # a weight step of 2**15 LSBs already exceeds the int8 range many times over
@@ -90,7 +93,8 @@ class TrainConfig:
     mu_schedule: tuple[MuPhase, ...]
     numerics: NumericsOptions = NumericsOptions()
     weight_headroom_bits: int = 0  # initial weights at full scale / 2**bits: room to grow (NITI: 0)
-    augment: str = "none"
+    augment: str = "none"  # integer-only, on the uint8 batch before the graph (datasets.transforms)
+    crop_pad: int = 4  # zero padding of the random crop (NITI's CIFAR recipe: 4; 28x28 images: 2)
     input_path: str = "int8"
     seed: int = 0
     eval_batch: int = 1000
@@ -126,6 +130,7 @@ class TrainConfig:
             **dataclasses.asdict(self.numerics),
             "weight_headroom_bits": self.weight_headroom_bits,
             "augment": self.augment,
+            **({"crop_pad": self.crop_pad} if self.augment in CROPPING_AUGMENTS else {}),
             "input_path": self.input_path,
             "seed": self.seed,
             "eval_batch": self.eval_batch,
@@ -227,7 +232,7 @@ def _kind(value: Any) -> str:
 
 _TOP_KEYS = {
     "model", "dataset", "batch", "epochs", "mu_schedule", "activation_rounding", "error_rounding",
-    "loss_variant", "update_rule", "weight_headroom_bits", "augment", "input_path", "seed", "eval_batch",
+    "loss_variant", "update_rule", "weight_headroom_bits", "augment", "crop_pad", "input_path", "seed", "eval_batch",
     "train_subset", "test_subset", "synthetic", "fp32",
 }
 _REQUIRED = ("model", "dataset", "batch", "epochs", "mu_schedule")
@@ -284,6 +289,11 @@ def parse_config(doc: Any, src: str) -> TrainConfig:
             train=r.int_(s.get("train", SyntheticOptions.train), "synthetic.train", minimum=1),
             test=r.int_(s.get("test", SyntheticOptions.test), "synthetic.test", minimum=1),
         )
+    if "crop_pad" in doc:
+        if cfg["augment"] not in CROPPING_AUGMENTS:
+            raise r.fail("crop_pad", f"only used by augment: {' or '.join(CROPPING_AUGMENTS)} "
+                         f"(augment is {cfg['augment']})")
+        cfg["crop_pad"] = r.int_(doc["crop_pad"], "crop_pad", minimum=1, maximum=MAX_CROP_PAD)
     if cfg["train_subset"] is not None and cfg["train_subset"] < cfg["batch"]:
         raise r.fail("train_subset", f"{cfg['train_subset']} images make no batch of {cfg['batch']}")
     return TrainConfig(**cfg)

@@ -16,9 +16,7 @@ import numpy as np
 from ..datasets import Dataset, load_dataset, synthetic_dataset
 from ..datasets.transforms import batch_order, random_crop_flip
 from ..errors import UserInputError
-from .config import TrainConfig
-
-CROP_PAD = 4  # pixels of zero padding before the random crop (the CIFAR recipe NITI used)
+from .config import CROPPING_AUGMENTS, TrainConfig
 
 # Per-channel mean and std (0..1 units) for the float-normalised input path of fp32 comparisons.
 FLOAT_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -81,8 +79,9 @@ def epoch_batches(ds: Dataset, cfg: TrainConfig, epoch: int) -> Iterator[tuple[i
         step = epoch * steps + i
         idx = order[i * cfg.batch:(i + 1) * cfg.batch]  # (B,)
         images = ds.train_images[idx]
-        if cfg.augment == "crop_flip":
-            images = random_crop_flip(images, CROP_PAD, rng_seed=cfg.seed, step=step)
+        if cfg.augment != "none":
+            pad = cfg.crop_pad if cfg.augment in CROPPING_AUGMENTS else 0
+            images = random_crop_flip(images, pad, rng_seed=cfg.seed, step=step, flip=cfg.augment != "crop")
         yield step, images, ds.train_labels[idx]
 
 
