@@ -225,3 +225,14 @@ def test_integer_path_does_not_import_torch(tmp_path):
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
+
+
+def test_seed_flag_overrides_the_config_seed(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", str(SYNTHETIC), "--backend", "numpy", "--epochs", "1", "--out", str(a), "--seed", "5"]) == 0
+    assert main(["train", str(SYNTHETIC), "--backend", "numpy", "--epochs", "1", "--out", str(b)]) == 0
+    sa, sb = (json.loads((f / "summary.json").read_text()) for f in (a, b))
+    assert sa["config"]["seed"] == 5 and sb["config"]["seed"] == load_config(SYNTHETIC).seed != 5
+    assert not np.array_equal(_checkpoint(a)["m/fc1.w"], _checkpoint(b)["m/fc1.w"])
+    assert main(["train", str(SYNTHETIC), "--out", str(tmp_path / "c"), "--seed", "-1"]) == 2
+    assert "--seed" in capsys.readouterr().err

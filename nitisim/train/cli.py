@@ -6,6 +6,7 @@ the run folder (default runs/<config stem>-<arith>); --resume continues from tha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from ..errors import UserInputError
@@ -23,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="integer kernels: numpy (reference), cpu, cuda (gpu_backend), auto = first usable "
                              "of cuda, cpu, numpy (default auto); with --arith fp32: torch on cpu or cuda")
     parser.add_argument("--epochs", type=int, help="train this many epochs instead of the config's")
+    parser.add_argument("--seed", type=int, help="use this seed instead of the config's (initial weights, shuffle, "
+                        "augmentation, dropout and rounding draws): one config, several seeds")
     parser.add_argument("--data", help="dataset folder (or a folder holding it); default: discovery")
     parser.add_argument("--out", help="run folder (default runs/<config stem>-<arith>)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
@@ -36,6 +39,10 @@ def main(args: argparse.Namespace) -> int:
         if args.epochs < 1:
             raise UserInputError("--epochs", None, f"must be a positive integer, got {args.epochs}")
         cfg = cfg.with_epochs(args.epochs)
+    if args.seed is not None:
+        if not 0 <= args.seed <= 2**32 - 1:
+            raise UserInputError("--seed", None, f"must be in 0..{2**32 - 1}, got {args.seed}")
+        cfg = dataclasses.replace(cfg, seed=args.seed)
     if args.arith == "int8" and cfg.input_path == "float":
         raise UserInputError(cfg.source, "input_path", "float inputs are for --arith fp32 comparisons only; "
                              "integer training reads int8")
