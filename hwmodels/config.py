@@ -20,10 +20,13 @@ Schema (version 1):
     vector: {lanes: 16}
     energy:                             # optional overrides, each {pj, source}
       mac_int8: {pj: 0.208, source: "Accelergy reference outputs, 65 nm"}
+    host: {...}                         # optional, with calibration: a calibrated machine model
+    calibration: {...}                  #   (hwmodels/host.py; written by `nitisim calibrate`)
 """
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from nitisim.errors import UserInputError
 from nitisim.models import load_yaml
 
 from .energy import ACTIONS, DRAM_PJ_PER_BIT, DRAM_SOURCE, default_table
+from .host import parse_calibration, parse_host
 from .spec import (BUFFER_NAMES, DATAFLOWS, FORMATS, AcceleratorSpec, ArraySpec, BufferSpec, DramSpec,
                    EnergyEntry, VectorSpec, freeze_energy)
 from .tiling import min_buffer_bytes
@@ -154,7 +158,8 @@ def parse_accelerator(doc: Any, src: str) -> AcceleratorSpec:
     if doc is None:
         raise UserInputError(src, None, "empty file; an accelerator config is a mapping")
     r = _Reader(src, doc, None)
-    r.keys({"version", "array", "clock_mhz", "buffers", "dram", "vector"}, {"name", "numerics", "energy"})
+    r.keys({"version", "array", "clock_mhz", "buffers", "dram", "vector"},
+           {"name", "numerics", "energy", "host", "calibration"})
     version = r.int("version")
     if version != SCHEMA_VERSION:
         raise r.error("version", f"unsupported config version {version}; this simulator reads {SCHEMA_VERSION}")
@@ -204,10 +209,18 @@ def parse_accelerator(doc: Any, src: str) -> AcceleratorSpec:
     table["dram"] = dram_energy
     if r.has("energy"):
         table = _energy(r.sub("energy"), table)
+    host = None
+    if r.has("host") != r.has("calibration"):
+        raise r.error("calibration" if r.has("host") else "host",
+                      "host and calibration go together: a machine model says where its rates come from")
+    if r.has("host"):
+        host = replace(parse_host(r.sub("host")), calibrated=parse_calibration(r.sub("calibration")))
+        if fmt != "int":
+            raise r.error("host", "a calibrated host model measures int8 work; leave numerics.format int")
     return AcceleratorSpec(
         name=name, version=version, source=src, array=array, clock_mhz=clock, format=fmt,
         operand_bits=op_bits, accumulator_bits=acc_bits, ifmap=buffers["ifmap"], filter=buffers["filter"],
-        ofmap=buffers["ofmap"], dram=dram, vector=vector, energy=freeze_energy(table),
+        ofmap=buffers["ofmap"], dram=dram, vector=vector, energy=freeze_energy(table), host=host,
     )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from nitisim.errors import UserInputError
 from nitisim.graph import Graph, Node
 
+from . import host as host_model
 from .lowering import GemmWork, VectorWork, Work, lower_node, report_phase
 from .placement import NodePlacement, Placement
 from .spec import AcceleratorSpec
@@ -124,7 +125,12 @@ def plan_gemm(graph: Graph, node: Node, work: GemmWork, place: NodePlacement, pl
     psum = t.psum_spill_bytes
     dram_read = g.a_dram_bytes * t.a_refetch + g.b_dram_bytes * t.b_refetch + psum
     dram_write = psum + final_write
-    if compat == "scalesim":
+    col2im_cycles = math.ceil(work.col2im_adds / arch.vector.lanes)
+    if arch.host is not None:
+        # A measured machine: its input_grad rate was probed on a conv kernel, col2im included.
+        compute, adjust = host_model.gemm_cycles(arch.host, work.phase, work.m, work.k, work.n), 0
+        col2im_cycles = 0
+    elif compat == "scalesim":
         compute, adjust = t.folds * t.cycles_per_fold, -1  # SCALE-Sim's count: streamed dim whole
     else:
         compute, adjust = t.compute_cycles, 0
@@ -141,7 +147,7 @@ def plan_gemm(graph: Graph, node: Node, work: GemmWork, place: NodePlacement, pl
                     work.b.dense_elements * g.b_elem_bytes * t.b_refetch, psum),
         drain_bytes=dram_write, compute_cycles=compute, port_cycles=_port_cycles(arch, reads, writes),
         sram_read_bytes=reads, sram_write_bytes=writes, macs=work.macs, ops=(),
-        drain_vector_cycles=math.ceil(work.col2im_adds / arch.vector.lanes),
+        drain_vector_cycles=col2im_cycles,
         drain_ops=((col2im_action, work.col2im_adds),) if work.col2im_adds else (),
         footprint_bytes=t.footprint_bytes, slots_in=min(arch.ifmap.slots, arch.filter.slots),
         slots_out=arch.ofmap.slots, cycle_adjust=adjust,
@@ -164,7 +170,12 @@ def plan_vector(node: Node, work: VectorWork, place: NodePlacement, placement: P
         read = sum(nbytes[t] for t in p.reads)
         written = sum(nbytes[t] for t in p.writes)
         ops = tuple((arch.vector_action(width), count) for width, count in p.ops)
-        compute = math.ceil(sum(c for _, c in ops) / arch.vector.lanes)
+        if arch.host is not None:
+            largest = max((nbytes[t] for t in p.reads), default=0)
+            compute = host_model.pass_cycles(arch.host, p.ops, largest)
+            compute += arch.host.call_cycles["vector"] if not stages else 0  # one call per node
+        else:
+            compute = math.ceil(sum(c for _, c in ops) / arch.vector.lanes)
         streamed = from_dram + to_dram
         iterations = max(1, math.ceil((read + written) / chunk_cap))
         reads = (0, 0, read)
@@ -189,6 +200,8 @@ def plan_nodes(graph: Graph, nodes: list[Node], placement: Placement, arch: Acce
                compat: str | None = None) -> list[NodePlan]:
     if compat is not None and compat not in COMPAT_MODES:
         raise UserInputError("--compat", None, f"must be one of {list(COMPAT_MODES)}, got {compat!r}")
+    if compat is not None and arch.host is not None:
+        raise UserInputError("--compat", None, f"{arch.name} is a calibrated machine model, not a systolic array")
     plans = []
     for node, place in zip(nodes, placement.nodes):
         work = lower_node(graph, node, float32=arch.format == "fp32")

@@ -74,6 +74,24 @@ class VectorSpec:
 
 
 @dataclass(frozen=True)
+class HostSpec:
+    """A calibrated model of a real machine (a CPU host or a GPU) in place of the systolic fold model.
+
+    GEMM time is MACs over the machine's measured rate for the GEMM's shape class
+    (hwmodels.host.gemm_class); vector time is element operations over the measured rate of their
+    width class, on every core when the pass's largest input is above parallel_min_bytes. Each node
+    also pays the fixed cost of one kernel call. Rates are per cycle of the spec's clock_mhz.
+    """
+    engine: str  # the GEMM engine the rates were measured on (e.g. avx512vnni, mma.sync)
+    cores: int  # parallel workers of the vector passes above parallel_min_bytes
+    parallel_min_bytes: int  # a pass whose largest input is larger runs on all cores
+    gemm_macs_per_cycle: Mapping[str, float]  # shape class -> int8 MACs per cycle (all cores)
+    vector_ops_per_cycle: Mapping[str, float]  # int8 | int32 -> element ops per cycle (one core)
+    call_cycles: Mapping[str, int]  # gemm | vector -> fixed cycles of one kernel call
+    calibrated: str  # when the rates were measured (ISO date), or the public spec they come from
+
+
+@dataclass(frozen=True)
 class EnergyEntry:
     pj: float  # picojoules per `unit`
     unit: str  # MAC | op | 64-bit access | bit
@@ -96,6 +114,7 @@ class AcceleratorSpec:
     dram: DramSpec
     vector: VectorSpec
     energy: Mapping[str, EnergyEntry]  # action -> energy per action (MappingProxyType)
+    host: HostSpec | None = None  # a calibrated machine model: replaces the fold and lane cycle counts
 
     @property
     def buffers(self) -> tuple[BufferSpec, BufferSpec, BufferSpec]:
@@ -134,7 +153,9 @@ def freeze_energy(table: Mapping[str, EnergyEntry]) -> Mapping[str, EnergyEntry]
 def float32_variant(arch: AcceleratorSpec) -> AcceleratorSpec:
     """The same accelerator doing float32 training: 4-byte words everywhere, fp32 MACs and vector
     ops priced from the same energy table; buffer and DRAM sizes in bytes unchanged."""
-    return replace(arch, name=f"{arch.name}-fp32", format="fp32", operand_bits=32, accumulator_bits=32)
+    # A host model's rates were measured in int8; its float32 twin falls back to the array model.
+    return replace(arch, name=f"{arch.name}-fp32", format="fp32", operand_bits=32, accumulator_bits=32,
+                   host=None)
 
 
 def unbounded_dram(arch: AcceleratorSpec) -> AcceleratorSpec:

@@ -1,0 +1,110 @@
+"""The calibrated machine model: cycles of GEMM and vector work on a real host (or GPU) from rates
+measured by probes (`nitisim calibrate`) or taken from public specifications.
+
+A systolic array's cycles come from folds; a CPU's from how fast its GEMM engine and its vector
+code run on shapes of the same kind. So a host model prices
+
+    GEMM node    call_cycles["gemm"] + ceil(MACs / gemm_macs_per_cycle[gemm_class(...)])
+    vector node  call_cycles["vector"] + sum over passes of ceil(ops of each width class /
+                 (vector_ops_per_cycle[width] x cores if the pass is parallel else 1))
+
+and the simulator adds what DRAM (on a host: traffic beyond the on-chip caches) cannot hide,
+exactly as for an accelerator. Pure functions; no SimPy, no measurement.
+
+YAML (optional sections of an accelerator config, see hwmodels/config.py):
+
+    host:
+      engine: avx512vnni
+      cores: 2
+      parallel_min_bytes: 4194304
+      gemm_macs_per_cycle: {narrow: 60.1, forward: 180.2, input_grad: 130.5, weight_grad: 160.0}
+      vector_ops_per_cycle: {int8: 10.3, int32: 8.9}
+      call_cycles: {gemm: 10400, vector: 5200}
+    calibration:                  # where the numbers come from (required with host)
+      date: "2026-12-03T12:00:00+00:00"
+      command: "nitisim calibrate --out ..."
+      machine: "Intel(R) Xeon(R) Processor, 2 cores"
+      probes: {gemm_forward: {value: 4.7e11, unit: MAC/s, what: "conv 3x3 ..."}, ...}
+"""
+from __future__ import annotations
+
+import math
+from types import MappingProxyType
+from typing import Any, Iterable
+
+from .spec import HostSpec
+
+# Shape classes: any GEMM dimension below NARROW_DIM leaves most of a SIMD register (16 int32
+# lanes, 4-deep int8 dot products) or tensor-core tile idle, whatever the phase; otherwise the phase
+# decides the operand layout (forward: im2col x W, input_grad: dY x W^T then col2im, weight_grad:
+# a long reduction over the batch), which is what changes a CPU's cache blocking.
+NARROW_DIM = 32
+GEMM_CLASSES: tuple[str, ...] = ("narrow", "forward", "input_grad", "weight_grad")
+VECTOR_WIDTHS: tuple[str, ...] = ("int8", "int32")
+CALL_KINDS: tuple[str, ...] = ("gemm", "vector")
+
+
+def gemm_class(phase: str, m: int, k: int, n: int) -> str:
+    """The shape class of a GEMM (M x K) . (K x N) of report phase `phase`.
+
+    >>> gemm_class("forward", 147456, 25, 20), gemm_class("weight_grad", 800, 256, 500)
+    ('narrow', 'weight_grad')
+    """
+    if min(m, k, n) < NARROW_DIM:
+        return "narrow"
+    if phase not in GEMM_CLASSES:
+        raise ValueError(f"not a GEMM phase: {phase!r}")
+    return phase
+
+
+def gemm_cycles(host: HostSpec, phase: str, m: int, k: int, n: int) -> int:
+    """Cycles of one GEMM node: the call plus MACs at the measured rate of its shape class."""
+    rate = host.gemm_macs_per_cycle[gemm_class(phase, m, k, n)]
+    return host.call_cycles["gemm"] + math.ceil(m * k * n / rate)
+
+
+def pass_cycles(host: HostSpec, ops: Iterable[tuple[str, int]], largest_input_bytes: int) -> int:
+    """Cycles of one vector pass: element ops per width class at the measured per-core rate, on all
+    cores when the pass's largest input is above parallel_min_bytes (the host library's threshold)."""
+    workers = host.cores if largest_input_bytes > host.parallel_min_bytes else 1
+    return sum(math.ceil(count / (host.vector_ops_per_cycle[width] * workers)) for width, count in ops)
+
+
+def parse_host(r: Any) -> HostSpec:
+    """The `host:` section, read through config.py's strict reader `r` (errors name file and key)."""
+    r.keys({"engine", "cores", "parallel_min_bytes", "gemm_macs_per_cycle", "vector_ops_per_cycle", "call_cycles"})
+    return HostSpec(
+        engine=r.str("engine"), cores=r.int("cores"), parallel_min_bytes=r.int("parallel_min_bytes", minimum=0),
+        gemm_macs_per_cycle=_numbers(r.sub("gemm_macs_per_cycle"), GEMM_CLASSES),
+        vector_ops_per_cycle=_numbers(r.sub("vector_ops_per_cycle"), VECTOR_WIDTHS),
+        call_cycles=_numbers(r.sub("call_cycles"), CALL_KINDS, integer=True),
+        calibrated="",
+    )
+
+
+def parse_calibration(r: Any) -> str:
+    """The `calibration:` record: when, by what command, on what machine, and every probe's value.
+    Returns the date; the probes are kept in the YAML for the reader and checked here."""
+    r.keys({"date", "command", "machine", "probes"})
+    date = r.str("date")
+    r.str("command")
+    r.str("machine")
+    probes = r.sub("probes")
+    if not probes.doc:
+        raise probes.error(None, "must list at least one probe")
+    for name in probes.doc:
+        p = probes.sub(name)
+        p.keys({"value", "unit", "what"}, {"seconds", "repeats"})
+        p.number("value")
+        p.str("unit")
+        p.str("what")
+        if p.has("seconds"):
+            p.number("seconds")
+        if p.has("repeats"):
+            p.int("repeats")
+    return date
+
+
+def _numbers(r: Any, keys: tuple[str, ...], integer: bool = False):
+    r.keys(set(keys))
+    return MappingProxyType({k: (r.int(k, minimum=0) if integer else r.number(k)) for k in keys})

@@ -1,0 +1,79 @@
+"""`nitisim calibrate [--out FILE] [--name NAME] [--repeats N] [--threads N]`.
+
+Runs the probes (a second or two), writes the host model's YAML, checks it by loading it with the
+simulator's strict loader, and prints one line per class of rate. Bad arguments and probes that
+cannot run (no C library, a timer that cannot resolve a probe) are one line and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import re
+from pathlib import Path
+
+from ..errors import UserInputError
+
+DEFAULT_REPEATS = 9
+MAX_REPEATS = 1000
+
+
+def default_name() -> str:
+    return "host-" + (re.sub(r"[^A-Za-z0-9-]+", "-", platform.node()).strip("-").lower() or "local")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", help="YAML file to write (default nitisim-out/host/<name>.yaml)")
+    parser.add_argument("--name", help="the model's name (default host-<hostname>)")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
+                        help=f"timed calls per probe; the median is kept (default {DEFAULT_REPEATS})")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="threads of the C library (default 0: the OpenMP default, as training uses)")
+
+
+def check_arguments(args: argparse.Namespace) -> tuple[Path, str]:
+    if not 1 <= args.repeats <= MAX_REPEATS:
+        raise UserInputError("--repeats", None, f"must be between 1 and {MAX_REPEATS}, got {args.repeats}")
+    if args.threads < 0:
+        raise UserInputError("--threads", None, f"must be 0 (default) or positive, got {args.threads}")
+    name = args.name if args.name is not None else default_name()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UserInputError("--name", None, f"letters, digits, '.', '_' and '-' only, got {name!r}")
+    out = Path(args.out) if args.out else Path("nitisim-out") / "host" / f"{name}.yaml"
+    if out.suffix not in (".yaml", ".yml"):
+        raise UserInputError(str(out), None, "--out must name a .yaml file")
+    if out.is_dir():
+        raise UserInputError(str(out), None, "is a directory; --out names the YAML file to write")
+    return out, name
+
+
+def calibrate(out: Path, name: str, repeats: int, threads: int, command: str) -> Path:
+    """Probe, write `out`, and load it back with the strict loader (a bad document is a bug here)."""
+    from hwmodels.config import load_accelerator
+
+    from .document import host_document, render
+    from .probes import probe_host
+
+    facts = probe_host(repeats=repeats, threads=threads)
+    doc = host_document(facts, name=name, command=command)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render(doc))
+    except OSError as err:
+        raise UserInputError(str(out), None, f"cannot write: {err.strerror or err}") from None
+    load_accelerator(out)
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    from hwmodels.config import load_accelerator
+
+    out, name = check_arguments(args)
+    command = f"nitisim calibrate --out {out} --name {name} --repeats {args.repeats} --threads {args.threads}"
+    calibrate(out, name, args.repeats, args.threads, command)
+    host = load_accelerator(out).host
+    hz = load_accelerator(out).clock_mhz * 1e6
+    print(f"wrote {out}: {host.engine}, {host.cores} cores")
+    print("  int8 GEMM (GMAC/s): " + ", ".join(f"{c} {r * hz / 1e9:.1f}" for c, r in host.gemm_macs_per_cycle.items()))
+    print("  vector (Gop/s per core): " + ", ".join(f"{w} {r * hz / 1e9:.2f}" for w, r in host.vector_ops_per_cycle.items()))
+    print("  call (us): " + ", ".join(f"{k} {c / hz * 1e6:.1f}" for k, c in host.call_cycles.items()))
+    return 0

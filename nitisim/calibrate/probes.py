@@ -1,0 +1,211 @@
+"""Short probes of this host: int8 GEMM rate per shape class, vector rate per width class, the fixed
+cost of one kernel call, streaming memory bandwidth, cache sizes and clock.
+
+The probes run the C library's own kernels (the ones `nitisim train --backend cpu` calls) on fixed,
+synthetic shapes chosen here, never the shapes of the graph being predicted, and never read a
+training run's timing: the host model they feed must predict a run, not replay it. Each probe is
+one warm-up call and `repeats` timed calls, of which the median is kept: the training run it is
+compared with is timed under whatever else the machine runs (on a 2-core machine another process
+can stall a 2-thread OpenMP kernel for a whole scheduler slice), and the median sees the same
+conditions without being carried by one outlier. All of them take about a second.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import UserInputError
+
+# The C library parallelises a vector kernel above NITI_PARALLEL_MIN_ELEMS (1 << 20) int32 elements
+# or NITI_LIGHT_PARALLEL_MIN_ELEMS (1 << 22) int8 elements (gpu_backend/csrc/cpu_internal.h and
+# cpu_ops.c): 4 MiB of input either way. Used when the library does not say it itself.
+DEFAULT_PARALLEL_MIN_BYTES = 4 << 20
+ROUNDING_PROBED = "pseudo_stochastic"  # the rounding mode the requantize probe runs
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str  # gemm_forward, vector_int8, ...
+    value: float  # the measured rate or size, in `unit`
+    unit: str  # MAC/s, op/s, s, B/s, bytes, MHz
+    what: str  # what ran: kernel and shape
+    seconds: float | None = None  # median time of one call (None for facts read, not timed)
+    repeats: int | None = None
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the probes found; `nitisim.calibrate.document` turns it into an accelerator YAML."""
+    machine: str  # CPU model name and core count
+    engine: str  # the GEMM engine compiled in (or reported by the library)
+    cores: int  # threads the library runs its parallel kernels on
+    clock_mhz: float
+    l1d_bytes: int
+    l2_bytes: int
+    l3_bytes: int
+    parallel_min_bytes: int
+    probes: tuple[Probe, ...]
+
+    def value(self, name: str) -> float:
+        return next(p.value for p in self.probes if p.name == name)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """One warm-up call, then the median of `repeats` timed calls."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _positive(name: str, seconds: float) -> float:
+    if not seconds > 0 or not np.isfinite(seconds):
+        raise UserInputError("nitisim calibrate", name, f"measured {seconds!r} s; the timer cannot resolve this probe")
+    return seconds
+
+
+def _conv_operands(rng, batch: int, hw: int, c_in: int, c_out: int, kernel: int):
+    x = rng.integers(-127, 128, (batch, hw, hw, c_in), dtype=np.int8)
+    w = rng.integers(-127, 128, (c_out, kernel, kernel, c_in), dtype=np.int8)
+    e = hw - kernel + 1
+    dy = rng.integers(-127, 128, (batch, e, e, c_out), dtype=np.int8)
+    return x, w, dy, batch * e * e, kernel * kernel * c_in, c_out  # ..., pixels, taps, filters
+
+
+def gemm_probes(lib, repeats: int, call_s: float, rng) -> list[Probe]:
+    """int8 GEMM MACs per second per shape class (hwmodels.host.GEMM_CLASSES), call cost removed.
+
+    regular classes: a 3x3 conv, 32 -> 64 channels, 16x16 output, batch 16 (GEMM 4096 x 288 x 64);
+    narrow: a 5x5 conv from one channel to 16 (GEMM 36864 x 25 x 16), forward."""
+    x, w, dy, pixels, taps, filters = _conv_operands(rng, 16, 18, 32, 64, 3)
+    macs = pixels * taps * filters
+    runs = {
+        "forward": (lambda: lib.conv2d_forward(x, w), f"conv2d_forward 3x3 32->64, 16x16 out, batch 16 "
+                    f"(GEMM {pixels}x{taps}x{filters})"),
+        "input_grad": (lambda: lib.conv2d_input_grad(dy, w, (18, 18)), "conv2d_input_grad of the same conv "
+                       f"(GEMM {pixels}x{filters}x{taps}, col2im included)"),
+        "weight_grad": (lambda: lib.conv2d_weight_grad(x, dy, 3, out_dtype=np.int32), "conv2d_weight_grad of the "
+                        f"same conv (GEMM {taps}x{pixels}x{filters})"),
+    }
+    out = []
+    for cls, (fn, what) in runs.items():
+        s = _positive(f"gemm_{cls}", median_seconds(fn, repeats))
+        out.append(Probe(f"gemm_{cls}", macs / max(s - call_s, s / 2), "MAC/s", what, s, repeats))
+    nx, nw, _, npix, ntaps, nfil = _conv_operands(rng, 64, 28, 1, 16, 5)
+    s = _positive("gemm_narrow", median_seconds(lambda: lib.conv2d_forward(nx, nw), repeats))
+    out.append(Probe("gemm_narrow", npix * ntaps * nfil / max(s - call_s, s / 2), "MAC/s",
+                     f"conv2d_forward 5x5 1->16, 24x24 out, batch 64 (GEMM {npix}x{ntaps}x{nfil})", s, repeats))
+    return out
+
+
+def vector_probes(lib, repeats: int, call_s: float, rng) -> list[Probe]:
+    """Element operations per second on one core, per width class, on cache-resident tensors (the
+    op counts per element are the lowering's, so the rate prices the same ops the simulator counts)."""
+    from hwmodels.lowering import RANGE_OPS, ROUND_OPS
+
+    n8 = 1 << 19  # 512 KiB in, 512 KiB out: in L2, below the parallel threshold
+    x = rng.integers(-127, 128, n8, dtype=np.int8)
+    s8 = _positive("vector_int8", median_seconds(lambda: lib.relu_forward(x), repeats))
+    n32 = 1 << 18  # 1 MiB of int32 in
+    acc = rng.integers(-(1 << 20), 1 << 20, n32, dtype=np.int32)
+    s32 = _positive("vector_int32", median_seconds(lambda: lib.requantize(acc, 0, ROUNDING_PROBED), repeats))
+    ops32 = (RANGE_OPS + ROUND_OPS[ROUNDING_PROBED]) * n32
+    return [
+        Probe("vector_int8", n8 / max(s8 - call_s, s8 / 2), "op/s", f"relu_forward of {n8} int8 (1 op each)", s8, repeats),
+        Probe("vector_int32", ops32 / max(s32 - call_s, s32 / 2), "op/s",
+              f"requantize ({ROUNDING_PROBED}) of {n32} int32 ({ops32 // n32} ops each)", s32, repeats),
+    ]
+
+
+def call_probes(lib, repeats: int, rng) -> tuple[Probe, Probe]:
+    """The fixed cost of one kernel call: a GEMM and a vector kernel on a handful of elements."""
+    a = rng.integers(-127, 128, (4, 16), dtype=np.int8)
+    b = rng.integers(-127, 128, (16, 16), dtype=np.int8)
+    v = rng.integers(-127, 128, 64, dtype=np.int8)
+    g = _positive("call_gemm", median_seconds(lambda: lib.linear_forward(a, b), repeats))
+    s = _positive("call_vector", median_seconds(lambda: lib.relu_forward(v), repeats))
+    return (Probe("call_gemm", g, "s", "linear_forward 4x16 . 16x16", g, repeats),
+            Probe("call_vector", s, "s", "relu_forward of 64 int8", s, repeats))
+
+
+def bandwidth_probe(repeats: int, l2_bytes: int) -> Probe:
+    """Streaming bandwidth beyond the core's L2 (bytes read + written per second, one core): what a
+    tensor that does not stay in cache costs to pass over."""
+    nbytes = max(32 << 20, 8 * l2_bytes)
+    src = np.ones(nbytes, np.uint8)
+    dst = np.empty_like(src)
+    s = _positive("memory_bandwidth", median_seconds(lambda: np.copyto(dst, src), max(3, repeats // 3)))
+    return Probe("memory_bandwidth", 2 * nbytes / s, "B/s", f"numpy copy of {nbytes >> 20} MiB (read + write)",
+                 s, max(3, repeats // 3))
+
+
+def cache_bytes(level: int, kind: str, default: int) -> int:
+    """Size of cpu0's cache of `level` and `kind` (Data | Unified) from sysfs, else `default`."""
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if int((index / "level").read_text()) == level and (index / "type").read_text().strip() in (kind, "Unified"):
+                text = (index / "size").read_text().strip().upper()
+                scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
+                return int(text.rstrip("KMG")) * scale
+        except (OSError, ValueError):
+            continue
+    return default
+
+
+def cpu_model_and_mhz() -> tuple[str, float | None]:
+    name, mhz = "unknown CPU", None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name == "unknown CPU":
+                name = value.strip()
+            elif key.strip() == "cpu MHz" and mhz is None:
+                mhz = float(value)
+    except (OSError, ValueError):
+        pass
+    return name, mhz
+
+
+def gemm_engine(lib) -> str:
+    """The GEMM engine's name. Hook: a library that picks among engines (VNNI, AMX, ...) may expose
+    `gemm_engine` (a string); otherwise the micro-kernel compiled in (`kernel_isa`)."""
+    engine = getattr(lib, "gemm_engine", None)
+    return engine if isinstance(engine, str) and engine else lib.kernel_isa
+
+
+def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0) -> HostFacts:
+    """Run every probe on the C library with `threads` threads (0: the OpenMP default, as training)."""
+    try:
+        from gpu_backend.lib import cpu_library
+
+        lib = cpu_library()
+    except Exception as err:  # noqa: BLE001 - no compiler, no OpenMP: the probe is impossible here
+        raise UserInputError("nitisim calibrate", "C library", f"cannot build or load it: {err}".splitlines()[0]) from None
+    lib.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    name, mhz = cpu_model_and_mhz()
+    l1d, l2, l3 = cache_bytes(1, "Data", 32 << 10), cache_bytes(2, "Unified", 1 << 20), cache_bytes(3, "Unified", 8 << 20)
+    call_gemm, call_vector = call_probes(lib, repeats, rng)
+    probes = [call_gemm, call_vector, *gemm_probes(lib, repeats, call_gemm.value, rng),
+              *vector_probes(lib, repeats, call_vector.value, rng), bandwidth_probe(repeats, l2)]
+    parallel = getattr(lib, "parallel_min_bytes", DEFAULT_PARALLEL_MIN_BYTES)
+    clock = mhz or 1000.0  # rates are converted per cycle of this clock; any clock gives the same seconds
+    probes += [
+        Probe("clock", clock, "MHz", "/proc/cpuinfo cpu MHz" if mhz else "not found: a nominal 1000 MHz"),
+        Probe("l1d_cache", l1d, "bytes", "sysfs cpu0 cache, level 1 data"),
+        Probe("l2_cache", l2, "bytes", "sysfs cpu0 cache, level 2"),
+        Probe("l3_cache", l3, "bytes", "sysfs cpu0 cache, level 3"),
+        Probe("parallel_min_bytes", parallel, "bytes", "the C library's parallel threshold (not measured)"),
+    ]
+    cores = lib.num_threads()
+    return HostFacts(f"{name}, {os.cpu_count()} logical CPUs", gemm_engine(lib), cores, clock, l1d, l2, l3,
+                     int(parallel), tuple(probes))
