@@ -1,14 +1,17 @@
 """`python -m gpu_backend`: try every backend, run a small whole-step parity check, print PASS or FAIL.
 
-Exit status 0 when every backend that could be loaded matches the numpy reference bit for bit;
-a backend that cannot be loaded (no compiler, no GPU) prints FAIL with the reason but only a
-mismatch makes the exit status 1.
+The cpu backend is checked once per GEMM engine this machine runs (amx, avx512vnni, avx2, scalar),
+each line naming its engine; the first cpu line is the engine `--backend cpu` uses here. Exit
+status 0 when every backend that could be loaded matches the numpy reference bit for bit; a backend
+that cannot be loaded (no compiler, no GPU) prints FAIL with the reason but only a mismatch makes
+the exit status 1.
 """
 from __future__ import annotations
 
 import sys
 
-from .backends import BACKENDS, kernel_table
+from .backends import BACKENDS, cpu_kernel_table, kernel_table
+from .lib import available_engines, engine_library
 from .parity import parity_report
 
 
@@ -20,6 +23,18 @@ def _device_hooks(name: str):
     return cuda.to_device, cuda.to_host
 
 
+def _candidates(name: str):
+    """(label, loader) for each table to check under backend `name`: one per CPU engine for cpu."""
+    if name != "cpu":
+        return [(name, lambda: kernel_table(name))]
+    try:
+        default = engine_library().engine
+        engines = [default] + [e for e in available_engines() if e != default]
+    except Exception:  # noqa: BLE001 - no compiler or library: loading the table reports why
+        return [("cpu", lambda: kernel_table("cpu"))]
+    return [(f"cpu[{engine}]", lambda engine=engine: cpu_kernel_table(engine=engine)) for engine in engines]
+
+
 def main() -> int:
     reference = kernel_table("numpy")
     mismatch = False
@@ -27,20 +42,21 @@ def main() -> int:
         if name == "numpy":
             print("numpy  PASS (the reference)")
             continue
-        try:
-            table = kernel_table(name)
-            to_device, to_host = _device_hooks(name)
-        except Exception as err:  # noqa: BLE001 - report why a backend is unusable, then go on
-            print(f"{name:<6} FAIL unavailable: {type(err).__name__}: {err}")
-            continue
-        report = parity_report(table, reference, to_device=to_device, to_host=to_host)
-        bad = {case: problems for case, problems in report.items() if problems}
-        if bad:
-            mismatch = True
-            first_case, problems = next(iter(bad.items()))
-            print(f"{name:<6} FAIL {len(bad)} of {len(report)} cases differ; {first_case}: {problems[0]}")
-        else:
-            print(f"{name:<6} PASS bit-exact on {len(report)} cases ({', '.join(report)})")
+        for label, load in _candidates(name):
+            try:
+                table = load()
+                to_device, to_host = _device_hooks(name)
+            except Exception as err:  # noqa: BLE001 - report why a backend is unusable, then go on
+                print(f"{label:<6} FAIL unavailable: {type(err).__name__}: {err}")
+                continue
+            report = parity_report(table, reference, to_device=to_device, to_host=to_host)
+            bad = {case: problems for case, problems in report.items() if problems}
+            if bad:
+                mismatch = True
+                first_case, problems = next(iter(bad.items()))
+                print(f"{label:<6} FAIL {len(bad)} of {len(report)} cases differ; {first_case}: {problems[0]}")
+            else:
+                print(f"{label:<6} PASS bit-exact on {len(report)} cases ({', '.join(report)})")
     return 1 if mismatch else 0
 
 

@@ -9,6 +9,7 @@ this module does neither.
 """
 from __future__ import annotations
 
+import warnings
 from types import MappingProxyType
 from typing import Callable, Mapping
 
@@ -17,11 +18,16 @@ import numpy as np
 from nitisim.numerics import LOSS_ERROR_EXP, SHADOW_FRAC_BITS, QTensor
 
 
-def cpu_kernel_table(num_threads: int = 0) -> Mapping[str, Callable]:
-    """Kernel table over the C library (built with gcc on first use, cached by source hash)."""
-    from .lib import cpu_library
+def cpu_kernel_table(num_threads: int = 0, engine: str | None = None) -> Mapping[str, Callable]:
+    """Kernel table over the C library (built with gcc on first use, cached by source hash), its
+    GEMMs on `engine` (None: $NITISIM_CPU_ENGINE, else the best this machine allows; see
+    gpu_backend.lib.engine_library). When the automatic choice had to pass over AMX (the OS refused
+    the tile state), says why on stderr once."""
+    from .lib import engine_library
 
-    lib = cpu_library()
+    lib = engine_library(engine)
+    if lib.engine_note:
+        warnings.warn(lib.engine_note, RuntimeWarning, stacklevel=2)
     lib.set_num_threads(num_threads)
 
     def conv2d(node, ctx, x, w):

@@ -13,6 +13,7 @@ their outputs and return them, e.g. `cpu_library().conv2d_forward(x, w, stride=1
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +24,7 @@ from nitisim.numerics import LOSS_VARIANTS, ROUNDING_MODES
 
 from . import build
 
-ABI_VERSION = 1  # must equal NITI_ABI_VERSION in csrc/cpu_internal.h (and the CUDA library's)
+ABI_VERSION = 2  # must equal NITI_ABI_VERSION in csrc/cpu_internal.h (and the CUDA library's)
 API_HEADER = build.CSRC / "niti_api.h"
 STATUS_INVALID_ARGUMENT, STATUS_OVERFLOW, STATUS_OUT_OF_MEMORY = 1, 2, 3
 MAX_K_INT32 = 131071  # NITI_MAX_K_S32: longest reduction accumulated in int32 (longer: int64, checked)
@@ -66,6 +67,52 @@ def cpu_library(march: str = "native", extra_flags: tuple[str, ...] = ()) -> "CL
     """The CPU kernel library, compiled on first use (see build.build_cpu) and loaded once per
     (march, flags) variant."""
     return CLib(build.build_cpu(march=march, extra_flags=tuple(extra_flags)))
+
+
+# GEMM engines, best first. AMX is an engine inside the native build, chosen at run time; each SIMD
+# engine is the micro-kernel of one build (-march): the native build's, or an older ISA's build.
+CPU_ENGINES = ("amx", "avx512vnni", "avx2", "scalar")
+ENGINE_ENV = "NITISIM_CPU_ENGINE"  # forces an engine: one machine can run every engine it supports
+_SIMD_MARCH = {"avx2": "haswell", "scalar": "x86-64"}  # builds of the SIMD engines below the native one
+
+
+def engine_library(engine: str | None = None) -> "CLib":
+    """The CPU library set to run `engine`: 'auto' (the best this CPU and OS allow) or one of
+    CPU_ENGINES; None reads $NITISIM_CPU_ENGINE (unset: auto). Raises CLibError with the reason when
+    this machine cannot run the engine; never substitutes another one."""
+    name = engine if engine is not None else (os.environ.get(ENGINE_ENV) or "auto")
+    if name not in ("auto", *CPU_ENGINES):
+        source = "engine" if engine is not None else f"${ENGINE_ENV}"
+        raise ValueError(f"{source}: unknown CPU engine {name!r}; expected auto or one of {', '.join(CPU_ENGINES)}")
+    native = cpu_library()
+    if name in ("auto", "amx", native.kernel_isa):
+        native.set_engine(name)
+        return native
+    if not cpu_runs(name):
+        raise CLibError(STATUS_INVALID_ARGUMENT, f"CPU engine {name!r}: this CPU lacks its instructions "
+                        f"(its best SIMD engine is {native.kernel_isa!r})")
+    return cpu_library(_SIMD_MARCH[name])
+
+
+def cpu_runs(engine: str) -> bool:
+    """Whether this CPU has the instructions of a SIMD engine (AMX also needs the OS: see set_engine)."""
+    order = CPU_ENGINES[1:]
+    native = cpu_library().kernel_isa
+    return engine in order and order.index(engine) >= order.index(native)
+
+
+def available_engines() -> list[str]:
+    """The engines this machine runs, best first (AMX only where the CPU and OS allow it)."""
+    native = cpu_library()
+    current = native.engine
+    try:
+        native.set_engine("amx")
+        found = ["amx"]
+    except CLibError:
+        found = []
+    finally:
+        native.set_engine(current)
+    return found + [e for e in CPU_ENGINES[1:] if cpu_runs(e)]
 
 
 def _pair(v: int | Sequence[int], what: str) -> tuple[int, int]:
@@ -140,8 +187,24 @@ class CLib:
 
     @property
     def kernel_isa(self) -> str:
-        """The GEMM micro-kernel compiled in: 'avx512vnni', 'avx2' or 'scalar'."""
+        """The SIMD micro-kernel compiled in: 'avx512vnni', 'avx2' or 'scalar'."""
         return self.ffi.string(self.lib.niti_kernel_isa()).decode()
+
+    @property
+    def engine(self) -> str:
+        """The GEMM engine in use: 'amx' or the SIMD micro-kernel (`kernel_isa`)."""
+        return self.ffi.string(self.lib.niti_engine_name()).decode()
+
+    @property
+    def engine_note(self) -> str:
+        """Why the automatic choice passed over a better engine (the OS refused AMX, say), or ''."""
+        return self.ffi.string(self.lib.niti_engine_note()).decode()
+
+    def set_engine(self, name: str) -> None:
+        """Run GEMMs on engine `name` ('amx', this build's `kernel_isa`, or 'auto': the best this CPU
+        and OS allow). Process-wide, like the thread count; raises CLibError with the reason when the
+        engine is not compiled in or the CPU or OS refuses it."""
+        self.check(self.lib.niti_set_engine(name.encode()))
 
     def set_num_threads(self, threads: int) -> None:
         """Threads for the parallel kernels; 0 restores the OpenMP default."""

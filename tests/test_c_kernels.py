@@ -28,10 +28,12 @@ from gpu_backend import build  # noqa: E402
 from gpu_backend.lib import ABI_VERSION, CLibError, cdef_text, cpu_library  # noqa: E402
 
 X86 = platform.machine() in ("x86_64", "AMD64")
-# native: the best kernel here (AVX-512 VNNI on this project's machines); haswell: AVX2; x86-64: the
-# C micro-kernel with SSE2 packing; portable: no SIMD at all (what a non-x86 machine compiles).
-VARIANTS = {"native": ("native", ()), "haswell": ("haswell", ()), "x86-64": ("x86-64", ()),
-            "portable": ("x86-64", ("-U__SSE2__",))} if X86 else {"native": ("native", ())}
+# Every GEMM engine, as (build march, build flags, engine): amx and avx512vnni are engines of the
+# native build, switched at run time; avx2 and scalar (the C micro-kernel with SSE2 packing) are
+# builds of their own; portable has no SIMD at all (what a non-x86 machine compiles).
+ENGINES = {"amx": ("native", (), "amx"), "avx512vnni": ("native", (), "avx512vnni"),
+           "avx2": ("haswell", (), "avx2"), "scalar": ("x86-64", (), "scalar"),
+           "portable": ("x86-64", ("-U__SSE2__",), "scalar")} if X86 else {"native": ("native", (), "auto")}
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +41,19 @@ def lib():
     return cpu_library()
 
 
-@pytest.fixture(scope="module", params=list(VARIANTS))
+@pytest.fixture(scope="module", params=list(ENGINES))
 def any_lib(request):
-    """Each micro-kernel variant; GEMM-shaped kernels must agree across all of them."""
-    march, flags = VARIANTS[request.param]
-    return cpu_library(march, flags)
+    """Each GEMM engine this machine runs (the others skip, saying why); GEMM-shaped kernels must
+    agree across all of them."""
+    march, flags, engine = ENGINES[request.param]
+    built = cpu_library(march, flags)
+    try:
+        built.set_engine(engine)
+    except CLibError as err:
+        pytest.skip(f"engine {engine} cannot run on this machine: {err}")
+    assert built.engine == engine or engine == "auto"
+    yield built
+    built.set_engine("auto")
 
 
 def rand_i8(rng, shape, lo=-127, hi=127):
@@ -306,6 +316,11 @@ CONV_CASES = [
     (2, 12, 12, 36, 40, (3, 3), (1, 1), (1, 1)),
     (1, 4, 4, 130, 33, (3, 3), (1, 1), (0, 0)),
     (4, 16, 16, 64, 64, (3, 3), (1, 1), (1, 1)),
+    # wide enough for the GEMM path on every engine (no direct kernel), ragged against AMX's 32 x 32
+    # C tiles and 64-deep K steps
+    (2, 6, 7, 70, 97, (3, 3), (1, 1), (1, 1)),
+    (3, 9, 9, 33, 130, (3, 3), (2, 2), (1, 1)),
+    (1, 8, 8, 128, 256, (3, 3), (1, 1), (1, 1)),
 ]
 
 

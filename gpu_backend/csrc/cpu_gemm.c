@@ -1,11 +1,13 @@
-/* cpu_gemm.c: the blocked, packed, multithreaded int8 GEMM engine: C = A * B^T.
+/* cpu_gemm.c: the blocked, packed, multithreaded int8 GEMM drivers: C = A * B^T.
  *
- * Structure (BLIS/GotoBLAS): K is cut into slices of at most NITI_KC_MAX; B is packed into NR-wide
- * panels (each panel stays in L1 while the MR-row panels of an A block, packed into L2, sweep
- * past it); the micro-kernel computes one MR x NR tile per (A panel, B panel) pair. Operands pack
- * themselves (cpu_operands.c), so the conv and transposed GEMMs of training never materialise an
- * im2col matrix. Integer sums are exact in any order, so results never depend on the thread count
- * or the blocking.
+ * Structure (BLIS/GotoBLAS): K is cut into slices of at most NITI_KC_MAX; B is packed into nr-wide
+ * panels (each panel stays in L1 while the mr-row panels of an A block, packed into L2, sweep
+ * past it); the engine's kernel computes one mr x nr tile per (A panel, B panel) pair. The panel
+ * layouts, the kernel and the blocking come from the engine (cpu_engines.c: AMX tiles or the
+ * build's SIMD micro-kernel), so the drivers are written once. Operands pack themselves
+ * (cpu_operands.c), so the conv and transposed GEMMs of training never materialise an im2col
+ * matrix. Integer sums are exact in any order, so results never depend on the engine, the thread
+ * count or the blocking.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -34,15 +36,17 @@
 #define NITI_PACK_GROUP_PANELS 4 /* B panels per packing work item in the shared-B driver */
 
 typedef struct {
+    const niti_engine *e;
     int64_t M, N, K, kc_max, ldc;
     int out_wide;
     void *C;
 } gemm_plan;
 
 typedef struct {
-    uint32_t *a_pack, *b_pack; /* b_pack: slab driver only */
+    uint8_t *a_pack, *b_pack; /* b_pack: the slab and K-split drivers */
     int32_t *corr;
     int8_t *a_scratch, *b_scratch;
+    void *a_work;
 } gemm_buffers;
 
 static void *alloc64(size_t bytes) {
@@ -56,24 +60,27 @@ static void free_buffers(gemm_buffers *bufs, int count) {
         free(bufs[t].corr);
         free(bufs[t].a_scratch);
         free(bufs[t].b_scratch);
+        free(bufs[t].a_work);
     }
     free(bufs);
 }
 
 /* Per-thread buffers, allocated before the parallel region so a failure is reported cleanly. */
-static gemm_buffers *alloc_buffers(int count, const niti_operand *A, const niti_operand *B, int64_t kc_max,
+static gemm_buffers *alloc_buffers(int count, const gemm_plan *plan, const niti_operand *A, const niti_operand *B,
                                    int64_t b_pack_bytes) {
+    const niti_engine *e = plan->e;
     gemm_buffers *bufs = calloc((size_t)count, sizeof *bufs);
     if (!bufs) return NULL;
     for (int t = 0; t < count; t++) {
         gemm_buffers *b = &bufs[t];
-        b->a_pack = alloc64((size_t)(NITI_MC * kc_max));
+        b->a_pack = alloc64((size_t)(e->mc * niti_k_pad(e, plan->kc_max)));
         b->b_pack = alloc64((size_t)b_pack_bytes);
-        b->corr = alloc64(sizeof(int32_t) * NITI_MC);
+        b->corr = alloc64(sizeof(int32_t) * (size_t)e->mc);
         b->a_scratch = alloc64((size_t)A->scratch_bytes);
         b->b_scratch = alloc64((size_t)B->scratch_bytes);
+        b->a_work = alloc64((size_t)e->a_work_bytes);
         if (!b->a_pack || (b_pack_bytes && !b->b_pack) || !b->corr || (A->scratch_bytes && !b->a_scratch) ||
-            (B->scratch_bytes && !b->b_scratch)) {
+            (B->scratch_bytes && !b->b_scratch) || (e->a_work_bytes && !b->a_work)) {
             free_buffers(bufs, count);
             return NULL;
         }
@@ -81,11 +88,11 @@ static gemm_buffers *alloc_buffers(int count, const niti_operand *A, const niti_
     return bufs;
 }
 
-/* Add/store an MR x NR int32 tile into the valid mr x nr corner of C (edge tiles). */
-static void merge_edge_tile(const int32_t *tile, int64_t mr, int64_t nr, void *c, int64_t ldc, int c_mode) {
+/* Add/store the valid mr x nr corner of an int32 tile (row stride ld) into C (edge tiles). */
+static void merge_edge_tile(const int32_t *tile, int64_t ld, int64_t mr, int64_t nr, void *c, int64_t ldc, int c_mode) {
     for (int64_t i = 0; i < mr; i++) {
         for (int64_t j = 0; j < nr; j++) {
-            int32_t v = tile[i * NITI_NR + j];
+            int32_t v = tile[i * ld + j];
             if (c_mode == NITI_C_STORE32) ((int32_t *)c)[i * ldc + j] = v;
             else if (c_mode == NITI_C_ADD32) ((int32_t *)c)[i * ldc + j] = (int32_t)((uint32_t)((int32_t *)c)[i * ldc + j] + (uint32_t)v);
             else if (c_mode == NITI_C_STORE64) ((int64_t *)c)[i * ldc + j] = v;
@@ -94,29 +101,40 @@ static void merge_edge_tile(const int32_t *tile, int64_t mr, int64_t nr, void *c
     }
 }
 
-/* All MR x NR tiles of the packed blocks (mc x nc) for one K slice of kc; `store`: the first slice
+#define EDGE_TILE_MAX (NITI_MAX2(NITI_MR, NITI_AMX_MR) * NITI_MAX2(NITI_NR, NITI_AMX_NR))
+
+/* All mr x nr tiles of the packed blocks (mc x nc) for one K slice of kc; `store`: the first slice
  * (of C's block) stores into C, later ones add. */
-static void block_tiles(const gemm_plan *plan, const uint32_t *a_pack, const int32_t *corr, const uint32_t *b_pack,
+static void block_tiles(const gemm_plan *plan, const uint8_t *a_pack, const int32_t *corr, const uint8_t *b_pack,
                         int64_t ic, int64_t mc, int64_t jc, int64_t nc, int store, int64_t kc) {
+    const niti_engine *e = plan->e;
     size_t elem = plan->out_wide ? sizeof(int64_t) : sizeof(int32_t);
     int c_mode = plan->out_wide ? (store ? NITI_C_STORE64 : NITI_C_ADD64) : (store ? NITI_C_STORE32 : NITI_C_ADD32);
-    int64_t kg = (kc + 3) / 4;
-    int32_t edge[NITI_MR * NITI_NR] __attribute__((aligned(64)));
-    for (int64_t jr = 0; jr < nc; jr += NITI_NR) {
-        const uint32_t *bp = b_pack + (jr / NITI_NR) * kg * NITI_NR;
-        int64_t nr = niti_min64(NITI_NR, nc - jr);
-        for (int64_t ir = 0; ir < mc; ir += NITI_MR) {
-            const uint32_t *ap = a_pack + (ir / NITI_MR) * kg * NITI_MR;
-            int64_t mr = niti_min64(NITI_MR, mc - ir);
+    int64_t k_pad = niti_k_pad(e, kc);
+    int32_t edge[EDGE_TILE_MAX] __attribute__((aligned(64)));
+    for (int64_t jr = 0; jr < nc; jr += e->nr) {
+        const uint8_t *bp = b_pack + (jr / e->nr) * e->nr * k_pad;
+        int64_t nr = niti_min64(e->nr, nc - jr);
+        for (int64_t ir = 0; ir < mc; ir += e->mr) {
+            const uint8_t *ap = a_pack + (ir / e->mr) * e->mr * k_pad;
+            int64_t mr = niti_min64(e->mr, mc - ir);
             char *ctile = (char *)plan->C + ((ic + ir) * plan->ldc + jc + jr) * (int64_t)elem;
-            if (mr == NITI_MR && nr == NITI_NR) {
-                niti_microkernel(kg, ap, bp, corr + ir, ctile, plan->ldc, c_mode);
+            if (mr == e->mr && nr == e->nr) {
+                e->kernel(kc, ap, bp, corr + ir, ctile, plan->ldc, c_mode);
             } else {
-                niti_microkernel(kg, ap, bp, corr + ir, edge, NITI_NR, NITI_C_STORE32);
-                merge_edge_tile(edge, mr, nr, ctile, plan->ldc, c_mode);
+                e->kernel(kc, ap, bp, corr + ir, edge, e->nr, NITI_C_STORE32);
+                merge_edge_tile(edge, e->nr, mr, nr, ctile, plan->ldc, c_mode);
             }
         }
     }
+}
+
+static void engine_enter(const niti_engine *e) {
+    if (e->enter) e->enter();
+}
+
+static void engine_leave(const niti_engine *e) {
+    if (e->leave) e->leave();
 }
 
 /* Block size for a range: as few blocks as `max_block` allows, all about equal, multiples of `unit`
@@ -127,20 +145,21 @@ static int64_t balanced_block(int64_t len, int64_t max_block, int64_t unit) {
 }
 
 static int shared_b_driver(const niti_operand *A, const niti_operand *B, const gemm_plan *plan, int threads) {
+    const niti_engine *e = plan->e;
     int64_t M = plan->M, N = plan->N, K = plan->K, kc_max = plan->kc_max;
     int64_t slices = (K + kc_max - 1) / kc_max;
-    int64_t slice_words = niti_round_up(N, NITI_NR) * (kc_max / 4); /* one packed K slice of all of B */
-    int64_t panels = (N + NITI_NR - 1) / NITI_NR;
+    int64_t slice_bytes = niti_round_up(N, e->nr) * niti_k_pad(e, kc_max); /* one packed K slice of all of B */
+    int64_t panels = (N + e->nr - 1) / e->nr;
     int64_t groups = (panels + NITI_PACK_GROUP_PANELS - 1) / NITI_PACK_GROUP_PANELS;
     /* Row blocks: as large as MC allows (every block streams all of B, which may not fit L2), and a
      * multiple of the thread count, so an unloaded machine splits evenly while a thread slowed by
      * another process still hands its later blocks to the others. */
-    int64_t per_thread = (M + (int64_t)threads * NITI_MC - 1) / ((int64_t)threads * NITI_MC);
-    int64_t rows = balanced_block(M, (M + threads * per_thread - 1) / (threads * per_thread), NITI_MR);
+    int64_t per_thread = (M + (int64_t)threads * e->mc - 1) / ((int64_t)threads * e->mc);
+    int64_t rows = balanced_block(M, (M + threads * per_thread - 1) / (threads * per_thread), e->mr);
     int64_t blocks = (M + rows - 1) / rows;
 
-    uint32_t *b_shared = alloc64((size_t)(slices * slice_words) * sizeof(uint32_t));
-    gemm_buffers *bufs = b_shared ? alloc_buffers(threads, A, B, kc_max, 0) : NULL;
+    uint8_t *b_shared = alloc64((size_t)(slices * slice_bytes));
+    gemm_buffers *bufs = b_shared ? alloc_buffers(threads, plan, A, B, 0) : NULL;
     if (!bufs) {
         free(b_shared);
         return niti_fail(NITI_E_NOMEM, "gemm: out of memory for packing buffers");
@@ -152,13 +171,13 @@ static int shared_b_driver(const niti_operand *A, const niti_operand *B, const g
         t = omp_get_thread_num();
 #endif
         gemm_buffers *buf = &bufs[t];
+        engine_enter(e);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t item = 0; item < slices * groups; item++) {
             int64_t s = item / groups, p0 = item % groups * NITI_PACK_GROUP_PANELS;
-            int64_t pc = s * kc_max, kc = niti_min64(kc_max, K - pc), kg = (kc + 3) / 4;
-            int64_t r0 = p0 * NITI_NR, nr = niti_min64(N, r0 + NITI_PACK_GROUP_PANELS * NITI_NR) - r0;
-            B->pack(B, r0, nr, pc, kc, NITI_NR, 0x80, b_shared + s * slice_words + p0 * kg * NITI_NR, NULL,
-                    buf->b_scratch);
+            int64_t pc = s * kc_max, kc = niti_min64(kc_max, K - pc);
+            int64_t r0 = p0 * e->nr, nr = niti_min64(N, r0 + NITI_PACK_GROUP_PANELS * e->nr) - r0;
+            e->pack_b(B, r0, nr, pc, kc, b_shared + s * slice_bytes + r0 * niti_k_pad(e, kc), buf->b_scratch);
         }
         /* the implicit barrier of the loop above: B is complete */
 #pragma omp for schedule(dynamic, 1)
@@ -166,10 +185,11 @@ static int shared_b_driver(const niti_operand *A, const niti_operand *B, const g
             int64_t ic = blk * rows, mc = niti_min64(rows, M - ic);
             for (int64_t s = 0; s < slices; s++) {
                 int64_t pc = s * kc_max, kc = niti_min64(kc_max, K - pc);
-                A->pack(A, ic, mc, pc, kc, NITI_MR, 0x00, buf->a_pack, buf->corr, buf->a_scratch);
-                block_tiles(plan, buf->a_pack, buf->corr, b_shared + s * slice_words, ic, mc, 0, N, pc == 0, kc);
+                e->pack_a(A, ic, mc, pc, kc, buf->a_pack, buf->corr, buf->a_scratch, buf->a_work);
+                block_tiles(plan, buf->a_pack, buf->corr, b_shared + s * slice_bytes, ic, mc, 0, N, pc == 0, kc);
             }
         }
+        engine_leave(e);
     }
     free_buffers(bufs, threads);
     free(b_shared);
@@ -179,17 +199,18 @@ static int shared_b_driver(const niti_operand *A, const niti_operand *B, const g
 /* C[m0:m1, n0:n1] on one thread, one K slice at a time. */
 static void gemm_slab(const niti_operand *A, const niti_operand *B, const gemm_plan *plan, int64_t m0, int64_t m1,
                       int64_t n0, int64_t n1, gemm_buffers *buf) {
+    const niti_engine *e = plan->e;
     int64_t K = plan->K, kc_max = plan->kc_max;
-    int64_t mc_step = balanced_block(m1 - m0, NITI_MC, NITI_MR);
-    int64_t nc_step = balanced_block(n1 - n0, NITI_NC_LONG_K, NITI_NR);
+    int64_t mc_step = balanced_block(m1 - m0, e->mc, e->mr);
+    int64_t nc_step = balanced_block(n1 - n0, e->nc_long_k, e->nr);
     for (int64_t jc = n0; jc < n1; jc += nc_step) {
         int64_t nc = niti_min64(nc_step, n1 - jc);
         for (int64_t pc = 0; pc < K; pc += kc_max) {
             int64_t kc = niti_min64(kc_max, K - pc);
-            B->pack(B, jc, nc, pc, kc, NITI_NR, 0x80, buf->b_pack, NULL, buf->b_scratch);
+            e->pack_b(B, jc, nc, pc, kc, buf->b_pack, buf->b_scratch);
             for (int64_t ic = m0; ic < m1; ic += mc_step) {
                 int64_t mc = niti_min64(mc_step, m1 - ic);
-                A->pack(A, ic, mc, pc, kc, NITI_MR, 0x00, buf->a_pack, buf->corr, buf->a_scratch);
+                e->pack_a(A, ic, mc, pc, kc, buf->a_pack, buf->corr, buf->a_scratch, buf->a_work);
                 block_tiles(plan, buf->a_pack, buf->corr, buf->b_pack, ic, mc, jc, nc, pc == 0, kc);
             }
         }
@@ -197,13 +218,14 @@ static void gemm_slab(const niti_operand *A, const niti_operand *B, const gemm_p
 }
 
 static int slab_driver(const niti_operand *A, const niti_operand *B, const gemm_plan *plan, int threads) {
+    const niti_engine *e = plan->e;
     int64_t M = plan->M, N = plan->N;
-    /* split the longer side (in tiles) so each thread has whole MR/NR tiles */
-    int64_t m_tiles = (M + NITI_MR - 1) / NITI_MR, n_tiles = (N + NITI_NR - 1) / NITI_NR;
+    /* split the longer side (in tiles) so each thread has whole mr/nr tiles */
+    int64_t m_tiles = (M + e->mr - 1) / e->mr, n_tiles = (N + e->nr - 1) / e->nr;
     int split_m = m_tiles >= n_tiles;
     int64_t tiles = split_m ? m_tiles : n_tiles;
     if (threads > tiles) threads = (int)tiles;
-    gemm_buffers *bufs = alloc_buffers(threads, A, B, plan->kc_max, NITI_NC_LONG_K * plan->kc_max);
+    gemm_buffers *bufs = alloc_buffers(threads, plan, A, B, e->nc_long_k * niti_k_pad(e, plan->kc_max));
     if (!bufs) return niti_fail(NITI_E_NOMEM, "gemm: out of memory for packing buffers");
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
@@ -215,10 +237,12 @@ static int slab_driver(const niti_operand *A, const niti_operand *B, const gemm_
         int64_t per = (tiles + nt - 1) / nt;
         int64_t lo = t * per, hi = niti_min64(tiles, lo + per);
         if (lo < hi) {
+            engine_enter(e);
             if (split_m)
-                gemm_slab(A, B, plan, lo * NITI_MR, niti_min64(M, hi * NITI_MR), 0, N, &bufs[t]);
+                gemm_slab(A, B, plan, lo * e->mr, niti_min64(M, hi * e->mr), 0, N, &bufs[t]);
             else
-                gemm_slab(A, B, plan, 0, M, lo * NITI_NR, niti_min64(N, hi * NITI_NR), &bufs[t]);
+                gemm_slab(A, B, plan, 0, M, lo * e->nr, niti_min64(N, hi * e->nr), &bufs[t]);
+            engine_leave(e);
         }
     }
     free_buffers(bufs, threads);
@@ -235,11 +259,12 @@ static int slab_driver(const niti_operand *A, const niti_operand *B, const gemm_
 #endif
 
 static int ksplit_driver(const niti_operand *A, const niti_operand *B, const gemm_plan *plan, int threads) {
+    const niti_engine *e = plan->e;
     int64_t M = plan->M, N = plan->N, K = plan->K, kc_max = plan->kc_max;
     int64_t slices = (K + kc_max - 1) / kc_max;
-    int64_t mc_step = balanced_block(M, NITI_MC, NITI_MR), nc_step = balanced_block(N, NITI_NC_LONG_K, NITI_NR);
+    int64_t mc_step = balanced_block(M, e->mc, e->mr), nc_step = balanced_block(N, e->nc_long_k, e->nr);
     size_t elem = plan->out_wide ? sizeof(int64_t) : sizeof(int32_t);
-    gemm_buffers *bufs = alloc_buffers(threads, A, B, kc_max, nc_step * kc_max);
+    gemm_buffers *bufs = alloc_buffers(threads, plan, A, B, nc_step * niti_k_pad(e, kc_max));
     void **part = calloc((size_t)threads, sizeof *part);
     int *used = calloc((size_t)threads, sizeof *used);
     int ok = bufs && part && used;
@@ -256,20 +281,22 @@ static int ksplit_driver(const niti_operand *A, const niti_operand *B, const gem
             mine.C = part[t];
             mine.ldc = N;
             int first = 1; /* this thread's first slice stores into its C, later ones add */
+            engine_enter(e);
 #pragma omp for schedule(dynamic, 1)
             for (int64_t sl = 0; sl < slices; sl++) {
                 int64_t pc = sl * kc_max, kc = niti_min64(kc_max, K - pc);
                 for (int64_t jc = 0; jc < N; jc += nc_step) {
                     int64_t nc = niti_min64(nc_step, N - jc);
-                    B->pack(B, jc, nc, pc, kc, NITI_NR, 0x80, buf->b_pack, NULL, buf->b_scratch);
+                    e->pack_b(B, jc, nc, pc, kc, buf->b_pack, buf->b_scratch);
                     for (int64_t ic = 0; ic < M; ic += mc_step) {
                         int64_t mc = niti_min64(mc_step, M - ic);
-                        A->pack(A, ic, mc, pc, kc, NITI_MR, 0x00, buf->a_pack, buf->corr, buf->a_scratch);
+                        e->pack_a(A, ic, mc, pc, kc, buf->a_pack, buf->corr, buf->a_scratch, buf->a_work);
                         block_tiles(&mine, buf->a_pack, buf->corr, buf->b_pack, ic, mc, jc, nc, first, kc);
                     }
                 }
                 first = 0;
             }
+            engine_leave(e);
             used[t] = !first;
         }
         int started = 0;
@@ -311,14 +338,15 @@ int niti_gemm_run_threads(const niti_operand *A, const niti_operand *B, int64_t 
         for (int64_t i = 0; i < M; i++) memset((char *)C + i * ldc * (int64_t)elem, 0, (size_t)N * elem);
         return NITI_OK;
     }
-    /* K slices of about equal size, each a multiple of 4 (whole packed groups) */
-    gemm_plan plan = {M, N, K, balanced_block(K, NITI_KC_MAX, 4), ldc, out_wide, C};
+    const niti_engine *e = niti_active_engine();
+    /* K slices of about equal size, each a multiple of the engine's depth unit (whole packed groups) */
+    gemm_plan plan = {e, M, N, K, balanced_block(K, NITI_KC_MAX, e->k_align), ldc, out_wide, C};
     if (threads < 1) threads = 1;
     if ((double)M * (double)N * (double)K < NITI_GEMM_PARALLEL_MIN_MACS) threads = 1;
     if (threads > 1 && (K + plan.kc_max - 1) / plan.kc_max >= 2 * (int64_t)threads && M * N <= NITI_KSPLIT_MAX_OUT)
         return ksplit_driver(A, B, &plan, threads);
-    int64_t shared_b_bytes = niti_round_up(N, NITI_NR) * niti_round_up(K, plan.kc_max);
-    if (shared_b_bytes <= NITI_SHARED_B_BYTES && (M + NITI_MR - 1) / NITI_MR >= 2 * (int64_t)threads)
+    int64_t shared_b_bytes = niti_round_up(N, e->nr) * niti_round_up(K, plan.kc_max);
+    if (shared_b_bytes <= NITI_SHARED_B_BYTES && (M + e->mr - 1) / e->mr >= 2 * (int64_t)threads)
         return shared_b_driver(A, B, &plan, threads);
     return slab_driver(A, B, &plan, threads);
 }

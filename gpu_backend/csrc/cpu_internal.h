@@ -15,7 +15,16 @@
 #include "niti_api.h"
 #include "niti_arith.h"
 
-#define NITI_ABI_VERSION 1
+/* AMX-INT8 is compiled in where the compiler targets it (-march=native on a Sapphire Rapids or
+ * newer Xeon); whether the CPU and the OS allow it is decided at run time (niti_amx_request). */
+#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512F__) && defined(__AVX512BW__) && \
+    defined(__x86_64__) && defined(__linux__) && !defined(NITI_NO_AMX)
+#define NITI_AMX 1
+#else
+#define NITI_AMX 0
+#endif
+
+#define NITI_ABI_VERSION 2
 
 enum { NITI_OK = 0, NITI_E_ARG = 1, NITI_E_OVERFLOW = 2, NITI_E_NOMEM = 3 };
 
@@ -54,9 +63,15 @@ typedef struct niti_operand niti_operand;
 typedef void (*niti_pack_fn)(const niti_operand *op, int64_t r0, int64_t nr, int64_t k0, int64_t nk, int W,
                              uint8_t flip, uint32_t *dst, int32_t *corr, int8_t *scratch);
 
+/* Copies rows [r0, r0+nr) x depth [k0, k0+nk) as plain rows, element (r, k) to dst[r * ld + k]: the
+ * layout AMX's A tiles load. NULL where the operand has no cheap row-major form (k-major views). */
+typedef void (*niti_rows_fn)(const niti_operand *op, int64_t r0, int64_t nr, int64_t k0, int64_t nk, int8_t *dst,
+                             int64_t ld);
+
 struct niti_operand {
     int64_t rows, depth;
     niti_pack_fn pack;
+    niti_rows_fn pack_rows;
     int64_t scratch_bytes;      /* per packing thread */
     const int8_t *data;         /* dense: element (r, k) at data[r * ld + k], or data[k * ld + r] if k_major */
     int64_t ld;
@@ -69,6 +84,44 @@ niti_operand niti_dense(const int8_t *data, int64_t rows, int64_t depth, int64_t
 niti_operand niti_patches(const niti_im2col *g);
 /* rows = patch columns, depth = output pixels */
 niti_operand niti_patches_transposed(const niti_im2col *g);
+
+/* ---- GEMM engines (cpu_engines.c) --------------------------------------------------------------- */
+/* An engine is one way to multiply packed blocks: its packed layouts, its micro-kernel and its
+ * blocking; the drivers of cpu_gemm.c are written once against it. A packed block is a row of
+ * panels: panel p of an A block (mr rows) starts at byte p * mr * k_pad, of a B block (nr rows) at
+ * p * nr * k_pad, where k_pad is the slice depth kc rounded up to k_align. K slices are multiples
+ * of k_align except the last. */
+typedef struct niti_engine niti_engine;
+struct niti_engine {
+    const char *name;
+    int mr, nr;                /* C tile of one kernel call */
+    int k_align;               /* bytes */
+    int64_t mc;                /* rows of a packed A block (a multiple of mr) */
+    int64_t nc_long_k;         /* columns of a packed B block on the long-K drivers (a multiple of nr) */
+    int64_t a_work_bytes;      /* per-thread scratch of pack_a, beyond the operand's own */
+    void (*pack_a)(const niti_operand *op, int64_t r0, int64_t nr, int64_t k0, int64_t nk, void *dst, int32_t *corr,
+                   int8_t *scratch, void *work);
+    void (*pack_b)(const niti_operand *op, int64_t r0, int64_t nr, int64_t k0, int64_t nk, void *dst,
+                   int8_t *scratch);
+    /* The mr x nr tile of C at c (row stride ldc elements) <-c_mode- A panel x B panel over a slice of
+     * depth kc; corr is pack_a's per-row correction (engines with a biased operand). */
+    void (*kernel)(int64_t kc, const void *a_panel, const void *b_panel, const int32_t *corr, void *c, int64_t ldc,
+                   int c_mode);
+    void (*enter)(void); /* on each thread before its first kernel call, or NULL (AMX: the tile configuration) */
+    void (*leave)(void); /* after its last, or NULL */
+};
+
+static inline int64_t niti_k_pad(const niti_engine *e, int64_t kc) { return niti_round_up(kc, e->k_align); }
+
+/* The engine GEMMs run on (niti_set_engine, else the best this CPU and OS allow). */
+const niti_engine *niti_active_engine(void);
+/* The SIMD engine of this build (NITI_ISA) and, where compiled in, the AMX engine. */
+extern const niti_engine niti_simd_engine;
+#if NITI_AMX
+extern const niti_engine niti_amx_engine;
+/* 0 when this thread may use AMX tiles; else a status with the reason recorded (CPU or OS refuses). */
+int niti_amx_request(void);
+#endif
 
 /* C = A * B^T. out_wide: C is int64 (each K block's exact int32 partial is added in int64), else
  * int32 (needs K <= NITI_MAX_K_S32: callers with longer K go through int64). ldc in elements. */
@@ -110,6 +163,7 @@ void niti_interleave4(const int8_t *l0, const int8_t *l1, const int8_t *l2, cons
  * A block MC x KC (at most 384 KiB) and the B block NC x KC stream from L2. The K slices are
  * balanced (about equal, at most NITI_KC_MAX, multiples of 4); MC is a multiple of MR, NC of NR. */
 #define NITI_KC_MAX 1024
+#define NITI_MAX2(a, b) ((a) > (b) ? (a) : (b))
 #define NITI_MC (NITI_MR * 32)
 #define NITI_NC (NITI_NR * 16)
 /* With long K (weight gradients) a B block is packed once per K slice and used by every A block; a
@@ -117,8 +171,10 @@ void niti_interleave4(const int8_t *l0, const int8_t *l1, const int8_t *l2, cons
 #ifndef NITI_NC_LONG_K
 #define NITI_NC_LONG_K (NITI_NR * 48)
 #endif
-#define NITI_PANEL_MAX (NITI_MR > NITI_NR ? NITI_MR : NITI_NR)
-#define NITI_MAX2(a, b) ((a) > (b) ? (a) : (b))
+/* AMX tiles: 16 rows of 64 bytes; the AMX engine's C tile is 2 x 2 of them (32 x 32 int32). */
+#define NITI_AMX_MR 32
+#define NITI_AMX_NR 32
+#define NITI_PANEL_MAX NITI_MAX2(NITI_MAX2(NITI_MR, NITI_NR), NITI_AMX_NR) /* widest panel any engine packs */
 #define NITI_BLOCK_MAX NITI_MAX2(NITI_MC, NITI_MAX2(NITI_NC, NITI_NC_LONG_K)) /* widest packed block */
 
 _Static_assert(NITI_MR % 4 == 0 && NITI_NR % 4 == 0, "panel packing moves 4 x 4 blocks of 32-bit words");

@@ -11,12 +11,18 @@ static void dense_pack(const niti_operand *op, int64_t r0, int64_t nr, int64_t k
     else niti_pack_rowmajor(op->data + r0 * op->ld + k0, op->ld, nr, nk, W, flip, dst, corr);
 }
 
+static void dense_rows(const niti_operand *op, int64_t r0, int64_t nr, int64_t k0, int64_t nk, int8_t *dst,
+                       int64_t ld) {
+    for (int64_t r = 0; r < nr; r++) memcpy(dst + r * ld, op->data + (r0 + r) * op->ld + k0, (size_t)nk);
+}
+
 niti_operand niti_dense(const int8_t *data, int64_t rows, int64_t depth, int64_t ld, int k_major) {
     niti_operand op;
     memset(&op, 0, sizeof op);
     op.rows = rows;
     op.depth = depth;
     op.pack = dense_pack;
+    op.pack_rows = k_major ? NULL : dense_rows; /* a k-major view's rows are strided bytes: packed, then transposed */
     op.data = data;
     op.ld = ld;
     op.k_major = k_major;
@@ -202,12 +208,21 @@ static void patches_transposed_pack(const niti_operand *op, int64_t r0, int64_t 
         for (int64_t r = 0; r < nr; r++) corr[r] *= 128;
 }
 
+/* Patch rows gathered straight into place: the row-major form is im2col's own. */
+static void patches_rows(const niti_operand *op, int64_t r0, int64_t nr, int64_t k0, int64_t nk, int8_t *dst,
+                         int64_t ld) {
+    patch_pixel px = pixel_at(op->patches, r0);
+    patch_cols cols = cols_at(op->patches, k0, nk);
+    for (int64_t r = 0; r < nr; r++, pixel_next(op->patches, &px)) gather_patch_row(op->patches, &px, &cols, dst + r * ld);
+}
+
 niti_operand niti_patches(const niti_im2col *g) {
     niti_operand op;
     memset(&op, 0, sizeof op);
     op.rows = g->batch * g->out_h * g->out_w;
     op.depth = g->k_h * g->k_w * g->ch;
     op.pack = patches_pack;
+    op.pack_rows = patches_rows;
     op.scratch_bytes = NITI_PANEL_MAX * NITI_KC_MAX;
     op.patches = g;
     return op;
@@ -219,6 +234,7 @@ niti_operand niti_patches_transposed(const niti_im2col *g) {
     op.rows = op.depth;
     op.depth = rows;
     op.pack = patches_transposed_pack;
+    op.pack_rows = NULL; /* rows are patch columns: strided across pixels */
     op.scratch_bytes = 5 * NITI_BLOCK_MAX; /* four pixel lines and a zero line, or a group's words */
     return op;
 }

@@ -23,7 +23,13 @@ extern "C" {
 /* ---- library ------------------------------------------------------------------------------------ */
 int niti_abi_version(void);
 const char *niti_last_error(void);
-const char *niti_kernel_isa(void);           /* GEMM micro-kernel compiled in: "avx512vnni", "avx2", "scalar" */
+const char *niti_kernel_isa(void);           /* SIMD micro-kernel compiled in: "avx512vnni", "avx2", "scalar" */
+/* GEMM engines: "amx" (AMX-INT8 tiles; compiled in where the compiler targets it, used where the CPU
+ * and OS allow it) or the build's SIMD micro-kernel. "auto" takes the best usable; the choice is
+ * process-wide and results are identical on every engine. */
+int niti_set_engine(const char *name);
+const char *niti_engine_name(void);          /* the engine GEMMs run on */
+const char *niti_engine_note(void);          /* why "auto" passed over a better engine ("" if it did not) */
 int niti_set_num_threads(int num_threads);   /* 0: the OpenMP default (OMP_NUM_THREADS or all cores) */
 int niti_get_num_threads(int *num_threads_out);
 
