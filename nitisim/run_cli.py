@@ -8,7 +8,9 @@ Every stage goes through the other subsystems' own commands in-process (`nitisim
       configs/<stem>.yaml          the training config as run (the shipped one plus the short-run overrides)
       runs/<stem>-int8/            integer run (metrics.jsonl, summary.json, timing.json, checkpoint)
       runs/<stem>-fp32/            its float32 twin
-      sims/<accelerator>/          one simulation per configs/accelerators/*.yaml
+      host/<name>.yaml             the calibrated model of this host (`nitisim calibrate`), on the C backend
+      sims/<accelerator>/          one simulation per configs/accelerators/*.yaml, and one of the
+                                   machine model: the calibrated host, or configs/hosts/h200-sxm.yaml on CUDA
       report.html report.md compare.json plots/
 
 The default is a short run (all of Fashion-MNIST, two epochs) that takes a minute or two on a
@@ -37,6 +39,7 @@ DEFAULT_OUT = "nitisim-out"
 DEFAULT_TRAIN_SUBSET = 0  # 0: the whole training set
 DEFAULT_TEST_SUBSET = None  # None: the whole test set
 DEFAULT_EPOCHS = 2
+GPU_MODEL = ROOT / "configs" / "hosts" / "h200-sxm.yaml"  # the machine model of a CUDA run (public specs)
 
 
 def tiny_config() -> dict[str, Any]:
@@ -145,6 +148,28 @@ def _accelerators(args: argparse.Namespace) -> list[str]:
     return found
 
 
+def _run_backend(run_dir: Path) -> str | None:
+    from .report.runs import load_run
+
+    return load_run(run_dir).backend
+
+
+def machine_model_step(backend: str | None, out: Path) -> tuple[str, list[str] | None, Path] | None:
+    """(stage text, `nitisim` argv to make it or None, YAML) of the model of the machine that
+    measured: calibrate this host after a C-backend run, the shipped H200 config after a CUDA run;
+    None for the numpy reference (its time is Python's, which no probe of the C library predicts)."""
+    if backend == "cpu":
+        from .calibrate.cli import default_name
+
+        name = default_name()
+        path = out / "host" / f"{name}.yaml"
+        return (f"calibrating this host (short probes of the C library) -> {path}",
+                ["calibrate", "--out", str(path), "--name", name], path)
+    if backend == "cuda":
+        return (f"the GPU's machine model: {GPU_MODEL.relative_to(ROOT)} (public specifications)", None, GPU_MODEL)
+    return None
+
+
 def _stage(text: str) -> None:
     print(f"nitisim run: {text}", file=sys.stderr, flush=True)
 
@@ -161,28 +186,51 @@ def main(args: argparse.Namespace) -> int:
     epochs = ["--epochs", str(p.epochs)] if p.epochs is not None else []
     data = ["--data", args.data] if args.data else []
     int_dir, fp32_dir = out / "runs" / f"{p.stem}-int8", out / "runs" / f"{p.stem}-fp32"
-    steps = [
-        (f"training {p.stem} in integers (backend {p.int_backend}) -> {int_dir}",
-         ["train", str(p.config), "--backend", p.int_backend, "--out", str(int_dir), *epochs, *data]),
-        (f"training its float32 twin (torch, {p.fp32_backend}) -> {fp32_dir}",
-         ["train", str(p.config), "--arith", "fp32", "--backend", p.fp32_backend, "--out", str(fp32_dir),
-          *epochs, *data]),
-    ]
-    sim_dirs = []
-    for arch in arches:
-        sim_dir = out / "sims" / Path(arch).stem
-        sim_dirs.append(sim_dir)
-        steps.append((f"simulating {p.model} batch {p.batch} on {Path(arch).stem} -> {sim_dir}",
-                      ["simulate", arch, "--model", p.model, "--batch", str(p.batch), "--out", str(sim_dir)]))
-    for i, (text, argv) in enumerate(steps, start=1):
-        _stage(f"[{i}/{len(steps) + 1}] {text}")
+    train_int = (f"training {p.stem} in integers (backend {p.int_backend}) -> {int_dir}",
+                 ["train", str(p.config), "--backend", p.int_backend, "--out", str(int_dir), *epochs, *data])
+    train_fp32 = (f"training its float32 twin (torch, {p.fp32_backend}) -> {fp32_dir}",
+                  ["train", str(p.config), "--arith", "fp32", "--backend", p.fp32_backend, "--out", str(fp32_dir),
+                   *epochs, *data])
+    # stages: two trainings, the simulations, the comparison, and two for the machine model (its
+    # calibration, its simulation) unless the run turns out to be on the numpy reference
+    total = 3 + len(arches) + (2 if p.int_backend != "numpy" else 0)
+    done = 0
+
+    def stage(text: str, argv: list[str] | None) -> int:
+        nonlocal done
+        done += 1
+        _stage(f"[{done}/{total}] {text}")
+        if argv is None:
+            return 0
         # The stages' own output is progress here: stderr, so stdout is just the summary below.
         with contextlib.redirect_stdout(sys.stderr):
             status = nitisim(argv)
         if status != 0:
             _stage(f"stopped: `nitisim {' '.join(argv)}` exited {status}")
+        return status
+
+    if status := stage(*train_int):
+        return status
+    # Calibrate right after the integer run: the probes then see the machine in the state it trained in.
+    model = machine_model_step(_run_backend(int_dir), out)
+    if model is not None and p.int_backend == "numpy":
+        total += 2
+    if model is not None:
+        if status := stage(*model[:2]):
             return status
-    _stage(f"[{len(steps) + 1}/{len(steps) + 1}] comparing -> {out}")
+        arches = arches + [str(model[2])]
+    elif p.int_backend != "numpy":
+        total -= 2
+    if status := stage(*train_fp32):
+        return status
+    sim_dirs = []
+    for arch in arches:
+        sim_dir = out / "sims" / Path(arch).stem
+        sim_dirs.append(sim_dir)
+        argv = ["simulate", arch, "--model", p.model, "--batch", str(p.batch), "--out", str(sim_dir)]
+        if status := stage(f"simulating {p.model} batch {p.batch} on {Path(arch).stem} -> {sim_dir}", argv):
+            return status
+    _stage(f"[{total}/{total}] comparing -> {out}")
     comparison = build(int_dir, sim_dirs, fp32_dir)
     files = write_report(comparison, out)
     print(f"report: {files['html']}")

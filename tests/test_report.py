@@ -228,3 +228,24 @@ def test_mismatched_simulation_is_noted(runs, tmp_path, capsys):
 def test_missing_explicit_twin(capsys, runs, tmp_path):
     err = _one_line_error(capsys, ["compare", str(runs / "tiny-int8"), "--fp32", str(tmp_path / "none")])
     assert "none" in err
+
+
+def test_machine_model_gets_measured_versus_predicted_residuals(runs, tmp_path):
+    """A sim whose arch has a `host` section (a calibrated machine model) is read as a prediction:
+    seconds = cycles / clock, residuals per (layer, phase), largest first."""
+    folder = write_sim(tmp_path / "host", "host-test", 64)
+    doc = json.loads((folder / "summary.json").read_text())
+    doc["arch"]["host"] = {"engine": "test"}
+    (folder / "summary.json").write_text(json.dumps(doc))
+    out = tmp_path / "report"
+    assert main(["compare", str(runs / "tiny-int8"), str(folder), "--out", str(out)]) == 0
+    pred = json.loads((out / "compare.json").read_text())["predictions"]
+    assert [p["machine_model"] for p in pred] == ["host-test"]
+    rows = pred[0]["residuals"]
+    cycles = {(x["name"], x["phase"]): x["cycles"] for x in doc["layers"]}
+    assert rows and all(r["predicted_seconds"] == pytest.approx(cycles[(r["layer"], r["phase"])] / 500e6)
+                        for r in rows)
+    sizes = [abs(r["residual_seconds"]) for r in rows]
+    assert sizes == sorted(sizes, reverse=True)
+    md = (out / "report.md").read_text()
+    assert "Residuals on host-test, largest first" in md and "R^2 (prediction, no fit)" in md

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from ..ops import OPS, REPORT_PHASES, report_phase
+from .predict import Prediction, predict
 from .runs import NodeTime, Run
 from .sims import Sim
 from .stats import LinearFit, linear_fit, shares, spearman
@@ -83,6 +84,7 @@ class Comparison:
     agreements: tuple[Agreement, ...]  # one per sim, when measured time exists
     storage: Storage | None
     notes: tuple[str, ...]  # caveats the reader must see (mismatched batch, missing timing, ...)
+    predictions: tuple[Prediction, ...] = ()  # measured vs predicted seconds on each machine model
 
 
 def measured_by_phase(timing: Iterable[NodeTime]) -> tuple[PhaseTime, ...]:
@@ -175,7 +177,9 @@ def compare(run: Run, twin: Run | None, sims: Iterable[Sim], storage: Storage | 
             notes.append(f"{a.sim}: unmatched (layer/phase) points left out of the agreement: "
                          f"measured only {', '.join(a.only_measured) or 'none'}; "
                          f"simulated only {', '.join(a.only_simulated) or 'none'}")
-    return Comparison(run, twin, measured, costs, agreements, storage, tuple(notes))
+    predictions = tuple(predict(c.label, measured, c.phases, c.sim.clock_hz) for c in costs
+                        if measured and c.sim.machine_model and c.sim.clock_hz)
+    return Comparison(run, twin, measured, costs, agreements, storage, tuple(notes), predictions)
 
 
 def phase_matrix(layers_phases: Iterable[tuple[str, str, float]]) -> tuple[list[str], dict[str, list[float]]]:

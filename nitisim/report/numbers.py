@@ -45,6 +45,16 @@ def to_json(c: Comparison) -> dict[str, Any]:
             }
             for a in c.agreements
         ],
+        "predictions": [
+            {
+                "machine_model": p.sim, "r2": p.r2, "spearman": p.spearman,
+                "fit": dataclasses.asdict(p.fit) if p.fit else None,  # measured = slope * predicted + intercept
+                "measured_total_seconds": p.measured_total_seconds,
+                "predicted_total_seconds": p.predicted_total_seconds,
+                "residuals": [dataclasses.asdict(r) | {"residual_seconds": r.residual_seconds} for r in p.residuals],
+            }
+            for p in c.predictions
+        ],
         "storage": None if c.storage is None else {
             "model": c.storage.model, "batch": c.storage.batch,
             "rows": [dataclasses.asdict(r) for r in c.storage.rows],

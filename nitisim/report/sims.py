@@ -52,6 +52,7 @@ class Sim:
     energy_pj_by_component: Mapping[str, float]  # empty when the simulator gives no breakdown
     fp32_total: Mapping[str, float]  # numeric fields of the float32 twin's total; empty when absent
     fp32_name: str | None  # the float32 twin accelerator's name
+    machine_model: bool = False  # a calibrated model of a real machine (arch.host): cycles predict seconds
 
 
 def load_sim(path: str | Path) -> Sim:
@@ -96,6 +97,7 @@ def load_sim(path: str | Path) -> Sim:
         energy_pj_by_component=_components(doc, total),
         fp32_total=fp32_total,
         fp32_name=_fp32_name(fp32),
+        machine_model=isinstance(arch.get("host"), dict),
     )
 
 

@@ -52,6 +52,8 @@ def sections(c: Comparison) -> list[Section]:
         out.append(_energy(c))
     if c.agreements:
         out.append(_agreement(c))
+    if c.predictions:
+        out.append(_predicted(c))
     if c.storage is not None:
         out.append(_storage(c))
     return out
@@ -74,6 +76,11 @@ def headline(c: Comparison) -> list[tuple[str, str]]:
         rows.append((f"measured vs simulated on {a.sim}",
                      f"R^2 {sig(a.fit.r2 if a.fit else None, 3)}, Spearman {sig(a.spearman_points, 3)} "
                      f"over {len(a.points)} (layer, phase) points"))
+    for p in c.predictions:
+        rows.append((f"measured vs predicted on the machine model {p.sim}",
+                     f"R^2 {sig(p.r2, 3)} (no fit), Spearman {sig(p.spearman, 3)}, step "
+                     f"{sig(p.measured_total_seconds * 1e3, 3)} ms measured / "
+                     f"{sig(p.predicted_total_seconds * 1e3, 3)} ms predicted"))
     return rows
 
 
@@ -205,6 +212,32 @@ def _agreement(c: Comparison) -> Section:
                    "each layer's fraction of the step, measured seconds and simulated cycles side by side")
     return Section("Measured versus simulated", "Does the accelerator model rank the work as the measured run does?",
                    ("agreement",), (summary, shares))
+
+
+def _predicted(c: Comparison) -> Section:
+    summary = Table(
+        "Prediction of the measured time by a calibrated model of the machine that measured",
+        ("machine model", "points", "R^2 (prediction, no fit)", "Spearman", "R^2 (fitted line)", "fitted slope",
+         "measured step (ms)", "predicted step (ms)"),
+        tuple((p.sim, str(len(p.residuals)), sig(p.r2, 4), sig(p.spearman, 3), sig(p.fit.r2 if p.fit else None, 4),
+               sig(p.fit.slope if p.fit else None, 3), sig(p.measured_total_seconds * 1e3, 4),
+               sig(p.predicted_total_seconds * 1e3, 4)) for p in c.predictions),
+        "R^2 (prediction) = 1 - sum (measured - predicted)^2 / sum (measured - mean)^2 over the (layer, phase) "
+        "points; a slope of 1 would mean the model's scale is right",
+    )
+    tables = [summary]
+    for p in c.predictions:
+        tables.append(Table(
+            f"Residuals on {p.sim}, largest first",
+            ("layer", "phase", "measured (us)", "predicted (us)", "residual (us)", "predicted / measured"),
+            tuple((r.layer, r.phase, num(r.measured_seconds * 1e6, 1), num(r.predicted_seconds * 1e6, 1),
+                   num(r.residual_seconds * 1e6, 1),
+                   sig(r.predicted_seconds / r.measured_seconds, 3) if r.measured_seconds else "-")
+                  for r in p.residuals),
+            "residual = measured - predicted seconds per training step; predicted = simulated cycles / clock",
+        ))
+    return Section("Measured versus predicted", "A model of the host (or GPU) that trained, calibrated by "
+                   "short probes independent of this run: where it is wrong, the simulator is wrong.", (), tuple(tables))
 
 
 def _storage(c: Comparison) -> Section:

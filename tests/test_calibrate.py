@@ -1,0 +1,111 @@
+"""`nitisim calibrate`: the YAML it writes (from known probe values: exact mapping, strict loader),
+its bad inputs and impossible probes (one line, exit 2), and one real run on the C library.
+Nothing asserts a time or a rate's size: only that each measured value lands where it belongs."""
+import datetime as dt
+
+import pytest
+import yaml
+
+from hwmodels.config import load_accelerator, parse_accelerator
+from nitisim.calibrate import probes as probes_module
+from nitisim.calibrate.document import host_document, render
+from nitisim.calibrate.probes import HostFacts, Probe
+from nitisim.cli import main
+from nitisim.run_cli import GPU_MODEL, machine_model_step
+
+
+def facts(**values) -> HostFacts:
+    rates = {"call_gemm": 4e-6, "call_vector": 2e-6, "gemm_narrow": 1.0e11, "gemm_forward": 4.0e11,
+             "gemm_input_grad": 3.0e11, "gemm_weight_grad": 3.5e11, "vector_int8": 3.0e10, "vector_int32": 2.0e10,
+             "memory_bandwidth": 2.0e10} | values
+    probes = tuple(Probe(name, value, "unit", f"probe {name}", 1e-4, 5) for name, value in rates.items())
+    return HostFacts(machine="Test CPU, 2 logical CPUs", engine="avx512vnni", cores=2, clock_mhz=2000.0,
+                     l1d_bytes=48 << 10, l2_bytes=2 << 20, l3_bytes=32 << 20, parallel_min_bytes=4 << 20,
+                     probes=probes)
+
+
+def test_document_maps_each_measurement_to_its_field():
+    doc = host_document(facts(), name="h", command="nitisim calibrate", date="2026-12-03T12:00:00+00:00")
+    arch = parse_accelerator(yaml.safe_load(render(doc)), "h.yaml")  # through the text, as a file would be
+    hz = 2000e6
+    host = arch.host
+    assert host.engine == "avx512vnni" and host.cores == 2 and host.parallel_min_bytes == 4 << 20
+    assert host.gemm_macs_per_cycle["forward"] * hz == pytest.approx(4.0e11, rel=1e-4)
+    assert host.gemm_macs_per_cycle["narrow"] * hz == pytest.approx(1.0e11, rel=1e-4)
+    assert host.gemm_macs_per_cycle["weight_grad"] * hz == pytest.approx(3.5e11, rel=1e-4)
+    assert host.vector_ops_per_cycle["int32"] * hz == pytest.approx(2.0e10, rel=1e-4)
+    assert host.call_cycles == {"gemm": 8000, "vector": 4000}
+    assert arch.dram.bandwidth_bytes_per_cycle * hz == pytest.approx(2.0e10, rel=1e-4)
+    assert arch.ifmap.size_bytes == arch.ofmap.size_bytes == 2 << 20 and arch.filter.size_bytes == 48 << 10
+    assert host.calibrated == "2026-12-03T12:00:00+00:00"
+    assert doc["calibration"]["probes"]["gemm_forward"]["value"] == 4.0e11
+    assert set(doc["calibration"]["probes"]) == {p.name for p in facts().probes}
+
+
+def test_document_keeps_odd_cache_sizes_loadable():
+    odd = HostFacts(**{**facts().__dict__, "l1d_bytes": 48 * 1000 + 7, "l2_bytes": 1_250_000, "cores": 3})
+    arch = parse_accelerator(host_document(odd, name="h", command="c"), "h.yaml")
+    assert arch.filter.size_bytes <= 48 * 1000 + 7 and arch.ifmap.size_bytes <= 1_250_000
+    assert dt.datetime.fromisoformat(arch.host.calibrated).date() == dt.datetime.now(dt.timezone.utc).date()
+
+
+@pytest.mark.parametrize("argv, where", [
+    (["--repeats", "0"], "--repeats"),
+    (["--repeats", "100000"], "--repeats"),
+    (["--threads", "-1"], "--threads"),
+    (["--name", "a b"], "--name"),
+    (["--out", "model.txt"], "model.txt"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(argv, where, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["calibrate", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and where in err and "Traceback" not in err
+    assert not list(tmp_path.rglob("*.yaml"))
+
+
+def test_out_that_is_a_directory(capsys, tmp_path):
+    folder = tmp_path / "x.yaml"
+    folder.mkdir()
+    assert main(["calibrate", "--out", str(folder)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_a_probe_the_timer_cannot_resolve_is_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(probes_module, "median_seconds", lambda fn, repeats: 0.0)
+    assert main(["calibrate", "--out", str(tmp_path / "h.yaml"), "--repeats", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "call_gemm" in err and "cannot resolve" in err
+    assert not (tmp_path / "h.yaml").exists()
+
+
+def test_no_c_library_is_one_line(capsys, tmp_path, monkeypatch):
+    import gpu_backend.lib
+
+    def broken():
+        raise OSError("gcc: not found\nsecond line")
+
+    monkeypatch.setattr(gpu_backend.lib, "cpu_library", broken)
+    assert main(["calibrate", "--out", str(tmp_path / "h.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == ["nitisim: error: nitisim calibrate: C library: cannot build or load it: gcc: not found"]
+
+
+def test_real_calibration_writes_a_model_the_simulator_loads(tmp_path, capsys):
+    out = tmp_path / "host.yaml"
+    assert main(["calibrate", "--out", str(out), "--name", "this-host", "--repeats", "1"]) == 0
+    arch = load_accelerator(out)
+    assert arch.name == "this-host" and arch.host is not None
+    assert all(r > 0 for r in arch.host.gemm_macs_per_cycle.values())
+    assert all(r > 0 for r in arch.host.vector_ops_per_cycle.values())
+    doc = yaml.safe_load(out.read_text())
+    assert doc["calibration"]["command"].startswith("nitisim calibrate --out")
+    assert all(p["value"] > 0 for p in doc["calibration"]["probes"].values())
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_run_picks_the_machine_model_of_its_backend(tmp_path):
+    text, argv, path = machine_model_step("cpu", tmp_path)
+    assert argv[:3] == ["calibrate", "--out", str(path)] and path.parent == tmp_path / "host"
+    assert machine_model_step("cuda", tmp_path)[1:] == (None, GPU_MODEL) and GPU_MODEL.exists()
+    assert machine_model_step("numpy", tmp_path) is None

@@ -1,0 +1,136 @@
+"""The calibrated machine model (hwmodels/host.py): shape classes, cycle formulas, the simulator
+using them, the strict `host:` / `calibration:` schema, and the shipped H200 config. Nothing timed."""
+import copy
+import math
+
+import pytest
+import yaml
+
+from hwmodels.config import CONFIG_DIR, load_accelerator, parse_accelerator
+from hwmodels.host import gemm_class, gemm_cycles, pass_cycles
+from hwmodels.lowering import GemmWork, VectorWork, lower_node
+from hwmodels.sim import simulate
+from hwmodels.spec import float32_variant
+from nitisim.cli import main
+from nitisim.errors import UserInputError
+from nitisim.graph import build_graph, node_macs
+from nitisim.models import builtin_models
+
+H200 = CONFIG_DIR.parents[0] / "hosts" / "h200-sxm.yaml"
+
+HOST_DOC = {
+    "version": 1, "name": "test-host", "array": {"rows": 4, "cols": 32, "dataflow": "os"}, "clock_mhz": 1000,
+    "buffers": {b: {"bytes": 1 << 20, "width_bytes": 64, "banks": 2, "double_buffered": True}
+                for b in ("ifmap", "filter", "ofmap")},
+    "dram": {"bandwidth_gb_s": 1e6, "latency_cycles": 0, "technology": "DDR3"},  # effectively unbounded
+    "vector": {"lanes": 8},
+    "host": {"engine": "test", "cores": 2, "parallel_min_bytes": 100_000,
+             "gemm_macs_per_cycle": {"narrow": 10.0, "forward": 100.0, "input_grad": 50.0, "weight_grad": 80.0},
+             "vector_ops_per_cycle": {"int8": 16.0, "int32": 4.0}, "call_cycles": {"gemm": 1000, "vector": 300}},
+    "calibration": {"date": "2026-12-03", "command": "by hand", "machine": "a test",
+                    "probes": {"gemm_forward": {"value": 1e11, "unit": "MAC/s", "what": "made up"}}},
+}
+
+
+def host_arch(**changes):
+    doc = copy.deepcopy(HOST_DOC)
+    for path, value in changes.items():
+        where = doc
+        *parents, last = path.split(".")
+        for key in parents:
+            where = where[key]
+        if value is None:
+            del where[last]
+        else:
+            where[last] = value
+    return parse_accelerator(doc, "host.yaml")
+
+
+def test_gemm_class_narrow_below_32_then_phase():
+    assert gemm_class("forward", 1000, 31, 1000) == "narrow"
+    assert gemm_class("weight_grad", 1000, 32, 32) == "weight_grad"
+    assert gemm_class("input_grad", 31, 5000, 5000) == "narrow"
+    with pytest.raises(ValueError):
+        gemm_class("update", 64, 64, 64)
+
+
+def test_cycle_formulas_by_hand():
+    host = host_arch().host
+    assert gemm_cycles(host, "forward", 64, 64, 64) == 1000 + math.ceil(64 ** 3 / 100)
+    assert gemm_cycles(host, "forward", 64, 16, 64) == 1000 + math.ceil(64 * 16 * 64 / 10)  # narrow
+    ops = (("int8", 1600), ("int32", 401))
+    assert pass_cycles(host, ops, 100_000) == 100 + 101  # at the threshold: one core
+    assert pass_cycles(host, ops, 100_001) == 50 + 51  # above: both cores
+
+
+def test_simulation_prices_every_node_with_the_host_rates():
+    arch = host_arch()
+    graph = build_graph(builtin_models()["lenet"], 16)
+    result = simulate(arch, graph)
+    by_name = {n.name: n for n in result.nodes}
+    host = arch.host
+    for node in graph.nodes:
+        work = lower_node(graph, node)
+        if isinstance(work, GemmWork):
+            stats = by_name[node.name]
+            assert stats.compute_cycles == gemm_cycles(host, work.phase, work.m, work.k, work.n)
+            assert stats.macs == node_macs(graph, node)
+        elif isinstance(work, VectorWork):
+            largest = [max(graph.tensor(t).size * arch.element_bytes(graph.tensor(t).dtype) for t in p.reads)
+                       for p in work.passes]
+            expected = host.call_cycles["vector"] + sum(pass_cycles(host, p.ops, b) for p, b in zip(work.passes, largest))
+            assert by_name[node.name].compute_cycles == expected, node.name
+    # the DRAM is so fast here that the step is the nodes' compute plus a cycle per DMA transfer
+    compute = sum(n.compute_cycles for n in result.nodes)
+    assert compute <= result.cycles <= compute * 1.0001
+
+
+def test_float32_twin_drops_the_host_rates():
+    arch = host_arch()
+    assert arch.host is not None and float32_variant(arch).host is None
+
+
+def test_compat_scalesim_refuses_a_machine_model():
+    with pytest.raises(UserInputError, match="compat"):
+        simulate(host_arch(), build_graph(builtin_models()["mlp"], 8), compat="scalesim")
+
+
+@pytest.mark.parametrize("change, key, problem", [
+    ({"calibration": None}, "calibration", "go together"),
+    ({"host": None}, "host", "go together"),
+    ({"host.gemm_macs_per_cycle.narrow": None}, "host.gemm_macs_per_cycle.narrow", "missing"),
+    ({"host.gemm_macs_per_cycle.forward": -1.0}, "host.gemm_macs_per_cycle.forward", "positive"),
+    ({"host.vector_ops_per_cycle.int16": 3.0}, "host.vector_ops_per_cycle.int16", "unknown key"),
+    ({"host.call_cycles.gemm": 1.5}, "host.call_cycles.gemm", "integer"),
+    ({"host.cores": 0}, "host.cores", "at least 1"),
+    ({"calibration.date": ""}, "calibration.date", "non-empty"),
+    ({"calibration.probes": {}}, "calibration.probes", "at least one"),
+    ({"calibration.probes": {"x": {"value": "fast", "unit": "s", "what": "y"}}}, "calibration.probes.x.value",
+     "number"),
+    ({"numerics": {"format": "fp32"}}, "host", "int8"),
+])
+def test_bad_host_sections_name_file_and_key(change, key, problem):
+    with pytest.raises(UserInputError) as err:
+        host_arch(**change)
+    assert err.value.source == "host.yaml" and err.value.field == key and problem in err.value.message
+
+
+def test_cli_bad_host_config_is_one_line_and_exit_2(tmp_path, capsys):
+    doc = copy.deepcopy(HOST_DOC)
+    del doc["host"]["engine"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["simulate", str(path), "--model", "mlp", "--batch", "8", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.yaml: host.engine: missing required key" in err
+
+
+def test_shipped_h200_model_matches_its_datasheet_arithmetic():
+    arch = load_accelerator(H200)
+    hz = arch.clock_mhz * 1e6
+    # 1,979 dense int8 TOPS = 989.5 T MAC/s; 4.8 TB/s HBM3e
+    assert arch.host.gemm_macs_per_cycle["forward"] * hz == pytest.approx(989.5e12, rel=2e-3)
+    assert arch.dram.bandwidth_bytes_per_cycle * hz == pytest.approx(4.8e12, rel=1e-9)
+    assert arch.host.gemm_macs_per_cycle["forward"] == arch.array.pes * 132  # one array per SM
+    # the GPU model is not one of the accelerators `nitisim run` compares every run with
+    assert not (CONFIG_DIR / H200.name).exists()
