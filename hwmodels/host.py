@@ -4,7 +4,7 @@ measured by probes (`nitisim calibrate`) or taken from public specifications.
 A systolic array's cycles come from folds; a CPU's from how fast its GEMM engine and its vector
 code run on shapes of the same kind. So a host model prices
 
-    GEMM node    call_cycles["gemm"] + ceil(MACs / gemm_macs_per_cycle[gemm_class(...)])
+    GEMM node    call_cycles["gemm"] + ceil(MACs / gemm_macs_per_cycle[gemm_class(op, phase, M, K, N)])
     vector node  call_cycles["vector"] + sum over passes of ceil(ops of each width class /
                  (vector_ops_per_cycle[width] x cores if the pass is parallel else 1))
 
@@ -17,7 +17,8 @@ YAML (optional sections of an accelerator config, see hwmodels/config.py):
       engine: avx512vnni
       cores: 2
       parallel_min_bytes: 4194304
-      gemm_macs_per_cycle: {narrow: 60.1, forward: 180.2, input_grad: 130.5, weight_grad: 160.0}
+      gemm_macs_per_cycle: {narrow: 38.0, conv_forward: 107.2, conv_input_grad: 98.5, conv_weight_grad: 180.6,
+                            linear_forward: 174.6, linear_input_grad: 154.0, linear_weight_grad: 103.4}
       vector_ops_per_cycle: {int8: 10.3, int32: 8.9}
       call_cycles: {gemm: 10400, vector: 5200}
     calibration:                  # where the numbers come from (required with host)
@@ -35,31 +36,35 @@ from typing import Any, Iterable
 from .spec import HostSpec
 
 # Shape classes: any GEMM dimension below NARROW_DIM leaves most of a SIMD register (16 int32
-# lanes, 4-deep int8 dot products) or tensor-core tile idle, whatever the phase; otherwise the phase
-# decides the operand layout (forward: im2col x W, input_grad: dY x W^T then col2im, weight_grad:
-# a long reduction over the batch), which is what changes a CPU's cache blocking.
+# lanes, 4-deep int8 dot products) or tensor-core tile idle, whatever the layer; otherwise the
+# engine path (a conv's implicit GEMM gathers im2col operands from NHWC maps, a linear layer's GEMM
+# reads contiguous rows) and the phase (forward: x . W, input_grad: dY . W^T, plus col2im for a
+# conv, weight_grad: a long reduction over the batch) decide the operand layout, which is what
+# changes a CPU's packing and cache blocking.
 NARROW_DIM = 32
-GEMM_CLASSES: tuple[str, ...] = ("narrow", "forward", "input_grad", "weight_grad")
+GEMM_CLASSES: tuple[str, ...] = ("narrow", "conv_forward", "conv_input_grad", "conv_weight_grad",
+                                 "linear_forward", "linear_input_grad", "linear_weight_grad")
+GEMM_PHASES: tuple[str, ...] = ("forward", "input_grad", "weight_grad")
 VECTOR_WIDTHS: tuple[str, ...] = ("int8", "int32")
 CALL_KINDS: tuple[str, ...] = ("gemm", "vector")
 
 
-def gemm_class(phase: str, m: int, k: int, n: int) -> str:
-    """The shape class of a GEMM (M x K) . (K x N) of report phase `phase`.
+def gemm_class(op: str, phase: str, m: int, k: int, n: int) -> str:
+    """The shape class of a GEMM (M x K) . (K x N) of graph op `op` and report phase `phase`.
 
-    >>> gemm_class("forward", 147456, 25, 20), gemm_class("weight_grad", 800, 256, 500)
-    ('narrow', 'weight_grad')
+    >>> gemm_class("conv2d", "forward", 147456, 25, 20), gemm_class("linear_weight_grad", "weight_grad", 800, 256, 500)
+    ('narrow', 'linear_weight_grad')
     """
+    if phase not in GEMM_PHASES:
+        raise ValueError(f"not a GEMM phase: {phase!r}")
     if min(m, k, n) < NARROW_DIM:
         return "narrow"
-    if phase not in GEMM_CLASSES:
-        raise ValueError(f"not a GEMM phase: {phase!r}")
-    return phase
+    return f"{'conv' if op.startswith('conv2d') else 'linear'}_{phase}"
 
 
-def gemm_cycles(host: HostSpec, phase: str, m: int, k: int, n: int) -> int:
+def gemm_cycles(host: HostSpec, op: str, phase: str, m: int, k: int, n: int) -> int:
     """Cycles of one GEMM node: the call plus MACs at the measured rate of its shape class."""
-    rate = host.gemm_macs_per_cycle[gemm_class(phase, m, k, n)]
+    rate = host.gemm_macs_per_cycle[gemm_class(op, phase, m, k, n)]
     return host.call_cycles["gemm"] + math.ceil(m * k * n / rate)
 
 

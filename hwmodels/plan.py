@@ -128,7 +128,7 @@ def plan_gemm(graph: Graph, node: Node, work: GemmWork, place: NodePlacement, pl
     col2im_cycles = math.ceil(work.col2im_adds / arch.vector.lanes)
     if arch.host is not None:
         # A measured machine: its input_grad rate was probed on a conv kernel, col2im included.
-        compute, adjust = host_model.gemm_cycles(arch.host, work.phase, work.m, work.k, work.n), 0
+        compute, adjust = host_model.gemm_cycles(arch.host, node.op, work.phase, work.m, work.k, work.n), 0
         col2im_cycles = 0
     elif compat == "scalesim":
         compute, adjust = t.folds * t.cycles_per_fold, -1  # SCALE-Sim's count: streamed dim whole

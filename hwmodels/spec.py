@@ -77,7 +77,7 @@ class VectorSpec:
 class HostSpec:
     """A calibrated model of a real machine (a CPU host or a GPU) in place of the systolic fold model.
 
-    GEMM time is MACs over the machine's measured rate for the GEMM's shape class
+    GEMM time is MACs over the machine's measured rate for the GEMM's shape class and engine path
     (hwmodels.host.gemm_class); vector time is element operations over the measured rate of their
     width class, on every core when the pass's largest input is above parallel_min_bytes. Each node
     also pays the fixed cost of one kernel call. Rates are per cycle of the spec's clock_mhz.

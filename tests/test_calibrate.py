@@ -15,9 +15,10 @@ from nitisim.run_cli import GPU_MODEL, machine_model_step
 
 
 def facts(**values) -> HostFacts:
-    rates = {"call_gemm": 4e-6, "call_vector": 2e-6, "gemm_narrow": 1.0e11, "gemm_forward": 4.0e11,
-             "gemm_input_grad": 3.0e11, "gemm_weight_grad": 3.5e11, "vector_int8": 3.0e10, "vector_int32": 2.0e10,
-             "memory_bandwidth": 2.0e10} | values
+    rates = {"call_gemm": 4e-6, "call_vector": 2e-6, "gemm_narrow": 1.0e11, "gemm_conv_forward": 4.0e11,
+             "gemm_conv_input_grad": 3.0e11, "gemm_conv_weight_grad": 3.5e11, "gemm_linear_forward": 4.5e11,
+             "gemm_linear_input_grad": 4.2e11, "gemm_linear_weight_grad": 3.9e11, "vector_int8": 3.0e10,
+             "vector_int32": 2.0e10, "memory_bandwidth": 2.0e10} | values
     probes = tuple(Probe(name, value, "unit", f"probe {name}", 1e-4, 5) for name, value in rates.items())
     return HostFacts(machine="Test CPU, 2 logical CPUs", engine="avx512vnni", cores=2, clock_mhz=2000.0,
                      l1d_bytes=48 << 10, l2_bytes=2 << 20, l3_bytes=32 << 20, parallel_min_bytes=4 << 20,
@@ -30,15 +31,15 @@ def test_document_maps_each_measurement_to_its_field():
     hz = 2000e6
     host = arch.host
     assert host.engine == "avx512vnni" and host.cores == 2 and host.parallel_min_bytes == 4 << 20
-    assert host.gemm_macs_per_cycle["forward"] * hz == pytest.approx(4.0e11, rel=1e-4)
-    assert host.gemm_macs_per_cycle["narrow"] * hz == pytest.approx(1.0e11, rel=1e-4)
-    assert host.gemm_macs_per_cycle["weight_grad"] * hz == pytest.approx(3.5e11, rel=1e-4)
+    for cls, rate in (("conv_forward", 4.0e11), ("narrow", 1.0e11), ("conv_weight_grad", 3.5e11),
+                      ("linear_input_grad", 4.2e11)):
+        assert host.gemm_macs_per_cycle[cls] * hz == pytest.approx(rate, rel=1e-4)
     assert host.vector_ops_per_cycle["int32"] * hz == pytest.approx(2.0e10, rel=1e-4)
     assert host.call_cycles == {"gemm": 8000, "vector": 4000}
     assert arch.dram.bandwidth_bytes_per_cycle * hz == pytest.approx(2.0e10, rel=1e-4)
     assert arch.ifmap.size_bytes == arch.ofmap.size_bytes == 2 << 20 and arch.filter.size_bytes == 48 << 10
     assert host.calibrated == "2026-12-03T12:00:00+00:00"
-    assert doc["calibration"]["probes"]["gemm_forward"]["value"] == 4.0e11
+    assert doc["calibration"]["probes"]["gemm_conv_forward"]["value"] == 4.0e11
     assert set(doc["calibration"]["probes"]) == {p.name for p in facts().probes}
 
 

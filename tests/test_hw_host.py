@@ -25,7 +25,9 @@ HOST_DOC = {
     "dram": {"bandwidth_gb_s": 1e6, "latency_cycles": 0, "technology": "DDR3"},  # effectively unbounded
     "vector": {"lanes": 8},
     "host": {"engine": "test", "cores": 2, "parallel_min_bytes": 100_000,
-             "gemm_macs_per_cycle": {"narrow": 10.0, "forward": 100.0, "input_grad": 50.0, "weight_grad": 80.0},
+             "gemm_macs_per_cycle": {"narrow": 10.0, "conv_forward": 100.0, "conv_input_grad": 50.0,
+                                     "conv_weight_grad": 80.0, "linear_forward": 120.0, "linear_input_grad": 110.0,
+                                     "linear_weight_grad": 90.0},
              "vector_ops_per_cycle": {"int8": 16.0, "int32": 4.0}, "call_cycles": {"gemm": 1000, "vector": 300}},
     "calibration": {"date": "2026-12-03", "command": "by hand", "machine": "a test",
                     "probes": {"gemm_forward": {"value": 1e11, "unit": "MAC/s", "what": "made up"}}},
@@ -46,18 +48,20 @@ def host_arch(**changes):
     return parse_accelerator(doc, "host.yaml")
 
 
-def test_gemm_class_narrow_below_32_then_phase():
-    assert gemm_class("forward", 1000, 31, 1000) == "narrow"
-    assert gemm_class("weight_grad", 1000, 32, 32) == "weight_grad"
-    assert gemm_class("input_grad", 31, 5000, 5000) == "narrow"
+def test_gemm_class_narrow_below_32_then_engine_and_phase():
+    assert gemm_class("conv2d", "forward", 1000, 31, 1000) == "narrow"
+    assert gemm_class("conv2d_weight_grad", "weight_grad", 1000, 32, 32) == "conv_weight_grad"
+    assert gemm_class("linear_input_grad", "input_grad", 31, 5000, 5000) == "narrow"
+    assert gemm_class("linear_input_grad", "input_grad", 32, 5000, 5000) == "linear_input_grad"
     with pytest.raises(ValueError):
-        gemm_class("update", 64, 64, 64)
+        gemm_class("update", "update", 64, 64, 64)
 
 
 def test_cycle_formulas_by_hand():
     host = host_arch().host
-    assert gemm_cycles(host, "forward", 64, 64, 64) == 1000 + math.ceil(64 ** 3 / 100)
-    assert gemm_cycles(host, "forward", 64, 16, 64) == 1000 + math.ceil(64 * 16 * 64 / 10)  # narrow
+    assert gemm_cycles(host, "conv2d", "forward", 64, 64, 64) == 1000 + math.ceil(64 ** 3 / 100)
+    assert gemm_cycles(host, "linear", "forward", 64, 64, 64) == 1000 + math.ceil(64 ** 3 / 120)
+    assert gemm_cycles(host, "conv2d", "forward", 64, 16, 64) == 1000 + math.ceil(64 * 16 * 64 / 10)  # narrow
     ops = (("int8", 1600), ("int32", 401))
     assert pass_cycles(host, ops, 100_000) == 100 + 101  # at the threshold: one core
     assert pass_cycles(host, ops, 100_001) == 50 + 51  # above: both cores
@@ -73,7 +77,7 @@ def test_simulation_prices_every_node_with_the_host_rates():
         work = lower_node(graph, node)
         if isinstance(work, GemmWork):
             stats = by_name[node.name]
-            assert stats.compute_cycles == gemm_cycles(host, work.phase, work.m, work.k, work.n)
+            assert stats.compute_cycles == gemm_cycles(host, node.op, work.phase, work.m, work.k, work.n)
             assert stats.macs == node_macs(graph, node)
         elif isinstance(work, VectorWork):
             largest = [max(graph.tensor(t).size * arch.element_bytes(graph.tensor(t).dtype) for t in p.reads)
@@ -99,7 +103,7 @@ def test_compat_scalesim_refuses_a_machine_model():
     ({"calibration": None}, "calibration", "go together"),
     ({"host": None}, "host", "go together"),
     ({"host.gemm_macs_per_cycle.narrow": None}, "host.gemm_macs_per_cycle.narrow", "missing"),
-    ({"host.gemm_macs_per_cycle.forward": -1.0}, "host.gemm_macs_per_cycle.forward", "positive"),
+    ({"host.gemm_macs_per_cycle.conv_forward": -1.0}, "host.gemm_macs_per_cycle.conv_forward", "positive"),
     ({"host.vector_ops_per_cycle.int16": 3.0}, "host.vector_ops_per_cycle.int16", "unknown key"),
     ({"host.call_cycles.gemm": 1.5}, "host.call_cycles.gemm", "integer"),
     ({"host.cores": 0}, "host.cores", "at least 1"),
@@ -129,8 +133,8 @@ def test_shipped_h200_model_matches_its_datasheet_arithmetic():
     arch = load_accelerator(H200)
     hz = arch.clock_mhz * 1e6
     # 1,979 dense int8 TOPS = 989.5 T MAC/s; 4.8 TB/s HBM3e
-    assert arch.host.gemm_macs_per_cycle["forward"] * hz == pytest.approx(989.5e12, rel=2e-3)
+    assert arch.host.gemm_macs_per_cycle["linear_forward"] * hz == pytest.approx(989.5e12, rel=2e-3)
     assert arch.dram.bandwidth_bytes_per_cycle * hz == pytest.approx(4.8e12, rel=1e-9)
-    assert arch.host.gemm_macs_per_cycle["forward"] == arch.array.pes * 132  # one array per SM
+    assert arch.host.gemm_macs_per_cycle["conv_forward"] == arch.array.pes * 132  # one array per SM
     # the GPU model is not one of the accelerators `nitisim run` compares every run with
     assert not (CONFIG_DIR / H200.name).exists()

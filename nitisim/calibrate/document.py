@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from hwmodels.host import GEMM_CLASSES
+
 from .probes import HostFacts
 
 LINE_BYTES = 64  # one cache line per cycle per port
@@ -60,8 +62,7 @@ def host_document(facts: HostFacts, *, name: str, command: str, date: str | None
             "engine": facts.engine,
             "cores": facts.cores,
             "parallel_min_bytes": facts.parallel_min_bytes,
-            "gemm_macs_per_cycle": {cls: _sig(v(f"gemm_{cls}") / hz)
-                                    for cls in ("narrow", "forward", "input_grad", "weight_grad")},
+            "gemm_macs_per_cycle": {cls: _sig(v(f"gemm_{cls}") / hz) for cls in GEMM_CLASSES},
             "vector_ops_per_cycle": {"int8": _sig(int8_rate), "int32": _sig(int32_rate)},
             "call_cycles": {"gemm": round(v("call_gemm") * hz), "vector": round(v("call_vector") * hz)},
         },

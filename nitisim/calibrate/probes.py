@@ -84,26 +84,38 @@ def _conv_operands(rng, batch: int, hw: int, c_in: int, c_out: int, kernel: int)
 def gemm_probes(lib, repeats: int, call_s: float, rng) -> list[Probe]:
     """int8 GEMM MACs per second per shape class (hwmodels.host.GEMM_CLASSES), call cost removed.
 
-    regular classes: a 3x3 conv, 32 -> 64 channels, 16x16 output, batch 16 (GEMM 4096 x 288 x 64);
-    narrow: a 5x5 conv from one channel to 16 (GEMM 36864 x 25 x 16), forward."""
+    conv classes: a 3x3 conv, 32 -> 64 channels, 16x16 output, batch 16 (GEMM 4096 x 288 x 64), a
+    VGG-like layer; linear classes: a 1024 -> 256 layer at batch 512; narrow: a 5x5 conv from one
+    channel to 16 (GEMM 36864 x 25 x 16), forward. None of them is a layer of the shipped models."""
     x, w, dy, pixels, taps, filters = _conv_operands(rng, 16, 18, 32, 64, 3)
-    macs = pixels * taps * filters
-    runs = {
-        "forward": (lambda: lib.conv2d_forward(x, w), f"conv2d_forward 3x3 32->64, 16x16 out, batch 16 "
-                    f"(GEMM {pixels}x{taps}x{filters})"),
-        "input_grad": (lambda: lib.conv2d_input_grad(dy, w, (18, 18)), "conv2d_input_grad of the same conv "
-                       f"(GEMM {pixels}x{filters}x{taps}, col2im included)"),
-        "weight_grad": (lambda: lib.conv2d_weight_grad(x, dy, 3, out_dtype=np.int32), "conv2d_weight_grad of the "
-                        f"same conv (GEMM {taps}x{pixels}x{filters})"),
+    conv_macs = pixels * taps * filters
+    batch, n_in, n_out = 512, 1024, 256
+    lx = rng.integers(-127, 128, (batch, n_in), dtype=np.int8)
+    lw = rng.integers(-127, 128, (n_out, n_in), dtype=np.int8)
+    ldy = rng.integers(-127, 128, (batch, n_out), dtype=np.int8)
+    nx, nw, _, npix, ntaps, nfil = _conv_operands(rng, 64, 28, 1, 16, 5)
+    conv = "3x3 conv 32->64, 16x16 out, batch 16"
+    linear = f"linear {n_in}->{n_out}, batch {batch}"
+    runs = {  # class -> (call, MACs, what ran)
+        "conv_forward": (lambda: lib.conv2d_forward(x, w), conv_macs,
+                         f"conv2d_forward, {conv} (GEMM {pixels}x{taps}x{filters})"),
+        "conv_input_grad": (lambda: lib.conv2d_input_grad(dy, w, (18, 18)), conv_macs,
+                            f"conv2d_input_grad, {conv} (GEMM {pixels}x{filters}x{taps}, col2im included)"),
+        "conv_weight_grad": (lambda: lib.conv2d_weight_grad(x, dy, 3, out_dtype=np.int32), conv_macs,
+                             f"conv2d_weight_grad, {conv} (GEMM {taps}x{pixels}x{filters}, int32)"),
+        "linear_forward": (lambda: lib.linear_forward(lx, lw), batch * n_in * n_out,
+                           f"linear_forward, {linear} (GEMM {batch}x{n_in}x{n_out})"),
+        "linear_input_grad": (lambda: lib.linear_input_grad(ldy, lw), batch * n_in * n_out,
+                              f"linear_input_grad, {linear} (GEMM {batch}x{n_out}x{n_in})"),
+        "linear_weight_grad": (lambda: lib.linear_weight_grad(lx, ldy, out_dtype=np.int32), batch * n_in * n_out,
+                               f"linear_weight_grad, {linear} (GEMM {n_in}x{batch}x{n_out}, int32)"),
+        "narrow": (lambda: lib.conv2d_forward(nx, nw), npix * ntaps * nfil,
+                   f"conv2d_forward 5x5 1->16, 24x24 out, batch 64 (GEMM {npix}x{ntaps}x{nfil})"),
     }
     out = []
-    for cls, (fn, what) in runs.items():
+    for cls, (fn, macs, what) in runs.items():
         s = _positive(f"gemm_{cls}", median_seconds(fn, repeats))
         out.append(Probe(f"gemm_{cls}", macs / max(s - call_s, s / 2), "MAC/s", what, s, repeats))
-    nx, nw, _, npix, ntaps, nfil = _conv_operands(rng, 64, 28, 1, 16, 5)
-    s = _positive("gemm_narrow", median_seconds(lambda: lib.conv2d_forward(nx, nw), repeats))
-    out.append(Probe("gemm_narrow", npix * ntaps * nfil / max(s - call_s, s / 2), "MAC/s",
-                     f"conv2d_forward 5x5 1->16, 24x24 out, batch 64 (GEMM {npix}x{ntaps}x{nfil})", s, repeats))
     return out
 
 
@@ -137,15 +149,23 @@ def call_probes(lib, repeats: int, rng) -> tuple[Probe, Probe]:
             Probe("call_vector", s, "s", "relu_forward of 64 int8", s, repeats))
 
 
-def bandwidth_probe(repeats: int, l2_bytes: int) -> Probe:
-    """Streaming bandwidth beyond the core's L2 (bytes read + written per second, one core): what a
-    tensor that does not stay in cache costs to pass over."""
-    nbytes = max(32 << 20, 8 * l2_bytes)
-    src = np.ones(nbytes, np.uint8)
-    dst = np.empty_like(src)
-    s = _positive("memory_bandwidth", median_seconds(lambda: np.copyto(dst, src), max(3, repeats // 3)))
-    return Probe("memory_bandwidth", 2 * nbytes / s, "B/s", f"numpy copy of {nbytes >> 20} MiB (read + write)",
-                 s, max(3, repeats // 3))
+def bandwidth_probe(lib, repeats: int, l2_bytes: int, parallel_min_bytes: int, rng) -> Probe:
+    """One core's streaming bandwidth beyond its L2, as the library's kernels see it: bytes read and
+    written per second by relu_forward (1 op per byte, so memory-bound) on one thread, since the
+    passes that stream from beyond L2 run on one core up to the parallel threshold. The tensor is
+    2 x L2 and at least 4 MiB: out of L2, and small enough that glibc recycles the output buffer from
+    its heap as it does for training's tensors (above 32 MiB each call would fault in fresh pages)."""
+    nbytes = max(2 * l2_bytes, 4 << 20)
+    x = rng.integers(-127, 128, nbytes, dtype=np.int8)
+    reps = max(3, repeats // 3)
+    threads = lib.num_threads()
+    lib.set_num_threads(1)
+    try:
+        s = _positive("memory_bandwidth", median_seconds(lambda: lib.relu_forward(x), reps))
+    finally:
+        lib.set_num_threads(threads)
+    return Probe("memory_bandwidth", 2 * nbytes / s, "B/s",
+                 f"relu_forward of {nbytes >> 20} MiB int8 on one thread (read + write)", s, reps)
 
 
 def cache_bytes(level: int, kind: str, default: int) -> int:
@@ -194,10 +214,11 @@ def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0) -> HostFacts:
     rng = np.random.default_rng(seed)
     name, mhz = cpu_model_and_mhz()
     l1d, l2, l3 = cache_bytes(1, "Data", 32 << 10), cache_bytes(2, "Unified", 1 << 20), cache_bytes(3, "Unified", 8 << 20)
+    parallel = int(getattr(lib, "parallel_min_bytes", DEFAULT_PARALLEL_MIN_BYTES))
     call_gemm, call_vector = call_probes(lib, repeats, rng)
     probes = [call_gemm, call_vector, *gemm_probes(lib, repeats, call_gemm.value, rng),
-              *vector_probes(lib, repeats, call_vector.value, rng), bandwidth_probe(repeats, l2)]
-    parallel = getattr(lib, "parallel_min_bytes", DEFAULT_PARALLEL_MIN_BYTES)
+              *vector_probes(lib, repeats, call_vector.value, rng),
+              bandwidth_probe(lib, repeats, l2, parallel, rng)]
     clock = mhz or 1000.0  # rates are converted per cycle of this clock; any clock gives the same seconds
     probes += [
         Probe("clock", clock, "MHz", "/proc/cpuinfo cpu MHz" if mhz else "not found: a nominal 1000 MHz"),
@@ -208,4 +229,4 @@ def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0) -> HostFacts:
     ]
     cores = lib.num_threads()
     return HostFacts(f"{name}, {os.cpu_count()} logical CPUs", gemm_engine(lib), cores, clock, l1d, l2, l3,
-                     int(parallel), tuple(probes))
+                     parallel, tuple(probes))
