@@ -1,12 +1,14 @@
-"""Kernel and training-step throughput of the CPU backend, side by side with torch and numpy.
+"""Kernel and training-step throughput of the CPU backend, per GEMM engine, side by side with torch.
 
 Measures, in one process and interleaved (best of several repetitions, so that drift on a shared
-machine hits every contender alike):
-  1. int8 GEMM (C backend, int32 accumulate) against torch float32 matmul at the GEMM shapes of
+machine hits every contender alike), on every GEMM engine this machine runs (AMX-INT8, AVX-512
+VNNI, ...; the C backend's default engine first):
+  1. int8 GEMM (int32 accumulate) against torch bfloat16 and float32 matmul at the GEMM shapes of
      vgg-small-7's convolutions (forward im2col view, batch --gemm-batch);
-  2. int8 conv2d forward (C backend) against torch float32 conv2d (channels_last) on those layers;
-  3. whole training steps at batch --batch: the C backend against the numpy reference executor
-     and against torch float32 training of the same model (SGD, momentum).
+  2. int8 conv2d forward against torch bfloat16 and float32 conv2d (channels_last) on those layers;
+  3. whole training steps: vgg-small-7 at --vgg-batch against torch bfloat16-autocast and float32
+     training of the same net; LeNet and the MLP at --batch against the numpy reference executor
+     and torch float32.
 Writes the tables to docs/results.md (section `kernels`) and prints them.
 
     python benchmarks/kernels.py [--quick]
@@ -65,11 +67,29 @@ def conv_layers(model_name: str, batch: int):
     return out
 
 
-def gemm_and_conv_tables(clib, torch, batch: int, repeats: int) -> tuple[str, str, float, float]:
+def on_engine(clib, engine: str, fn):
+    """fn run with the native library's GEMMs on `engine` (the engine is process-wide, so each
+    contender sets its own before every call)."""
+    def run():
+        clib.set_engine(engine)
+        return fn()
+    return run
+
+
+def gemm_and_conv_tables(clib, engines, torch, batch: int, repeats: int) -> tuple[str, str, dict]:
+    """GEMM and conv tables; the summary holds each contender's total seconds over all layers."""
     rng = np.random.default_rng(0)
-    gemm_rows = ["| layer | M | K | N | int8 C GOP/s | torch fp32 GOP/s | ratio |", "|---|---|---|---|---|---|---|"]
-    conv_rows = ["| layer | input (N,H,W,C) | int8 C GOP/s | torch fp32 GOP/s | ratio |", "|---|---|---|---|---|"]
-    totals = {"gemm_c": 0.0, "gemm_t": 0.0, "conv_c": 0.0, "conv_t": 0.0, "ops": 0.0}
+    names = [*engines, "torch bf16", "torch fp32"]
+    head = " | ".join(f"{n} TOP/s" for n in names)
+    gemm_rows = [f"| layer | M | K | N | {head} | {engines[0]} / bf16 |", "|---|---|---|---|" + "---|" * (len(names) + 1)]
+    conv_rows = [f"| layer | input (N,H,W,C) | {head} | {engines[0]} / bf16 |", "|---|---|" + "---|" * (len(names) + 1)]
+    totals = {"gemm": dict.fromkeys(names, 0.0), "conv": dict.fromkeys(names, 0.0), "ops": 0.0}
+
+    def row(t, ops, bold=False):
+        rates = " | ".join(f"{ops / t[n] / 1e12:.2f}" for n in names)
+        ratio = f"{t['torch bf16'] / t[engines[0]]:.2f}x"
+        return f"{rates} | {f'**{ratio}**' if bold else ratio} |"
+
     for name, (n, h, w, c), conv in conv_layers("vgg-small-7", batch):
         e = (h + 2 * conv.padding - conv.kernel) // conv.stride + 1
         m, k, nn_ = n * e * e, conv.kernel * conv.kernel * c, conv.out_channels
@@ -77,36 +97,39 @@ def gemm_and_conv_tables(clib, torch, batch: int, repeats: int) -> tuple[str, st
         a = rng.integers(-127, 128, (m, k), dtype=np.int8)
         b = rng.integers(-127, 128, (nn_, k), dtype=np.int8)
         af, bf = torch.from_numpy(a.astype(np.float32)), torch.from_numpy(b.astype(np.float32)).T.contiguous()
-        t = race({"c": lambda: clib.gemm_s8s8s32(a, b), "torch": lambda: torch.matmul(af, bf)}, repeats)
-        gemm_rows.append(f"| {name} | {m} | {k} | {nn_} | {ops / t['c'] / 1e9:.1f} | {ops / t['torch'] / 1e9:.1f} "
-                         f"| {t['torch'] / t['c']:.2f}x |")
-        totals["gemm_c"] += t["c"]
-        totals["gemm_t"] += t["torch"]
+        ah, bh = af.to(torch.bfloat16), bf.to(torch.bfloat16)
+        contenders = {eng: on_engine(clib, eng, lambda: clib.gemm_s8s8s32(a, b)) for eng in engines}
+        contenders |= {"torch bf16": lambda: torch.matmul(ah, bh), "torch fp32": lambda: torch.matmul(af, bf)}
+        t = race(contenders, repeats)
+        gemm_rows.append(f"| {name} | {m} | {k} | {nn_} | {row(t, ops)}")
+        for n_ in names:
+            totals["gemm"][n_] += t[n_]
 
         x = rng.integers(-127, 128, (n, h, w, c), dtype=np.int8)
         wt = rng.integers(-127, 128, (nn_, conv.kernel, conv.kernel, c), dtype=np.int8)
         xt = torch.from_numpy(x.astype(np.float32)).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
         wtt = torch.from_numpy(wt.astype(np.float32)).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+        xh, wth = xt.to(torch.bfloat16), wtt.to(torch.bfloat16)
         conv_fn = torch.nn.functional.conv2d
-        t = race({
-            "c": lambda: clib.conv2d_forward(x, wt, conv.stride, conv.padding),
-            "torch": lambda: conv_fn(xt, wtt, stride=conv.stride, padding=conv.padding),
-        }, repeats)
-        conv_rows.append(f"| {name} | {(n, h, w, c)} | {ops / t['c'] / 1e9:.1f} | {ops / t['torch'] / 1e9:.1f} "
-                         f"| {t['torch'] / t['c']:.2f}x |")
-        totals["conv_c"] += t["c"]
-        totals["conv_t"] += t["torch"]
+        contenders = {eng: on_engine(clib, eng, lambda: clib.conv2d_forward(x, wt, conv.stride, conv.padding))
+                      for eng in engines}
+        contenders |= {"torch bf16": lambda: conv_fn(xh, wth, stride=conv.stride, padding=conv.padding),
+                       "torch fp32": lambda: conv_fn(xt, wtt, stride=conv.stride, padding=conv.padding)}
+        t = race(contenders, repeats)
+        conv_rows.append(f"| {name} | {(n, h, w, c)} | {row(t, ops)}")
+        for n_ in names:
+            totals["conv"][n_] += t[n_]
         totals["ops"] += ops
-    gemm_ratio = totals["gemm_t"] / totals["gemm_c"]
-    conv_ratio = totals["conv_t"] / totals["conv_c"]
-    gemm_rows.append(f"| **all layers** | | | | {totals['ops'] / totals['gemm_c'] / 1e9:.1f} "
-                     f"| {totals['ops'] / totals['gemm_t'] / 1e9:.1f} | **{gemm_ratio:.2f}x** |")
-    conv_rows.append(f"| **all layers** | | {totals['ops'] / totals['conv_c'] / 1e9:.1f} "
-                     f"| {totals['ops'] / totals['conv_t'] / 1e9:.1f} | **{conv_ratio:.2f}x** |")
-    return "\n".join(gemm_rows), "\n".join(conv_rows), gemm_ratio, conv_ratio
+    clib.set_engine("auto")
+    gemm_rows.append(f"| **all layers** | | | | {row(totals['gemm'], totals['ops'], bold=True)}")
+    conv_rows.append(f"| **all layers** | | {row(totals['conv'], totals['ops'], bold=True)}")
+    return "\n".join(gemm_rows), "\n".join(conv_rows), totals
 
 
-def training_table(cpu_table, torch, model_name: str, batch: int, repeats: int) -> tuple[str, dict[str, float]]:
+def training_table(clib, engines, torch, model_name: str, batch: int, repeats: int, with_numpy: bool,
+                   with_bf16: bool) -> tuple[str, dict[str, float]]:
+    """Seconds per training step of `model_name` on each engine, numpy (optional) and torch."""
+    from gpu_backend.backends import cpu_kernel_table
     from nitisim.train.fp32 import SpecNet
 
     model = builtin_models()[model_name]
@@ -114,10 +137,13 @@ def training_table(cpu_table, torch, model_name: str, batch: int, repeats: int) 
     rng = np.random.default_rng(0)
     x = QTensor(rng.integers(-127, 128, (batch, *model.input_shape), dtype=np.int8), -8)
     labels = rng.integers(0, model.classes, batch).astype(np.int32)
-    state = {"numpy": init_params(graph, 0), "cpu": init_params(graph, 0), "step": 0}
+    state = {name: init_params(graph, 0) for name in (*engines, "numpy")}
+    state["step"] = 0
 
-    def int_step(name, table):
+    def int_step(name, table, engine=None):
         def run():
+            if engine:
+                clib.set_engine(engine)
             state["step"] += 1
             ctx = StepContext(seed=0, step=state["step"], mu=3)
             state[name] = train_step(graph, table, state[name], x, labels, ctx).params
@@ -128,56 +154,83 @@ def training_table(cpu_table, torch, model_name: str, batch: int, repeats: int) 
     xf = torch.from_numpy(x.dequantize().astype(np.float32))
     yt = torch.from_numpy(labels.astype(np.int64))
 
-    def torch_step():
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(net(xf), yt)
-        loss.backward()
-        opt.step()
+    def torch_step(autocast: bool):
+        def run():
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = torch.nn.functional.cross_entropy(net(xf), yt)
+            loss.backward()
+            opt.step()
+        return run
 
-    t = race({"cpu": int_step("cpu", cpu_table), "numpy": int_step("numpy", REFERENCE_KERNELS),
-              "torch": torch_step}, repeats, rounds=2)
-    rows = ["| executor | seconds per step | images/s | C backend speed-up |", "|---|---|---|---|"]
-    for name, label in (("cpu", "C backend (int8)"), ("numpy", "numpy reference (int8)"), ("torch", "torch float32")):
-        rows.append(f"| {label} | {t[name]:.4f} | {batch / t[name]:,.0f} | {t[name] / t['cpu']:.2f}x |")
+    contenders = {eng: int_step(eng, cpu_kernel_table(clib.num_threads(), engine=eng), eng) for eng in engines}
+    if with_numpy:
+        contenders["numpy"] = int_step("numpy", REFERENCE_KERNELS)
+    if with_bf16:
+        contenders["torch bf16"] = torch_step(True)
+    contenders["torch fp32"] = torch_step(False)
+    t = race(contenders, repeats, rounds=2)
+    clib.set_engine("auto")
+    labels_of = {"numpy": "numpy reference (int8)", "torch bf16": "torch bfloat16 autocast", "torch fp32": "torch float32"}
+    rows = [f"| executor | seconds per step | images/s | {engines[0]} speed-up |", "|---|---|---|---|"]
+    for name in contenders:
+        label = labels_of.get(name, f"C backend int8, `{name}` engine")
+        rows.append(f"| {label} | {t[name]:.4f} | {batch / t[name]:,.0f} | {t[name] / t[engines[0]]:.2f}x |")
     return "\n".join(rows), t
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gemm-batch", type=int, default=8, help="batch of the vgg-small-7 GEMM shapes (default 8)")
-    parser.add_argument("--batch", type=int, default=256, help="training batch (default 256)")
+    parser.add_argument("--batch", type=int, default=256, help="LeNet and MLP training batch (default 256)")
+    parser.add_argument("--vgg-batch", type=int, default=64, help="vgg-small-7 training batch (default 64)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller shapes (smoke test)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/results.md alone")
     args = parser.parse_args(argv)
     import torch
 
-    from gpu_backend.backends import kernel_table
-    from gpu_backend.lib import cpu_library
+    from gpu_backend.lib import available_engines, cpu_library
 
     threads = torch.get_num_threads()
     clib = cpu_library()
     clib.set_num_threads(threads)
-    cpu_table = kernel_table("cpu")
+    clib.set_engine("auto")
+    default = clib.engine
+    # the default engine and the SIMD engine of the same build: what AMX replaced, on the same library
+    engines = [default] + [e for e in available_engines() if e != default][:1]
     repeats = 1 if args.quick else 3
     gemm_batch = 1 if args.quick else args.gemm_batch
-    gemm, conv, gemm_ratio, conv_ratio = gemm_and_conv_tables(clib, torch, gemm_batch, repeats)
+    gemm, conv, totals = gemm_and_conv_tables(clib, engines, torch, gemm_batch, repeats)
     steps = []
-    lenet_batch = 32 if args.quick else args.batch
-    for model_name, batch in (("lenet", lenet_batch), ("mlp", lenet_batch)):
-        table, t = training_table(cpu_table, torch, model_name, batch, repeats)
+    small_batch = 32 if args.quick else args.batch
+    vgg_batch = 4 if args.quick else args.vgg_batch
+    step_times = {}
+    for model_name, batch, with_numpy, with_bf16 in (("vgg-small-7", vgg_batch, False, True),
+                                                     ("lenet", small_batch, True, False), ("mlp", small_batch, True, False)):
+        table, t = training_table(clib, engines, torch, model_name, batch, repeats, with_numpy, with_bf16)
+        step_times[model_name] = t
         steps.append(f"**{model_name}, batch {batch}**\n\n{table}")
     load = os.getloadavg()[0]
+    gemm_t, ops = totals["gemm"], totals["ops"]
+    headline = (
+        f"int8 GEMM on `{default}`: {ops / gemm_t[default] / 1e12:.2f} T ops/s over the vgg-small-7 shapes, "
+        f"{gemm_t['torch bf16'] / gemm_t[default]:.2f}x torch bf16 matmul and "
+        f"{gemm_t[engines[-1]] / gemm_t[default]:.2f}x the `{engines[-1]}` engine; vgg-small-7 training "
+        f"{step_times['vgg-small-7']['torch bf16'] / step_times['vgg-small-7'][default]:.2f}x torch bf16-autocast "
+        f"images/s; LeNet step {step_times['lenet'][engines[-1]] / step_times['lenet'][default]:.2f}x the "
+        f"`{engines[-1]}` engine's speed."
+    )
     body = (
-        f"Load average {load:.1f} at the start on {os.cpu_count()} cores (a shared machine: threaded kernels wait for "
-        "descheduled threads, so ratios here are conservative for the C backend). "
-        f"CPU backend: `{clib.kernel_isa}` GEMM micro-kernel, {threads} threads; torch {torch.__version__} with "
-        f"{threads} threads. Best of {repeats} repetitions x interleaved rounds.\n\n"
-        f"### int8 GEMM vs torch float32 matmul, vgg-small-7 conv shapes (batch {gemm_batch})\n\n{gemm}\n\n"
-        f"### int8 conv2d forward vs torch float32 conv2d (channels_last)\n\n{conv}\n\n"
+        f"Load average {load:.1f} at the end on {os.cpu_count()} cores (a shared machine: threaded kernels wait for "
+        "descheduled threads). "
+        f"CPU backend: engines {', '.join(f'`{e}`' for e in engines)} (default `{default}`; SIMD micro-kernel "
+        f"`{clib.kernel_isa}`), {threads} threads; torch {torch.__version__} with {threads} threads. "
+        f"Best of {repeats} repetitions x interleaved rounds.\n\n{headline}\n\n"
+        f"### int8 GEMM vs torch bfloat16 and float32 matmul, vgg-small-7 conv shapes (batch {gemm_batch})\n\n{gemm}\n\n"
+        f"### int8 conv2d forward vs torch bfloat16 and float32 conv2d (channels_last)\n\n{conv}\n\n"
         f"### Whole training steps\n\n" + "\n\n".join(steps) + "\n"
     )
     print(body)
-    print(f"GEMM ratio {gemm_ratio:.2f}x, conv ratio {conv_ratio:.2f}x")
     if not args.no_write and not args.quick:
         write_section("kernels", "CPU kernels and training steps (benchmarks/kernels.py)", body)
     return 0

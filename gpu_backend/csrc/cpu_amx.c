@@ -87,6 +87,19 @@ static void words_to_rows16(const uint32_t *words, int8_t *dst, int64_t ld) {
         _mm512_storeu_si512(dst + r * ld, _mm512_i32gather_epi32(group_stride, (const void *)(words + r), 4));
 }
 
+/* Panels packed at the natural VNNI stride (kg = ceil(nk / 4) groups each) -> at the padded stride
+ * (k_pad / 4 groups), zero groups in between. Last panel first: each moves up, never over one still
+ * to move. */
+static void spread_panels(uint8_t *dst, int64_t panels, int64_t panel_rows, int64_t kg, int64_t k_pad) {
+    int64_t row_bytes = 4 * panel_rows, kg_pad = k_pad / 4;
+    if (kg == kg_pad) return;
+    for (int64_t p = panels - 1; p >= 0; p--) {
+        uint8_t *to = dst + p * kg_pad * row_bytes;
+        memmove(to, dst + p * kg * row_bytes, (size_t)(kg * row_bytes));
+        memset(to + kg * row_bytes, 0, (size_t)((kg_pad - kg) * row_bytes));
+    }
+}
+
 static void amx_pack_a(const niti_operand *op, int64_t r0, int64_t nr, int64_t k0, int64_t nk, void *dst_,
                        int32_t *corr, int8_t *scratch, void *work) {
     (void)corr; /* signed x signed: no bias to correct */
@@ -97,28 +110,25 @@ static void amx_pack_a(const niti_operand *op, int64_t r0, int64_t nr, int64_t k
         if (k_pad > nk)
             for (int64_t r = 0; r < nr; r++) memset(dst + r * k_pad + nk, 0, (size_t)(k_pad - nk));
     } else {
-        uint32_t *words = work; /* 16 rows x k_pad bytes */
-        int64_t kg = (nk + 3) / 4, kg_pad = k_pad / 4;
-        for (int64_t q = 0; q < nr; q += 16) {
-            op->pack(op, r0 + q, niti_min64(16, nr - q), k0, nk, 16, 0x00, words, NULL, scratch);
-            memset(words + kg * 16, 0, sizeof(uint32_t) * 16 * (size_t)(kg_pad - kg));
-            for (int64_t g0 = 0; g0 < kg_pad; g0 += 16) words_to_rows16(words + g0 * 16, dst + q * k_pad + 4 * g0, k_pad);
-        }
+        /* all rows at once into 16-row VNNI panels (one pass over the source), then each panel's
+         * 16 x 16 word blocks transposed into rows */
+        uint32_t *words = work;
+        int64_t panels = (nr + 15) / 16;
+        op->pack(op, r0, nr, k0, nk, 16, 0x00, words, NULL, scratch);
+        spread_panels((uint8_t *)words, panels, 16, (nk + 3) / 4, k_pad);
+        for (int64_t q = 0; q < panels; q++)
+            for (int64_t g0 = 0; g0 < k_pad / 4; g0 += 16)
+                words_to_rows16(words + q * 4 * k_pad + g0 * 16, dst + 16 * q * k_pad + 4 * g0, k_pad);
     }
-    /* rows past nr (16 at a time above may have written some) are zeros */
+    /* rows past nr (the last 16-row panel above may have written some) are zeros */
     memset(dst + nr * k_pad, 0, (size_t)((rows_pad - nr) * k_pad));
 }
 
-static void amx_pack_b(const niti_operand *op, int64_t r0, int64_t nr, int64_t k0, int64_t nk, void *dst_,
+/* All rows at once, so an operand that gathers (conv patches) walks its pixels once for every panel. */
+static void amx_pack_b(const niti_operand *op, int64_t r0, int64_t nr, int64_t k0, int64_t nk, void *dst,
                        int8_t *scratch) {
-    uint8_t *dst = dst_;
-    int64_t k_pad = niti_round_up(nk, AMX_TILE_K), kg = (nk + 3) / 4;
-    for (int64_t p = 0; p * NITI_AMX_NR < nr; p++) {
-        uint8_t *panel = dst + p * NITI_AMX_NR * k_pad;
-        op->pack(op, r0 + p * NITI_AMX_NR, niti_min64(NITI_AMX_NR, nr - p * NITI_AMX_NR), k0, nk, NITI_AMX_NR, 0x00,
-                 (uint32_t *)panel, NULL, scratch);
-        memset(panel + kg * AMX_B_ROW, 0, (size_t)((k_pad / 4 - kg) * AMX_B_ROW));
-    }
+    op->pack(op, r0, nr, k0, nk, NITI_AMX_NR, 0x00, dst, NULL, scratch);
+    spread_panels(dst, (nr + NITI_AMX_NR - 1) / NITI_AMX_NR, NITI_AMX_NR, (nk + 3) / 4, niti_round_up(nk, AMX_TILE_K));
 }
 
 /* 32 x 32 tile of C <-c_mode- A panel (32 x k_pad) x B panel (32 columns). */
@@ -174,14 +184,18 @@ static void amx_kernel(int64_t kc, const void *a_panel, const void *b_panel, con
     }
 }
 
+_Static_assert(NITI_AMX_NR * 24 <= NITI_BLOCK_MAX && NITI_AMX_MR * 8 <= NITI_BLOCK_MAX,
+               "operand scratch (cpu_operands.c) is sized for NITI_BLOCK_MAX rows per pack");
+
 const niti_engine niti_amx_engine = {
     .name = "amx",
     .mr = NITI_AMX_MR,
     .nr = NITI_AMX_NR,
     .k_align = AMX_TILE_K,
+    .kc_max = NITI_AMX_KC_MAX,
     .mc = NITI_AMX_MR * 8,          /* 256 rows x 1 KB: the A block stays in L2 */
-    .nc_long_k = NITI_AMX_NR * 24,  /* 768 columns x 1 KB of B per K slice */
-    .a_work_bytes = 16 * NITI_KC_MAX,
+    .nc_long_k = NITI_AMX_NR * 24,  /* 768 columns of B per K slice */
+    .a_work_bytes = NITI_AMX_MR * 8 * NITI_AMX_KC_MAX, /* mc rows of 16-row VNNI panels */
     .pack_a = amx_pack_a,
     .pack_b = amx_pack_b,
     .kernel = amx_kernel,

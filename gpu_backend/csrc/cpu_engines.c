@@ -34,6 +34,7 @@ const niti_engine niti_simd_engine = {
     .mr = NITI_MR,
     .nr = NITI_NR,
     .k_align = 4,
+    .kc_max = NITI_KC_MAX,
     .mc = NITI_MC,
     .nc_long_k = NITI_NC_LONG_K,
     .a_work_bytes = 0,

@@ -340,7 +340,7 @@ int niti_gemm_run_threads(const niti_operand *A, const niti_operand *B, int64_t 
     }
     const niti_engine *e = niti_active_engine();
     /* K slices of about equal size, each a multiple of the engine's depth unit (whole packed groups) */
-    gemm_plan plan = {e, M, N, K, balanced_block(K, NITI_KC_MAX, e->k_align), ldc, out_wide, C};
+    gemm_plan plan = {e, M, N, K, balanced_block(K, e->kc_max, e->k_align), ldc, out_wide, C};
     if (threads < 1) threads = 1;
     if ((double)M * (double)N * (double)K < NITI_GEMM_PARALLEL_MIN_MACS) threads = 1;
     if (threads > 1 && (K + plan.kc_max - 1) / plan.kc_max >= 2 * (int64_t)threads && M * N <= NITI_KSPLIT_MAX_OUT)

@@ -223,7 +223,7 @@ niti_operand niti_patches(const niti_im2col *g) {
     op.depth = g->k_h * g->k_w * g->ch;
     op.pack = patches_pack;
     op.pack_rows = patches_rows;
-    op.scratch_bytes = NITI_PANEL_MAX * NITI_KC_MAX;
+    op.scratch_bytes = NITI_PANEL_MAX * NITI_DEPTH_MAX;
     op.patches = g;
     return op;
 }
