@@ -110,3 +110,19 @@ def test_run_picks_the_machine_model_of_its_backend(tmp_path):
     assert argv[:3] == ["calibrate", "--out", str(path)] and path.parent == tmp_path / "host"
     assert machine_model_step("cuda", tmp_path)[1:] == (None, GPU_MODEL) and GPU_MODEL.exists()
     assert machine_model_step("numpy", tmp_path) is None
+
+
+def test_run_on_the_c_backend_simulates_the_calibrated_host_and_reports_residuals(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "out"
+    assert main(["run", "--tiny", "--backend", "cpu", "--accelerators", "edge-16x16", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    models = list((out / "host").glob("*.yaml"))
+    assert len(models) == 1 and load_accelerator(models[0]).host is not None
+    assert (out / "sims" / models[0].stem / "summary.json").exists()
+    doc = json.loads((out / "compare.json").read_text())
+    (pred,) = doc["predictions"]
+    assert pred["machine_model"] == load_accelerator(models[0]).name and len(pred["residuals"]) > 5
+    assert [a["label"] for a in doc["accelerators"]] == ["edge-16x16", pred["machine_model"]]
+    assert "measured vs predicted on the machine model" in stdout
