@@ -46,8 +46,8 @@ def check_arguments(args: argparse.Namespace) -> tuple[Path, str]:
     return out, name
 
 
-def calibrate(out: Path, name: str, repeats: int, threads: int, command: str) -> Path:
-    """Probe, write `out`, and load it back with the strict loader (a bad document is a bug here)."""
+def calibrate(out: Path, name: str, repeats: int, threads: int, command: str):
+    """Probe, write `out`, and return it as the strict loader reads it (AcceleratorSpec)."""
     from hwmodels.config import load_accelerator
 
     from .document import host_document, render
@@ -60,18 +60,14 @@ def calibrate(out: Path, name: str, repeats: int, threads: int, command: str) ->
         out.write_text(render(doc))
     except OSError as err:
         raise UserInputError(str(out), None, f"cannot write: {err.strerror or err}") from None
-    load_accelerator(out)
-    return out
+    return load_accelerator(out)
 
 
 def main(args: argparse.Namespace) -> int:
-    from hwmodels.config import load_accelerator
-
     out, name = check_arguments(args)
     command = f"nitisim calibrate --out {out} --name {name} --repeats {args.repeats} --threads {args.threads}"
-    calibrate(out, name, args.repeats, args.threads, command)
-    host = load_accelerator(out).host
-    hz = load_accelerator(out).clock_mhz * 1e6
+    arch = calibrate(out, name, args.repeats, args.threads, command)
+    host, hz = arch.host, arch.clock_mhz * 1e6
     print(f"wrote {out}: {host.engine}, {host.cores} cores")
     print("  int8 GEMM (GMAC/s): " + ", ".join(f"{c} {r * hz / 1e9:.1f}" for c, r in host.gemm_macs_per_cycle.items()))
     print("  vector (Gop/s per core): " + ", ".join(f"{w} {r * hz / 1e9:.2f}" for w, r in host.vector_ops_per_cycle.items()))
