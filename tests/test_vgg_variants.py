@@ -1,0 +1,37 @@
+"""benchmarks/vgg_variants.py: each variant is the shipped config with exactly its keys changed, and
+--reuse refuses a run folder trained with another config."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def variants():
+    spec = importlib.util.spec_from_file_location("vgg_variants", ROOT / "benchmarks" / "vgg_variants.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_variant_changes_only_its_keys(variants):
+    shipped = variants.variant_config("shipped").to_dict()
+    for slug, changes in variants.VARIANTS.items():
+        cfg = variants.variant_config(slug).to_dict()
+        differing = {k for k in set(cfg) | set(shipped) if cfg.get(k) != shipped.get(k)}
+        assert differing == {k for k, v in changes.items() if k in shipped or v is not None}, slug
+    assert variants.variant_config("noaug").augment == "none"
+    assert variants.describe("shipped") == "as shipped"
+    assert variants.describe("shadow16") == "update_rule: shadow16"
+
+
+def test_reuse_checks_the_recorded_config(variants, tmp_path):
+    cfg = variants.variant_config("shadow16")
+    summary = {"config": json.loads(json.dumps(cfg.to_dict())), "backend": "cpu", "final_test_accuracy": 0.9}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert variants.reuse(cfg, tmp_path)["final_test_accuracy"] == 0.9
+    with pytest.raises(SystemExit, match="not trained with this variant"):
+        variants.reuse(variants.variant_config("shipped"), tmp_path)
