@@ -22,10 +22,12 @@ def cpu_kernel_table(num_threads: int = 0, engine: str | None = None) -> Mapping
     """Kernel table over the C library (built with gcc on first use, cached by source hash), its
     GEMMs on `engine` (None: $NITISIM_CPU_ENGINE, else the best this machine allows; see
     gpu_backend.lib.engine_library). When the automatic choice had to pass over AMX (the OS refused
-    the tile state), says why on stderr once."""
+    the tile state), says why on stderr once. Keeps freed output buffers for reuse (host_memory)."""
+    from .host_memory import keep_freed_buffers
     from .lib import engine_library
 
     lib = engine_library(engine)
+    keep_freed_buffers()
     if lib.engine_note:
         warnings.warn(lib.engine_note, RuntimeWarning, stacklevel=2)
     lib.set_num_threads(num_threads)

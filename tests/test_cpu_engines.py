@@ -118,3 +118,11 @@ def test_whole_steps_match_reference_on_every_engine(engine, model_name, options
     table = cpu_kernel_table(engine=engine)
     graph = build_graph(parity_models()[model_name], 6, options)
     assert compare_steps(graph, REFERENCE_KERNELS, table, steps=2) == []
+
+
+def test_freed_buffers_are_kept_where_glibc_allows():
+    from gpu_backend.host_memory import keep_freed_buffers
+
+    kept = keep_freed_buffers()
+    assert kept is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    assert keep_freed_buffers() is kept  # once per process
