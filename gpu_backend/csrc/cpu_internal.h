@@ -4,7 +4,9 @@
  * that know how to pack any block of themselves into the micro-kernel's panels. A dense matrix
  * packs from memory in either orientation; an im2col operand gathers conv patches on the fly, a
  * panel or a 4-pixel group at a time, into a small L1-sized scratch. So all six training GEMMs
- * (forward, input grad, weight grad of linear and conv) run on one engine without im2col copies.
+ * (forward, input grad, weight grad of linear and conv) run on one set of drivers without im2col
+ * copies. The drivers take panel layouts and micro-kernel from a GEMM engine (AMX-INT8 tiles,
+ * cpu_amx.c, or the build's SIMD micro-kernel), chosen at run time (cpu_engines.c).
  */
 #ifndef NITI_CPU_INTERNAL_H
 #define NITI_CPU_INTERNAL_H
