@@ -126,3 +126,12 @@ def test_freed_buffers_are_kept_where_glibc_allows():
     kept = keep_freed_buffers()
     assert kept is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
     assert keep_freed_buffers() is kept  # once per process
+
+
+def test_build_without_amx_runs_its_simd_engine():
+    """What a compiler or CPU without AMX-INT8 builds: no amx engine, auto takes the SIMD kernel."""
+    plain = cpu_library("native", ("-DNITI_NO_AMX",))
+    plain.set_engine("auto")
+    assert plain.engine == plain.kernel_isa and plain.engine_note == ""
+    with pytest.raises(CLibError, match="not compiled into this build"):
+        plain.set_engine("amx")
