@@ -196,9 +196,10 @@ def cpu_model_and_mhz() -> tuple[str, float | None]:
 
 
 def gemm_engine(lib) -> str:
-    """The GEMM engine's name. Hook: a library that picks among engines (VNNI, AMX, ...) may expose
-    `gemm_engine` (a string); otherwise the micro-kernel compiled in (`kernel_isa`)."""
-    engine = getattr(lib, "gemm_engine", None)
+    """The GEMM engine the probes ran on: the library's `engine` (the one chosen at run time, e.g.
+    'amx' or 'avx512vnni', process-wide, so the same as the training run's in `nitisim run`), else
+    the micro-kernel compiled in (`kernel_isa`) for a library without engine choice."""
+    engine = getattr(lib, "engine", None)
     return engine if isinstance(engine, str) and engine else lib.kernel_isa
 
 
