@@ -73,7 +73,7 @@ def test_out_that_is_a_directory(capsys, tmp_path):
 
 
 def test_a_probe_the_timer_cannot_resolve_is_one_line(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(probes_module, "median_seconds", lambda fn, repeats: 0.0)
+    monkeypatch.setattr(probes_module, "median_seconds", lambda fn, repeats, before=None: 0.0)
     assert main(["calibrate", "--out", str(tmp_path / "h.yaml"), "--repeats", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "call_gemm" in err and "cannot resolve" in err
