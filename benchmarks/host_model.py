@@ -4,6 +4,9 @@ measured time on a shared 2-core machine depends on what else runs.
 
     python benchmarks/host_model.py               # runs `nitisim run` (as `make run`), then writes
     python benchmarks/host_model.py --from DIR    # only reads DIR/compare.json of an earlier run
+
+With OMP_NUM_THREADS set (both the training and the probes then use that many threads), the
+section is `host-model-<N>-threads`, so a run pinned to fewer threads never replaces the default's.
 """
 from __future__ import annotations
 
@@ -56,21 +59,25 @@ def main() -> int:
     args = parser.parse_args()
     before = load()
     seconds = None
+    threads = os.environ.get("OMP_NUM_THREADS")
+    env = f"OMP_NUM_THREADS={threads} " if threads else ""
+    section, title = "host-model", "The calibrated host model against the measured run (nitisim run)"
+    if threads:
+        section, title = f"host-model-{threads}-threads", f"{title}, {threads} thread(s)"
     if args.source:
         out = Path(args.source)
-        command = f"nitisim run --out {out}  (earlier run), then python benchmarks/host_model.py --from {out}"
+        command = f"{env}nitisim run --out {out}  (earlier run), then python benchmarks/host_model.py --from {out}"
     else:
         out = Path(args.out)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "nitisim", "run", "--out", str(out)], check=True, cwd=ROOT)
         seconds = time.perf_counter() - start
-        command = "python benchmarks/host_model.py  (nitisim run, as make run)"
+        command = f"{env}python benchmarks/host_model.py  (nitisim run, as make run)"
     doc = json.loads((out / "compare.json").read_text())
     if not doc.get("predictions"):
         print(f"{out}/compare.json has no machine-model prediction (was the run on the C backend?)", file=sys.stderr)
         return 2
-    path = write_section("host-model", "The calibrated host model against the measured run (nitisim run)",
-                         body(doc, before, load(), seconds), command)
+    path = write_section(section, title, body(doc, before, load(), seconds), command)
     print(f"wrote {path}")
     return 0
 
