@@ -4,7 +4,9 @@ measured by probes (`nitisim calibrate`) or taken from public specifications.
 A systolic array's cycles come from folds; a CPU's from how fast its GEMM engine and its vector
 code run on shapes of the same kind. So a host model prices
 
-    GEMM node    call_cycles["gemm"] + ceil(MACs / gemm_macs_per_cycle[gemm_class(op, phase, M, K, N)])
+    GEMM node    call_cycles["gemm"] + ceil(padded MACs / gemm_macs_per_cycle[gemm_class(op, phase, M, K, N)])
+                 padded MACs = M, K and N each rounded up to the engine's tile (gemm_tile): the
+                 work an AMX 32 x 32 tile pair or a 12 x 32 SIMD micro-kernel really does
     vector node  call_cycles["vector"] + sum over passes of ceil(ops of each width class /
                  (vector_ops_per_cycle[width] x cores if the pass is parallel else 1))
 
@@ -14,8 +16,9 @@ exactly as for an accelerator. Pure functions; no SimPy, no measurement.
 YAML (optional sections of an accelerator config, see hwmodels/config.py):
 
     host:
-      engine: avx512vnni
+      engine: amx
       cores: 2
+      gemm_tile: {m: 32, k: 64, n: 32}
       parallel_min_bytes: 4194304
       gemm_macs_per_cycle: {narrow: 38.0, conv_forward: 107.2, conv_input_grad: 98.5, conv_weight_grad: 180.6,
                             linear_forward: 174.6, linear_input_grad: 154.0, linear_weight_grad: 103.4}
@@ -62,10 +65,20 @@ def gemm_class(op: str, phase: str, m: int, k: int, n: int) -> str:
     return f"{'conv' if op.startswith('conv2d') else 'linear'}_{phase}"
 
 
+def padded_macs(tile: tuple[int, int, int], m: int, k: int, n: int) -> int:
+    """MACs of the GEMM with M, K and N rounded up to the tile (m, k, n) the engine computes in.
+
+    >>> padded_macs((32, 64, 32), 500, 16384, 50)  # 512 x 16384 x 64
+    536870912
+    """
+    tm, tk, tn = tile
+    return math.ceil(m / tm) * tm * math.ceil(k / tk) * tk * math.ceil(n / tn) * tn
+
+
 def gemm_cycles(host: HostSpec, op: str, phase: str, m: int, k: int, n: int) -> int:
-    """Cycles of one GEMM node: the call plus MACs at the measured rate of its shape class."""
+    """Cycles of one GEMM node: the call plus its padded MACs at the measured rate of its shape class."""
     rate = host.gemm_macs_per_cycle[gemm_class(op, phase, m, k, n)]
-    return host.call_cycles["gemm"] + math.ceil(m * k * n / rate)
+    return host.call_cycles["gemm"] + math.ceil(padded_macs(host.gemm_tile, m, k, n) / rate)
 
 
 def pass_cycles(host: HostSpec, ops: Iterable[tuple[str, int]], largest_input_bytes: int) -> int:
@@ -77,9 +90,13 @@ def pass_cycles(host: HostSpec, ops: Iterable[tuple[str, int]], largest_input_by
 
 def parse_host(r: Any) -> HostSpec:
     """The `host:` section, read through config.py's strict reader `r` (errors name file and key)."""
-    r.keys({"engine", "cores", "parallel_min_bytes", "gemm_macs_per_cycle", "vector_ops_per_cycle", "call_cycles"})
+    r.keys({"engine", "cores", "parallel_min_bytes", "gemm_tile", "gemm_macs_per_cycle", "vector_ops_per_cycle",
+            "call_cycles"})
+    tile = r.sub("gemm_tile")
+    tile.keys({"m", "k", "n"})
     return HostSpec(
         engine=r.str("engine"), cores=r.int("cores"), parallel_min_bytes=r.int("parallel_min_bytes", minimum=0),
+        gemm_tile=(tile.int("m"), tile.int("k"), tile.int("n")),
         gemm_macs_per_cycle=_numbers(r.sub("gemm_macs_per_cycle"), GEMM_CLASSES),
         vector_ops_per_cycle=_numbers(r.sub("vector_ops_per_cycle"), VECTOR_WIDTHS),
         call_cycles=_numbers(r.sub("call_cycles"), CALL_KINDS, integer=True),

@@ -77,7 +77,8 @@ class VectorSpec:
 class HostSpec:
     """A calibrated model of a real machine (a CPU host or a GPU) in place of the systolic fold model.
 
-    GEMM time is MACs over the machine's measured rate for the GEMM's shape class and engine path
+    GEMM time is MACs, padded to the engine's tile, over the machine's measured rate for the GEMM's
+    shape class and engine path
     (hwmodels.host.gemm_class); vector time is element operations over the measured rate of their
     width class, on every core when the pass's largest input is above parallel_min_bytes. Each node
     also pays the fixed cost of one kernel call. Rates are per cycle of the spec's clock_mhz.
@@ -85,7 +86,8 @@ class HostSpec:
     engine: str  # the GEMM engine the rates were measured on (e.g. avx512vnni, mma.sync)
     cores: int  # parallel workers of the vector passes above parallel_min_bytes
     parallel_min_bytes: int  # a pass whose largest input is larger runs on all cores
-    gemm_macs_per_cycle: Mapping[str, float]  # shape class -> int8 MACs per cycle (all cores)
+    gemm_tile: tuple[int, int, int]  # (m, k, n) block the engine computes in; a GEMM is padded to it
+    gemm_macs_per_cycle: Mapping[str, float]  # shape class -> padded int8 MACs per cycle (all cores)
     vector_ops_per_cycle: Mapping[str, float]  # int8 | int32 -> element ops per cycle (one core)
     call_cycles: Mapping[str, int]  # gemm | vector -> fixed cycles of one kernel call
     calibrated: str  # when the rates were measured (ISO date), or the public spec they come from

@@ -20,7 +20,8 @@ def facts(**values) -> HostFacts:
              "gemm_linear_input_grad": 4.2e11, "gemm_linear_weight_grad": 3.9e11, "vector_int8": 3.0e10,
              "vector_int32": 2.0e10, "memory_bandwidth": 2.0e10} | values
     probes = tuple(Probe(name, value, "unit", f"probe {name}", 1e-4, 5) for name, value in rates.items())
-    return HostFacts(machine="Test CPU, 2 logical CPUs", engine="avx512vnni", cores=2, clock_mhz=2000.0,
+    return HostFacts(machine="Test CPU, 2 logical CPUs", engine="avx512vnni", gemm_tile=(12, 4, 32), cores=2,
+                     clock_mhz=2000.0,
                      l1d_bytes=48 << 10, l2_bytes=2 << 20, l3_bytes=32 << 20, parallel_min_bytes=4 << 20,
                      probes=probes)
 
@@ -31,6 +32,7 @@ def test_document_maps_each_measurement_to_its_field():
     hz = 2000e6
     host = arch.host
     assert host.engine == "avx512vnni" and host.cores == 2 and host.parallel_min_bytes == 4 << 20
+    assert host.gemm_tile == (12, 4, 32)
     for cls, rate in (("conv_forward", 4.0e11), ("narrow", 1.0e11), ("conv_weight_grad", 3.5e11),
                       ("linear_input_grad", 4.2e11)):
         assert host.gemm_macs_per_cycle[cls] * hz == pytest.approx(rate, rel=1e-4)

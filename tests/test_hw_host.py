@@ -24,7 +24,7 @@ HOST_DOC = {
                 for b in ("ifmap", "filter", "ofmap")},
     "dram": {"bandwidth_gb_s": 1e6, "latency_cycles": 0, "technology": "DDR3"},  # effectively unbounded
     "vector": {"lanes": 8},
-    "host": {"engine": "test", "cores": 2, "parallel_min_bytes": 100_000,
+    "host": {"engine": "test", "cores": 2, "parallel_min_bytes": 100_000, "gemm_tile": {"m": 1, "k": 1, "n": 1},
              "gemm_macs_per_cycle": {"narrow": 10.0, "conv_forward": 100.0, "conv_input_grad": 50.0,
                                      "conv_weight_grad": 80.0, "linear_forward": 120.0, "linear_input_grad": 110.0,
                                      "linear_weight_grad": 90.0},
@@ -67,6 +67,13 @@ def test_cycle_formulas_by_hand():
     assert pass_cycles(host, ops, 100_001) == 50 + 51  # above: both cores
 
 
+def test_gemm_work_is_padded_to_the_engine_tile():
+    host = host_arch(**{"host.gemm_tile": {"m": 32, "k": 64, "n": 32}}).host
+    assert gemm_cycles(host, "linear", "forward", 33, 64, 32) == 1000 + math.ceil(64 * 64 * 32 / 120)
+    assert gemm_cycles(host, "conv2d", "input_grad", 64, 65, 64) == 1000 + math.ceil(64 * 128 * 64 / 50)
+    assert gemm_cycles(host, "linear", "weight_grad", 64, 64, 64) == 1000 + math.ceil(64 ** 3 / 90)  # aligned
+
+
 def test_simulation_prices_every_node_with_the_host_rates():
     arch = host_arch()
     graph = build_graph(builtin_models()["lenet"], 16)
@@ -107,6 +114,8 @@ def test_compat_scalesim_refuses_a_machine_model():
     ({"host.vector_ops_per_cycle.int16": 3.0}, "host.vector_ops_per_cycle.int16", "unknown key"),
     ({"host.call_cycles.gemm": 1.5}, "host.call_cycles.gemm", "integer"),
     ({"host.cores": 0}, "host.cores", "at least 1"),
+    ({"host.gemm_tile": {"m": 32, "k": 64}}, "host.gemm_tile.n", "missing"),
+    ({"host.gemm_tile": {"m": 0, "k": 64, "n": 32}}, "host.gemm_tile.m", "at least 1"),
     ({"calibration.date": ""}, "calibration.date", "non-empty"),
     ({"calibration.probes": {}}, "calibration.probes", "at least one"),
     ({"calibration.probes": {"x": {"value": "fast", "unit": "s", "what": "y"}}}, "calibration.probes.x.value",

@@ -2,7 +2,8 @@
 
 The mapping, unit by unit (hwmodels/host.py says how the simulator uses each):
 
-    host.gemm_macs_per_cycle[class]   measured MAC/s of that shape class / clock
+    host.gemm_tile                    the engine's (m, k, n) block (probes.ENGINE_TILES)
+    host.gemm_macs_per_cycle[class]   measured padded MAC/s of that shape class / clock
     host.vector_ops_per_cycle[width]  measured element ops/s on one core / clock
     host.call_cycles[gemm|vector]     measured seconds of a near-empty call x clock
     host.cores, parallel_min_bytes    the library's threads and parallel threshold
@@ -62,6 +63,7 @@ def host_document(facts: HostFacts, *, name: str, command: str, date: str | None
             "engine": facts.engine,
             "cores": facts.cores,
             "parallel_min_bytes": facts.parallel_min_bytes,
+            "gemm_tile": dict(zip("mkn", facts.gemm_tile)),
             "gemm_macs_per_cycle": {cls: _sig(v(f"gemm_{cls}") / hz) for cls in GEMM_CLASSES},
             "vector_ops_per_cycle": {"int8": _sig(int8_rate), "int32": _sig(int32_rate)},
             "call_cycles": {"gemm": round(v("call_gemm") * hz), "vector": round(v("call_vector") * hz)},

@@ -27,6 +27,11 @@ from ..errors import UserInputError
 # cpu_ops.c): 4 MiB of input either way. Used when the library does not say it itself.
 DEFAULT_PARALLEL_MIN_BYTES = 4 << 20
 ROUNDING_PROBED = "pseudo_stochastic"  # the rounding mode the requantize probe runs
+# The (m, k, n) block each engine of the C library computes in (gpu_backend/csrc/cpu_internal.h):
+# AMX: a C tile of 2 x 2 16-row tiles (NITI_AMX_MR = NITI_AMX_NR = 32), K in 64-byte tile rows;
+# SIMD: the NITI_MR x NITI_NR micro-kernel, K in 4-byte dot products. A library may say it itself
+# with a `gemm_tile` attribute; an unknown engine gets (1, 1, 1): no padding.
+ENGINE_TILES = {"amx": (32, 64, 32), "avx512vnni": (12, 4, 32), "avx2": (4, 4, 8), "scalar": (4, 4, 4)}
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class HostFacts:
     """What the probes found; `nitisim.calibrate.document` turns it into an accelerator YAML."""
     machine: str  # CPU model name and core count
     engine: str  # the GEMM engine compiled in (or reported by the library)
+    gemm_tile: tuple[int, int, int]  # the engine's (m, k, n) block; GEMM rates count padded MACs
     cores: int  # threads the library runs its parallel kernels on
     clock_mhz: float
     l1d_bytes: int
@@ -89,8 +95,9 @@ def l2_evictor(l2_bytes: int) -> Callable[[], object]:
     return buf.sum
 
 
-def gemm_probes(lib, repeats: int, call_s: float, rng, l2_bytes: int) -> list[Probe]:
-    """int8 GEMM MACs per second per shape class (hwmodels.host.GEMM_CLASSES), call cost removed.
+def gemm_probes(lib, repeats: int, call_s: float, rng, l2_bytes: int, tile: tuple[int, int, int]) -> list[Probe]:
+    """int8 GEMM MACs per second per shape class (hwmodels.host.GEMM_CLASSES), call cost removed;
+    MACs padded to the engine's tile (hwmodels.host.padded_macs), as the simulator counts them.
 
     Each timed call follows a read of 2 x L2 bytes: in a training step every GEMM's operands were
     written by earlier nodes and pushed out of L2 since, and a CPU GEMM packs them before it computes
@@ -101,8 +108,9 @@ def gemm_probes(lib, repeats: int, call_s: float, rng, l2_bytes: int) -> list[Pr
     VGG-like layer; linear classes: a 1024 -> 256 layer at batch 512; narrow: a 5x5 conv from one
     channel to 16 (GEMM 36864 x 25 x 16), forward. None of them is a layer of the shipped models."""
     evict = l2_evictor(l2_bytes)
+    from hwmodels.host import padded_macs
+
     x, w, dy, pixels, taps, filters = _conv_operands(rng, 16, 18, 32, 64, 3)
-    conv_macs = pixels * taps * filters
     batch, n_in, n_out = 512, 1024, 256
     lx = rng.integers(-127, 128, (batch, n_in), dtype=np.int8)
     lw = rng.integers(-127, 128, (n_out, n_in), dtype=np.int8)
@@ -110,26 +118,27 @@ def gemm_probes(lib, repeats: int, call_s: float, rng, l2_bytes: int) -> list[Pr
     nx, nw, _, npix, ntaps, nfil = _conv_operands(rng, 64, 28, 1, 16, 5)
     conv = "3x3 conv 32->64, 16x16 out, batch 16"
     linear = f"linear {n_in}->{n_out}, batch {batch}"
-    runs = {  # class -> (call, MACs, what ran)
-        "conv_forward": (lambda: lib.conv2d_forward(x, w), conv_macs,
+    runs = {  # class -> (call, (M, K, N), what ran)
+        "conv_forward": (lambda: lib.conv2d_forward(x, w), (pixels, taps, filters),
                          f"conv2d_forward, {conv} (GEMM {pixels}x{taps}x{filters})"),
-        "conv_input_grad": (lambda: lib.conv2d_input_grad(dy, w, (18, 18)), conv_macs,
+        "conv_input_grad": (lambda: lib.conv2d_input_grad(dy, w, (18, 18)), (pixels, filters, taps),
                             f"conv2d_input_grad, {conv} (GEMM {pixels}x{filters}x{taps}, col2im included)"),
-        "conv_weight_grad": (lambda: lib.conv2d_weight_grad(x, dy, 3, out_dtype=np.int32), conv_macs,
+        "conv_weight_grad": (lambda: lib.conv2d_weight_grad(x, dy, 3, out_dtype=np.int32), (taps, pixels, filters),
                              f"conv2d_weight_grad, {conv} (GEMM {taps}x{pixels}x{filters}, int32)"),
-        "linear_forward": (lambda: lib.linear_forward(lx, lw), batch * n_in * n_out,
+        "linear_forward": (lambda: lib.linear_forward(lx, lw), (batch, n_in, n_out),
                            f"linear_forward, {linear} (GEMM {batch}x{n_in}x{n_out})"),
-        "linear_input_grad": (lambda: lib.linear_input_grad(ldy, lw), batch * n_in * n_out,
+        "linear_input_grad": (lambda: lib.linear_input_grad(ldy, lw), (batch, n_out, n_in),
                               f"linear_input_grad, {linear} (GEMM {batch}x{n_out}x{n_in})"),
-        "linear_weight_grad": (lambda: lib.linear_weight_grad(lx, ldy, out_dtype=np.int32), batch * n_in * n_out,
+        "linear_weight_grad": (lambda: lib.linear_weight_grad(lx, ldy, out_dtype=np.int32), (n_in, batch, n_out),
                                f"linear_weight_grad, {linear} (GEMM {n_in}x{batch}x{n_out}, int32)"),
-        "narrow": (lambda: lib.conv2d_forward(nx, nw), npix * ntaps * nfil,
+        "narrow": (lambda: lib.conv2d_forward(nx, nw), (npix, ntaps, nfil),
                    f"conv2d_forward 5x5 1->16, 24x24 out, batch 64 (GEMM {npix}x{ntaps}x{nfil})"),
     }
     out = []
-    for cls, (fn, macs, what) in runs.items():
+    for cls, (fn, mkn, what) in runs.items():
         s = _positive(f"gemm_{cls}", median_seconds(fn, repeats, evict))
-        out.append(Probe(f"gemm_{cls}", macs / max(s - call_s, s / 2), "MAC/s", what, s, repeats))
+        out.append(Probe(f"gemm_{cls}", padded_macs(tile, *mkn) / max(s - call_s, s / 2), "MAC/s",
+                         f"{what}, MACs padded to {'x'.join(map(str, tile))}", s, repeats))
     return out
 
 
@@ -217,6 +226,14 @@ def gemm_engine(lib) -> str:
     return engine if isinstance(engine, str) and engine else lib.kernel_isa
 
 
+def gemm_tile(lib, engine: str) -> tuple[int, int, int]:
+    """The engine's (m, k, n) block: the library's `gemm_tile` if it has one, else ENGINE_TILES."""
+    tile = getattr(lib, "gemm_tile", None)
+    if isinstance(tile, tuple) and len(tile) == 3 and all(isinstance(t, int) and t > 0 for t in tile):
+        return tile
+    return ENGINE_TILES.get(engine, (1, 1, 1))
+
+
 def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0) -> HostFacts:
     """Run every probe on the C library with `threads` threads (0: the OpenMP default, as training)."""
     try:
@@ -230,8 +247,10 @@ def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0) -> HostFacts:
     name, mhz = cpu_model_and_mhz()
     l1d, l2, l3 = cache_bytes(1, "Data", 32 << 10), cache_bytes(2, "Unified", 1 << 20), cache_bytes(3, "Unified", 8 << 20)
     parallel = int(getattr(lib, "parallel_min_bytes", DEFAULT_PARALLEL_MIN_BYTES))
+    engine = gemm_engine(lib)
+    tile = gemm_tile(lib, engine)
     call_gemm, call_vector = call_probes(lib, repeats, rng)
-    probes = [call_gemm, call_vector, *gemm_probes(lib, repeats, call_gemm.value, rng, l2),
+    probes = [call_gemm, call_vector, *gemm_probes(lib, repeats, call_gemm.value, rng, l2, tile),
               *vector_probes(lib, repeats, call_vector.value, rng),
               bandwidth_probe(lib, repeats, l2, parallel, rng)]
     clock = mhz or 1000.0  # rates are converted per cycle of this clock; any clock gives the same seconds
@@ -243,5 +262,5 @@ def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0) -> HostFacts:
         Probe("parallel_min_bytes", parallel, "bytes", "the C library's parallel threshold (not measured)"),
     ]
     cores = lib.num_threads()
-    return HostFacts(f"{name}, {os.cpu_count()} logical CPUs", gemm_engine(lib), cores, clock, l1d, l2, l3,
+    return HostFacts(f"{name}, {os.cpu_count()} logical CPUs", engine, tile, cores, clock, l1d, l2, l3,
                      parallel, tuple(probes))
