@@ -29,7 +29,7 @@ from results_md import write_section  # noqa: E402
 CONFIG = ROOT / "configs" / "train" / "fashion-vgg-small.yaml"
 VARIANTS: dict[str, dict[str, Any]] = {  # slug -> replaced keys of the shipped config
     "shipped": {},
-    "shadow16": {"update_rule": "shadow16"},
+    "plain": {"update_rule": "plain"},  # NITI's rule: the shipped config's first version
     "mu321": {"mu_schedule": [{"from_epoch": 0, "mu": 3}, {"from_epoch": 8, "mu": 2}, {"from_epoch": 12, "mu": 1}]},
     "noaug": {"augment": "none", "crop_pad": None},
     "crop": {"augment": "crop"},

@@ -25,11 +25,11 @@ def test_each_variant_changes_only_its_keys(variants):
         assert differing == {k for k, v in changes.items() if k in shipped or v is not None}, slug
     assert variants.variant_config("noaug").augment == "none"
     assert variants.describe("shipped") == "as shipped"
-    assert variants.describe("shadow16") == "update_rule: shadow16"
+    assert variants.describe("plain") == "update_rule: plain"
 
 
 def test_reuse_checks_the_recorded_config(variants, tmp_path):
-    cfg = variants.variant_config("shadow16")
+    cfg = variants.variant_config("plain")
     summary = {"config": json.loads(json.dumps(cfg.to_dict())), "backend": "cpu", "final_test_accuracy": 0.9}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     assert variants.reuse(cfg, tmp_path)["final_test_accuracy"] == 0.9
