@@ -94,6 +94,13 @@ def test_no_c_library_is_one_line(capsys, tmp_path, monkeypatch):
     assert err.splitlines() == ["nitisim: error: nitisim calibrate: C library: cannot build or load it: gcc: not found"]
 
 
+def test_an_engine_this_machine_cannot_run_is_one_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("NITISIM_CPU_ENGINE", "no-such-engine")
+    assert main(["calibrate", "--out", str(tmp_path / "h.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no-such-engine" in err and not (tmp_path / "h.yaml").exists()
+
+
 def test_real_calibration_writes_a_model_the_simulator_loads(tmp_path, capsys):
     out = tmp_path / "host.yaml"
     assert main(["calibrate", "--out", str(out), "--name", "this-host", "--repeats", "1"]) == 0

@@ -237,10 +237,12 @@ def gemm_tile(lib, engine: str) -> tuple[int, int, int]:
 def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0) -> HostFacts:
     """Run every probe on the C library with `threads` threads (0: the OpenMP default, as training)."""
     try:
-        from gpu_backend.lib import cpu_library
+        from gpu_backend import lib as clib
 
-        lib = cpu_library()
-    except Exception as err:  # noqa: BLE001 - no compiler, no OpenMP: the probe is impossible here
+        # The library as training gets it: engine_library honours $NITISIM_CPU_ENGINE (a library
+        # without engine choice has only cpu_library).
+        lib = clib.engine_library() if hasattr(clib, "engine_library") else clib.cpu_library()
+    except Exception as err:  # noqa: BLE001 - no compiler, no OpenMP, an engine this CPU lacks: impossible here
         raise UserInputError("nitisim calibrate", "C library", f"cannot build or load it: {err}".splitlines()[0]) from None
     lib.set_num_threads(threads)
     rng = np.random.default_rng(seed)
