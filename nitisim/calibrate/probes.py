@@ -4,10 +4,11 @@ cost of one kernel call, streaming memory bandwidth, cache sizes and clock.
 The probes run the C library's own kernels (the ones `nitisim train --backend cpu` calls) on fixed,
 synthetic shapes chosen here, never the shapes of the graph being predicted, and never read a
 training run's timing: the host model they feed must predict a run, not replay it. Each probe is
-one warm-up call and `repeats` timed calls, of which the median is kept: the training run it is
-compared with is timed under whatever else the machine runs (on a 2-core machine another process
-can stall a 2-thread OpenMP kernel for a whole scheduler slice), and the median sees the same
-conditions without being carried by one outlier. All of them take about a second.
+one warm-up call and `repeats` timed calls, of which the median is kept, so one call that another
+process stalled does not become the rate. The training run's time is a sum over thousands of calls
+and does include such stalls: on a 2-core machine with another busy process, each 2-thread OpenMP
+kernel waits a scheduler slice at its barrier, and no probe of the kernels predicts that. Calibrate
+and train on an idle machine. All the probes together take about a second.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Callable
 
 import numpy as np
@@ -31,12 +33,13 @@ ROUNDING_PROBED = "pseudo_stochastic"  # the rounding mode the requantize probe 
 # AMX: a C tile of 2 x 2 16-row tiles (NITI_AMX_MR = NITI_AMX_NR = 32), K in 64-byte tile rows;
 # SIMD: the NITI_MR x NITI_NR micro-kernel, K in 4-byte dot products. A library may say it itself
 # with a `gemm_tile` attribute; an unknown engine gets (1, 1, 1): no padding.
-ENGINE_TILES = {"amx": (32, 64, 32), "avx512vnni": (12, 4, 32), "avx2": (4, 4, 8), "scalar": (4, 4, 4)}
+ENGINE_TILES = MappingProxyType({"amx": (32, 64, 32), "avx512vnni": (12, 4, 32), "avx2": (4, 4, 8),
+                                 "scalar": (4, 4, 4)})
 
 
 @dataclass(frozen=True)
 class Probe:
-    name: str  # gemm_forward, vector_int8, ...
+    name: str  # gemm_conv_forward, vector_int8, memory_bandwidth, ...
     value: float  # the measured rate or size, in `unit`
     unit: str  # MAC/s, op/s, s, B/s, bytes, MHz
     what: str  # what ran: kernel and shape
