@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ DEFAULT_OUT = "nitisim-out"
 DEFAULT_TRAIN_SUBSET = 0  # 0: the whole training set
 DEFAULT_TEST_SUBSET = None  # None: the whole test set
 DEFAULT_EPOCHS = 2
+BUSY_LOAD = 0.5  # 1-minute load average above which the measured times are flagged as shared
 GPU_MODEL = ROOT / "configs" / "hosts" / "h200-sxm.yaml"  # the machine model of a CUDA run (public specs)
 
 
@@ -181,6 +183,7 @@ def main(args: argparse.Namespace) -> int:
     from .report.write import write_report
 
     out = Path(args.out)
+    busy = os.getloadavg()[0]  # before our own work: what else was running
     p = plan(args, out)
     arches = _accelerators(args)
     epochs = ["--epochs", str(p.epochs)] if p.epochs is not None else []
@@ -238,4 +241,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"  {label}: {value}")
     for note in comparison.notes:
         print(f"  note: {note}")
+    if busy >= BUSY_LOAD:
+        print(f"  note: load average {busy:.2f} when the run started: other processes shared the CPU, and the "
+              "measured times (not the probes' medians) include their interference; compare on an idle machine")
     return 0
