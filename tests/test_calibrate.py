@@ -135,3 +135,11 @@ def test_run_on_the_c_backend_simulates_the_calibrated_host_and_reports_residual
     assert pred["machine_model"] == load_accelerator(models[0]).name and len(pred["residuals"]) > 5
     assert [a["label"] for a in doc["accelerators"]] == ["edge-16x16", pred["machine_model"]]
     assert "measured vs predicted on the machine model" in stdout
+
+
+def test_run_flags_a_busy_machine(tmp_path, capsys, monkeypatch):
+    import nitisim.run_cli as run_cli
+
+    monkeypatch.setattr(run_cli.os, "getloadavg", lambda: (1.7, 1.0, 0.5))
+    assert main(["run", "--tiny", "--accelerators", "edge-16x16", "--out", str(tmp_path / "out")]) == 0
+    assert "note: load average 1.70 when the run started" in capsys.readouterr().out
