@@ -99,7 +99,8 @@ def row(config: Path, epochs: int, s_int: list[dict], s_fp: list[dict], command:
     cfg = s_int[0]["config"]
     gap = mean_final(s_fp) - mean_final(s_int)
     cells = [
-        str(config.relative_to(ROOT) if config.is_relative_to(ROOT) else config), cfg["model"], cfg["dataset"],
+        str(config.relative_to(ROOT) if config.is_relative_to(ROOT) else config),
+        cfg.get("model_spec", {}).get("name", cfg["model"]), cfg["dataset"],
         str(epochs), str(len(s_int)), accuracy_cell(s_int), accuracy_cell(s_fp), f"{gap:+.2f}",
         images_cell(s_int), images_cell(s_fp),
         settings(cfg), f"`{command}`", machine(), datetime.now(timezone.utc).strftime("%Y-%m-%d"),
@@ -125,7 +126,8 @@ def write_table(path: Path, new_row: str, command: str) -> None:
         text = path.read_text()
         section = re.search(r"<!-- BEGIN accuracy -->(.*?)<!-- END accuracy -->", text, re.S)
         lines = section.group(1).splitlines() if section else []
-        rows = [_cells(ln) for ln in lines if ln.startswith("| ") and ln != TABLE_HEADER and not ln.startswith("|---")]
+        rows = [_cells(ln) for ln in lines if ln.startswith("| ") and not ln.startswith("|---")]
+        rows = [r for r in rows if r[0] != "config"]  # the header, this one's or an older one's
     new = _cells(new_row)
     rows = [r for r in rows if key(r) != key(new)] + [new]
     table = "\n".join("| " + " | ".join(r) + " |" for r in rows)

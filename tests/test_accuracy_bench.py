@@ -17,7 +17,7 @@ def accuracy():
 
 
 def _summary(final: float, best: float, ips: float = 1000.0, backend: str = "cpu", seed: int = 0) -> dict:
-    config = {"model": "m.yaml", "dataset": "fashion-mnist", "batch": 128, "seed": seed,
+    config = {"model": "m.yaml", "model_spec": {"name": "m"}, "dataset": "fashion-mnist", "batch": 128, "seed": seed,
               "mu_schedule": [{"from_epoch": 0, "mu": 2}], "activation_rounding": "pseudo_stochastic",
               "error_rounding": "pseudo_stochastic", "loss_variant": "fine", "update_rule": "plain",
               "weight_headroom_bits": 2, "augment": "crop_flip", "crop_pad": 2}
@@ -38,7 +38,7 @@ def test_row_puts_int8_and_fp32_side_by_side_with_the_gap_of_means(accuracy):
     s_int = [_summary(0.90, 0.90, 2000), _summary(0.92, 0.92, 1000)]
     s_fp = [_summary(0.93, 0.93, 500, "torch-cpu"), _summary(0.93, 0.94, 700, "torch-cpu")]
     cells = accuracy._cells(accuracy.row(ROOT / "configs" / "x.yaml", 15, s_int, s_fp, "cmd"))
-    assert cells[:5] == ["configs/x.yaml", "m.yaml", "fashion-mnist", "15", "2"]
+    assert cells[:5] == ["configs/x.yaml", "m", "fashion-mnist", "15", "2"]
     assert cells[5].startswith("91.00 ± 1.41") and cells[6] == "93.00 ± 0.00 (93.00-93.00)"
     assert cells[7] == "+2.00" and cells[8] == "1,500 (cpu)" and cells[9] == "600 (torch-cpu)"
     assert "augment crop_flip pad 2" in cells[10]
@@ -60,6 +60,7 @@ def test_table_rewrite_keeps_migrates_and_replaces(accuracy, tmp_path):
     assert len(rows) == 3  # lenet kept, and a 3-seed row does not replace the 1-seed row
     assert accuracy._cells(rows[0])[4] == "1" and "91.23 (91.23)" in rows[0]  # migrated, not lost
     assert all(len(accuracy._cells(r)) == accuracy.TABLE_HEADER.count("|") - 1 for r in rows)
+    assert sum(ln.startswith("| config |") for ln in md.read_text().splitlines()) == 1  # the old header is gone
     again = accuracy.row(ROOT / "configs" / "v.yaml", 15, [_summary(0.8, 0.8)] * 3, [_summary(0.91, 0.91)] * 3, "c3")
     accuracy.write_table(md, again, "c3")
     rows = [ln for ln in md.read_text().splitlines() if ln.startswith("| configs/")]
