@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_md import write_section  # noqa: E402
+from timing import race  # noqa: E402
 
 from nitisim.executor import StepContext, train_step  # noqa: E402
 from nitisim.graph import build_graph  # noqa: E402
@@ -33,26 +33,6 @@ from nitisim.models import Conv, builtin_models  # noqa: E402
 from nitisim.numerics import QTensor  # noqa: E402
 from nitisim.reference import REFERENCE_KERNELS  # noqa: E402
 from nitisim.shapes import infer_shapes  # noqa: E402
-
-
-def best_seconds(fn, repeats: int) -> float:
-    """Minimum wall time of `repeats` calls after one warm-up call."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def race(contenders: dict, repeats: int, rounds: int = 3) -> dict[str, float]:
-    """Best time of each contender over `rounds` interleaved rounds of `repeats` calls."""
-    best = {name: float("inf") for name in contenders}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
-            best[name] = min(best[name], best_seconds(fn, repeats))
-    return best
 
 
 def conv_layers(model_name: str, batch: int):

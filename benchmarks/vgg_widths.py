@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from results_md import write_section  # noqa: E402
+from timing import best_seconds  # noqa: E402
 
 M = "M"
 CANDIDATES: dict[str, list] = {  # name -> widths, "M" = 2x2 max pool
@@ -29,16 +29,6 @@ CANDIDATES: dict[str, list] = {  # name -> widths, "M" = 2x2 max pool
     "64/128/256": [64, 64, M, 128, 128, M, 256, 256, M],
 }
 EPOCH_IMAGES = 60_000  # Fashion-MNIST's training set
-
-
-def best_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: library load, allocation, torch's first-call set-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def int8_step(widths: list, batch: int, threads: int):
