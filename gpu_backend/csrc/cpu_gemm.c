@@ -1,6 +1,6 @@
 /* cpu_gemm.c: the blocked, packed, multithreaded int8 GEMM drivers: C = A * B^T.
  *
- * Structure (BLIS/GotoBLAS): K is cut into slices of at most NITI_KC_MAX; B is packed into nr-wide
+ * Structure (BLIS/GotoBLAS): K is cut into slices of at most the engine's kc_max; B is packed into nr-wide
  * panels (each panel stays in L1 while the mr-row panels of an A block, packed into L2, sweep
  * past it); the engine's kernel computes one mr x nr tile per (A panel, B panel) pair. The panel
  * layouts, the kernel and the blocking come from the engine (cpu_engines.c: AMX tiles or the
