@@ -1,19 +1,17 @@
 """benchmarks/accuracy.py: the seed statistics of its table, and that a rewrite keeps other rows,
 replaces a row of the same key and carries rows written before the seeds column."""
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def accuracy():
-    spec = importlib.util.spec_from_file_location("accuracy_bench", ROOT / "benchmarks" / "accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("accuracy")
 
 
 def _summary(final: float, best: float, ips: float = 1000.0, backend: str = "cpu", seed: int = 0) -> dict:

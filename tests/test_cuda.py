@@ -650,9 +650,9 @@ def test_cli_train_and_run_on_the_cuda_backend_match_numpy(tmp_path, monkeypatch
     library loaded on the host emulator (swapped in by this test only): the integer run equals the
     numpy run bit for bit (benchmarks/same_run.py, the GPU check's verdict), timing.json comes from
     the device marks, and the main job writes its report."""
-    import importlib.util
     import json
 
+    from benchmark_scripts import load_benchmark
     from gpu_backend import cuda_kernels, cuda_node_clock
     from nitisim.cli import main
 
@@ -664,9 +664,7 @@ def test_cli_train_and_run_on_the_cuda_backend_match_numpy(tmp_path, monkeypatch
     runs = {backend: tmp_path / backend for backend in ("cuda", "numpy")}
     for backend, out in runs.items():
         assert main(["train", str(config), "--backend", backend, "--epochs", "1", "--out", str(out)]) == 0
-    spec = importlib.util.spec_from_file_location("same_run", REPO / "benchmarks" / "same_run.py")
-    same_run = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(same_run)
+    same_run = load_benchmark("same_run")
     assert same_run.differences(runs["cuda"], runs["numpy"]) == []
     summary = json.loads((runs["cuda"] / "summary.json").read_text())
     assert summary["backend"] == "cuda"

@@ -1,6 +1,5 @@
 """benchmarks/same_run.py, the GPU check's end-to-end parity verdict: the same config trained on
 two backends gives the same run, and any changed weight or accuracy is reported."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,15 +8,14 @@ import pytest
 from nitisim.cli import main
 from nitisim.train.checkpoint import load_int8, save_int8
 
+from benchmark_scripts import load_benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHETIC = ROOT / "configs" / "train" / "synthetic-mlp.yaml"
 
 
 def _same_run():
-    spec = importlib.util.spec_from_file_location("same_run", ROOT / "benchmarks" / "same_run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("same_run")
 
 
 @pytest.mark.cpu_lib

@@ -1,20 +1,15 @@
 """benchmarks/vgg_variants.py: each variant is the shipped config with exactly its keys changed, and
 --reuse refuses a run folder trained with another config."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def variants():
-    spec = importlib.util.spec_from_file_location("vgg_variants", ROOT / "benchmarks" / "vgg_variants.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("vgg_variants")
 
 
 def test_each_variant_changes_only_its_keys(variants):
