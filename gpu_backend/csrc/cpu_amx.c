@@ -25,6 +25,7 @@
 
 #include <cpuid.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <immintrin.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -36,7 +37,12 @@
 #define AMX_TILE_K 64           /* bytes of k per tile row */
 #define AMX_B_ROW 128           /* bytes per 4-k group of a 32-column B panel */
 
+/* Set once the OS has granted the tile state: the grant is process-wide and never withdrawn, so
+ * later requests (every niti_set_engine("amx")) need neither CPUID nor a system call. */
+static atomic_int amx_granted = 0;
+
 int niti_amx_request(void) {
+    if (atomic_load(&amx_granted)) return NITI_OK;
     unsigned eax, ebx, ecx, edx;
     if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx & (1u << 24)) || !(edx & (1u << 25)))
         return niti_fail(NITI_E_ARG, "AMX-INT8: this CPU does not have it (CPUID leaf 7: no AMX-TILE/AMX-INT8)");
@@ -51,6 +57,7 @@ int niti_amx_request(void) {
                          "AMX-INT8: the OS refused the tile-data permission (arch_prctl ARCH_REQ_XCOMP_PERM: %s; "
                          "Linux 5.16 or newer grants it); using the next engine",
                          strerror(errno));
+    atomic_store(&amx_granted, 1);
     return NITI_OK;
 }
 
