@@ -27,8 +27,10 @@ class DramChannel:
     """One DRAM channel: a single bus moving bytes at the configured bandwidth, after a first-byte
     latency per request. Reads and writes share the bus, so write-back competes with prefetch."""
 
-    def __init__(self, env: simpy.Environment, spec: DramSpec, tracer: Tracer | None):
-        self.env, self.spec, self.tracer = env, spec, tracer
+    def __init__(self, env: simpy.Environment, spec: DramSpec, tracer: Tracer | None, timed: bool = True):
+        # timed=False: bytes are counted (energy, traffic) but take no time, for a machine model whose
+        # measured kernel times already include their memory traffic.
+        self.env, self.spec, self.tracer, self.timed = env, spec, tracer, timed
         self.bus = simpy.Resource(env, capacity=1)
         self.read_bytes = 0
         self.write_bytes = 0
@@ -37,9 +39,9 @@ class DramChannel:
     def transfer(self, nbytes: int, write: bool, label: str):
         if nbytes <= 0:
             return
-        if self.spec.latency_cycles:
+        if self.spec.latency_cycles and self.timed:
             yield self.env.timeout(self.spec.latency_cycles)  # request in flight; the bus is free
-        cycles = self.spec.transfer_cycles(nbytes)
+        cycles = self.spec.transfer_cycles(nbytes) if self.timed else 0
         if cycles:
             with self.bus.request() as req:
                 yield req

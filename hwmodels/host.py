@@ -10,8 +10,20 @@ code run on shapes of the same kind. So a host model prices
     vector node  call_cycles["vector"] + sum over passes of ceil(ops of each width class /
                  (vector_ops_per_cycle[width] x cores if the pass is parallel else 1))
 
-and the simulator adds what DRAM (on a host: traffic beyond the on-chip caches) cannot hide,
-exactly as for an accelerator. Pure functions; no SimPy, no measurement.
+A calibrated host may also carry two measured tables, which take precedence over the formulas:
+
+    kernels      cycles of one call of a kernel whose speed depends on more than its size (GEMMs:
+                 layout, engine path, packing; pooling: channels per vector), keyed by kernel_key
+                 (op, input shapes and dtypes, shape attributes): a probe of that kernel on random
+                 operands of those shapes, through the same kernel table training calls
+    curves       cycles of one call of an elementwise kernel (relu, relu_grad, requantize, update)
+                 against its element count, on a fixed grid of sizes; a node's count is interpolated
+                 on it (node_cycles)
+
+Those times include the kernel's own memory traffic, so for a host the simulator counts DRAM bytes
+but adds no DRAM time (hwmodels/sim.py). Without them (the GPU model, a graph calibrated without
+--model), the simulator adds what DRAM cannot hide, exactly as for an accelerator. Pure functions;
+no SimPy, no measurement.
 
 YAML (optional sections of an accelerator config, see hwmodels/config.py):
 
@@ -24,6 +36,8 @@ YAML (optional sections of an accelerator config, see hwmodels/config.py):
                             linear_forward: 174.6, linear_input_grad: 154.0, linear_weight_grad: 103.4}
       vector_ops_per_cycle: {int8: 10.3, int32: 8.9}
       call_cycles: {gemm: 10400, vector: 5200}
+      kernels: {"conv2d int8[256x28x28x1] int8[20x5x5x1] kernel=5,padding=0,stride=1": 1650000, ...}
+      curves: {relu: [[4096, 9000], [16384, 12000], ...], requantize_pseudo_stochastic: [...], ...}
     calibration:                  # where the numbers come from (required with host)
       date: "2026-12-03T12:00:00+00:00"
       command: "nitisim calibrate --out ..."
@@ -50,6 +64,76 @@ GEMM_CLASSES: tuple[str, ...] = ("narrow", "conv_forward", "conv_input_grad", "c
 GEMM_PHASES: tuple[str, ...] = ("forward", "input_grad", "weight_grad")
 VECTOR_WIDTHS: tuple[str, ...] = ("int8", "int32")
 CALL_KINDS: tuple[str, ...] = ("gemm", "vector")
+# Kernels whose time depends on more than an element count: a GEMM's on its M, K, N, layout and the
+# library's engine path (direct conv, scatter input gradient, packed GEMM), a pooling kernel's on its
+# channels (one vector holds the channels of a window position), the loss's on its rows and classes.
+# Probed at the graph's own shapes.
+TABLE_OPS = frozenset({"conv2d", "conv2d_input_grad", "conv2d_weight_grad", "linear", "linear_input_grad",
+                       "linear_weight_grad", "maxpool", "maxpool_grad", "loss_grad"})
+KEY_ATTRS = ("kernel", "stride", "padding", "dtype", "input_shape", "variant")  # attributes that change the work
+
+
+def kernel_key(graph: Any, node: Any) -> str:
+    """The table key of a node's kernel call: op, input dtypes and shapes, shape attributes.
+
+    >>> from nitisim.graph import build_graph; from nitisim.models import builtin_models
+    >>> g = build_graph(builtin_models()["lenet"], 8)
+    >>> kernel_key(g, g.nodes[0])
+    'conv2d int8[8x28x28x1] int8[20x5x5x1] kernel=5,padding=0,stride=1'
+    """
+    def text(v: Any) -> str:
+        return "x".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+    shapes = " ".join(f"{t.dtype}[{text(t.shape)}]" for t in (graph.tensor(i) for i in node.inputs))
+    attrs = ",".join(f"{k}={text(v)}" for k, v in sorted(node.attrs) if k in KEY_ATTRS)
+    return f"{node.op} {shapes} {attrs}".strip()
+
+
+def curve_key(graph: Any, node: Any) -> tuple[str, int] | None:
+    """(curve name, element count) of an elementwise node, None for other ops. The name carries what
+    changes the per-element work: the rounding mode, the update rule and its gradient's width."""
+    op, ins = node.op, node.inputs
+    if op == "relu":
+        return "relu", graph.tensor(ins[0]).size
+    if op == "relu_grad":
+        return "relu_grad", graph.tensor(ins[1]).size
+    if op == "requantize":
+        return f"requantize_{node.attr('mode')}_{graph.tensor(ins[0]).dtype}", graph.tensor(ins[0]).size
+    if op == "update" and node.attr("rule") == "plain":
+        return f"update_plain_{graph.tensor(ins[1]).dtype}", graph.tensor(ins[0]).size
+    return None
+
+
+def interpolate(curve: tuple[tuple[int, float], ...], elements: int) -> float:
+    """Cycles at `elements` on a measured curve of (elements, cycles) points, sorted by elements:
+    piecewise linear in log-log between points; below the first, the first (a call's fixed cost
+    dominates); above the last, proportional to elements (a streaming kernel's time).
+
+    >>> round(interpolate(((1000, 10.0), (4000, 40.0)), 2000), 9), interpolate(((1000, 10.0), (4000, 40.0)), 8000)
+    (20.0, 80.0)
+    """
+    (n0, c0), (n1, c1) = curve[0], curve[-1]
+    if elements <= n0:
+        return c0
+    if elements >= n1:
+        return c1 * elements / n1
+    for (na, ca), (nb, cb) in zip(curve, curve[1:]):
+        if na <= elements <= nb:
+            f = math.log(elements / na) / math.log(nb / na)
+            return math.exp(math.log(ca) + f * math.log(cb / ca))
+    raise AssertionError("unreachable: curve points are sorted")
+
+
+def node_cycles(host: HostSpec, graph: Any, node: Any) -> int | None:
+    """Measured cycles of one node from the host's kernel table or curves; None when neither has it
+    (the caller then uses gemm_cycles / pass_cycles)."""
+    if node.op in TABLE_OPS:
+        cycles = host.kernels.get(kernel_key(graph, node))
+        return None if cycles is None else int(cycles)
+    found = curve_key(graph, node)
+    if found is None or found[0] not in host.curves:
+        return None
+    return math.ceil(interpolate(host.curves[found[0]], found[1]))
 
 
 def gemm_class(op: str, phase: str, m: int, k: int, n: int) -> str:
@@ -91,7 +175,7 @@ def pass_cycles(host: HostSpec, ops: Iterable[tuple[str, int]], largest_input_by
 def parse_host(r: Any) -> HostSpec:
     """The `host:` section, read through config.py's strict reader `r` (errors name file and key)."""
     r.keys({"engine", "cores", "parallel_min_bytes", "gemm_tile", "gemm_macs_per_cycle", "vector_ops_per_cycle",
-            "call_cycles"})
+            "call_cycles"}, {"kernels", "curves"})
     tile = r.sub("gemm_tile")
     tile.keys({"m", "k", "n"})
     return HostSpec(
@@ -101,7 +185,31 @@ def parse_host(r: Any) -> HostSpec:
         vector_ops_per_cycle=_numbers(r.sub("vector_ops_per_cycle"), VECTOR_WIDTHS),
         call_cycles=_numbers(r.sub("call_cycles"), CALL_KINDS, integer=True),
         calibrated="",
+        kernels=_kernels(r.sub("kernels")) if r.has("kernels") else MappingProxyType({}),
+        curves=_curves(r.sub("curves")) if r.has("curves") else MappingProxyType({}),
     )
+
+
+def _kernels(r: Any):
+    if not isinstance(r.doc, dict):
+        raise r.error(None, "must map kernel keys to cycles")
+    return MappingProxyType({str(k): r.int(k, minimum=1) for k in r.doc})
+
+
+def _curves(r: Any):
+    if not isinstance(r.doc, dict):
+        raise r.error(None, "must map curve names to lists of [elements, cycles]")
+    out = {}
+    for name, points in r.doc.items():
+        ok = isinstance(points, list) and len(points) >= 2 and all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                         and v > 0 for v in p) for p in points)
+        if not ok:
+            raise r.error(name, "must be a list of at least two [elements, cycles] pairs of positive numbers")
+        if any(a[0] >= b[0] for a, b in zip(points, points[1:])):
+            raise r.error(name, "elements must increase from point to point")
+        out[str(name)] = tuple((int(n), float(c)) for n, c in points)
+    return MappingProxyType(out)
 
 
 def parse_calibration(r: Any) -> str:

@@ -126,10 +126,13 @@ def plan_gemm(graph: Graph, node: Node, work: GemmWork, place: NodePlacement, pl
     dram_read = g.a_dram_bytes * t.a_refetch + g.b_dram_bytes * t.b_refetch + psum
     dram_write = psum + final_write
     col2im_cycles = math.ceil(work.col2im_adds / arch.vector.lanes)
+    measured = host_model.node_cycles(arch.host, graph, node) if arch.host is not None else None
     if arch.host is not None:
-        # A measured machine: its input_grad rate was probed on a conv kernel, col2im included.
-        compute, adjust = host_model.gemm_cycles(arch.host, node.op, work.phase, work.m, work.k, work.n), 0
-        col2im_cycles = 0
+        # A measured machine: its kernel table (or its input_grad rate, probed on a conv kernel)
+        # includes col2im.
+        compute = measured if measured is not None else host_model.gemm_cycles(
+            arch.host, node.op, work.phase, work.m, work.k, work.n)
+        adjust, col2im_cycles = 0, 0
     elif compat == "scalesim":
         compute, adjust = t.folds * t.cycles_per_fold, -1  # SCALE-Sim's count: streamed dim whole
     else:
@@ -145,7 +148,9 @@ def plan_gemm(graph: Graph, node: Node, work: GemmWork, place: NodePlacement, pl
         dram_read_bytes=dram_read, dram_write_bytes=dram_write,
         fill_bytes=(work.a.dense_elements * g.a_elem_bytes * t.a_refetch,
                     work.b.dense_elements * g.b_elem_bytes * t.b_refetch, psum),
-        drain_bytes=dram_write, compute_cycles=compute, port_cycles=_port_cycles(arch, reads, writes),
+        # a measured kernel time already includes its cache traffic: the ports add nothing
+        drain_bytes=dram_write, compute_cycles=compute,
+        port_cycles=0 if measured is not None else _port_cycles(arch, reads, writes),
         sram_read_bytes=reads, sram_write_bytes=writes, macs=work.macs, ops=(),
         drain_vector_cycles=col2im_cycles,
         drain_ops=((col2im_action, work.col2im_adds),) if work.col2im_adds else (),
@@ -157,8 +162,11 @@ def plan_gemm(graph: Graph, node: Node, work: GemmWork, place: NodePlacement, pl
                     spill_bytes=place.spill_write_bytes + 2 * psum)
 
 
-def plan_vector(node: Node, work: VectorWork, place: NodePlacement, placement: Placement,
+def plan_vector(graph: Graph, node: Node, work: VectorWork, place: NodePlacement, placement: Placement,
                 arch: AcceleratorSpec) -> NodePlan:
+    # A host's measured time of the whole node (one kernel call), when it has one, goes to the
+    # first pass; the later passes then cost nothing more.
+    measured = host_model.node_cycles(arch.host, graph, node) if arch.host is not None else None
     chunk_cap = max(1, arch.ofmap.size_bytes // 2 // arch.ofmap.slots)
     stages = []
     spill = place.spill_write_bytes
@@ -170,7 +178,9 @@ def plan_vector(node: Node, work: VectorWork, place: NodePlacement, placement: P
         read = sum(nbytes[t] for t in p.reads)
         written = sum(nbytes[t] for t in p.writes)
         ops = tuple((arch.vector_action(width), count) for width, count in p.ops)
-        if arch.host is not None:
+        if measured is not None:
+            compute = measured if not stages else 0
+        elif arch.host is not None:
             largest = max((nbytes[t] for t in p.reads), default=0)
             compute = host_model.pass_cycles(arch.host, p.ops, largest)
             compute += arch.host.call_cycles["vector"] if not stages else 0  # one call per node
@@ -184,7 +194,7 @@ def plan_vector(node: Node, work: VectorWork, place: NodePlacement, placement: P
             bounds=step_bounds(iterations, _steps(iterations, streamed > 0, compute)),
             dram_read_bytes=from_dram, dram_write_bytes=to_dram, fill_bytes=(0, 0, from_dram),
             drain_bytes=to_dram, compute_cycles=compute,
-            port_cycles=_port_cycles(arch, reads, (0, 0, written)),
+            port_cycles=0 if measured is not None else _port_cycles(arch, reads, (0, 0, written)),
             sram_read_bytes=reads, sram_write_bytes=(0, 0, written), macs=0, ops=ops,
             drain_vector_cycles=0, drain_ops=(),
             footprint_bytes=(0, 0, min(chunk_cap, math.ceil((read + written) / iterations))),
@@ -208,7 +218,7 @@ def plan_nodes(graph: Graph, nodes: list[Node], placement: Placement, arch: Acce
         if isinstance(work, GemmWork):
             plans.append(plan_gemm(graph, node, work, place, placement, arch, compat))
         elif isinstance(work, VectorWork):
-            plans.append(plan_vector(node, work, place, placement, arch))
+            plans.append(plan_vector(graph, node, work, place, placement, arch))
         else:
             plans.append(NodePlan(node, report_phase(node), work, ()))
     return plans

@@ -37,6 +37,7 @@ def arch_echo(arch: AcceleratorSpec) -> dict:
                      "gemm_tile": dict(zip("mkn", h.gemm_tile)),
                      "gemm_macs_per_cycle": dict(h.gemm_macs_per_cycle),
                      "vector_ops_per_cycle": dict(h.vector_ops_per_cycle), "call_cycles": dict(h.call_cycles),
+                     "kernels": dict(h.kernels), "curves": {k: [list(p) for p in v] for k, v in h.curves.items()},
                      "calibrated": h.calibrated}
     return d
 

@@ -36,7 +36,9 @@ class Accelerator:
     def __init__(self, env: simpy.Environment, arch: AcceleratorSpec, tracer: Tracer | None = None):
         self.env, self.arch, self.tracer = env, arch, tracer
         self.buffers = tuple(SramBuffer(b) for b in arch.buffers)
-        self.dram = DramChannel(env, arch.dram, tracer)
+        # A host model with measured kernel times (kernels, curves) has their memory traffic in them.
+        self.dram = DramChannel(env, arch.dram, tracer,
+                                timed=arch.host is None or not (arch.host.kernels or arch.host.curves))
         self.dma = Dma(env, self.dram, self.buffers)
         self.array = MacArray(env, arch.array, arch.mac_action, tracer)
         self.vector = VectorUnit(env, arch.vector, tracer)

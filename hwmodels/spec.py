@@ -7,7 +7,7 @@ immutable: variants (the float32 twin, unbounded DRAM for validation) are new ob
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
@@ -82,6 +82,8 @@ class HostSpec:
     (hwmodels.host.gemm_class); vector time is element operations over the measured rate of their
     width class, on every core when the pass's largest input is above parallel_min_bytes. Each node
     also pays the fixed cost of one kernel call. Rates are per cycle of the spec's clock_mhz.
+    A calibrated host's measured kernel table and elementwise curves, when they have a node, replace
+    those formulas (hwmodels.host.node_cycles).
     """
     engine: str  # the GEMM engine the rates were measured on (e.g. avx512vnni, mma.sync)
     cores: int  # parallel workers of the vector passes above parallel_min_bytes
@@ -91,6 +93,9 @@ class HostSpec:
     vector_ops_per_cycle: Mapping[str, float]  # int8 | int32 -> element ops per cycle (one core)
     call_cycles: Mapping[str, int]  # gemm | vector -> fixed cycles of one kernel call
     calibrated: str  # when the rates were measured (ISO date), or the public spec they come from
+    kernels: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # kernel_key -> cycles of one call
+    curves: Mapping[str, tuple[tuple[int, float], ...]] = field(  # curve name -> (elements, cycles) points
+        default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)

@@ -147,3 +147,85 @@ def test_shipped_h200_model_matches_its_datasheet_arithmetic():
     assert arch.host.gemm_macs_per_cycle["conv_forward"] == arch.array.pes * 132  # one array per SM
     # the GPU model is not one of the accelerators `nitisim run` compares every run with
     assert not (CONFIG_DIR / H200.name).exists()
+
+
+def measured_tables(graph):
+    """A kernel table with a distinct made-up time per GEMM / pooling / loss key of `graph`, and
+    made-up curves for every elementwise curve it reads."""
+    from hwmodels.host import TABLE_OPS, curve_key, kernel_key
+
+    keys = sorted({kernel_key(graph, n) for n in graph.nodes if n.op in TABLE_OPS})
+    kernels = {k: 5000 + 100 * i for i, k in enumerate(keys)}
+    names = sorted({curve_key(graph, n)[0] for n in graph.nodes if curve_key(graph, n) is not None})
+    curves = {name: [[1024, 2000.0 + i], [65536, 8000.0], [1 << 20, 64000.0]] for i, name in enumerate(names)}
+    return kernels, curves
+
+
+def test_kernel_key_names_op_shapes_and_shape_attributes_only():
+    from hwmodels.host import kernel_key
+
+    graph = build_graph(builtin_models()["lenet"], 8)
+    by_name = {n.name: n for n in graph.nodes}
+    assert kernel_key(graph, by_name["conv2.in_grad"]) == (
+        "conv2d_input_grad int8[8x8x8x50] int8[50x5x5x20] input_shape=8x12x12x20,padding=0,stride=1")
+    assert kernel_key(graph, by_name["fc1.w_grad"]) == "linear_weight_grad int8[8x800] int8[8x500] dtype=int32"
+    # the same kernel at another batch is another key
+    assert kernel_key(build_graph(builtin_models()["lenet"], 16), by_name["fc1.w_grad"]).endswith("dtype=int32")
+    assert "int8[16x800]" in kernel_key(build_graph(builtin_models()["lenet"], 16), by_name["fc1.w_grad"])
+
+
+def test_interpolation_is_log_log_between_points_and_proportional_beyond():
+    from hwmodels.host import interpolate
+
+    curve = ((1000, 10.0), (4000, 20.0), (16000, 80.0))
+    assert interpolate(curve, 500) == 10.0  # below the grid: the smallest call's time
+    assert interpolate(curve, 1000) == pytest.approx(10.0) and interpolate(curve, 4000) == pytest.approx(20.0)
+    assert interpolate(curve, 2000) == pytest.approx(10.0 * math.sqrt(2))  # halfway in log between 10 and 20
+    assert interpolate(curve, 8000) == pytest.approx(40.0)
+    assert interpolate(curve, 32000) == pytest.approx(160.0)  # beyond: time per element of the last point
+
+
+def test_simulation_takes_measured_kernels_and_curves_before_the_rates():
+    from hwmodels.host import TABLE_OPS, curve_key, interpolate, kernel_key
+
+    graph = build_graph(builtin_models()["lenet"], 16)
+    kernels, curves = measured_tables(graph)
+    arch = host_arch(**{"host.kernels": kernels, "host.curves": curves,
+                        "dram.bandwidth_gb_s": 0.001})  # a slow DRAM: its time must not be added
+    result = simulate(arch, graph)
+    by_name = {n.name: n for n in result.nodes}
+    for node in graph.nodes:
+        stats = by_name[node.name]
+        if node.op in TABLE_OPS:
+            assert stats.compute_cycles == kernels[kernel_key(graph, node)], node.name
+        elif curve_key(graph, node) is not None:
+            name, elements = curve_key(graph, node)
+            points = tuple((n, c) for n, c in curves[name])
+            assert stats.compute_cycles == math.ceil(interpolate(points, elements)), node.name
+    compute = sum(n.compute_cycles for n in result.nodes)
+    assert compute <= result.cycles <= compute * 1.0001  # DRAM bytes counted, no DRAM time
+    assert result.total()["dram_read_bytes"] > 0
+
+
+def test_nodes_the_tables_lack_fall_back_to_the_rates():
+    graph = build_graph(builtin_models()["lenet"], 16)
+    arch = host_arch(**{"host.kernels": {"linear int8[1x1] int8[1x1]": 7}, "host.curves": {"relu": [[1, 1], [2, 2]]}})
+    by_name = {n.name: n for n in simulate(arch, graph).nodes}
+    work = lower_node(graph, next(n for n in graph.nodes if n.name == "fc1.fwd"))
+    assert by_name["fc1.fwd"].compute_cycles == gemm_cycles(arch.host, "linear", "forward", work.m, work.k, work.n)
+
+
+@pytest.mark.parametrize("change, key, problem", [
+    ({"host.kernels": {"conv2d x": 0}}, "host.kernels.conv2d x", "at least 1"),
+    ({"host.kernels": {"conv2d x": 1.5}}, "host.kernels.conv2d x", "integer"),
+    ({"host.kernels": ["conv2d x"]}, "host.kernels", "mapping"),
+    ({"host.curves": {"relu": [[1, 5]]}}, "host.curves.relu", "at least two"),
+    ({"host.curves": {"relu": [[1, 5], [1, 6]]}}, "host.curves.relu", "increase"),
+    ({"host.curves": {"relu": [[1, 5], [2, -6]]}}, "host.curves.relu", "positive"),
+    ({"host.curves": {"relu": "fast"}}, "host.curves.relu", "pairs"),
+    ({"host.spare": {}}, "host.spare", "unknown key"),
+])
+def test_bad_measured_tables_name_file_and_key(change, key, problem):
+    with pytest.raises(UserInputError) as err:
+        host_arch(**change)
+    assert err.value.source == "host.yaml" and err.value.field == key and problem in err.value.message
