@@ -156,7 +156,8 @@ def _run_backend(run_dir: Path) -> str | None:
     return load_run(run_dir).backend
 
 
-def machine_model_step(backend: str | None, out: Path) -> tuple[str, list[str] | None, Path] | None:
+def machine_model_step(backend: str | None, out: Path, model: str | None = None,
+                       batch: int | None = None) -> tuple[str, list[str] | None, Path] | None:
     """(stage text, `nitisim` argv to make it or None, YAML) of the model of the machine that
     measured: calibrate this host after a C-backend run, the shipped H200 config after a CUDA run;
     None for the numpy reference (its time is Python's, which no probe of the C library predicts)."""
@@ -166,7 +167,8 @@ def machine_model_step(backend: str | None, out: Path) -> tuple[str, list[str] |
         name = default_name()
         path = out / "host" / f"{name}.yaml"
         return (f"calibrating this host (short probes of the C library) -> {path}",
-                ["calibrate", "--out", str(path), "--name", name], path)
+                ["calibrate", "--out", str(path), "--name", name,
+                 *(["--model", model, "--batch", str(batch)] if model is not None else [])], path)
     if backend == "cuda":
         return (f"the GPU's machine model: {GPU_MODEL.relative_to(ROOT)} (public specifications)", None, GPU_MODEL)
     return None
@@ -215,7 +217,8 @@ def main(args: argparse.Namespace) -> int:
     if status := stage(*train_int):
         return status
     # Calibrate right after the integer run: the probes then see the machine in the state it trained in.
-    model = machine_model_step(_run_backend(int_dir), out)
+    # with the simulated model and batch: calibrate then also probes that graph's GEMM and pooling kernels
+    model = machine_model_step(_run_backend(int_dir), out, p.model, p.batch)
     if model is not None and p.int_backend == "numpy":
         total += 2
     if model is not None:

@@ -9,6 +9,7 @@ import yaml
 from hwmodels.config import load_accelerator, parse_accelerator
 from nitisim.calibrate import probes as probes_module
 from nitisim.calibrate.document import host_document, render
+from nitisim.calibrate.kernels import KernelTime
 from nitisim.calibrate.probes import HostFacts, Probe
 from nitisim.cli import main
 from nitisim.run_cli import GPU_MODEL, machine_model_step
@@ -45,6 +46,27 @@ def test_document_maps_each_measurement_to_its_field():
     assert set(doc["calibration"]["probes"]) == {p.name for p in facts().probes}
 
 
+def test_document_writes_the_measured_kernels_and_curves():
+    kernels = (KernelTime("linear int8[8x64] int8[32x64]", 2.5e-5, 9), KernelTime("maxpool int8[8x4x4x2] kernel=2", 1e-6, 7))
+    curves = {"relu": (KernelTime("relu@4096", 2e-6, 9), KernelTime("relu@16384", 5e-6, 9)),
+              "requantize_nearest_int32": (KernelTime("requantize_nearest_int32@4096", 4e-6, 9),
+                                           KernelTime("requantize_nearest_int32@65536", 3.1e-5, 5))}
+    f = HostFacts(**{**facts().__dict__, "kernels": kernels, "curves": curves})
+    doc = host_document(f, name="h", command="nitisim calibrate", date="2026-12-03T12:00:00+00:00")
+    host = parse_accelerator(yaml.safe_load(render(doc)), "h.yaml").host  # through the text
+    # seconds x the 2000 MHz clock, one entry per key; curves keep their element counts in order
+    assert dict(host.kernels) == {"linear int8[8x64] int8[32x64]": 50_000, "maxpool int8[8x4x4x2] kernel=2": 2000}
+    assert host.curves["relu"] == ((4096, 4000.0), (16384, 10000.0))
+    assert host.curves["requantize_nearest_int32"] == ((4096, 8000.0), (65536, 62000.0))
+    probes = doc["calibration"]["probes"]
+    assert probes["kernel:linear int8[8x64] int8[32x64]"] | {"what": None} == {
+        "value": 2.5e-5, "unit": "s", "what": None, "seconds": 2.5e-5, "repeats": 9}
+    assert probes["curve:requantize_nearest_int32@65536"]["repeats"] == 5
+    assert len([k for k in probes if k.startswith(("kernel:", "curve:"))]) == 6
+    # without a graph and curves (facts()), neither section is written
+    assert "kernels" not in host_document(facts(), name="h", command="c")["host"]
+
+
 def test_document_keeps_odd_cache_sizes_loadable():
     odd = HostFacts(**{**facts().__dict__, "l1d_bytes": 48 * 1000 + 7, "l2_bytes": 1_250_000, "cores": 3})
     arch = parse_accelerator(host_document(odd, name="h", command="c"), "h.yaml")
@@ -58,6 +80,10 @@ def test_document_keeps_odd_cache_sizes_loadable():
     (["--threads", "-1"], "--threads"),
     (["--name", "a b"], "--name"),
     (["--out", "model.txt"], "model.txt"),
+    (["--model", "lenet"], "--batch"),
+    (["--batch", "8"], "--model"),
+    (["--model", "lenet", "--batch", "0"], "--batch"),
+    (["--model", "no-such-model", "--batch", "8"], "no-such-model"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(argv, where, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -114,9 +140,26 @@ def test_real_calibration_writes_a_model_the_simulator_loads(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_real_calibration_with_a_model_measures_each_of_its_kernels(tmp_path):
+    from hwmodels.host import TABLE_OPS, curve_key, kernel_key
+    from nitisim.graph import build_graph
+    from nitisim.models import builtin_models
+
+    out = tmp_path / "host.yaml"
+    assert main(["calibrate", "--out", str(out), "--repeats", "1", "--model", "lenet", "--batch", "2"]) == 0
+    host = load_accelerator(out).host
+    graph = build_graph(builtin_models()["lenet"], 2)
+    assert set(host.kernels) == {kernel_key(graph, n) for n in graph.nodes if n.op in TABLE_OPS}
+    assert {curve_key(graph, n)[0] for n in graph.nodes if curve_key(graph, n)} <= set(host.curves)
+    assert all(len(points) >= 2 for points in host.curves.values())
+    doc = yaml.safe_load(out.read_text())
+    assert doc["calibration"]["command"].endswith("--model lenet --batch 2")
+
+
 def test_run_picks_the_machine_model_of_its_backend(tmp_path):
     text, argv, path = machine_model_step("cpu", tmp_path)
     assert argv[:3] == ["calibrate", "--out", str(path)] and path.parent == tmp_path / "host"
+    assert machine_model_step("cpu", tmp_path, "lenet", 256)[1][-4:] == ["--model", "lenet", "--batch", "256"]
     assert machine_model_step("cuda", tmp_path)[1:] == (None, GPU_MODEL) and GPU_MODEL.exists()
     assert machine_model_step("numpy", tmp_path) is None
 

@@ -1,6 +1,7 @@
-"""`nitisim calibrate [--out FILE] [--name NAME] [--repeats N] [--threads N]`.
+"""`nitisim calibrate [--out FILE] [--name NAME] [--repeats N] [--threads N] [--model M --batch B]`.
 
-Runs the probes (a second or two), writes the host model's YAML, checks it by loading it with the
+Runs the probes (a second or two), with --model and --batch also the probes of that training
+graph's GEMM and pooling kernels at its shapes (nitisim/calibrate/kernels.py), writes the host model's YAML, checks it by loading it with the
 simulator's strict loader, and prints one line per class of rate. Bad arguments and probes that
 cannot run (no C library, a timer that cannot resolve a probe) are one line and exit status 2.
 """
@@ -28,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"timed calls per probe; the median is kept (default {DEFAULT_REPEATS})")
     parser.add_argument("--threads", type=int, default=0,
                         help="threads of the C library (default 0: the OpenMP default, as training uses)")
+    parser.add_argument("--model", help="also probe this model's GEMM and pooling kernels at its shapes "
+                        "(built-in name or model YAML; needs --batch)")
+    parser.add_argument("--batch", type=int, help="the training batch of --model")
 
 
 def check_arguments(args: argparse.Namespace) -> tuple[Path, str]:
@@ -38,6 +42,10 @@ def check_arguments(args: argparse.Namespace) -> tuple[Path, str]:
     name = args.name if args.name is not None else default_name()
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserInputError("--name", None, f"letters, digits, '.', '_' and '-' only, got {name!r}")
+    if (args.model is None) != (args.batch is None):
+        raise UserInputError("--batch" if args.model else "--model", None, "--model and --batch go together")
+    if args.batch is not None and args.batch < 1:
+        raise UserInputError("--batch", None, f"must be a positive integer, got {args.batch}")
     out = Path(args.out) if args.out else Path("nitisim-out") / "host" / f"{name}.yaml"
     if out.suffix not in (".yaml", ".yml"):
         raise UserInputError(str(out), None, "--out must name a .yaml file")
@@ -46,14 +54,14 @@ def check_arguments(args: argparse.Namespace) -> tuple[Path, str]:
     return out, name
 
 
-def calibrate(out: Path, name: str, repeats: int, threads: int, command: str):
+def calibrate(out: Path, name: str, repeats: int, threads: int, command: str, graph=None):
     """Probe, write `out`, and return it as the strict loader reads it (AcceleratorSpec)."""
     from hwmodels.config import load_accelerator
 
     from .document import host_document, render
     from .probes import probe_host
 
-    facts = probe_host(repeats=repeats, threads=threads)
+    facts = probe_host(repeats=repeats, threads=threads, graph=graph)
     doc = host_document(facts, name=name, command=command)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -66,10 +74,18 @@ def calibrate(out: Path, name: str, repeats: int, threads: int, command: str):
 def main(args: argparse.Namespace) -> int:
     out, name = check_arguments(args)
     command = f"nitisim calibrate --out {out} --name {name} --repeats {args.repeats} --threads {args.threads}"
-    arch = calibrate(out, name, args.repeats, args.threads, command)
+    graph = None
+    if args.model is not None:
+        from nitisim.graph import build_graph
+        from nitisim.models import resolve_model
+
+        graph = build_graph(resolve_model(args.model), args.batch)  # as `nitisim simulate` builds it
+        command += f" --model {args.model} --batch {args.batch}"
+    arch = calibrate(out, name, args.repeats, args.threads, command, graph)
     host, hz = arch.host, arch.clock_mhz * 1e6
     print(f"wrote {out}: {host.engine}, {host.cores} cores")
     print("  int8 GEMM (GMAC/s): " + ", ".join(f"{c} {r * hz / 1e9:.1f}" for c, r in host.gemm_macs_per_cycle.items()))
     print("  vector (Gop/s per core): " + ", ".join(f"{w} {r * hz / 1e9:.2f}" for w, r in host.vector_ops_per_cycle.items()))
     print("  call (us): " + ", ".join(f"{k} {c / hz * 1e6:.1f}" for k, c in host.call_cycles.items()))
+    print(f"  measured kernels: {len(host.kernels)}, elementwise curves: {', '.join(host.curves) or 'none'}")
     return 0

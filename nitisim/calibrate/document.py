@@ -14,7 +14,10 @@ The mapping, unit by unit (hwmodels/host.py says how the simulator uses each):
                                       one cache line per cycle per core, so they never bind
     dram                              measured streaming bandwidth beyond L2 (a tensor that does not
                                       stay in cache costs a pass over memory at this rate)
-    calibration                       date, command, machine and every probe's value and unit
+    host.kernels[key]                 measured seconds of one call of that GEMM / pooling kernel x clock
+    host.curves[name]                 [elements, measured seconds of one call x clock] per grid point
+    calibration                       date, command, machine and every probe's value and unit (the
+                                      kernel and curve probes as kernel:<key> and curve:<name>@<n>)
 """
 from __future__ import annotations
 
@@ -38,6 +41,10 @@ def _buffer(size_bytes: int, cores: int) -> dict[str, Any]:
     banks = max(1, cores)
     size = max(LINE_BYTES * banks, size_bytes // (LINE_BYTES * banks) * (LINE_BYTES * banks))
     return {"bytes": size, "width_bytes": LINE_BYTES, "banks": banks, "double_buffered": True}
+
+
+def _timed(k, what: str) -> dict[str, Any]:
+    return {"value": _sig(k.seconds), "unit": "s", "what": what, "seconds": _sig(k.seconds), "repeats": k.repeats}
 
 
 def host_document(facts: HostFacts, *, name: str, command: str, date: str | None = None) -> dict[str, Any]:
@@ -67,6 +74,9 @@ def host_document(facts: HostFacts, *, name: str, command: str, date: str | None
             "gemm_macs_per_cycle": {cls: _sig(v(f"gemm_{cls}") / hz) for cls in GEMM_CLASSES},
             "vector_ops_per_cycle": {"int8": _sig(int8_rate), "int32": _sig(int32_rate)},
             "call_cycles": {"gemm": round(v("call_gemm") * hz), "vector": round(v("call_vector") * hz)},
+            **({"kernels": {k.key: max(1, round(k.seconds * hz)) for k in facts.kernels}} if facts.kernels else {}),
+            **({"curves": {name: [[int(k.key.rsplit("@", 1)[1]), _sig(k.seconds * hz)] for k in points]
+                           for name, points in facts.curves.items()}} if facts.curves else {}),
         },
         "calibration": {
             "date": date,
@@ -74,7 +84,11 @@ def host_document(facts: HostFacts, *, name: str, command: str, date: str | None
             "machine": facts.machine,
             "probes": {p.name: {"value": _sig(p.value), "unit": p.unit, "what": p.what,
                                 **({"seconds": _sig(p.seconds), "repeats": p.repeats} if p.seconds else {})}
-                       for p in facts.probes},
+                       for p in facts.probes}
+            | {f"kernel:{k.key}": _timed(k, "one call of the kernel table on random operands of these shapes")
+               for k in facts.kernels}
+            | {f"curve:{k.key}": _timed(k, "one call of the kernel table on random operands of this many elements")
+               for points in facts.curves.values() for k in points},
         },
     }
 

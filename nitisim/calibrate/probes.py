@@ -8,14 +8,15 @@ one warm-up call and `repeats` timed calls, of which the median is kept, so one 
 process stalled does not become the rate. The training run's time is a sum over thousands of calls
 and does include such stalls: on a 2-core machine with another busy process, each 2-thread OpenMP
 kernel waits a scheduler slice at its barrier, and no probe of the kernels predicts that. Calibrate
-and train on an idle machine. All the probes together take about a second.
+and train on an idle machine. All the probes together take about a second; with a graph, the kernel
+probes of nitisim/calibrate/kernels.py (the host model's measured tables) add one or two more.
 """
 from __future__ import annotations
 
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Callable
@@ -60,6 +61,8 @@ class HostFacts:
     l3_bytes: int
     parallel_min_bytes: int
     probes: tuple[Probe, ...]
+    kernels: tuple = ()  # kernels.KernelTime per kernel_key of the graph's GEMM and pooling nodes
+    curves: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # name -> KernelTimes
 
     def value(self, name: str) -> float:
         return next(p.value for p in self.probes if p.name == name)
@@ -237,8 +240,9 @@ def gemm_tile(lib, engine: str) -> tuple[int, int, int]:
     return ENGINE_TILES.get(engine, (1, 1, 1))
 
 
-def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0) -> HostFacts:
-    """Run every probe on the C library with `threads` threads (0: the OpenMP default, as training)."""
+def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None) -> HostFacts:
+    """Run every probe on the C library with `threads` threads (0: the OpenMP default, as training);
+    with a training graph, also its kernel table probes and the curves its elementwise nodes read."""
     try:
         from gpu_backend import lib as clib
 
@@ -266,6 +270,14 @@ def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0) -> HostFacts:
         Probe("l3_cache", l3, "bytes", "sysfs cpu0 cache, level 3"),
         Probe("parallel_min_bytes", parallel, "bytes", "the C library's parallel threshold (not measured)"),
     ]
+    from gpu_backend.backends import cpu_kernel_table
+
+    from .kernels import curve_probes, needed_curves, table_probes
+
+    # The kernel table training calls (same library, engine, allocator settings and threads).
+    kernels = cpu_kernel_table(threads)
+    table = tuple(table_probes(kernels, graph, repeats, rng, l2_evictor(l2))) if graph is not None else ()
+    curves = curve_probes(kernels, needed_curves(graph), parallel, repeats, rng, l2_evictor(l2))
     cores = lib.num_threads()
     return HostFacts(f"{name}, {os.cpu_count()} logical CPUs", engine, tile, cores, clock, l1d, l2, l3,
-                     parallel, tuple(probes))
+                     parallel, tuple(probes), table, MappingProxyType({k: tuple(v) for k, v in curves.items()}))

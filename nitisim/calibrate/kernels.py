@@ -1,0 +1,159 @@
+"""Kernel probes for the host model's measured tables (hwmodels/host.py: kernels, curves).
+
+Each probe calls one kernel of the C backend's kernel table (gpu_backend.backends.cpu_kernel_table,
+the functions `nitisim train --backend cpu` calls, with its allocator settings and thread count) on
+random operands, one warm-up call and then the median of timed calls. No probe reads a training
+run or its timing:
+
+- table probes: every GEMM and pooling node of a given graph, on random operands of that node's
+  shapes. Their speed depends on the shape in ways the library decides at run time (a direct conv,
+  a scatter input gradient or the packed GEMM; AMX tiles; channels per pooling vector), which a
+  rate per shape class does not follow (docs/results.md, host-model: conv GEMMs off by 2x).
+- curve probes: each elementwise kernel (relu, relu_grad, requantize per rounding mode, the plain
+  update per gradient width) on a fixed grid of element counts, the same for every graph, plus one
+  count just above the library's parallel threshold, where the kernel starts using every core.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import UserInputError
+
+GRID_ELEMENTS = tuple(1 << s for s in range(12, 25, 2))  # 4 Ki .. 16 Mi elements, x4 apart
+MAX_CURVE_BYTES = 64 << 20  # largest input a curve probe allocates (an int32 16 Mi tensor)
+PROBE_BUDGET_S = 0.05  # a probe repeats fewer times once its calls add up to this (big tensors)
+DEFAULT_CURVES = ("relu", "relu_grad", "requantize_pseudo_stochastic_int32", "update_plain_int32")
+
+
+@dataclass(frozen=True)
+class KernelTime:
+    key: str  # hwmodels.host.kernel_key, or "<curve>@<elements>"
+    seconds: float  # median of one call
+    repeats: int
+
+
+def median_call_seconds(fn: Callable[[], object], repeats: int,
+                        before: Callable[[], object] | None = None) -> tuple[float, int]:
+    """One warm-up call, then the median of up to `repeats` timed calls, each after `before()`
+    (untimed), fewer for slow calls so that a probe stays near PROBE_BUDGET_S (but at least
+    three, or `repeats` if fewer)."""
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    n = max(min(repeats, 3), min(repeats, int(PROBE_BUDGET_S / max(first, 1e-9))))
+    times = []
+    for _ in range(n):
+        if before is not None:
+            before()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    s = statistics.median(times)
+    if not s > 0:
+        raise UserInputError("nitisim calibrate", "kernel probe", f"measured {s!r} s; the timer cannot resolve it")
+    return s, n
+
+
+def _operand(rng, shape: tuple[int, ...], dtype: str, below: int | None = None):
+    """Random values of a tensor: int8 in [-127, 127], labels in [0, below), wider ones as GEMMs give."""
+    from nitisim.numerics import QTensor
+
+    if below is not None:  # the executor hands labels over as a plain array
+        return rng.integers(0, below, shape, dtype=np.dtype(dtype))
+    if dtype == "int8":
+        m = rng.integers(-127, 128, shape, dtype=np.int8)
+    else:  # accumulators and gradients: values a GEMM of int8 operands gives
+        m = rng.integers(-(1 << 20), 1 << 20, shape, dtype=np.dtype(dtype))
+    return QTensor(m, 0)
+
+
+def table_probes(kernels: Any, graph: Any, repeats: int, rng,
+                 before: Callable[[], object] | None = None) -> list[KernelTime]:
+    """One probe per distinct kernel_key among the graph's TABLE_OPS nodes, each timed call after
+    `before()` (the caller's L2 eviction: in a training step a GEMM's weights were last touched a
+    step ago, by its update, and every other node's tensors went through the caches since)."""
+    from hwmodels.host import TABLE_OPS, kernel_key
+    from nitisim.executor import StepContext
+
+    ctx, out, seen = StepContext(), [], set()
+    for node in graph.nodes:
+        key = kernel_key(graph, node) if node.op in TABLE_OPS else None
+        if key is None or key in seen:
+            continue
+        seen.add(key)
+        classes = graph.tensor(node.inputs[0]).shape[-1]
+        ins = [_operand(rng, graph.tensor(t).shape, graph.tensor(t).dtype,
+                        classes if graph.tensor(t).role == "label" else None) for t in node.inputs]
+        fn = kernels[node.op]
+        s, n = median_call_seconds(lambda: fn(node, ctx, *ins), repeats, before)
+        out.append(KernelTime(key, s, n))
+    return out
+
+
+def needed_curves(graph: Any | None) -> tuple[str, ...]:
+    """DEFAULT_CURVES and every curve the graph's elementwise nodes read."""
+    from hwmodels.host import curve_key
+
+    names = list(DEFAULT_CURVES)
+    for node in graph.nodes if graph is not None else ():
+        found = curve_key(graph, node)
+        if found is not None and found[0] not in names:
+            names.append(found[0])
+    return tuple(names)
+
+
+def _curve_call(kernels: Any, name: str, n: int, rng) -> tuple[Callable[[], object], np.ndarray]:
+    """A call of the curve's kernel on n elements (a synthetic node carries the attributes), and its
+    last input: in a training step the tensor the previous node has just written (the activation
+    to requantize or rectify, the incoming gradient, the weight gradient to apply)."""
+    from nitisim.executor import StepContext
+    from nitisim.graph import Node
+
+    ctx = StepContext()
+    if name == "relu":
+        node, ins = Node("p", "relu", "forward", "p", ("x",), ("y",)), [_operand(rng, (n,), "int8")]
+    elif name == "relu_grad":
+        node = Node("p", "relu_grad", "backward", "p", ("x", "dy"), ("dx",))
+        ins = [_operand(rng, (n,), "int8"), _operand(rng, (n,), "int8")]
+    elif name.startswith("requantize_"):
+        mode, dtype = name[len("requantize_"):].rsplit("_", 1)
+        node = Node("p", "requantize", "forward", "p", ("acc",), ("y",), (("mode", mode),), tensor_id=1)
+        ins = [_operand(rng, (n,), dtype)]
+    elif name.startswith("update_plain_"):
+        node = Node("p", "update", "update", "p", ("w", "g"), ("w2",), (("rule", "plain"),))
+        ins = [_operand(rng, (n,), "int8"), _operand(rng, (n,), name.rsplit("_", 1)[1])]
+    else:  # pragma: no cover - hwmodels.host.curve_key names only the curves above
+        raise ValueError(f"no probe for curve {name!r}")
+    fn = kernels[node.op]
+    return lambda: fn(node, ctx, *ins), ins[-1].m
+
+
+def curve_probes(kernels: Any, names: tuple[str, ...], parallel_min_bytes: int, repeats: int,
+                 rng, before: Callable[[], object] | None = None) -> dict[str, list[KernelTime]]:
+    """Each curve's (elements, seconds) points: GRID_ELEMENTS below MAX_CURVE_BYTES of input, and
+    1.25 x the parallel threshold in elements of the kernel's widest input. Before each timed call,
+    `before()` (the caller's L2 eviction) and then a write of the kernel's last input, so the call
+    finds that input where a training step leaves it (in cache as far as it fits) and the rest cold."""
+    curves = {}
+    for name in names:
+        width = np.dtype(name.rsplit("_", 1)[1]).itemsize if name[-5:-2] == "int" else 1
+        grid = sorted({*(n for n in GRID_ELEMENTS if n * width <= MAX_CURVE_BYTES),
+                       parallel_min_bytes // width * 5 // 4})
+        points = []
+        for n in grid:
+            fn, fresh = _curve_call(kernels, name, n, rng)
+
+            def warm(fresh=fresh):  # the training state: caches cycled through, the fresh input just written
+                if before is not None:
+                    before()
+                np.copyto(fresh, fresh)
+
+            s, reps = median_call_seconds(fn, repeats, warm)
+            points.append(KernelTime(f"{name}@{n}", s, reps))
+        curves[name] = points
+    return curves
