@@ -138,12 +138,10 @@ static void amx_pack_b(const niti_operand *op, int64_t r0, int64_t nr, int64_t k
     spread_panels(dst, (nr + NITI_AMX_NR - 1) / NITI_AMX_NR, NITI_AMX_NR, (nk + 3) / 4, niti_round_up(nk, AMX_TILE_K));
 }
 
-/* 32 x 32 tile of C <-c_mode- A panel (32 x k_pad) x B panel (32 columns). */
-static void amx_kernel(int64_t kc, const void *a_panel, const void *b_panel, const int32_t *corr, void *c, int64_t ldc,
-                       int c_mode) {
-    (void)corr;
-    const int8_t *a = a_panel;
-    const uint8_t *b = b_panel;
+/* 32 x 32 tile of C <-c_mode- A (32 rows at stride lda, k_pad = kc rounded up to 64 bytes each) x
+ * B panel (32 columns, k_pad deep). A's rows need not be packed: any readable rows do, since the B
+ * panel's zero padding past kc cancels whatever A holds there. */
+void niti_amx_tile32(int64_t kc, const int8_t *a, int64_t lda, const uint8_t *b, void *c, int64_t ldc, int c_mode) {
     int64_t k_pad = niti_round_up(kc, AMX_TILE_K);
     int32_t *c32 = c;
     int narrow = c_mode == NITI_C_STORE32 || c_mode == NITI_C_ADD32;
@@ -159,8 +157,8 @@ static void amx_kernel(int64_t kc, const void *a_panel, const void *b_panel, con
         _tile_zero(3);
     }
     for (int64_t k = 0; k < k_pad; k += AMX_TILE_K) {
-        _tile_loadd(4, a + k, k_pad);
-        _tile_loadd(5, a + 16 * k_pad + k, k_pad);
+        _tile_loadd(4, a + k, lda);
+        _tile_loadd(5, a + 16 * lda + k, lda);
         _tile_loadd(6, b + k / 4 * AMX_B_ROW, AMX_B_ROW);
         _tile_loadd(7, b + k / 4 * AMX_B_ROW + 64, AMX_B_ROW);
         _tile_dpbssd(0, 4, 6);
@@ -189,6 +187,13 @@ static void amx_kernel(int64_t kc, const void *a_panel, const void *b_panel, con
             _mm512_storeu_si512(p, v);
         }
     }
+}
+
+/* The engine's kernel: A is a packed panel (32 rows at stride k_pad). */
+static void amx_kernel(int64_t kc, const void *a_panel, const void *b_panel, const int32_t *corr, void *c, int64_t ldc,
+                       int c_mode) {
+    (void)corr;
+    niti_amx_tile32(kc, a_panel, niti_round_up(kc, AMX_TILE_K), b_panel, c, ldc, c_mode);
 }
 
 _Static_assert(NITI_AMX_NR * 24 <= NITI_BLOCK_MAX && NITI_AMX_MR * 8 <= NITI_BLOCK_MAX,

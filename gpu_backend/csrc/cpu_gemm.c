@@ -89,7 +89,7 @@ static gemm_buffers *alloc_buffers(int count, const gemm_plan *plan, const niti_
 }
 
 /* Add/store the valid mr x nr corner of an int32 tile (row stride ld) into C (edge tiles). */
-static void merge_edge_tile(const int32_t *tile, int64_t ld, int64_t mr, int64_t nr, void *c, int64_t ldc, int c_mode) {
+void niti_merge_edge_tile(const int32_t *tile, int64_t ld, int64_t mr, int64_t nr, void *c, int64_t ldc, int c_mode) {
     for (int64_t i = 0; i < mr; i++) {
         for (int64_t j = 0; j < nr; j++) {
             int32_t v = tile[i * ld + j];
@@ -123,7 +123,7 @@ static void block_tiles(const gemm_plan *plan, const uint8_t *a_pack, const int3
                 e->kernel(kc, ap, bp, corr + ir, ctile, plan->ldc, c_mode);
             } else {
                 e->kernel(kc, ap, bp, corr + ir, edge, e->nr, NITI_C_STORE32);
-                merge_edge_tile(edge, e->nr, mr, nr, ctile, plan->ldc, c_mode);
+                niti_merge_edge_tile(edge, e->nr, mr, nr, ctile, plan->ldc, c_mode);
             }
         }
     }

@@ -124,7 +124,12 @@ extern const niti_engine niti_simd_engine;
 extern const niti_engine niti_amx_engine;
 /* 0 when this thread may use AMX tiles; else a status with the reason recorded (CPU or OS refuses). */
 int niti_amx_request(void);
+/* 32 x 32 tile of C <-c_mode- A (32 rows at stride lda) x a packed B panel, over a K slice of kc. */
+void niti_amx_tile32(int64_t kc, const int8_t *a, int64_t lda, const uint8_t *b, void *c, int64_t ldc, int c_mode);
 #endif
+
+/* Add or store (c_mode) the valid mr x nr corner of an int32 tile (row stride ld) into C: edge tiles. */
+void niti_merge_edge_tile(const int32_t *tile, int64_t ld, int64_t mr, int64_t nr, void *c, int64_t ldc, int c_mode);
 
 /* C = A * B^T. out_wide: C is int64 (each K block's exact int32 partial is added in int64), else
  * int32 (needs K <= NITI_MAX_K_S32: callers with longer K go through int64). ldc in elements. */
@@ -211,6 +216,11 @@ int niti_direct_forward(const niti_conv_shape *s, const int8_t *x, const int8_t 
 int niti_direct_weight_grad_applies(const niti_conv_shape *s);
 /* dw (out_c, k_h, k_w, in_c) exact in int64 */
 int niti_direct_weight_grad(const niti_conv_shape *s, const int8_t *x, const int8_t *dy, int64_t *dw);
+/* Stride-1 conv weight gradients on AMX tiles from shifted views of one grid (cpu_amx_conv.c): applies
+ * when the AMX engine is active and the shape suits it. dw (out_c, k_h, k_w, in_c) is int64 if
+ * out_wide, else int32 (then batch * out_h * out_w <= NITI_MAX_K_S32: every partial sum is exact). */
+int niti_amx_weight_grad_applies(const niti_conv_shape *s);
+int niti_amx_weight_grad(const niti_conv_shape *s, const int8_t *x, const int8_t *dy, void *dw, int out_wide);
 int niti_scatter_input_grad_applies(const niti_conv_shape *s);
 int niti_scatter_input_grad(const niti_conv_shape *s, const int8_t *dy, const int8_t *w, int32_t *dx);
 

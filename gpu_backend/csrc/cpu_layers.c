@@ -10,6 +10,8 @@
  *                        the stride (a transposed conv)
  *   conv weight grad     dy^T: k-major view of dy          patches of x, transposed     (O, kh*kw*I)
  *
+ * On the AMX engine, stride-1 conv weight gradients skip the patch matrix instead (cpu_amx_conv.c).
+ *
  * The conv input gradient is the col2im scatter-add of dy * w written as a gather: each dx pixel
  * sums the dy pixels whose windows cover it. That needs no scatter buffer and no atomics; for
  * stride > 1 the upsampled map feeds zeros to some taps (exact, a little wasted work).
@@ -186,23 +188,36 @@ int niti_conv2d_input_grad(CONV_PARAMS, const int8_t *dy, const int8_t *w, int32
     return st;
 }
 
+/* dw via an int64 accumulator narrowed with a check (an int32 result whose sums may leave int32). */
+static int weight_grad_via_s64(const char *fn, const conv_shape *s, const int8_t *x, const int8_t *dy, int32_t *dw,
+                               int (*grad64)(const conv_shape *, const int8_t *, const int8_t *, int64_t *)) {
+    int64_t size = s->out_c * s->k_h * s->k_w * s->in_c;
+    int64_t *wide64 = malloc(sizeof(int64_t) * (size_t)size);
+    if (!wide64) return niti_fail(NITI_E_NOMEM, "%s: out of memory for the int64 accumulator", fn);
+    int st = grad64(s, x, dy, wide64);
+    if (st == NITI_OK && (st = niti_narrow_s64_s32(size, wide64, dw)) == NITI_E_OVERFLOW) {
+        char detail[256];
+        snprintf(detail, sizeof detail, "%s", niti_last_error());
+        niti_fail(NITI_E_OVERFLOW, "%s: %s", fn, detail);
+    }
+    free(wide64);
+    return st;
+}
+
+static int amx_weight_grad64(const conv_shape *s, const int8_t *x, const int8_t *dy, int64_t *dw) {
+    return niti_amx_weight_grad(s, x, dy, dw, 1);
+}
+
 static int conv_weight_grad(const char *fn, const conv_shape *s, const int8_t *x, const int8_t *dy, void *dw,
                             int wide) {
     int st = conv_args(fn, s, x, dy, dw);
     if (st) return st;
     int64_t M = s->batch * s->out_h * s->out_w; /* reduction length */
-    if (niti_direct_weight_grad_applies(s)) {
-        int64_t size = s->out_c * s->k_h * s->k_w * s->in_c;
-        int64_t *wide64 = wide ? dw : malloc(sizeof(int64_t) * (size_t)size);
-        if (!wide64) return niti_fail(NITI_E_NOMEM, "%s: out of memory for the int64 accumulator", fn);
-        st = niti_direct_weight_grad(s, x, dy, wide64);
-        if (st == NITI_OK && !wide && (st = niti_narrow_s64_s32(size, wide64, dw)) == NITI_E_OVERFLOW) {
-            char detail[256];
-            snprintf(detail, sizeof detail, "%s", niti_last_error());
-            niti_fail(NITI_E_OVERFLOW, "%s: %s", fn, detail);
-        }
-        if (!wide) free(wide64);
-        return st;
+    if (niti_direct_weight_grad_applies(s))
+        return wide ? niti_direct_weight_grad(s, x, dy, dw) : weight_grad_via_s64(fn, s, x, dy, dw, niti_direct_weight_grad);
+    if (niti_amx_weight_grad_applies(s)) {
+        if (wide || M <= NITI_MAX_K_S32) return niti_amx_weight_grad(s, x, dy, dw, wide);
+        return weight_grad_via_s64(fn, s, x, dy, dw, amx_weight_grad64);
     }
     niti_im2col g = forward_patches(s, x);
     niti_operand a = niti_dense(dy, s->out_c, M, s->out_c, 1), b = niti_patches_transposed(&g);

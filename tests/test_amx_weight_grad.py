@@ -1,0 +1,91 @@
+"""The AMX engine's stride-1 conv weight gradient from shifted views of one grid (cpu_amx_conv.c).
+
+It replaces the patch GEMM for stride-1 convs with at least 32 input and output channels when the
+AMX engine runs, so every way it can split the work (by output channels, by input channels, by K
+slices into private sums), every grid geometry (padding 0, 1, 2, unequal, kernels wider than tall)
+and both result types must equal the numpy reference; the GEMM path (the VNNI engine) must give
+the same bits. Skips where this machine cannot run the AMX engine.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.cpu_lib
+
+if shutil.which(os.environ.get("CC") or "gcc") is None:  # pragma: no cover - machines without a compiler
+    pytest.skip("no C compiler to build the CPU kernel library", allow_module_level=True)
+
+from gpu_backend.lib import available_engines, engine_library  # noqa: E402
+from nitisim import numerics as nm  # noqa: E402
+from nitisim.errors import IntegerOverflowError  # noqa: E402
+from test_c_kernels import rand_i8, ref_conv_weight_grad  # noqa: E402
+
+if "amx" not in available_engines():
+    pytest.skip("this machine cannot run the AMX engine (CPU or OS)", allow_module_level=True)
+
+CASES = [
+    # batch, h, w, in_c, out_c, kernel, padding       what it exercises
+    (2, 12, 12, 32, 32, (3, 3), (1, 1)),  # one tile each way: one thread, or K slices with 2
+    (8, 16, 16, 32, 32, (3, 3), (1, 1)),  # 2,304 grid positions: two K slices split between threads
+    (3, 8, 8, 128, 64, (3, 3), (1, 1)),  # output channels split
+    (2, 7, 9, 32, 160, (3, 3), (1, 1)),  # ragged: 5 output tiles, 7 x 9 map
+    (2, 6, 6, 100, 40, (3, 3), (1, 1)),  # input channels split (4 column panels > 2 row tiles), ragged both
+    (2, 10, 10, 48, 33, (5, 5), (2, 2)),  # padding 2: two gap pixels per row, 5 x 5 taps
+    (2, 9, 11, 40, 36, (3, 5), (1, 2)),  # unequal kernel and padding
+    (2, 6, 6, 64, 32, (3, 3), (0, 0)),  # no padding: no gaps, a 4 x 4 output
+    (1, 5, 5, 32, 32, (1, 1), (0, 0)),  # 1 x 1 conv: one tap
+    (4, 8, 8, 64, 64, (2, 2), (1, 1)),  # even kernel, output larger than the input
+]
+
+
+@pytest.fixture(scope="module")
+def amx():
+    lib = engine_library("amx")
+    yield lib
+    lib.set_engine("auto")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n,h,w,c,o,kernel,padding", CASES)
+def test_grid_weight_grad_matches_reference(amx, threads, n, h, w, c, o, kernel, padding):
+    amx.set_engine("amx")
+    amx.set_num_threads(threads)
+    rng = np.random.default_rng(n * h * w * c + o)
+    kh, kw = kernel
+    x = rand_i8(rng, (n, h, w, c))
+    eh, ew = amx.conv_output_hw((h, w), kernel, (1, 1), padding)
+    dy = rand_i8(rng, (n, eh, ew, o))
+    ref = ref_conv_weight_grad(x, dy, kh, kw, (1, 1), padding)
+    assert np.array_equal(amx.conv2d_weight_grad(x, dy, kernel, 1, padding), ref)
+    assert np.array_equal(amx.conv2d_weight_grad(x, dy, kernel, 1, padding, out_dtype=np.int32), ref)
+
+
+def test_grid_weight_grad_extremes_and_the_gemm_path_agree(amx):
+    """All products at +-128 * 128 extremes, and the VNNI engine's patch GEMM on the same input."""
+    rng = np.random.default_rng(5)
+    x = np.where(rand_i8(rng, (4, 16, 16, 64)) > 0, 127, -128).astype(np.int8)
+    dy = np.where(rand_i8(rng, (4, 16, 16, 96)) > 0, -128, 127).astype(np.int8)
+    amx.set_num_threads(2)
+    amx.set_engine("amx")
+    grid = amx.conv2d_weight_grad(x, dy, 3, 1, 1)
+    amx.set_engine(amx.kernel_isa)
+    gemm = amx.conv2d_weight_grad(x, dy, 3, 1, 1)
+    assert np.array_equal(grid, gemm) and np.array_equal(grid, ref_conv_weight_grad(x, dy, 3, 3, (1, 1), (1, 1)))
+
+
+def test_grid_weight_grad_beyond_the_int32_bound(amx):
+    """135,200 output pixels: the int64 form is exact past int32, the int32 form refuses the overflow."""
+    amx.set_engine("amx")
+    amx.set_num_threads(2)
+    x = np.full((2, 260, 260, 32), 127, np.int8)
+    dy = np.full((2, 260, 260, 32), 127, np.int8)
+    dy[..., 1] = -127
+    g = amx.conv2d_weight_grad(x, dy, 1, 1, 0)
+    assert g[0, 0, 0, 0] == 127 * 127 * 135200 > nm.INT32_MAX and g[1, 0, 0, 0] == -g[0, 0, 0, 0]
+    assert np.array_equal(g, ref_conv_weight_grad(x, dy, 1, 1, (1, 1), (0, 0)))
+    with pytest.raises(IntegerOverflowError, match="int32 accumulator overflow"):
+        amx.conv2d_weight_grad(x, dy, 1, 1, 0, out_dtype=np.int32)
