@@ -256,9 +256,158 @@ int niti_amx_weight_grad(const niti_conv_shape *s, const int8_t *x, const int8_t
     return ok ? NITI_OK : niti_fail(NITI_E_NOMEM, "conv2d weight grad: out of memory for the AMX grid buffers");
 }
 
+/* ==== forward (and the stride-1 input gradient, a forward conv of dy) ============================= */
+/* y[q, o] = sum over kernel rows kh of  xg[q + kh * Wp .. + k_w pixels][all c] . w[o, kh, :, :]: the k_w
+ * taps of a kernel row are k_w adjacent grid pixels, so a kernel row of a window is k_w * C contiguous
+ * bytes of xg, and a tile of 16 windows is 16 such runs at a stride of C bytes (overlapping rows are
+ * fine for tile loads). M runs over grid positions q = (n * Hp + y) * Wp + x; rows with y >= E or
+ * x >= F fall on gaps and are computed but not stored. B holds each kernel row of w as 32-column
+ * panels K_row_pad = round_up(k_w * C, 64) deep, so the 4 accumulator tiles sum all of K in
+ * registers and C is stored once. */
+#define FWD_MB 128 /* grid positions per work item: a B panel is reused by 4 tiles of 32 rows */
+
+typedef struct {
+    grid_plan g;
+    int64_t k_row, k_row_pad; /* bytes of a kernel row of w (k_w * C) and of its packed panels */
+    int64_t o_pad;            /* out_c rounded up to whole 32-column panels */
+} fwd_plan;
+
+int niti_amx_forward_applies(const niti_conv_shape *s) {
+#ifdef NITI_NO_AMX_GRID
+    (void)s;
+    return 0;
+#endif
+    int64_t k_row = s->k_w * s->in_c, k_row_pad = niti_round_up(k_row, 64);
+    /* at most a third of a kernel row's K padding (C >= 16 at 3x3), one packed slice deep */
+    return niti_active_engine() == &niti_amx_engine && s->stride_h == 1 && s->stride_w == 1 && s->k_h > s->pad_h &&
+           s->k_w > s->pad_w && 3 * k_row_pad <= 4 * k_row && k_row_pad <= NITI_AMX_KC_MAX && s->out_c >= 16;
+}
+
+/* Where grid row q's output goes: y's pixel index, or -1 for a gap row. */
+static inline int64_t fwd_pixel(const fwd_plan *f, int64_t q) {
+    const niti_conv_shape *s = f->g.s;
+    int64_t image = f->g.Hp * f->g.Wp, n = q / image, rem = q - n * image, gy = rem / f->g.Wp, gx = rem - gy * f->g.Wp;
+    return gy < s->out_h && gx < s->out_w ? (n * s->out_h + gy) * s->out_w + gx : -1;
+}
+
+/* 16 grid rows from q: all output pixels of one output row (then consecutive in y)? */
+static inline int fwd_run_direct(const fwd_plan *f, int64_t q, int64_t rows) {
+    int64_t image = f->g.Hp * f->g.Wp, rem = q % image, gy = rem / f->g.Wp, gx = rem % f->g.Wp;
+    return rows == 16 && gy < f->g.s->out_h && gx + 15 < f->g.s->out_w;
+}
+
+/* Grid rows q0.. (xq = xg + q0 * C, `rows` of them, <= 32) x one 32-column panel of every kernel row
+ * (columns [o0, o0 + nr) of y). Each 16-row half that is 16 consecutive pixels of one output row is
+ * stored from its tiles straight into y; the others go through t, row by row, skipping gap rows. */
+static void fwd_tile(const fwd_plan *f, const int8_t *xq, const uint8_t *b, int64_t q0, int64_t rows, int64_t o0,
+                     int64_t nr, int32_t *y, int32_t *t) {
+    const niti_conv_shape *s = f->g.s;
+    int64_t C = s->in_c, row_step = f->g.Wp * C, kh_stride = f->o_pad * f->k_row_pad, ldy = s->out_c * 4;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t kh = 0; kh < s->k_h; kh++) {
+        const int8_t *a = xq + kh * row_step;
+        const uint8_t *bk = b + kh * kh_stride;
+        for (int64_t k = 0; k < f->k_row_pad; k += 64) {
+            _tile_loadd(4, a + k, C);
+            _tile_loadd(5, a + 16 * C + k, C);
+            _tile_loadd(6, bk + k / 4 * (4 * TILE), 4 * TILE);
+            _tile_loadd(7, bk + k / 4 * (4 * TILE) + 64, 4 * TILE);
+            _tile_dpbssd(0, 4, 6);
+            _tile_dpbssd(1, 4, 7);
+            _tile_dpbssd(2, 5, 6);
+            _tile_dpbssd(3, 5, 7);
+        }
+    }
+    int full = nr == TILE;
+    int direct0 = full && fwd_run_direct(f, q0, niti_min64(16, rows));
+    int direct1 = full && fwd_run_direct(f, q0 + 16, rows - 16);
+    if (direct0) {
+        int32_t *dst = y + fwd_pixel(f, q0) * s->out_c + o0;
+        _tile_stored(0, dst, ldy);
+        _tile_stored(1, dst + 16, ldy);
+    } else {
+        _tile_stored(0, t, 4 * TILE);
+        _tile_stored(1, t + 16, 4 * TILE);
+    }
+    if (direct1) {
+        int32_t *dst = y + fwd_pixel(f, q0 + 16) * s->out_c + o0;
+        _tile_stored(2, dst, ldy);
+        _tile_stored(3, dst + 16, ldy);
+    } else {
+        _tile_stored(2, t + 16 * TILE, 4 * TILE);
+        _tile_stored(3, t + 16 * TILE + 16, 4 * TILE);
+    }
+    __mmask16 lo = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1), hi = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
+    for (int64_t r = 0; r < rows; r++) {
+        if (r < 16 ? direct0 : direct1) continue;
+        int64_t px = fwd_pixel(f, q0 + r);
+        if (px < 0) continue;
+        int32_t *dst = y + px * s->out_c + o0;
+        _mm512_mask_storeu_epi32(dst, lo, _mm512_load_si512(t + r * TILE));
+        _mm512_mask_storeu_epi32(dst + 16, hi, _mm512_load_si512(t + r * TILE + 16));
+    }
+}
+
+int niti_amx_forward(const niti_conv_shape *s, const int8_t *x, const int8_t *w, int32_t *y) {
+    fwd_plan f;
+    f.g = make_plan(s);
+    f.k_row = s->k_w * s->in_c;
+    f.k_row_pad = niti_round_up(f.k_row, 64);
+    f.o_pad = niti_round_up(s->out_c, TILE);
+    const grid_plan *g = &f.g;
+    int64_t C = s->in_c, O = s->out_c, rows = s->batch * g->Hp * g->Wp;
+    /* xg, then zeros for the reads past the last image: a block's last rows, its windows' reach, a chunk */
+    int64_t tail = niti_round_up(FWD_MB, TILE) + s->k_h * g->Wp + s->k_w + 1;
+    int64_t xg_bytes = niti_round_up((g->Q + tail) * C + 64, 64);
+    int64_t blocks = (rows + FWD_MB - 1) / FWD_MB, panels = f.o_pad / TILE, items = blocks * panels;
+    int threads = niti_threads();
+    if ((double)rows * (double)O * (double)(s->k_h * f.k_row) < (double)(1 << 24)) threads = 1;
+    if (threads > items) threads = (int)items;
+    int8_t *xg = aligned_alloc(64, (size_t)xg_bytes);
+    uint8_t *b = aligned_alloc(64, (size_t)(s->k_h * f.o_pad * f.k_row_pad));
+    if (!xg || !b) {
+        free(xg), free(b);
+        return niti_fail(NITI_E_NOMEM, "conv2d: out of memory for the AMX grid buffers");
+    }
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        int32_t t[TILE * TILE] __attribute__((aligned(64)));
+#pragma omp for schedule(static) nowait
+        for (int64_t n = 0; n < s->batch; n++) build_xg(g, x, xg, n);
+#pragma omp for schedule(static)
+        for (int64_t kh = 0; kh < s->k_h; kh++) { /* kernel row kh of w: O rows of k_row bytes, ld a whole kernel */
+            niti_operand wk = niti_dense(w + kh * f.k_row, O, f.k_row, s->k_h * f.k_row, 0);
+            niti_amx_engine.pack_b(&wk, 0, O, 0, f.k_row, b + kh * f.o_pad * f.k_row_pad, NULL);
+        }
+#pragma omp single
+        memset(xg + g->Q * C, 0, (size_t)(xg_bytes - g->Q * C));
+        /* the barriers above: xg and the panels are complete */
+        niti_amx_engine.enter();
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            int64_t blk = it / panels, p = it % panels, o0 = p * TILE, nr = niti_min64(TILE, O - o0);
+            const uint8_t *bp = b + p * TILE * f.k_row_pad;
+            for (int64_t q0 = blk * FWD_MB; q0 < niti_min64(rows, (blk + 1) * FWD_MB); q0 += TILE) {
+                fwd_tile(&f, xg + q0 * C, bp, q0, niti_min64(TILE, rows - q0), o0, nr, y, t);
+            }
+        }
+        niti_amx_engine.leave();
+    }
+    free(xg), free(b);
+    return NITI_OK;
+}
+
 #else /* no AMX in this build */
 
 int niti_amx_weight_grad_applies(const niti_conv_shape *s) { (void)s; return 0; }
+int niti_amx_forward_applies(const niti_conv_shape *s) { (void)s; return 0; }
+int niti_amx_forward(const niti_conv_shape *s, const int8_t *x, const int8_t *w, int32_t *y) {
+    (void)s, (void)x, (void)w, (void)y;
+    return niti_fail(NITI_E_ARG, "niti_amx_forward: not built (needs AMX-INT8)");
+}
 int niti_amx_weight_grad(const niti_conv_shape *s, const int8_t *x, const int8_t *dy, void *dw, int out_wide) {
     (void)s, (void)x, (void)dy, (void)dw, (void)out_wide;
     return niti_fail(NITI_E_ARG, "niti_amx_weight_grad: not built (needs AMX-INT8)");

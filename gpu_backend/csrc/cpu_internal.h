@@ -221,6 +221,9 @@ int niti_direct_weight_grad(const niti_conv_shape *s, const int8_t *x, const int
  * out_wide, else int32 (then batch * out_h * out_w <= NITI_MAX_K_S32: every partial sum is exact). */
 int niti_amx_weight_grad_applies(const niti_conv_shape *s);
 int niti_amx_weight_grad(const niti_conv_shape *s, const int8_t *x, const int8_t *dy, void *dw, int out_wide);
+/* Stride-1 conv forward on AMX tiles straight from the grid (an implicit GEMM: no patch gather). */
+int niti_amx_forward_applies(const niti_conv_shape *s);
+int niti_amx_forward(const niti_conv_shape *s, const int8_t *x, const int8_t *w, int32_t *y);
 int niti_scatter_input_grad_applies(const niti_conv_shape *s);
 int niti_scatter_input_grad(const niti_conv_shape *s, const int8_t *dy, const int8_t *w, int32_t *dx);
 

@@ -10,7 +10,9 @@
  *                        the stride (a transposed conv)
  *   conv weight grad     dy^T: k-major view of dy          patches of x, transposed     (O, kh*kw*I)
  *
- * On the AMX engine, stride-1 conv weight gradients skip the patch matrix instead (cpu_amx_conv.c).
+ * On the AMX engine, stride-1 convs skip patches altogether (cpu_amx_conv.c): the forward and input
+ * gradient read their tiles straight from a zero-gapped copy of the input, the weight gradient from
+ * shifted views of it.
  *
  * The conv input gradient is the col2im scatter-add of dy * w written as a gather: each dx pixel
  * sums the dy pixels whose windows cover it. That needs no scatter buffer and no atomics; for
@@ -155,6 +157,7 @@ int niti_conv2d_forward(CONV_PARAMS, const int8_t *x, const int8_t *w, int32_t *
     int st = conv_args(__func__, &s, x, w, y);
     if (st) return st;
     int64_t K = k_h * k_w * in_c;
+    if (niti_amx_forward_applies(&s)) return niti_amx_forward(&s, x, w, y);
     if (niti_direct_forward_applies(&s)) return niti_direct_forward(&s, x, w, y);
     niti_im2col g = forward_patches(&s, x);
     niti_operand a = niti_patches(&g), b = niti_dense(w, out_c, K, K, 0);
@@ -180,10 +183,15 @@ int niti_conv2d_input_grad(CONV_PARAMS, const int8_t *dy, const int8_t *w, int32
                             wt[((i * k_h + a) * k_w + b) * out_c + o] =
                                 w[((o * k_h + (k_h - 1 - a)) * k_w + (k_w - 1 - b)) * in_c + i];
     /* dx[h] gathers dy[e] with e * stride = h + pad - kh: dy upsampled by the stride, padded by k-1-pad */
-    niti_im2col g = {dy, batch, s.out_h, s.out_w, out_c, in_h, in_w, k_h, k_w,
-                     1, 1, k_h - 1 - pad_h, k_w - 1 - pad_w, stride_h, stride_w};
-    niti_operand a = niti_patches(&g), b = niti_dense(wt, in_c, K, K, 0);
-    st = gemm_s32(__func__, &a, &b, a.rows, in_c, K, dx);
+    conv_shape t = make_shape(batch, s.out_h, s.out_w, out_c, in_c, k_h, k_w, 1, 1, k_h - 1 - pad_h, k_w - 1 - pad_w);
+    if (stride_h == 1 && stride_w == 1 && niti_amx_forward_applies(&t)) { /* no upsampling: a forward conv of dy */
+        st = niti_amx_forward(&t, dy, wt, dx);
+    } else {
+        niti_im2col g = {dy, batch, s.out_h, s.out_w, out_c, in_h, in_w, k_h, k_w,
+                         1, 1, k_h - 1 - pad_h, k_w - 1 - pad_w, stride_h, stride_w};
+        niti_operand a = niti_patches(&g), b = niti_dense(wt, in_c, K, K, 0);
+        st = gemm_s32(__func__, &a, &b, a.rows, in_c, K, dx);
+    }
     free(wt);
     return st;
 }

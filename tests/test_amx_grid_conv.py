@@ -1,10 +1,13 @@
-"""The AMX engine's stride-1 conv weight gradient from shifted views of one grid (cpu_amx_conv.c).
+"""The AMX engine's stride-1 convs on a zero-gapped grid (cpu_amx_conv.c): the forward and input
+gradient as implicit GEMMs reading tiles straight from the grid, the weight gradient from shifted
+views of it.
 
-It replaces the patch GEMM for stride-1 convs with at least 32 input and output channels when the
-AMX engine runs, so every way it can split the work (by output channels, by input channels, by K
-slices into private sums), every grid geometry (padding 0, 1, 2, unequal, kernels wider than tall)
-and both result types must equal the numpy reference; the GEMM path (the VNNI engine) must give
-the same bits. Skips where this machine cannot run the AMX engine.
+They replace the patch GEMM (and, on the forward, the direct kernels) for stride-1 convs when the
+AMX engine runs, so every way the work is split (weight gradient: by output channels, by input
+channels, by K slices into private sums), every grid geometry (padding 0, 1, 2, unequal, kernels
+wider than tall, output larger than input) and both weight-gradient result types must equal the
+numpy reference, and the other engines' paths must give the same bits. Skips where this machine
+cannot run the AMX engine.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ if shutil.which(os.environ.get("CC") or "gcc") is None:  # pragma: no cover - ma
 from gpu_backend.lib import available_engines, engine_library  # noqa: E402
 from nitisim import numerics as nm  # noqa: E402
 from nitisim.errors import IntegerOverflowError  # noqa: E402
-from test_c_kernels import rand_i8, ref_conv_weight_grad  # noqa: E402
+from test_c_kernels import rand_i8, ref_conv_forward, ref_conv_input_grad, ref_conv_weight_grad  # noqa: E402
 
 if "amx" not in available_engines():
     pytest.skip("this machine cannot run the AMX engine (CPU or OS)", allow_module_level=True)
@@ -39,6 +42,8 @@ CASES = [
     (2, 6, 6, 64, 32, (3, 3), (0, 0)),  # no padding: no gaps, a 4 x 4 output
     (1, 5, 5, 32, 32, (1, 1), (0, 0)),  # 1 x 1 conv: one tap
     (4, 8, 8, 64, 64, (2, 2), (1, 1)),  # even kernel, output larger than the input
+    (2, 8, 8, 16, 16, (3, 3), (1, 1)),  # 16 channels: forward and input grad only (48-byte kernel rows)
+    (2, 30, 30, 24, 40, (3, 3), (1, 1)),  # 72-byte kernel rows, many 128-row forward blocks
 ]
 
 
@@ -51,30 +56,42 @@ def amx():
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("n,h,w,c,o,kernel,padding", CASES)
-def test_grid_weight_grad_matches_reference(amx, threads, n, h, w, c, o, kernel, padding):
+def test_grid_convs_match_reference(amx, threads, n, h, w, c, o, kernel, padding):
     amx.set_engine("amx")
     amx.set_num_threads(threads)
     rng = np.random.default_rng(n * h * w * c + o)
     kh, kw = kernel
-    x = rand_i8(rng, (n, h, w, c))
+    x, wt = rand_i8(rng, (n, h, w, c)), rand_i8(rng, (o, kh, kw, c))
+    assert np.array_equal(amx.conv2d_forward(x, wt, 1, padding), ref_conv_forward(x, wt, (1, 1), padding))
     eh, ew = amx.conv_output_hw((h, w), kernel, (1, 1), padding)
     dy = rand_i8(rng, (n, eh, ew, o))
+    dx = amx.conv2d_input_grad(dy, wt, (h, w), 1, padding)
+    assert np.array_equal(dx, ref_conv_input_grad(dy, wt, (h, w), (1, 1), padding))
     ref = ref_conv_weight_grad(x, dy, kh, kw, (1, 1), padding)
     assert np.array_equal(amx.conv2d_weight_grad(x, dy, kernel, 1, padding), ref)
     assert np.array_equal(amx.conv2d_weight_grad(x, dy, kernel, 1, padding, out_dtype=np.int32), ref)
 
 
-def test_grid_weight_grad_extremes_and_the_gemm_path_agree(amx):
-    """All products at +-128 * 128 extremes, and the VNNI engine's patch GEMM on the same input."""
+def test_grid_convs_at_extremes_agree_with_the_other_paths(amx):
+    """All products at the int8 extremes, against the VNNI engine's paths on the same input."""
     rng = np.random.default_rng(5)
     x = np.where(rand_i8(rng, (4, 16, 16, 64)) > 0, 127, -128).astype(np.int8)
+    wt = np.where(rand_i8(rng, (96, 3, 3, 64)) > 0, -128, 127).astype(np.int8)
     dy = np.where(rand_i8(rng, (4, 16, 16, 96)) > 0, -128, 127).astype(np.int8)
     amx.set_num_threads(2)
+
+    def all_three():
+        return (amx.conv2d_forward(x, wt, 1, 1), amx.conv2d_input_grad(dy, wt, (16, 16), 1, 1),
+                amx.conv2d_weight_grad(x, dy, 3, 1, 1))
+
     amx.set_engine("amx")
-    grid = amx.conv2d_weight_grad(x, dy, 3, 1, 1)
+    grid = all_three()
     amx.set_engine(amx.kernel_isa)
-    gemm = amx.conv2d_weight_grad(x, dy, 3, 1, 1)
-    assert np.array_equal(grid, gemm) and np.array_equal(grid, ref_conv_weight_grad(x, dy, 3, 3, (1, 1), (1, 1)))
+    other = all_three()
+    refs = (ref_conv_forward(x, wt, (1, 1), (1, 1)), ref_conv_input_grad(dy, wt, (16, 16), (1, 1), (1, 1)),
+            ref_conv_weight_grad(x, dy, 3, 3, (1, 1), (1, 1)))
+    for mine, theirs, ref in zip(grid, other, refs):
+        assert np.array_equal(mine, theirs) and np.array_equal(mine, ref)
 
 
 def test_grid_weight_grad_beyond_the_int32_bound(amx):
