@@ -33,6 +33,9 @@ VARIANTS: dict[str, dict[str, Any]] = {  # slug -> replaced keys of the shipped 
     "mu321": {"mu_schedule": [{"from_epoch": 0, "mu": 3}, {"from_epoch": 8, "mu": 2}, {"from_epoch": 12, "mu": 1}]},
     "noaug": {"augment": "none", "crop_pad": None},
     "crop": {"augment": "crop"},
+    "long30": {"epochs": 30, "mu_schedule": [{"from_epoch": 0, "mu": 2}, {"from_epoch": 16, "mu": 1},
+                                             {"from_epoch": 24, "mu": 0}]},  # twice as long, same shape
+    "wide": {"model": "../models/vgg-small-fmnist-wide.yaml"},  # 64/128/256: 4x the MACs
 }
 
 
