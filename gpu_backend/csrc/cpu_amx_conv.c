@@ -1,20 +1,24 @@
-/* cpu_amx_conv.c: stride-1 conv weight gradients on AMX tiles, without a patch matrix.
+/* cpu_amx_conv.c: stride-1 convs on AMX tiles over a zero-gapped grid, without patch matrices.
  *
- * dw[o, kh, kw, c] = sum over output pixels of dy[pixel, o] * x[pixel's window tap (kh, kw), c]. The
- * patch GEMM packs every window: k_h * k_w times x's bytes per step, the largest packing cost of a
- * VGG step. Here x is laid out once on a grid (xg, pixel-major like NHWC): each image row followed
- * by pad_w zero pixels, each image by pad_h zero rows, so the grid is Wp = W + pad_w wide. For a
- * stride-1 conv every tap is then one constant shift of the flattened grid index: the output pixel
- * at grid position q reads x at q + off(tap), off = kh * Wp + kw, and a window's taps outside the
- * image land on zero gap pixels (left of a row is the previous row's gap). dy goes on the same
- * grid, transposed to one row of bytes per output channel (dyg, zeros off the output pixels):
+ * The grid (xg, pixel-major like NHWC): each image row of x followed by pad_w zero pixels, each image
+ * by pad_h zero rows, so the grid is Wp = W + pad_w wide. For a stride-1 conv every tap (kh, kw) is
+ * then one constant shift of the flattened grid index: the output pixel at grid position q reads x
+ * at q + off(tap), off = kh * Wp + kw, and a window's taps outside the image land on zero gap pixels
+ * (left of a row is the previous row's gap). Sums are exact, so every result is bit-identical to
+ * the patch GEMM's. The price is the gaps: (H + pad_h)(W + pad_w) / HW more rows or K, 6 % at
+ * 32 x 32 with pad 1, 27 % at 8 x 8.
+ *
+ * Weight gradient. The patch GEMM packs every window, k_h * k_w times x's bytes per step, the
+ * largest packing cost of a VGG step. Here dy goes on the same grid, transposed to one row of bytes
+ * per output channel (dyg, zeros off the output pixels):
  *
  *     dw[o, tap, c] = sum_q dyg[o][q - off(tap)] * xg[q][c]
  *
  * A K slice of xg is packed into AMX B panels once and serves all taps; each tap's A tiles load
- * straight from dyg at a shifted address (tile rows need not be packed, only readable). The cost
- * is the gaps: K grows by (H + pad_h)(W + pad_w) / HW, 6 % at 32 x 32 with pad 1, 27 % at 8 x 8.
- * Sums are exact, so the result is bit-identical to the patch GEMM's.
+ * straight from dyg at a shifted address (tile rows need not be packed, only readable).
+ *
+ * Forward (and the input gradient, the forward conv of dy with the flipped kernel): an implicit
+ * GEMM whose A tiles are read in place from xg (see the forward section below).
  */
 #include <stdlib.h>
 #include <string.h>
