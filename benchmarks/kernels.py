@@ -35,9 +35,9 @@ from nitisim.reference import REFERENCE_KERNELS  # noqa: E402
 from nitisim.shapes import infer_shapes  # noqa: E402
 
 
-def conv_layers(model_name: str, batch: int):
-    """(name, input shape NHWC, Conv) of every conv layer of a built-in model."""
-    model = builtin_models()[model_name]
+def conv_layers(model, batch: int):
+    """(name, input shape NHWC, Conv) of every conv layer of a model (or a built-in model's name)."""
+    model = builtin_models()[model] if isinstance(model, str) else model
     shapes = infer_shapes(model, batch)
     out, idx = [], 0
     for layer, shape in zip(model.layers, shapes):
@@ -104,6 +104,46 @@ def gemm_and_conv_tables(clib, engines, torch, batch: int, repeats: int) -> tupl
     gemm_rows.append(f"| **all layers** | | | | {row(totals['gemm'], totals['ops'], bold=True)}")
     conv_rows.append(f"| **all layers** | | {row(totals['conv'], totals['ops'], bold=True)}")
     return "\n".join(gemm_rows), "\n".join(conv_rows), totals
+
+
+def conv_paths_table(clib, repeats: int, vgg_batch: int, fmnist_batch: int) -> str:
+    """The AMX engine's stride-1 conv paths (the zero-gapped grid, cpu_amx_conv.c) against its patch
+    GEMM (the same library built with -DNITI_NO_AMX_GRID) on every stride-1 conv of vgg-small-7 and
+    of the Fashion-MNIST VGG, for the three conv ops of a training step, interleaved."""
+    from gpu_backend.lib import cpu_library
+    from nitisim.models import load_yaml, parse_model
+
+    patch = cpu_library("native", ("-DNITI_NO_AMX_GRID",))
+    patch.set_num_threads(clib.num_threads())
+    fmnist_yaml = Path(__file__).resolve().parents[1] / "configs" / "models" / "vgg-small-fmnist.yaml"
+    fmnist = parse_model(load_yaml(fmnist_yaml), str(fmnist_yaml))
+    layers = [("vgg-small-7", *layer) for layer in conv_layers("vgg-small-7", vgg_batch)]
+    layers += [("vgg-small-fmnist", *layer) for layer in conv_layers(fmnist, fmnist_batch)]
+    rng = np.random.default_rng(1)
+    rows = ["| net | layer | input (N,H,W,C) | out | forward grid / patch ms | input grad grid / patch ms "
+            "| weight grad grid / patch ms | step's three, patch / grid |", "|---|---|---|---|---|---|---|---|"]
+    total = {"grid": 0.0, "patch": 0.0}
+    for net, name, (n, h, w, c), conv in layers:
+        if conv.stride != 1:
+            continue
+        x = rng.integers(-127, 128, (n, h, w, c), dtype=np.int8)
+        wt = rng.integers(-127, 128, (conv.out_channels, conv.kernel, conv.kernel, c), dtype=np.int8)
+        dy = rng.integers(-127, 128, (n, h, w, conv.out_channels), dtype=np.int8)
+        ops = {"forward": lambda lib: lib.conv2d_forward(x, wt, 1, conv.padding),
+               "input grad": lambda lib: lib.conv2d_input_grad(dy, wt, (h, w), 1, conv.padding),
+               "weight grad": lambda lib: lib.conv2d_weight_grad(x, dy, conv.kernel, 1, conv.padding,
+                                                                out_dtype=np.int32)}
+        t = race({(op, path): on_engine(lib, "amx", lambda f=f, lib=lib: f(lib))
+                  for op, f in ops.items() for path, lib in (("grid", clib), ("patch", patch))}, repeats)
+        sums = {path: sum(t[op, path] for op in ops) for path in ("grid", "patch")}
+        for path in total:
+            total[path] += sums[path]
+        cells = " | ".join(f"{1e3 * t[op, 'grid']:.2f} / {1e3 * t[op, 'patch']:.2f}" for op in ops)
+        rows.append(f"| {net} | {name} | {(n, h, w, c)} | {conv.out_channels} | {cells} | "
+                    f"{sums['patch'] / sums['grid']:.2f}x |")
+    clib.set_engine("auto")
+    rows.append(f"| **all** | | | | | | | **{total['patch'] / total['grid']:.2f}x** |")
+    return "\n".join(rows)
 
 
 def training_table(clib, engines, torch, model_name: str, batch: int, repeats: int, with_numpy: bool,
@@ -181,6 +221,8 @@ def main(argv=None) -> int:
     repeats = 1 if args.quick else 3
     gemm_batch = 1 if args.quick else args.gemm_batch
     gemm, conv, totals = gemm_and_conv_tables(clib, engines, torch, gemm_batch, repeats)
+    paths = conv_paths_table(clib, repeats, vgg_batch=1 if args.quick else args.vgg_batch,
+                             fmnist_batch=2 if args.quick else 128) if "amx" in engines else ""
     steps = []
     small_batch = 32 if args.quick else args.batch
     vgg_batch = 4 if args.quick else args.vgg_batch
@@ -208,7 +250,8 @@ def main(argv=None) -> int:
         f"Best of {repeats} repetitions x interleaved rounds.\n\n{headline}\n\n"
         f"### int8 GEMM vs torch bfloat16 and float32 matmul, vgg-small-7 conv shapes (batch {gemm_batch})\n\n{gemm}\n\n"
         f"### int8 conv2d forward vs torch bfloat16 and float32 conv2d (channels_last)\n\n{conv}\n\n"
-        f"### Whole training steps\n\n" + "\n\n".join(steps) + "\n"
+        + (f"### AMX stride-1 conv paths: zero-gapped grid vs patch GEMM (same engine)\n\n{paths}\n\n" if paths else "")
+        + f"### Whole training steps\n\n" + "\n\n".join(steps) + "\n"
     )
     print(body)
     if not args.no_write and not args.quick:
