@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -79,30 +81,53 @@ def reuse(cfg: TrainConfig, folder: Path) -> dict:
     return summary
 
 
+HEADER = "| variant | change | epochs | final test % | best test % | final train % | img/s | trained |"
+
+
+def earlier_rows(md: Path) -> list[str]:
+    """The table rows already in the section; a row from before the `trained` column gets the
+    section's date (the date of the command that wrote it)."""
+    if not md.exists():
+        return []
+    section = re.search(r"<!-- BEGIN vgg-variants -->(.*?)<!-- END vgg-variants -->", md.read_text(), re.S)
+    if not section:
+        return []
+    dated = re.search(r"Date: (\S+)", section.group(1))
+    rows = [ln for ln in section.group(1).splitlines() if ln.startswith("| ") and not ln.startswith("| variant ")]
+    return [row if row.count(" | ") == HEADER.count(" | ") else f"{row} {dated.group(1) if dated else ''} |"
+            for row in rows]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "vgg-variants")
     ap.add_argument("--reuse", action="store_true", help="read finished runs instead of training")
+    ap.add_argument("--md", type=Path, default=ROOT / "docs" / "results.md")
     args = ap.parse_args(argv)
     rows = []
     for slug in args.variants:
         cfg = variant_config(slug)
         folder = args.runs / f"fvs-{slug}-int8"
         s = reuse(cfg, folder) if args.reuse else train(cfg, folder)
+        trained = (folder / "summary.json").stat().st_mtime
         row = (f"| {slug} | {describe(slug)} | {s['epochs_done']} | {100 * s['final_test_accuracy']:.2f} | "
                f"{100 * s['best_test_accuracy']:.2f} (epoch {s['best_epoch'] + 1}) | "
-               f"{100 * s['final_train_accuracy']:.2f} | {s['images_per_second']:,.0f} |")
+               f"{100 * s['final_train_accuracy']:.2f} | {s['images_per_second']:,.0f} | "
+               f"{datetime.fromtimestamp(trained, timezone.utc):%Y-%m-%d} |")
         print(row, flush=True)
         rows.append(row)
     cfg = variant_config("shipped")
+    mine = {row.split(" | ")[0].lstrip("| ") for row in rows}
+    kept = [row for row in earlier_rows(args.md) if row.split(" | ")[0].lstrip("| ") not in mine]
     body = "\n".join([
         f"Integer-only, C backend, seed {cfg.seed}, one run per variant, each configs/train/fashion-vgg-small.yaml "
-        "with the keys shown replaced. One seed: differences of a few tenths are within seed noise.", "",
-        "| variant | change | epochs | final test % | best test % | final train % | img/s |",
-        "|---|---|---|---|---|---|---|", *rows])
+        "with the keys shown replaced. One seed: differences of a few tenths are within seed noise. Rows of "
+        "variants this command did not run are kept from earlier runs (the date is when each was trained; "
+        "img/s depends on the load and the kernels of that day).", "",
+        HEADER, "|---|---|---|---|---|---|---|---|", *kept, *rows])
     write_section("vgg-variants", "Integer VGG-small on Fashion-MNIST: one change at a time (benchmarks/vgg_variants.py)",
-                  body)
+                  body, path=args.md)
     return 0
 
 
