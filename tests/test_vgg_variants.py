@@ -33,3 +33,15 @@ def test_reuse_checks_the_recorded_config(variants, tmp_path):
     assert variants.reuse(cfg, tmp_path)["final_test_accuracy"] == 0.9
     with pytest.raises(SystemExit, match="not trained with this variant"):
         variants.reuse(variants.variant_config("shipped"), tmp_path)
+
+
+def test_rows_of_other_variants_are_kept_with_their_date(variants, tmp_path):
+    md = tmp_path / "results.md"
+    md.write_text("<!-- BEGIN vgg-variants -->\n## t\n\nDate: 2026-12-01\n\n"
+                  "| variant | change | epochs | final test % | best test % | final train % | img/s |\n"
+                  "|---|---|---|---|---|---|---|\n"
+                  "| plain | update_rule: plain | 15 | 91.20 | 91.34 (epoch 14) | 90.38 | 1,754 |\n"
+                  "<!-- END vgg-variants -->\n")
+    assert variants.earlier_rows(md) == [
+        "| plain | update_rule: plain | 15 | 91.20 | 91.34 (epoch 14) | 90.38 | 1,754 | 2026-12-01 |"]
+    assert variants.earlier_rows(tmp_path / "missing.md") == []
