@@ -38,6 +38,8 @@ VARIANTS: dict[str, dict[str, Any]] = {  # slug -> replaced keys of the shipped 
     "long30": {"epochs": 30, "mu_schedule": [{"from_epoch": 0, "mu": 2}, {"from_epoch": 16, "mu": 1},
                                              {"from_epoch": 24, "mu": 0}]},  # twice as long, same shape
     "wide": {"model": "../models/vgg-small-fmnist-wide.yaml"},  # 64/128/256: 4x the MACs
+    "wide30": {"model": "../models/vgg-small-fmnist-wide.yaml", "epochs": 30,
+               "mu_schedule": [{"from_epoch": 0, "mu": 2}, {"from_epoch": 16, "mu": 1}, {"from_epoch": 24, "mu": 0}]},
 }
 
 
