@@ -52,8 +52,10 @@ int niti_amx_weight_grad_applies(const niti_conv_shape *s) {
     (void)s;
     return 0;
 #endif
+    /* the gaps add at most a fifth to K: on 8 x 8 maps (27 %) the patch GEMM measured as fast */
+    int64_t grid = (s->in_h + s->pad_h) * (s->in_w + s->pad_w);
     return niti_active_engine() == &niti_amx_engine && s->stride_h == 1 && s->stride_w == 1 && s->k_h > s->pad_h &&
-           s->k_w > s->pad_w && s->in_c >= MIN_CHANNELS && s->out_c >= MIN_CHANNELS;
+           s->k_w > s->pad_w && s->in_c >= MIN_CHANNELS && s->out_c >= MIN_CHANNELS && 5 * grid <= 6 * s->in_h * s->in_w;
 }
 
 static grid_plan make_plan(const niti_conv_shape *s) {
@@ -282,22 +284,46 @@ int niti_amx_forward_applies(const niti_conv_shape *s) {
     return 0;
 #endif
     int64_t k_row = s->k_w * s->in_c, k_row_pad = niti_round_up(k_row, 64);
-    /* at most a third of a kernel row's K padding (C >= 16 at 3x3), one packed slice deep */
+    /* At most a third of a kernel row's K padding (C >= 16 at 3x3), one packed slice deep, and at
+     * most 64 output channels: narrow outputs, where the patch GEMM's A gather is spread over few
+     * columns (and the direct kernels' vectors run part-empty). On wider outputs the packed GEMM
+     * measured faster (docs/results.md, kernels: AMX stride-1 conv paths). */
     return niti_active_engine() == &niti_amx_engine && s->stride_h == 1 && s->stride_w == 1 && s->k_h > s->pad_h &&
-           s->k_w > s->pad_w && 3 * k_row_pad <= 4 * k_row && k_row_pad <= NITI_AMX_KC_MAX && s->out_c >= 16;
+           s->k_w > s->pad_w && 3 * k_row_pad <= 4 * k_row && k_row_pad <= NITI_AMX_KC_MAX && s->out_c >= 16 &&
+           s->out_c <= 64;
 }
 
-/* Where grid row q's output goes: y's pixel index, or -1 for a gap row. */
-static inline int64_t fwd_pixel(const fwd_plan *f, int64_t q) {
-    const niti_conv_shape *s = f->g.s;
-    int64_t image = f->g.Hp * f->g.Wp, n = q / image, rem = q - n * image, gy = rem / f->g.Wp, gx = rem - gy * f->g.Wp;
-    return gy < s->out_h && gx < s->out_w ? (n * s->out_h + gy) * s->out_w + gx : -1;
+/* A grid row's place: image n, grid row gy and column gx (an output pixel when gy < E and gx < F).
+ * Found by division once per tile, then stepped: divisions per row would cost more than the tile's
+ * arithmetic. */
+typedef struct {
+    int64_t n, gy, gx;
+} grid_pos;
+
+static grid_pos grid_pos_at(const grid_plan *g, int64_t q) {
+    int64_t image = g->Hp * g->Wp;
+    grid_pos p = {q / image, 0, 0};
+    int64_t rem = q - p.n * image;
+    p.gy = rem / g->Wp;
+    p.gx = rem - p.gy * g->Wp;
+    return p;
 }
 
-/* 16 grid rows from q: all output pixels of one output row (then consecutive in y)? */
-static inline int fwd_run_direct(const fwd_plan *f, int64_t q, int64_t rows) {
-    int64_t image = f->g.Hp * f->g.Wp, rem = q % image, gy = rem / f->g.Wp, gx = rem % f->g.Wp;
-    return rows == 16 && gy < f->g.s->out_h && gx + 15 < f->g.s->out_w;
+static inline void grid_pos_next(const grid_plan *g, grid_pos *p) {
+    if (++p->gx == g->Wp) {
+        p->gx = 0;
+        if (++p->gy == g->Hp) p->gy = 0, p->n++;
+    }
+}
+
+/* y's pixel index of an output position */
+static inline int64_t grid_pixel(const niti_conv_shape *s, const grid_pos *p) {
+    return (p->n * s->out_h + p->gy) * s->out_w + p->gx;
+}
+
+/* The 16 grid rows from p: all output pixels of one output row (then consecutive in y)? */
+static inline int grid_run_direct(const niti_conv_shape *s, const grid_pos *p, int64_t rows) {
+    return rows == 16 && p->gy < s->out_h && p->gx + 15 < s->out_w;
 }
 
 /* Grid rows q0.. (xq = xg + q0 * C, `rows` of them, <= 32) x one 32-column panel of every kernel row
@@ -325,11 +351,13 @@ static void fwd_tile(const fwd_plan *f, const int8_t *xq, const uint8_t *b, int6
             _tile_dpbssd(3, 5, 7);
         }
     }
+    grid_pos p0 = grid_pos_at(&f->g, q0), p1 = p0;
+    for (int r = 0; r < 16; r++) grid_pos_next(&f->g, &p1);
     int full = nr == TILE;
-    int direct0 = full && fwd_run_direct(f, q0, niti_min64(16, rows));
-    int direct1 = full && fwd_run_direct(f, q0 + 16, rows - 16);
+    int direct0 = full && grid_run_direct(s, &p0, niti_min64(16, rows));
+    int direct1 = full && grid_run_direct(s, &p1, rows - 16);
     if (direct0) {
-        int32_t *dst = y + fwd_pixel(f, q0) * s->out_c + o0;
+        int32_t *dst = y + grid_pixel(s, &p0) * s->out_c + o0;
         _tile_stored(0, dst, ldy);
         _tile_stored(1, dst + 16, ldy);
     } else {
@@ -337,19 +365,19 @@ static void fwd_tile(const fwd_plan *f, const int8_t *xq, const uint8_t *b, int6
         _tile_stored(1, t + 16, 4 * TILE);
     }
     if (direct1) {
-        int32_t *dst = y + fwd_pixel(f, q0 + 16) * s->out_c + o0;
+        int32_t *dst = y + grid_pixel(s, &p1) * s->out_c + o0;
         _tile_stored(2, dst, ldy);
         _tile_stored(3, dst + 16, ldy);
     } else {
         _tile_stored(2, t + 16 * TILE, 4 * TILE);
         _tile_stored(3, t + 16 * TILE + 16, 4 * TILE);
     }
+    if (direct0 && direct1) return;
     __mmask16 lo = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1), hi = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
-    for (int64_t r = 0; r < rows; r++) {
-        if (r < 16 ? direct0 : direct1) continue;
-        int64_t px = fwd_pixel(f, q0 + r);
-        if (px < 0) continue;
-        int32_t *dst = y + px * s->out_c + o0;
+    grid_pos p = p0;
+    for (int64_t r = 0; r < rows; r++, grid_pos_next(&f->g, &p)) {
+        if ((r < 16 ? direct0 : direct1) || p.gy >= s->out_h || p.gx >= s->out_w) continue;
+        int32_t *dst = y + grid_pixel(s, &p) * s->out_c + o0;
         _mm512_mask_storeu_epi32(dst, lo, _mm512_load_si512(t + r * TILE));
         _mm512_mask_storeu_epi32(dst + 16, hi, _mm512_load_si512(t + r * TILE + 16));
     }
