@@ -740,6 +740,26 @@ def test_update_plain_int32_every_regime(lib, mu):
     assert np.array_equal(lib.update_plain(wb, big, mu), nm.update_plain(wb, big, mu))
 
 
+@pytest.mark.parametrize("mu", [-64, -40, -20, -9, -8, 0, 3, 12, 23, 40])
+def test_update_shadow16_int32_every_regime(lib, mu):
+    """The int32 shadow update in 32-bit lanes: step = g (s < 1, including |g| past the int16 range,
+    which saturates), PSR (1 <= s <= 31) and the generic path (s > 31), with shadow extremes, vs numerics."""
+    rng = np.random.default_rng(mu + 200)
+    for bits in (1, 5, 12, 17, 20, 31):
+        g = rng.integers(-(2**bits) + 1, 2**bits, size=2000, dtype=np.int64)
+        g[:6] = [2**bits - 1, -(2**bits) + 1, 0, 1, -1, 2 ** (bits - 1)]
+        if bits == 31:
+            g[6:8] = [nm.INT32_MAX, -nm.INT32_MAX - 1]
+        g = g.astype(np.int32)
+        shadow = rng.integers(-nm.SHADOW_MAX, nm.SHADOW_MAX + 1, size=g.shape).astype(np.int16)
+        shadow[:4] = [nm.SHADOW_MAX, -nm.SHADOW_MAX, 0, 127]
+        got, ref = lib.update_shadow16(shadow, g, mu), nm.update_shadow16(shadow, g, mu)
+        assert all(np.array_equal(a, b) for a, b in zip(got, ref)), (bits, mu)
+    big = rng.integers(-(2**24), 2**24, size=1_500_000, dtype=np.int64).astype(np.int32)  # the threaded loop
+    sb = rng.integers(-nm.SHADOW_MAX, nm.SHADOW_MAX + 1, size=big.shape).astype(np.int16)
+    assert all(np.array_equal(a, b) for a, b in zip(lib.update_shadow16(sb, big, mu), nm.update_shadow16(sb, big, mu)))
+
+
 def test_update_spec_examples(lib):
     assert lib.update_plain(np.array([10, -127], np.int8), np.array([1000, 1000], np.int32), 2).tolist() == [6, -127]
     w, v = lib.update_momentum(np.array([10], np.int8), np.array([1000], np.int32), np.array([0], np.int32), 2)

@@ -489,12 +489,40 @@ static int update_momentum(const char *fn, int64_t n, const int8_t *w, const voi
     return NITI_OK;
 }
 
+/* The shadow value sh (int32) saturated to int16 range, and its int8 weight PSR(sh, 8), at i. */
+static inline void shadow16_store(int64_t i, int32_t sh, int8_t *restrict w_out, int16_t *restrict shadow_out) {
+    sh = sh > NITI_SHADOW_SAT ? NITI_SHADOW_SAT : (sh < -NITI_SHADOW_SAT ? -NITI_SHADOW_SAT : sh);
+    int32_t wv = (int32_t)round_shift32_mag(sh, NITI_SHADOW_FRAC_BITS, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u);
+    w_out[i] = niti_saturate_elem(sh < 0 ? -wv : wv);
+    shadow_out[i] = (int16_t)sh;
+}
+
 static int update_shadow16(const char *fn, int64_t n, const int16_t *shadow, const void *g, int wide, int mu,
                            int8_t *w_out, int16_t *shadow_out) {
     int st = check_n(fn, n, shadow && g && w_out && shadow_out);
     if (st) return st;
     /* steps of up to 2**(mu + 8) shadow LSBs: the plain rule's size, keeping sub-LSB steps */
-    int b = grad_range_bits(n, g, wide), m = clamp_mu((int64_t)mu + NITI_SHADOW_FRAC_BITS);
+    int b = grad_range_bits(n, g, wide), m = clamp_mu((int64_t)mu + NITI_SHADOW_FRAC_BITS), s = b - m;
+    if (!wide && b > 0 && s <= 31) { /* int32 accumulator: the same arithmetic in 32-bit lanes, which vectorise */
+        const int32_t *restrict g32 = g;
+        const int16_t *restrict sh_in = shadow;
+        int8_t *restrict w8 = w_out;
+        int16_t *restrict sh_out = shadow_out;
+        if (s < 1) { /* step = g; |shadow - g| beyond the int16 range saturates, so |g| past 2**16 is clamped first */
+            PARALLEL_FOR(n)
+            for (int64_t i = 0; i < n; i++) {
+                int32_t gi = g32[i] > (1 << 16) ? (1 << 16) : (g32[i] < -(1 << 16) ? -(1 << 16) : g32[i]);
+                shadow16_store(i, (int32_t)sh_in[i] - gi, w8, sh_out);
+            }
+        } else { /* step = PSR(g, s): |step| <= 2**30 + 1, so shadow - step stays inside int32 */
+            PARALLEL_FOR(n)
+            for (int64_t i = 0; i < n; i++) {
+                int32_t v = (int32_t)round_shift32_mag(g32[i], s, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u);
+                shadow16_store(i, (int32_t)sh_in[i] - (g32[i] < 0 ? -v : v), w8, sh_out);
+            }
+        }
+        return NITI_OK;
+    }
     PARALLEL_FOR(n)
     for (int64_t i = 0; i < n; i++) {
         int64_t sh = niti_saturate_shadow(niti_wrap_sub(shadow[i], niti_mu_step(load_g(g, wide, i), b, m)));
