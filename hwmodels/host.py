@@ -99,8 +99,8 @@ def curve_key(graph: Any, node: Any) -> tuple[str, int] | None:
         return "relu_grad", graph.tensor(ins[1]).size
     if op == "requantize":
         return f"requantize_{node.attr('mode')}_{graph.tensor(ins[0]).dtype}", graph.tensor(ins[0]).size
-    if op == "update" and node.attr("rule") == "plain":
-        return f"update_plain_{graph.tensor(ins[1]).dtype}", graph.tensor(ins[0]).size
+    if op == "update":  # plain, momentum or shadow16: each its own per-element work
+        return f"update_{node.attr('rule')}_{graph.tensor(ins[1]).dtype}", graph.tensor(ins[0]).size
     return None
 
 

@@ -28,6 +28,7 @@ GRID_ELEMENTS = tuple(1 << s for s in range(12, 25, 2))  # 4 Ki .. 16 Mi element
 MAX_CURVE_BYTES = 64 << 20  # largest input a curve probe allocates (an int32 16 Mi tensor)
 PROBE_BUDGET_S = 0.05  # a probe repeats fewer times once its calls add up to this (big tensors)
 DEFAULT_CURVES = ("relu", "relu_grad", "requantize_pseudo_stochastic_int32", "update_plain_int32")
+UPDATE_STATES = {"momentum": np.int32, "shadow16": np.int16}  # update rules with a state tensor: its dtype
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ def _curve_call(kernels: Any, name: str, n: int, rng) -> tuple[Callable[[], obje
     to requantize or rectify, the incoming gradient, the weight gradient to apply)."""
     from nitisim.executor import StepContext
     from nitisim.graph import Node
+    from nitisim.numerics import QTensor
 
     ctx = StepContext()
     if name == "relu":
@@ -124,9 +126,15 @@ def _curve_call(kernels: Any, name: str, n: int, rng) -> tuple[Callable[[], obje
         mode, dtype = name[len("requantize_"):].rsplit("_", 1)
         node = Node("p", "requantize", "forward", "p", ("acc",), ("y",), (("mode", mode),), tensor_id=1)
         ins = [_operand(rng, (n,), dtype)]
-    elif name.startswith("update_plain_"):
-        node = Node("p", "update", "update", "p", ("w", "g"), ("w2",), (("rule", "plain"),))
-        ins = [_operand(rng, (n,), "int8"), _operand(rng, (n,), name.rsplit("_", 1)[1])]
+    elif name.startswith("update_"):
+        rule, dtype = name[len("update_"):].rsplit("_", 1)
+        ins = [_operand(rng, (n,), "int8"), _operand(rng, (n,), dtype)]
+        if rule in UPDATE_STATES:  # the optimiser state: momentum's int32 velocity, shadow16's int16 shadow
+            state = rng.integers(-(1 << 12), 1 << 12, n).astype(UPDATE_STATES[rule])
+            ins.append(QTensor(state, -8 if rule == "shadow16" else 0))
+        node = Node("p", "update", "update", "p", ("w", "g", "s")[:len(ins)], ("w2",), (("rule", rule),))
+        fn = kernels[node.op]
+        return lambda: fn(node, ctx, *ins), ins[1].m  # the gradient is what the step has just written
     else:  # pragma: no cover - hwmodels.host.curve_key names only the curves above
         raise ValueError(f"no probe for curve {name!r}")
     fn = kernels[node.op]
