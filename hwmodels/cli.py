@@ -10,6 +10,7 @@ from pathlib import Path
 
 from nitisim.errors import UserInputError
 from nitisim.graph import build_graph
+from nitisim.train.config import numerics_of
 from nitisim.models import resolve_model
 
 from .config import resolve_accelerator
@@ -24,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("arch", metavar="ARCH", help="accelerator YAML file, or a shipped config name (edge-16x16, ...)")
     parser.add_argument("--model", required=True, help="built-in model name or model YAML file")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=f"batch size (default {DEFAULT_BATCH})")
+    parser.add_argument("--numerics-from", metavar="TRAIN_CONFIG", default=None,
+                        help="build the graph with this training config's numerics (loss variant, update rule, "
+                             "rounding): the graph a run of it trains; default: NITI's")
     parser.add_argument("--phases", default=",".join(PHASES),
                         help="comma-separated subset of forward,backward,update (default: all)")
     parser.add_argument("--compat", choices=COMPAT_MODES, default=None,
@@ -37,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserInputError("--batch", None, f"must be a positive integer, got {args.batch}")
     arch = resolve_accelerator(args.arch)
     model = resolve_model(args.model)
-    graph = build_graph(model, args.batch)
+    graph = build_graph(model, args.batch, numerics_of(args.numerics_from))
     result, fp32 = simulate_with_fp32(arch, graph, compat=args.compat, phases=args.phases, trace=args.trace)
     out = Path(args.out) if args.out else Path("nitisim-out") / f"sim-{arch.name}-{model.name}"
     paths = write_outputs(out, result, fp32)

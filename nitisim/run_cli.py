@@ -156,8 +156,8 @@ def _run_backend(run_dir: Path) -> str | None:
     return load_run(run_dir).backend
 
 
-def machine_model_step(backend: str | None, out: Path, model: str | None = None,
-                       batch: int | None = None) -> tuple[str, list[str] | None, Path] | None:
+def machine_model_step(backend: str | None, out: Path, model: str | None = None, batch: int | None = None,
+                       numerics_from: Path | None = None) -> tuple[str, list[str] | None, Path] | None:
     """(stage text, `nitisim` argv to make it or None, YAML) of the model of the machine that
     measured: calibrate this host after a C-backend run, the shipped H200 config after a CUDA run;
     None for the numpy reference (its time is Python's, which no probe of the C library predicts)."""
@@ -168,7 +168,8 @@ def machine_model_step(backend: str | None, out: Path, model: str | None = None,
         path = out / "host" / f"{name}.yaml"
         return (f"calibrating this host (short probes of the C library) -> {path}",
                 ["calibrate", "--out", str(path), "--name", name,
-                 *(["--model", model, "--batch", str(batch)] if model is not None else [])], path)
+                 *(["--model", model, "--batch", str(batch)] if model is not None else []),
+                 *(["--numerics-from", str(numerics_from)] if model is not None and numerics_from else [])], path)
     if backend == "cuda":
         return (f"the GPU's machine model: {GPU_MODEL.relative_to(ROOT)} (public specifications)", None, GPU_MODEL)
     return None
@@ -218,7 +219,7 @@ def main(args: argparse.Namespace) -> int:
         return status
     # Calibrate right after the integer run: the probes then see the machine in the state it trained in.
     # with the simulated model and batch: calibrate then also probes that graph's GEMM and pooling kernels
-    model = machine_model_step(_run_backend(int_dir), out, p.model, p.batch)
+    model = machine_model_step(_run_backend(int_dir), out, p.model, p.batch, p.config)
     if model is not None and p.int_backend == "numpy":
         total += 2
     if model is not None:
@@ -233,7 +234,8 @@ def main(args: argparse.Namespace) -> int:
     for arch in arches:
         sim_dir = out / "sims" / Path(arch).stem
         sim_dirs.append(sim_dir)
-        argv = ["simulate", arch, "--model", p.model, "--batch", str(p.batch), "--out", str(sim_dir)]
+        argv = ["simulate", arch, "--model", p.model, "--batch", str(p.batch), "--numerics-from", str(p.config),
+                "--out", str(sim_dir)]
         if status := stage(f"simulating {p.model} batch {p.batch} on {Path(arch).stem} -> {sim_dir}", argv):
             return status
     _stage(f"[{total}/{total}] comparing -> {out}")

@@ -2,6 +2,7 @@
 its bad inputs and impossible probes (one line, exit 2), and one real run on the C library.
 Nothing asserts a time or a rate's size: only that each measured value lands where it belongs."""
 import datetime as dt
+from pathlib import Path
 
 import pytest
 import yaml
@@ -162,6 +163,30 @@ def test_run_picks_the_machine_model_of_its_backend(tmp_path):
     assert machine_model_step("cpu", tmp_path, "lenet", 256)[1][-4:] == ["--model", "lenet", "--batch", "256"]
     assert machine_model_step("cuda", tmp_path)[1:] == (None, GPU_MODEL) and GPU_MODEL.exists()
     assert machine_model_step("numpy", tmp_path) is None
+    config = Path("configs/train/fashion-lenet.yaml")
+    assert machine_model_step("cpu", tmp_path, "lenet", 256, config)[1][-2:] == ["--numerics-from", str(config)]
+
+
+def test_the_graph_is_the_one_the_training_config_trains(tmp_path, capsys):
+    """--numerics-from builds the simulated and probed graph with the config's update rule and loss,
+    so a shadow-weight run is priced with the shadow update's curve."""
+    from hwmodels.host import curve_key
+    from nitisim.calibrate.kernels import needed_curves
+    from nitisim.graph import NumericsOptions, build_graph
+    from nitisim.models import builtin_models
+    from nitisim.train.config import load_config, numerics_of
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "train" / "fashion-lenet.yaml"
+    assert numerics_of(None) == NumericsOptions() and numerics_of(config) == load_config(config).numerics
+    graph = build_graph(builtin_models()["lenet"], 2, numerics_of(config))
+    rules = {n.attr("rule") for n in graph.nodes if n.op == "update"}
+    assert rules == {load_config(config).numerics.update_rule}
+    assert {f"update_{rule}_int32" for rule in rules} <= set(needed_curves(graph))
+    assert all(curve_key(graph, n)[0].startswith("update_") for n in graph.nodes if n.op == "update")
+    assert main(["calibrate", "--out", str(tmp_path / "h.yaml"), "--numerics-from", str(config)]) == 2
+    assert "give --model and --batch too" in capsys.readouterr().err
+    assert main(["simulate", "edge-16x16", "--model", "lenet", "--batch", "2", "--numerics-from",
+                 str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")]) == 2
 
 
 def test_run_on_the_c_backend_simulates_the_calibrated_host_and_reports_residuals(tmp_path, capsys):

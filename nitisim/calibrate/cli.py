@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="also probe this model's GEMM and pooling kernels at its shapes "
                         "(built-in name or model YAML; needs --batch)")
     parser.add_argument("--batch", type=int, help="the training batch of --model")
+    parser.add_argument("--numerics-from", metavar="TRAIN_CONFIG", default=None,
+                        help="with --model: build its graph with this training config's numerics (as "
+                             "`nitisim simulate --numerics-from`), so its update rule and loss are probed")
 
 
 def check_arguments(args: argparse.Namespace) -> tuple[Path, str]:
@@ -44,6 +47,8 @@ def check_arguments(args: argparse.Namespace) -> tuple[Path, str]:
         raise UserInputError("--name", None, f"letters, digits, '.', '_' and '-' only, got {name!r}")
     if (args.model is None) != (args.batch is None):
         raise UserInputError("--batch" if args.model else "--model", None, "--model and --batch go together")
+    if args.numerics_from is not None and args.model is None:
+        raise UserInputError("--numerics-from", None, "shapes the graph of --model: give --model and --batch too")
     if args.batch is not None and args.batch < 1:
         raise UserInputError("--batch", None, f"must be a positive integer, got {args.batch}")
     out = Path(args.out) if args.out else Path("nitisim-out") / "host" / f"{name}.yaml"
@@ -79,8 +84,13 @@ def main(args: argparse.Namespace) -> int:
         from nitisim.graph import build_graph
         from nitisim.models import resolve_model
 
-        graph = build_graph(resolve_model(args.model), args.batch)  # as `nitisim simulate` builds it
+        from nitisim.train.config import numerics_of
+
+        # as `nitisim simulate` builds it
+        graph = build_graph(resolve_model(args.model), args.batch, numerics_of(args.numerics_from))
         command += f" --model {args.model} --batch {args.batch}"
+        if args.numerics_from is not None:
+            command += f" --numerics-from {args.numerics_from}"
     arch = calibrate(out, name, args.repeats, args.threads, command, graph)
     host, hz = arch.host, arch.clock_mhz * 1e6
     print(f"wrote {out}: {host.engine}, {host.cores} cores")

@@ -244,6 +244,12 @@ def load_config(path: str | Path) -> TrainConfig:
     return parse_config(load_yaml(path), src)
 
 
+def numerics_of(path: str | Path | None) -> NumericsOptions:
+    """The graph options of the training config at `path` (NITI's defaults for None): what makes a
+    simulated or calibrated graph the one that config trains."""
+    return NumericsOptions() if path is None else load_config(path).numerics
+
+
 def parse_config(doc: Any, src: str) -> TrainConfig:
     """Build a TrainConfig from a parsed YAML document; `src` is the file (model paths are relative to it)."""
     r = _Reader(src)
