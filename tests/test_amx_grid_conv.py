@@ -108,3 +108,12 @@ def test_grid_weight_grad_beyond_the_int32_bound(amx):
     assert np.array_equal(g, ref_conv_weight_grad(x, dy, 1, 1, (1, 1), (0, 0)))
     with pytest.raises(IntegerOverflowError, match="int32 accumulator overflow"):
         amx.conv2d_weight_grad(x, dy, 1, 1, 0, out_dtype=np.int32)
+
+
+def test_grid_convs_on_an_empty_batch(amx):
+    """No images: no grid at all (without padding not even its lead), and the weight gradient is zeros."""
+    amx.set_engine("amx")
+    x, wt = np.zeros((0, 6, 6, 64), np.int8), np.zeros((32, 3, 3, 64), np.int8)
+    assert amx.conv2d_forward(x, wt, 1, 0).shape == (0, 4, 4, 32)
+    g = amx.conv2d_weight_grad(x, np.zeros((0, 4, 4, 32), np.int8), 3, 1, 0)
+    assert g.shape == (32, 3, 3, 64) and not g.any()
