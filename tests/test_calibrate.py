@@ -211,3 +211,17 @@ def test_run_flags_a_busy_machine(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(run_cli.os, "getloadavg", lambda: (1.7, 1.0, 0.5))
     assert main(["run", "--tiny", "--accelerators", "edge-16x16", "--out", str(tmp_path / "out")]) == 0
     assert "note: load average 1.70 when the run started" in capsys.readouterr().out
+
+
+def test_probes_are_timed_round_robin():
+    """Each probe: one warm-up call, then its timed calls spread over the rounds, interleaved with
+    the other probes' (so every median spans the calibration), each after its own `before`."""
+    from nitisim.calibrate.kernels import round_robin_medians
+
+    log = []
+    probes = {key: (lambda key=key: log.append(key), lambda key=key: log.append("before " + key)) for key in "ab"}
+    out = round_robin_medians(probes, repeats=6, rounds=3)
+    assert {key: n for key, (s, n) in out.items()} == {"a": 6, "b": 6} and all(s > 0 for s, _ in out.values())
+    timed = [entry for entry in log[2:] if not entry.startswith("before")]  # after the two warm-up calls
+    assert timed == ["a", "a", "b", "b"] * 3
+    assert log[2:].count("before a") == 6
