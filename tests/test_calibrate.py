@@ -213,15 +213,15 @@ def test_run_flags_a_busy_machine(tmp_path, capsys, monkeypatch):
     assert "note: load average 1.70 when the run started" in capsys.readouterr().out
 
 
-def test_probes_are_timed_round_robin():
-    """Each probe: one warm-up call, then its timed calls spread over the rounds, interleaved with
-    the other probes' (so every median spans the calibration), each after its own `before`."""
-    from nitisim.calibrate.kernels import round_robin_medians
+def test_each_probe_rewrites_the_input_the_step_has_just_produced():
+    """In a training step a node's error (backward) or activation (forward) was just written by the
+    node before it, so its probe writes that input again after evicting the caches."""
+    from nitisim.calibrate.kernels import _fresh_input
+    from nitisim.graph import build_graph
+    from nitisim.models import builtin_models
 
-    log = []
-    probes = {key: (lambda key=key: log.append(key), lambda key=key: log.append("before " + key)) for key in "ab"}
-    out = round_robin_medians(probes, repeats=6, rounds=3)
-    assert {key: n for key, (s, n) in out.items()} == {"a": 6, "b": 6} and all(s > 0 for s, _ in out.values())
-    timed = [entry for entry in log[2:] if not entry.startswith("before")]  # after the two warm-up calls
-    assert timed == ["a", "a", "b", "b"] * 3
-    assert log[2:].count("before a") == 6
+    graph = build_graph(builtin_models()["lenet"], 2)
+    fresh = {(n.op, n.inputs[_fresh_input(graph, n)]) for n in graph.nodes
+             if n.op in ("conv2d", "maxpool", "maxpool_grad", "conv2d_weight_grad", "loss_grad")}
+    assert ("conv2d", "x") in fresh and ("maxpool", "relu1.out") in fresh and ("loss_grad", "fc2.out") in fresh
+    assert ("maxpool_grad", "pool1.out.grad") in fresh and ("conv2d_weight_grad", "conv1.out.grad") in fresh

@@ -27,7 +27,6 @@ from ..errors import UserInputError
 GRID_ELEMENTS = tuple(1 << s for s in range(12, 25, 2))  # 4 Ki .. 16 Mi elements, x4 apart
 MAX_CURVE_BYTES = 64 << 20  # largest input a curve probe allocates (an int32 16 Mi tensor)
 PROBE_BUDGET_S = 0.05  # a probe repeats fewer times once its calls add up to this (big tensors)
-PROBE_ROUNDS = 3  # passes over all probes: each probe's calls are spread over the whole calibration
 DEFAULT_CURVES = ("relu", "relu_grad", "requantize_pseudo_stochastic_int32", "update_plain_int32")
 UPDATE_STATES = {"momentum": np.int32, "shadow16": np.int16}  # update rules with a state tensor: its dtype
 
@@ -43,41 +42,23 @@ def median_call_seconds(fn: Callable[[], object], repeats: int,
                         before: Callable[[], object] | None = None) -> tuple[float, int]:
     """One warm-up call, then the median of up to `repeats` timed calls, each after `before()`
     (untimed), fewer for slow calls so that a probe stays near PROBE_BUDGET_S (but at least
-    three, or `repeats` if fewer)."""
-    return round_robin_medians({"probe": (fn, before)}, repeats, rounds=1)["probe"]
-
-
-def round_robin_medians(probes: dict[str, tuple[Callable[[], object], Callable[[], object] | None]], repeats: int,
-                        rounds: int = PROBE_ROUNDS) -> dict[str, tuple[float, int]]:
-    """Median seconds of one call of each probe (key -> (fn, before)), timed round-robin: `rounds`
-    passes over all probes, each timing a share of the probe's calls (each after its `before()`,
-    untimed). This VM's speed drifts by tens of percent over seconds, and a training run's node
-    times are averages over all of it: a probe's calls spread over the whole calibration see the
-    same drift, where calls back to back see one moment of it. Each probe gets one warm-up call,
-    then up to `repeats` timed calls in all, fewer for slow calls so that it stays near
-    PROBE_BUDGET_S (but at least three, or `repeats` if fewer)."""
-    counts, samples = {}, {key: [] for key in probes}
-    for key, (fn, _) in probes.items():
+    three, or `repeats` if fewer). Back to back: timed round-robin over all probes instead, the
+    probes' operands went colder than a training step leaves them (pooling predicted 1.5x slow)."""
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    n = max(min(repeats, 3), min(repeats, int(PROBE_BUDGET_S / max(first, 1e-9))))
+    times = []
+    for _ in range(n):
+        if before is not None:
+            before()
         start = time.perf_counter()
         fn()
-        first = time.perf_counter() - start
-        counts[key] = max(min(repeats, 3), min(repeats, int(PROBE_BUDGET_S / max(first, 1e-9))))
-    for r in range(rounds):
-        for key, (fn, before) in probes.items():
-            share = counts[key] * (r + 1) // rounds - counts[key] * r // rounds
-            for _ in range(share):
-                if before is not None:
-                    before()
-                start = time.perf_counter()
-                fn()
-                samples[key].append(time.perf_counter() - start)
-    out = {}
-    for key, times in samples.items():
-        s = statistics.median(times)
-        if not s > 0:
-            raise UserInputError("nitisim calibrate", "kernel probe", f"measured {s!r} s; the timer cannot resolve it")
-        out[key] = (s, len(times))
-    return out
+        times.append(time.perf_counter() - start)
+    s = statistics.median(times)
+    if not s > 0:
+        raise UserInputError("nitisim calibrate", "kernel probe", f"measured {s!r} s; the timer cannot resolve it")
+    return s, n
 
 
 def _operand(rng, shape: tuple[int, ...], dtype: str, below: int | None = None):
@@ -95,23 +76,42 @@ def _operand(rng, shape: tuple[int, ...], dtype: str, below: int | None = None):
 
 def table_probes(kernels: Any, graph: Any, repeats: int, rng,
                  before: Callable[[], object] | None = None) -> list[KernelTime]:
-    """One probe per distinct kernel_key among the graph's TABLE_OPS nodes, each timed call after
-    `before()` (the caller's L2 eviction: in a training step a GEMM's weights were last touched a
-    step ago, by its update, and every other node's tensors went through the caches since)."""
+    """One probe per distinct kernel_key among the graph's TABLE_OPS nodes, each timed call after `before()` (the caller's L2 eviction: in a training step a GEMM's weights were
+    last touched a step ago, by its update, and every other node's tensors went through the caches
+    since) and then a write of the input the previous node has just produced (_fresh_input)."""
     from hwmodels.host import TABLE_OPS, kernel_key
     from nitisim.executor import StepContext
 
-    ctx, probes = StepContext(), {}
+    ctx, out, seen = StepContext(), [], set()
     for node in graph.nodes:
         key = kernel_key(graph, node) if node.op in TABLE_OPS else None
-        if key is None or key in probes:
+        if key is None or key in seen:
             continue
+        seen.add(key)
         classes = graph.tensor(node.inputs[0]).shape[-1]
         ins = [_operand(rng, graph.tensor(t).shape, graph.tensor(t).dtype,
                         classes if graph.tensor(t).role == "label" else None) for t in node.inputs]
         fn = kernels[node.op]
-        probes[key] = (lambda fn=fn, node=node, ins=ins: fn(node, ctx, *ins), before)
-    return [KernelTime(key, s, n) for key, (s, n) in round_robin_medians(probes, repeats).items()]
+        fresh = ins[_fresh_input(graph, node)].m
+
+        def warm(fresh=fresh):  # the training state: the rest cold, the input just produced written again
+            if before is not None:
+                before()
+            np.copyto(fresh, fresh)
+
+        s, n = median_call_seconds(lambda: fn(node, ctx, *ins), repeats, warm)
+        out.append(KernelTime(key, s, n))
+    return out
+
+
+def _fresh_input(graph: Any, node: Any) -> int:
+    """Which input of a node the step has just written: the error on the backward pass, else the
+    activation (or the network input): the one a training step finds in cache."""
+    roles = [graph.tensor(t).role for t in node.inputs]
+    for wanted in (("error",) if "error" in roles else ("activation", "input")):
+        if wanted in roles:
+            return roles.index(wanted)
+    return 0
 
 
 def needed_curves(graph: Any | None) -> tuple[str, ...]:
