@@ -38,6 +38,18 @@ class KernelTime:
     repeats: int
 
 
+def timed_median(fn: Callable[[], object], n: int, before: Callable[[], object] | None = None) -> float:
+    """Median seconds of n timed calls of fn, each after `before()` (untimed); no warm-up."""
+    times = []
+    for _ in range(n):
+        if before is not None:
+            before()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def median_call_seconds(fn: Callable[[], object], repeats: int,
                         before: Callable[[], object] | None = None) -> tuple[float, int]:
     """One warm-up call, then the median of up to `repeats` timed calls, each after `before()`
@@ -48,14 +60,7 @@ def median_call_seconds(fn: Callable[[], object], repeats: int,
     fn()
     first = time.perf_counter() - start
     n = max(min(repeats, 3), min(repeats, int(PROBE_BUDGET_S / max(first, 1e-9))))
-    times = []
-    for _ in range(n):
-        if before is not None:
-            before()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    s = statistics.median(times)
+    s = timed_median(fn, n, before)
     if not s > 0:
         raise UserInputError("nitisim calibrate", "kernel probe", f"measured {s!r} s; the timer cannot resolve it")
     return s, n

@@ -14,8 +14,6 @@ probes of nitisim/calibrate/kernels.py (the host model's measured tables) add on
 from __future__ import annotations
 
 import os
-import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -24,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UserInputError
+from .kernels import timed_median
 
 # The C library parallelises a vector kernel above NITI_PARALLEL_MIN_ELEMS (1 << 20) int32 elements
 # or NITI_LIGHT_PARALLEL_MIN_ELEMS (1 << 22) int8 elements (gpu_backend/csrc/cpu_internal.h and
@@ -71,14 +70,7 @@ class HostFacts:
 def median_seconds(fn: Callable[[], object], repeats: int, before: Callable[[], object] | None = None) -> float:
     """One warm-up call, then the median of `repeats` timed calls, each after `before()` (untimed)."""
     fn()
-    times = []
-    for _ in range(repeats):
-        if before is not None:
-            before()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return timed_median(fn, repeats, before)
 
 
 def _positive(name: str, seconds: float) -> float:
