@@ -121,9 +121,66 @@ static inline int8_t requant32(int32_t x, int s, niti_round_mode mode, uint32_t 
     return (int8_t)(x < 0 ? -v : v);
 }
 
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+
+/* lowbias32 (niti_mix32) on 16 lanes: the multiplies wrap mod 2**32 as the scalar ones do. */
+static inline __m512i mix32_x16(__m512i x) {
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x7FEB352Du));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846CA68Bu));
+    return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+}
+
+/* requant32 on 16 lanes (elements i .. i+15), 1 <= s <= 31: the same magnitude, remainder and
+ * round-up tests in unsigned 32-bit lanes (|INT32_MIN| = 2**31 is exact there), then saturation to
+ * +-127 and the sign. The compiler does not vectorise the scalar loop (per-mode branches and the
+ * int8 narrowing), which left it at about 2 cycles an element, compute-bound. */
+static inline __m128i requant32_x16(__m512i x, int s, int mode, uint32_t key, uint32_t i) {
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m128i count = _mm_cvtsi32_si128(s);
+    __m512i mag = _mm512_abs_epi32(x);
+    __m512i q = _mm512_srl_epi32(mag, count);
+    __m512i r = _mm512_and_si512(mag, _mm512_set1_epi32((int)((1u << s) - 1u)));
+    __mmask16 up;
+    if (mode == NITI_ROUND_NEAREST) {
+        up = _mm512_cmpge_epu32_mask(r, _mm512_set1_epi32((int)(1u << (s - 1))));
+    } else if (mode == NITI_ROUND_PSEUDO_STOCHASTIC) {
+        int k = s / 2;
+        __m512i hi = _mm512_srl_epi32(r, _mm_cvtsi32_si128(k));
+        __m512i lo = _mm512_and_si512(r, _mm512_set1_epi32((int)((1u << k) - 1u)));
+        lo = _mm512_sll_epi32(lo, _mm_cvtsi32_si128(s & 1));
+        up = _mm512_cmpgt_epu32_mask(hi, lo);
+    } else {
+        __m512i index = _mm512_add_epi32(_mm512_set1_epi32((int)i), lanes);
+        __m512i bits = mix32_x16(_mm512_xor_si512(_mm512_set1_epi32((int)key), index));
+        up = _mm512_cmpgt_epu32_mask(r, _mm512_srl_epi32(bits, _mm_cvtsi32_si128(32 - s)));
+    }
+    __m512i m = _mm512_mask_add_epi32(q, up, q, _mm512_set1_epi32(1));
+    m = _mm512_min_epu32(m, _mm512_set1_epi32(NITI_ELEM_SAT));
+    __mmask16 negative = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
+    m = _mm512_mask_sub_epi32(m, negative, _mm512_setzero_si512(), m);
+    return _mm512_cvtepi32_epi8(m);
+}
+
+/* out[i0:i1] = requantized acc with shift s >= 1, 16 elements a vector; returns where it stopped */
+static int64_t requant_range_x16(const int32_t *acc, int8_t *out, int64_t i0, int64_t i1, int s, int mode,
+                                 uint32_t key) {
+    int64_t i = i0;
+    for (; i + 16 <= i1; i += 16)
+        _mm_storeu_si128((__m128i *)(out + i),
+                         requant32_x16(_mm512_loadu_si512(acc + i), s, mode, key, (uint32_t)i));
+    return i;
+}
+#endif
+
 /* out[i0:i1] = requantized acc with shift s (s <= 0: saturate only) */
 static void requant_range(const int32_t *acc, int8_t *out, int64_t i0, int64_t i1, int s, int mode, uint32_t key) {
-    /* one loop per mode, so the mode is a constant inside and the loop vectorises */
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    if (s > 0) i0 = requant_range_x16(acc, out, i0, i1, s, mode, key);
+#endif
+    /* one loop per mode, so the mode is a constant inside (the tail, and builds without AVX-512) */
     if (s <= 0) {
         for (int64_t i = i0; i < i1; i++) out[i] = niti_saturate_elem(acc[i]);
     } else if (mode == NITI_ROUND_NEAREST) {
