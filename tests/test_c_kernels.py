@@ -321,6 +321,8 @@ CONV_CASES = [
     (2, 6, 7, 70, 97, (3, 3), (1, 1), (1, 1)),
     (3, 9, 9, 33, 130, (3, 3), (2, 2), (1, 1)),
     (1, 8, 8, 128, 256, (3, 3), (1, 1), (1, 1)),
+    # a kernel large enough (O x taps x I > 2**20) for the threaded flip-transpose of the input grad
+    (1, 4, 4, 257, 520, (3, 3), (1, 1), (1, 1)),
 ]
 
 

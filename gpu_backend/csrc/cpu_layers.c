@@ -24,6 +24,10 @@
 
 #include "cpu_internal.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #define REQUIRE(cond, ...) \
     do {                   \
         if (!(cond)) return niti_fail(NITI_E_ARG, __VA_ARGS__); \
@@ -164,6 +168,59 @@ int niti_conv2d_forward(CONV_PARAMS, const int8_t *x, const int8_t *w, int32_t *
     return gemm_s32(__func__, &a, &b, a.rows, out_c, K, y);
 }
 
+/* dst[c * ld_dst + r] = src[r * ld_src + c] for a 16 x 16 block of bytes: four rounds of unpacks
+ * (bytes, then 2-, 4- and 8-byte runs), each doubling the run of one source column in a register. */
+static void transpose16x16_bytes(const int8_t *src, int64_t ld_src, int8_t *dst, int64_t ld_dst) {
+#if defined(__SSE2__)
+    __m128i a[16], b[16];
+    for (int i = 0; i < 16; i++) a[i] = _mm_loadu_si128((const __m128i *)(src + i * ld_src));
+    for (int i = 0; i < 8; i++) { /* b[i]: rows 2i, 2i+1, cols 0-7; b[8+i]: cols 8-15 */
+        b[i] = _mm_unpacklo_epi8(a[2 * i], a[2 * i + 1]);
+        b[8 + i] = _mm_unpackhi_epi8(a[2 * i], a[2 * i + 1]);
+    }
+    for (int h = 0; h < 2; h++) /* a[4g + i]: rows 4i..4i+3, cols 4g..4g+3 */
+        for (int i = 0; i < 4; i++) {
+            a[8 * h + i] = _mm_unpacklo_epi16(b[8 * h + 2 * i], b[8 * h + 2 * i + 1]);
+            a[8 * h + 4 + i] = _mm_unpackhi_epi16(b[8 * h + 2 * i], b[8 * h + 2 * i + 1]);
+        }
+    for (int g = 0; g < 4; g++) /* b[2 cp + p]: rows 8p..8p+7, cols 2cp, 2cp+1 */
+        for (int p = 0; p < 2; p++) {
+            b[4 * g + p] = _mm_unpacklo_epi32(a[4 * g + 2 * p], a[4 * g + 2 * p + 1]);
+            b[4 * g + 2 + p] = _mm_unpackhi_epi32(a[4 * g + 2 * p], a[4 * g + 2 * p + 1]);
+        }
+    for (int cp = 0; cp < 8; cp++) {
+        _mm_storeu_si128((__m128i *)(dst + 2 * cp * ld_dst), _mm_unpacklo_epi64(b[2 * cp], b[2 * cp + 1]));
+        _mm_storeu_si128((__m128i *)(dst + (2 * cp + 1) * ld_dst), _mm_unpackhi_epi64(b[2 * cp], b[2 * cp + 1]));
+    }
+#else
+    for (int r = 0; r < 16; r++)
+        for (int c = 0; c < 16; c++) dst[c * ld_dst + r] = src[r * ld_src + c];
+#endif
+}
+
+/* wt[i, t, o] = w[o, taps-1-t, i] for a kernel w (O, taps, I), taps = k_h * k_w in row-major order
+ * (the last tap is the first one flipped in both axes): the transposed conv's kernel, built per tap
+ * from 16 x 16 byte blocks (the ragged edges element by element) on all threads. */
+static void flip_transpose_kernel(const int8_t *w, int64_t O, int64_t taps, int64_t I, int8_t *wt) {
+    int64_t i_blocks = (I + 15) / 16;
+#pragma omp parallel for collapse(2) schedule(static) if (O * taps * I > (1 << 20)) num_threads(niti_threads())
+    for (int64_t t = 0; t < taps; t++)
+        for (int64_t ib = 0; ib < i_blocks; ib++) {
+            int64_t i0 = 16 * ib, ni = niti_min64(16, I - i0);
+            const int8_t *src = w + (taps - 1 - t) * I + i0; /* row o at + o * taps * I */
+            int8_t *dst = wt + (i0 * taps + t) * O;         /* row i at + i * taps * O */
+            for (int64_t o0 = 0; o0 < O; o0 += 16) {
+                int64_t no = niti_min64(16, O - o0);
+                if (ni == 16 && no == 16) {
+                    transpose16x16_bytes(src + o0 * taps * I, taps * I, dst + o0, taps * O);
+                } else {
+                    for (int64_t i = 0; i < ni; i++)
+                        for (int64_t o = o0; o < o0 + no; o++) dst[i * taps * O + o] = src[o * taps * I + i];
+                }
+            }
+        }
+}
+
 int niti_conv2d_input_grad(CONV_PARAMS, const int8_t *dy, const int8_t *w, int32_t *dx) {
     conv_shape s = CONV_SHAPE;
     int st = conv_args(__func__, &s, dy, w, dx);
@@ -173,15 +230,7 @@ int niti_conv2d_input_grad(CONV_PARAMS, const int8_t *dy, const int8_t *w, int32
     /* wt[i, a, b, o] = w[o, k_h-1-a, k_w-1-b, i]: the transposed conv's kernel */
     int8_t *wt = malloc((size_t)(in_c * K)); /* in_c, K >= 1 (checked) */
     if (!wt) return niti_fail(NITI_E_NOMEM, "%s: out of memory", __func__);
-    /* per tap an (O x I) -> (I x O) transpose, in 32 x 32 tiles so reads and writes stay in cache */
-    for (int64_t a = 0; a < k_h; a++)
-        for (int64_t b = 0; b < k_w; b++)
-            for (int64_t o0 = 0; o0 < out_c; o0 += 32)
-                for (int64_t i0 = 0; i0 < in_c; i0 += 32)
-                    for (int64_t i = i0; i < in_c && i < i0 + 32; i++)
-                        for (int64_t o = o0; o < out_c && o < o0 + 32; o++)
-                            wt[((i * k_h + a) * k_w + b) * out_c + o] =
-                                w[((o * k_h + (k_h - 1 - a)) * k_w + (k_w - 1 - b)) * in_c + i];
+    flip_transpose_kernel(w, out_c, k_h * k_w, in_c, wt);
     /* dx[h] gathers dy[e] with e * stride = h + pad - kh: dy upsampled by the stride, padded by k-1-pad */
     conv_shape t = make_shape(batch, s.out_h, s.out_w, out_c, in_c, k_h, k_w, 1, 1, k_h - 1 - pad_h, k_w - 1 - pad_w);
     if (stride_h == 1 && stride_w == 1 && niti_amx_forward_applies(&t)) { /* no upsampling: a forward conv of dy */
