@@ -133,15 +133,14 @@ static inline __m512i mix32_x16(__m512i x) {
     return _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
 }
 
-/* requant32 on 16 lanes (elements i .. i+15), 1 <= s <= 31: the same magnitude, remainder and
- * round-up tests in unsigned 32-bit lanes (|INT32_MIN| = 2**31 is exact there), then saturation to
- * +-127 and the sign. The compiler does not vectorise the scalar loop (per-mode branches and the
- * int8 narrowing), which left it at about 2 cycles an element, compute-bound. */
-static inline __m128i requant32_x16(__m512i x, int s, int mode, uint32_t key, uint32_t i) {
+/* round_shift32_mag on 16 lanes (elements i .. i+15), 1 <= s <= 31: the same magnitude, remainder
+ * and round-up tests in unsigned 32-bit lanes (|INT32_MIN| = 2**31 is exact there). The compiler
+ * does not vectorise the scalar loops that use it (per-mode branches, the int8 narrowing), which
+ * left them at about 2 cycles an element, compute-bound. */
+static inline __m512i round_shift32_mag_x16(__m512i x, int s, int mode, uint32_t key, uint32_t i) {
     const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    __m128i count = _mm_cvtsi32_si128(s);
     __m512i mag = _mm512_abs_epi32(x);
-    __m512i q = _mm512_srl_epi32(mag, count);
+    __m512i q = _mm512_srl_epi32(mag, _mm_cvtsi32_si128(s));
     __m512i r = _mm512_and_si512(mag, _mm512_set1_epi32((int)((1u << s) - 1u)));
     __mmask16 up;
     if (mode == NITI_ROUND_NEAREST) {
@@ -157,11 +156,26 @@ static inline __m128i requant32_x16(__m512i x, int s, int mode, uint32_t key, ui
         __m512i bits = mix32_x16(_mm512_xor_si512(_mm512_set1_epi32((int)key), index));
         up = _mm512_cmpgt_epu32_mask(r, _mm512_srl_epi32(bits, _mm_cvtsi32_si128(32 - s)));
     }
-    __m512i m = _mm512_mask_add_epi32(q, up, q, _mm512_set1_epi32(1));
-    m = _mm512_min_epu32(m, _mm512_set1_epi32(NITI_ELEM_SAT));
+    return _mm512_mask_add_epi32(q, up, q, _mm512_set1_epi32(1));
+}
+
+/* requant32 on 16 lanes: the rounded magnitude saturated to 127, then the sign */
+static inline __m128i requant32_x16(__m512i x, int s, int mode, uint32_t key, uint32_t i) {
+    __m512i m = _mm512_min_epu32(round_shift32_mag_x16(x, s, mode, key, i), _mm512_set1_epi32(NITI_ELEM_SAT));
     __mmask16 negative = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
     m = _mm512_mask_sub_epi32(m, negative, _mm512_setzero_si512(), m);
     return _mm512_cvtepi32_epi8(m);
+}
+
+/* The signed update step of 16 int32 gradients: PSR(g, s) for s >= 1, else g clamped to +-clamp. */
+static inline __m512i update_step_x16(__m512i g, int s, int32_t clamp) {
+    if (s < 1) return _mm512_max_epi32(_mm512_min_epi32(g, _mm512_set1_epi32(clamp)), _mm512_set1_epi32(-clamp));
+    __m512i step = round_shift32_mag_x16(g, s, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u);
+    return _mm512_mask_sub_epi32(step, _mm512_cmplt_epi32_mask(g, _mm512_setzero_si512()), _mm512_setzero_si512(), step);
+}
+
+static inline __m512i clamp_x16(__m512i v, int32_t bound) {
+    return _mm512_max_epi32(_mm512_min_epi32(v, _mm512_set1_epi32(bound)), _mm512_set1_epi32(-bound));
 }
 
 /* out[i0:i1] = requantized acc with shift s >= 1, 16 elements a vector; returns where it stopped */
@@ -496,24 +510,32 @@ static int update_plain(const char *fn, int64_t n, const int8_t *w, const void *
     int st = check_n(fn, n, w && g && w_out);
     if (st) return st;
     int b = grad_range_bits(n, g, wide), m = clamp_mu(mu), s = b - m;
-    if (!wide && b > 0) { /* int32 accumulator: the same step in 32-bit lanes */
+    if (!wide && b > 0 && s <= 31) { /* int32 accumulator: the same step in 32-bit lanes */
+        /* s < 1: step = g; |w| <= 128, so g beyond +-512 saturates exactly as g itself.
+         * 1 <= s <= 31: step = PSR(g, s), |step| <= 2**30 + 1, so w - step stays inside int32. */
         const int32_t *g32 = g;
-        if (s < 1) { /* step = g; |w| <= 128, so g beyond +-512 saturates exactly as g itself */
-            PARALLEL_FOR(n)
-            for (int64_t i = 0; i < n; i++) {
-                int32_t gi = g32[i] > 512 ? 512 : (g32[i] < -512 ? -512 : g32[i]);
-                w_out[i] = niti_saturate_elem((int32_t)w[i] - gi);
-            }
-            return NITI_OK;
+        int64_t vec_end = 0;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+        vec_end = n / 16 * 16;
+        PARALLEL_FOR(n)
+        for (int64_t i = 0; i < vec_end; i += 16) {
+            __m512i step = update_step_x16(_mm512_loadu_si512(g32 + i), s, 512);
+            __m512i v = _mm512_sub_epi32(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + i))), step);
+            _mm_storeu_si128((__m128i *)(w_out + i), _mm512_cvtepi32_epi8(clamp_x16(v, NITI_ELEM_SAT)));
         }
-        if (s <= 31) { /* PSR(g, s): |step| <= 2**30 + 1, so w - step stays inside int32 */
-            PARALLEL_FOR(n)
-            for (int64_t i = 0; i < n; i++) {
+#endif
+        PARALLEL_FOR(n - vec_end)
+        for (int64_t i = vec_end; i < n; i++) {
+            int32_t step;
+            if (s < 1) {
+                step = g32[i] > 512 ? 512 : (g32[i] < -512 ? -512 : g32[i]);
+            } else {
                 int32_t v = (int32_t)round_shift32_mag(g32[i], s, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u);
-                w_out[i] = niti_saturate_elem((int32_t)w[i] - (g32[i] < 0 ? -v : v));
+                step = g32[i] < 0 ? -v : v;
             }
-            return NITI_OK;
+            w_out[i] = niti_saturate_elem((int32_t)w[i] - step);
         }
+        return NITI_OK;
     }
     PARALLEL_FOR(n)
     for (int64_t i = 0; i < n; i++) w_out[i] = niti_saturate_elem(niti_wrap_sub(w[i], niti_mu_step(load_g(g, wide, i), b, m)));
@@ -565,18 +587,33 @@ static int update_shadow16(const char *fn, int64_t n, const int16_t *shadow, con
         const int16_t *restrict sh_in = shadow;
         int8_t *restrict w8 = w_out;
         int16_t *restrict sh_out = shadow_out;
-        if (s < 1) { /* step = g; |shadow - g| beyond the int16 range saturates, so |g| past 2**16 is clamped first */
-            PARALLEL_FOR(n)
-            for (int64_t i = 0; i < n; i++) {
-                int32_t gi = g32[i] > (1 << 16) ? (1 << 16) : (g32[i] < -(1 << 16) ? -(1 << 16) : g32[i]);
-                shadow16_store(i, (int32_t)sh_in[i] - gi, w8, sh_out);
-            }
-        } else { /* step = PSR(g, s): |step| <= 2**30 + 1, so shadow - step stays inside int32 */
-            PARALLEL_FOR(n)
-            for (int64_t i = 0; i < n; i++) {
+        /* s < 1: step = g; |shadow - g| beyond the int16 range saturates, so |g| past 2**16 is clamped first.
+         * 1 <= s <= 31: step = PSR(g, s), |step| <= 2**30 + 1, so shadow - step stays inside int32. */
+        int64_t vec_end = 0;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+        vec_end = n / 16 * 16;
+        PARALLEL_FOR(n)
+        for (int64_t i = 0; i < vec_end; i += 16) {
+            __m512i step = update_step_x16(_mm512_loadu_si512(g32 + i), s, 1 << 16);
+            __m512i sh = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(sh_in + i)));
+            sh = clamp_x16(_mm512_sub_epi32(sh, step), NITI_SHADOW_SAT);
+            __m512i wv = _mm512_min_epu32(round_shift32_mag_x16(sh, NITI_SHADOW_FRAC_BITS, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u),
+                                          _mm512_set1_epi32(NITI_ELEM_SAT));
+            wv = _mm512_mask_sub_epi32(wv, _mm512_cmplt_epi32_mask(sh, _mm512_setzero_si512()), _mm512_setzero_si512(), wv);
+            _mm_storeu_si128((__m128i *)(w8 + i), _mm512_cvtepi32_epi8(wv));
+            _mm256_storeu_si256((__m256i *)(sh_out + i), _mm512_cvtepi32_epi16(sh));
+        }
+#endif
+        PARALLEL_FOR(n - vec_end)
+        for (int64_t i = vec_end; i < n; i++) {
+            int32_t step;
+            if (s < 1) {
+                step = g32[i] > (1 << 16) ? (1 << 16) : (g32[i] < -(1 << 16) ? -(1 << 16) : g32[i]);
+            } else {
                 int32_t v = (int32_t)round_shift32_mag(g32[i], s, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u);
-                shadow16_store(i, (int32_t)sh_in[i] - (g32[i] < 0 ? -v : v), w8, sh_out);
+                step = g32[i] < 0 ? -v : v;
             }
+            shadow16_store(i, (int32_t)sh_in[i] - step, w8, sh_out);
         }
         return NITI_OK;
     }
