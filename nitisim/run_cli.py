@@ -248,5 +248,5 @@ def main(args: argparse.Namespace) -> int:
         print(f"  note: {note}")
     if busy >= BUSY_LOAD:
         print(f"  note: load average {busy:.2f} when the run started: other processes shared the CPU, and the "
-              "measured times (not the probes' medians) include their interference; compare on an idle machine")
+              "measured medians, like the probes', still include what interference every step met; compare on an idle machine")
     return 0

@@ -133,9 +133,9 @@ def test_compare_json_numbers(runs, report):
     agree = doc["agreement"][0]
     assert agree["fit"]["points"] == len(agree["points"]) > 5
     assert -1 <= agree["spearman_points"] <= 1 and agree["fit"]["r2"] <= 1
-    # The measured side is timing.json's seconds / calls summed by (layer, report phase).
+    # The measured side is timing.json's median call of each node summed by (layer, report phase).
     timing = json.loads((runs / "tiny-int8" / "timing.json").read_text())["nodes"]
-    fc1_forward = sum(v["seconds"] / v["calls"] for v in timing.values()
+    fc1_forward = sum(v["median_seconds"] for v in timing.values()
                       if v["layer"] == "fc1" and report_phase(v["op"]) == "forward")
     point = next(p for p in agree["points"] if (p["layer"], p["phase"]) == ("fc1", "forward"))
     assert point["seconds"] == pytest.approx(fc1_forward)
@@ -249,3 +249,45 @@ def test_machine_model_gets_measured_versus_predicted_residuals(runs, tmp_path):
     assert sizes == sorted(sizes, reverse=True)
     md = (out / "report.md").read_text()
     assert "Residuals on host-test, largest first" in md and "R^2 (prediction, no fit)" in md
+
+
+def test_node_timer_keeps_each_nodes_median_call():
+    from nitisim.graph import Node
+    from nitisim.train.timing import NodeTimer
+
+    timer = NodeTimer({"old": {"op": "relu", "layer": "r", "phase": "forward", "seconds": 2.0, "calls": 4}})
+    node = Node("conv1.fwd", "conv2d", "forward", "conv1", ("x", "w"), ("y",))
+    for seconds in (1.0, 9.0, 2.0):  # one step slowed by another process
+        timer.observe(node, seconds)
+    nodes = timer.nodes()
+    assert nodes["conv1.fwd"]["seconds"] == 12.0 and nodes["conv1.fwd"]["median_seconds"] == 2.0
+    assert "median_seconds" not in nodes["old"]  # a resumed run's earlier calls left only their sum
+
+
+def test_measured_time_is_the_median_call_where_the_run_kept_it():
+    from nitisim.report.join import measured_by_phase
+    from nitisim.report.runs import NodeTime
+
+    timing = (NodeTime("c.fwd", "conv2d", "c", "forward", 12.0, 3, median_seconds=2.0),
+              NodeTime("c.req", "requantize", "c", "forward", 3.0, 3),  # an older run: no median
+              NodeTime("flat", "flatten", "f", "forward", 1.0, 3))  # a view: left out
+    by_median = {(m.layer, m.phase): m.seconds for m in measured_by_phase(timing)}
+    by_mean = {(m.layer, m.phase): m.seconds for m in measured_by_phase(timing, "mean")}
+    assert by_median == {("c", "forward"): 2.0, ("c", "vector"): 1.0}
+    assert by_mean == {("c", "forward"): 4.0, ("c", "vector"): 1.0}
+    with pytest.raises(ValueError, match="statistic"):
+        measured_by_phase(timing, "mode")
+
+
+def test_negative_median_in_timing_is_named(capsys, runs, tmp_path):
+    bad = tmp_path / "bad-int8"
+    bad.mkdir()
+    for f in (runs / "tiny-int8").iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    doc = json.loads((bad / "timing.json").read_text())
+    name = next(iter(doc["nodes"]))
+    doc["nodes"][name]["median_seconds"] = -1
+    (bad / "timing.json").write_text(json.dumps(doc))
+    assert main(["compare", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "timing.json" in err and f"nodes.{name}.median_seconds" in err and "Traceback" not in err

@@ -104,7 +104,9 @@ def test_run_files(tmp_path):
     assert summary["macs_per_step"] == 3 * 64 * (784 * 256 + 256 * 128 + 128 * 10) - 64 * 784 * 256  # no input grad
     timing = json.loads((out / "timing.json").read_text())
     node = timing["nodes"]["fc1.fwd"]
-    assert node == {"op": "linear", "layer": "fc1", "phase": "forward", "seconds": node["seconds"], "calls": 16}
+    assert node == {"op": "linear", "layer": "fc1", "phase": "forward", "seconds": node["seconds"], "calls": 16,
+                    "median_seconds": node["median_seconds"]}
+    assert 0 < node["median_seconds"] <= node["seconds"]  # one call's median within the 16 calls' sum
     assert {n["phase"] for n in timing["nodes"].values()} == {"forward", "loss", "backward", "update"}
     assert not list(out.glob(".*.tmp"))  # no temp files left by the atomic writes
 

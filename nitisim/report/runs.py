@@ -1,8 +1,8 @@
 """Reading a training run folder (`nitisim train` output) into frozen records, strictly.
 
 A run folder holds metrics.jsonl (one JSON object per epoch), summary.json and, for integer runs,
-timing.json (`{"nodes": {node name: {op, layer, phase, seconds, calls}}, "steps": ...}`, seconds
-summed over the run). Every problem -- a missing folder or file, malformed JSON, a missing or
+timing.json (`{"nodes": {node name: {op, layer, phase, seconds, calls, median_seconds}}, "steps":
+...}`, seconds summed over the run, median_seconds the median call, absent in older runs). Every problem -- a missing folder or file, malformed JSON, a missing or
 mistyped field -- is a `UserInputError(path, field, problem)`, so `nitisim compare` prints one
 line and exits 2 instead of a traceback.
 
@@ -37,6 +37,7 @@ class NodeTime:
     phase: str  # the graph phase (forward | loss | backward | update), not the report phase
     seconds: float  # summed over all calls
     calls: int
+    median_seconds: float | None = None  # the median call (timing.json written by this version)
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,8 @@ def _parse_timing(doc: Any, src: str) -> tuple[tuple[NodeTime, ...], int | None]
             phase=_field(entry, "phase", str, src, f"{where}.phase"),
             seconds=_number(entry, "seconds", src, f"{where}.seconds"),
             calls=_int(entry, "calls", src, f"{where}.calls", minimum=0),
+            median_seconds=(_number(entry, "median_seconds", src, f"{where}.median_seconds")
+                            if "median_seconds" in entry else None),
         ))
     steps = doc.get("steps")
     if steps is not None:
