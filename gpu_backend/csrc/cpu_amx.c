@@ -9,8 +9,9 @@
  *
  * Packed layouts (see niti_engine in cpu_internal.h), k_pad = the slice depth rounded up to 64:
  *   - A panel: 32 rows of k_pad bytes, row-major: each A tile is 16 rows at stride k_pad. Conv
- *     patches and row-major matrices are gathered or copied straight into it (pack_rows); k-major
- *     views are packed into 16-row VNNI panels first, then transposed 16 x 16 words at a time.
+ *     patches and dense matrices are gathered, copied or byte-transposed straight into it
+ *     (pack_rows); transposed patches are packed into 16-row VNNI panels first, then transposed
+ *     16 x 16 words at a time.
  *   - B panel: the VNNI panel of cpu_pack.c with 32 rows (words (g, r) at byte 128 g + 4 r, no
  *     flip), so a B tile is 16 groups at stride 128 bytes, columns 0-15 or 16-31.
  * Padding k and rows are zeros, which add nothing to the sums.

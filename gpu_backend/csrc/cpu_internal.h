@@ -66,7 +66,7 @@ typedef void (*niti_pack_fn)(const niti_operand *op, int64_t r0, int64_t nr, int
                              uint8_t flip, uint32_t *dst, int32_t *corr, int8_t *scratch);
 
 /* Copies rows [r0, r0+nr) x depth [k0, k0+nk) as plain rows, element (r, k) to dst[r * ld + k]: the
- * layout AMX's A tiles load. NULL where the operand has no cheap row-major form (k-major views). */
+ * layout AMX's A tiles load. NULL where the operand has no cheap row-major form (transposed patches). */
 typedef void (*niti_rows_fn)(const niti_operand *op, int64_t r0, int64_t nr, int64_t k0, int64_t nk, int8_t *dst,
                              int64_t ld);
 
@@ -146,6 +146,8 @@ void niti_pack_rowmajor(const int8_t *v, int64_t ld, int64_t nr, int64_t nk, int
 void niti_pack_kmajor(const int8_t *v, int64_t ld, int64_t nr, int64_t nk, int W, uint8_t flip, uint32_t *dst,
                       int32_t *corr);
 /* Four lines of `cols` bytes (k .. k+3) -> `cols` panel words. */
+/* dst[c * ld_dst + r] = src[r * ld_src + c] for a 16 x 16 block of bytes */
+void niti_transpose16x16_bytes(const int8_t *src, int64_t ld_src, int8_t *dst, int64_t ld_dst);
 void niti_interleave4(const int8_t *l0, const int8_t *l1, const int8_t *l2, const int8_t *l3, int64_t cols,
                       uint8_t flip, uint32_t *out);
 

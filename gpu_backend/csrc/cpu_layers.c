@@ -24,10 +24,6 @@
 
 #include "cpu_internal.h"
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #define REQUIRE(cond, ...) \
     do {                   \
         if (!(cond)) return niti_fail(NITI_E_ARG, __VA_ARGS__); \
@@ -168,36 +164,6 @@ int niti_conv2d_forward(CONV_PARAMS, const int8_t *x, const int8_t *w, int32_t *
     return gemm_s32(__func__, &a, &b, a.rows, out_c, K, y);
 }
 
-/* dst[c * ld_dst + r] = src[r * ld_src + c] for a 16 x 16 block of bytes: four rounds of unpacks
- * (bytes, then 2-, 4- and 8-byte runs), each doubling the run of one source column in a register. */
-static void transpose16x16_bytes(const int8_t *src, int64_t ld_src, int8_t *dst, int64_t ld_dst) {
-#if defined(__SSE2__)
-    __m128i a[16], b[16];
-    for (int i = 0; i < 16; i++) a[i] = _mm_loadu_si128((const __m128i *)(src + i * ld_src));
-    for (int i = 0; i < 8; i++) { /* b[i]: rows 2i, 2i+1, cols 0-7; b[8+i]: cols 8-15 */
-        b[i] = _mm_unpacklo_epi8(a[2 * i], a[2 * i + 1]);
-        b[8 + i] = _mm_unpackhi_epi8(a[2 * i], a[2 * i + 1]);
-    }
-    for (int h = 0; h < 2; h++) /* a[4g + i]: rows 4i..4i+3, cols 4g..4g+3 */
-        for (int i = 0; i < 4; i++) {
-            a[8 * h + i] = _mm_unpacklo_epi16(b[8 * h + 2 * i], b[8 * h + 2 * i + 1]);
-            a[8 * h + 4 + i] = _mm_unpackhi_epi16(b[8 * h + 2 * i], b[8 * h + 2 * i + 1]);
-        }
-    for (int g = 0; g < 4; g++) /* b[2 cp + p]: rows 8p..8p+7, cols 2cp, 2cp+1 */
-        for (int p = 0; p < 2; p++) {
-            b[4 * g + p] = _mm_unpacklo_epi32(a[4 * g + 2 * p], a[4 * g + 2 * p + 1]);
-            b[4 * g + 2 + p] = _mm_unpackhi_epi32(a[4 * g + 2 * p], a[4 * g + 2 * p + 1]);
-        }
-    for (int cp = 0; cp < 8; cp++) {
-        _mm_storeu_si128((__m128i *)(dst + 2 * cp * ld_dst), _mm_unpacklo_epi64(b[2 * cp], b[2 * cp + 1]));
-        _mm_storeu_si128((__m128i *)(dst + (2 * cp + 1) * ld_dst), _mm_unpackhi_epi64(b[2 * cp], b[2 * cp + 1]));
-    }
-#else
-    for (int r = 0; r < 16; r++)
-        for (int c = 0; c < 16; c++) dst[c * ld_dst + r] = src[r * ld_src + c];
-#endif
-}
-
 /* wt[i, t, o] = w[o, taps-1-t, i] for a kernel w (O, taps, I), taps = k_h * k_w in row-major order
  * (the last tap is the first one flipped in both axes): the transposed conv's kernel, built per tap
  * from 16 x 16 byte blocks (the ragged edges element by element) on all threads. */
@@ -212,7 +178,7 @@ static void flip_transpose_kernel(const int8_t *w, int64_t O, int64_t taps, int6
             for (int64_t o0 = 0; o0 < O; o0 += 16) {
                 int64_t no = niti_min64(16, O - o0);
                 if (ni == 16 && no == 16) {
-                    transpose16x16_bytes(src + o0 * taps * I, taps * I, dst + o0, taps * O);
+                    niti_transpose16x16_bytes(src + o0 * taps * I, taps * I, dst + o0, taps * O);
                 } else {
                     for (int64_t i = 0; i < ni; i++)
                         for (int64_t o = o0; o < o0 + no; o++) dst[i * taps * O + o] = src[o * taps * I + i];

@@ -15,6 +15,36 @@
 #include <immintrin.h>
 #endif
 
+/* dst[c * ld_dst + r] = src[r * ld_src + c] for a 16 x 16 block of bytes: four rounds of unpacks
+ * (bytes, then 2-, 4- and 8-byte runs), each doubling the run of one source column in a register. */
+void niti_transpose16x16_bytes(const int8_t *src, int64_t ld_src, int8_t *dst, int64_t ld_dst) {
+#if defined(__SSE2__)
+    __m128i a[16], b[16];
+    for (int i = 0; i < 16; i++) a[i] = _mm_loadu_si128((const __m128i *)(src + i * ld_src));
+    for (int i = 0; i < 8; i++) { /* b[i]: rows 2i, 2i+1, cols 0-7; b[8+i]: cols 8-15 */
+        b[i] = _mm_unpacklo_epi8(a[2 * i], a[2 * i + 1]);
+        b[8 + i] = _mm_unpackhi_epi8(a[2 * i], a[2 * i + 1]);
+    }
+    for (int h = 0; h < 2; h++) /* a[4g + i]: rows 4i..4i+3, cols 4g..4g+3 */
+        for (int i = 0; i < 4; i++) {
+            a[8 * h + i] = _mm_unpacklo_epi16(b[8 * h + 2 * i], b[8 * h + 2 * i + 1]);
+            a[8 * h + 4 + i] = _mm_unpackhi_epi16(b[8 * h + 2 * i], b[8 * h + 2 * i + 1]);
+        }
+    for (int g = 0; g < 4; g++) /* b[2 cp + p]: rows 8p..8p+7, cols 2cp, 2cp+1 */
+        for (int p = 0; p < 2; p++) {
+            b[4 * g + p] = _mm_unpacklo_epi32(a[4 * g + 2 * p], a[4 * g + 2 * p + 1]);
+            b[4 * g + 2 + p] = _mm_unpackhi_epi32(a[4 * g + 2 * p], a[4 * g + 2 * p + 1]);
+        }
+    for (int cp = 0; cp < 8; cp++) {
+        _mm_storeu_si128((__m128i *)(dst + 2 * cp * ld_dst), _mm_unpacklo_epi64(b[2 * cp], b[2 * cp + 1]));
+        _mm_storeu_si128((__m128i *)(dst + (2 * cp + 1) * ld_dst), _mm_unpackhi_epi64(b[2 * cp], b[2 * cp + 1]));
+    }
+#else
+    for (int r = 0; r < 16; r++)
+        for (int c = 0; c < 16; c++) dst[c * ld_dst + r] = src[r * ld_src + c];
+#endif
+}
+
 /* corr[r] = 128 * (sum of the bytes of panel row r), from the packed panel itself (flip 0, W <= 16):
  * one vpdpbusd with a ones vector per group. Returns 0 where unavailable (the caller sums instead). */
 static int panel_corr(const uint32_t *panel, int64_t kg, int W, uint8_t flip, int32_t *corr) {
