@@ -36,6 +36,7 @@ CASES = [
     (2, 12, 12, 32, 32, (3, 3), (1, 1)),  # one tile each way: one thread, or K slices with 2
     (8, 16, 16, 32, 32, (3, 3), (1, 1)),  # 2,329 grid positions: two K slices split between threads
     (3, 16, 16, 128, 64, (3, 3), (1, 1)),  # weight grad: output channels split
+    (8, 28, 28, 32, 96, (3, 3), (1, 1)),  # 4 K slices, 3 output tiles: K slices into private outputs, not a channel split
     (2, 14, 18, 32, 160, (3, 3), (1, 1)),  # ragged: 5 output tiles, 14 x 18 map (forward: patch GEMM)
     (2, 12, 12, 100, 40, (3, 3), (1, 1)),  # input channels split (4 column panels > 2 row tiles), ragged both
     (2, 24, 24, 48, 33, (5, 5), (2, 2)),  # padding 2: two gap pixels per row, 5 x 5 taps
