@@ -31,7 +31,7 @@ YAML (optional sections of an accelerator config, see hwmodels/config.py):
       engine: amx
       cores: 2
       gemm_tile: {m: 32, k: 64, n: 32}
-      parallel_min_bytes: 4194304
+      parallel_min_elements: 1048576
       gemm_macs_per_cycle: {narrow: 38.0, conv_forward: 107.2, conv_input_grad: 98.5, conv_weight_grad: 180.6,
                             linear_forward: 174.6, linear_input_grad: 154.0, linear_weight_grad: 103.4}
       vector_ops_per_cycle: {int8: 10.3, int32: 8.9}
@@ -165,21 +165,22 @@ def gemm_cycles(host: HostSpec, op: str, phase: str, m: int, k: int, n: int) -> 
     return host.call_cycles["gemm"] + math.ceil(padded_macs(host.gemm_tile, m, k, n) / rate)
 
 
-def pass_cycles(host: HostSpec, ops: Iterable[tuple[str, int]], largest_input_bytes: int) -> int:
+def pass_cycles(host: HostSpec, ops: Iterable[tuple[str, int]], largest_input_elements: int) -> int:
     """Cycles of one vector pass: element ops per width class at the measured per-core rate, on all
-    cores when the pass's largest input is above parallel_min_bytes (the host library's threshold)."""
-    workers = host.cores if largest_input_bytes > host.parallel_min_bytes else 1
+    cores when the pass's largest input has more than parallel_min_elements elements (the host
+    library's threshold, the same element count for int8 and int32 kernels)."""
+    workers = host.cores if largest_input_elements > host.parallel_min_elements else 1
     return sum(math.ceil(count / (host.vector_ops_per_cycle[width] * workers)) for width, count in ops)
 
 
 def parse_host(r: Any) -> HostSpec:
     """The `host:` section, read through config.py's strict reader `r` (errors name file and key)."""
-    r.keys({"engine", "cores", "parallel_min_bytes", "gemm_tile", "gemm_macs_per_cycle", "vector_ops_per_cycle",
+    r.keys({"engine", "cores", "parallel_min_elements", "gemm_tile", "gemm_macs_per_cycle", "vector_ops_per_cycle",
             "call_cycles"}, {"kernels", "curves"})
     tile = r.sub("gemm_tile")
     tile.keys({"m", "k", "n"})
     return HostSpec(
-        engine=r.str("engine"), cores=r.int("cores"), parallel_min_bytes=r.int("parallel_min_bytes", minimum=0),
+        engine=r.str("engine"), cores=r.int("cores"), parallel_min_elements=r.int("parallel_min_elements", minimum=0),
         gemm_tile=(tile.int("m"), tile.int("k"), tile.int("n")),
         gemm_macs_per_cycle=_numbers(r.sub("gemm_macs_per_cycle"), GEMM_CLASSES),
         vector_ops_per_cycle=_numbers(r.sub("vector_ops_per_cycle"), VECTOR_WIDTHS),

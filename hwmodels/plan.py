@@ -181,7 +181,8 @@ def plan_vector(graph: Graph, node: Node, work: VectorWork, place: NodePlacement
         if measured is not None:
             compute = measured if not stages else 0
         elif arch.host is not None:
-            largest = max((nbytes[t] for t in p.reads), default=0)
+            # the library's parallel threshold counts elements of the largest input, not bytes
+            largest = max((graph.tensor(t).size for t in p.reads), default=0)
             compute = host_model.pass_cycles(arch.host, p.ops, largest)
             compute += arch.host.call_cycles["vector"] if not stages else 0  # one call per node
         else:

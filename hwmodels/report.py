@@ -33,7 +33,7 @@ def arch_echo(arch: AcceleratorSpec) -> dict:
     }
     if arch.host is not None:  # a calibrated machine model: the report shows predicted seconds
         h = arch.host
-        d["host"] = {"engine": h.engine, "cores": h.cores, "parallel_min_bytes": h.parallel_min_bytes,
+        d["host"] = {"engine": h.engine, "cores": h.cores, "parallel_min_elements": h.parallel_min_elements,
                      "gemm_tile": dict(zip("mkn", h.gemm_tile)),
                      "gemm_macs_per_cycle": dict(h.gemm_macs_per_cycle),
                      "vector_ops_per_cycle": dict(h.vector_ops_per_cycle), "call_cycles": dict(h.call_cycles),

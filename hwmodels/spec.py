@@ -80,14 +80,15 @@ class HostSpec:
     GEMM time is MACs, padded to the engine's tile, over the machine's measured rate for the GEMM's
     shape class and engine path
     (hwmodels.host.gemm_class); vector time is element operations over the measured rate of their
-    width class, on every core when the pass's largest input is above parallel_min_bytes. Each node
-    also pays the fixed cost of one kernel call. Rates are per cycle of the spec's clock_mhz.
+    width class, on every core when the pass's largest input has more than parallel_min_elements
+    elements (whatever their width). Each node also pays the fixed cost of one kernel call. Rates
+    are per cycle of the spec's clock_mhz.
     A calibrated host's measured kernel table and elementwise curves, when they have a node, replace
     those formulas (hwmodels.host.node_cycles).
     """
     engine: str  # the GEMM engine the rates were measured on (e.g. avx512vnni, mma.sync)
-    cores: int  # parallel workers of the vector passes above parallel_min_bytes
-    parallel_min_bytes: int  # a pass whose largest input is larger runs on all cores
+    cores: int  # parallel workers of the vector passes above parallel_min_elements
+    parallel_min_elements: int  # a pass whose largest input has more elements (any width) runs on all cores
     gemm_tile: tuple[int, int, int]  # (m, k, n) block the engine computes in; a GEMM is padded to it
     gemm_macs_per_cycle: Mapping[str, float]  # shape class -> padded int8 MACs per cycle (all cores)
     vector_ops_per_cycle: Mapping[str, float]  # int8 | int32 -> element ops per cycle (one core)

@@ -24,7 +24,7 @@ def facts(**values) -> HostFacts:
     probes = tuple(Probe(name, value, "unit", f"probe {name}", 1e-4, 5) for name, value in rates.items())
     return HostFacts(machine="Test CPU, 2 logical CPUs", engine="avx512vnni", gemm_tile=(12, 4, 32), cores=2,
                      clock_mhz=2000.0,
-                     l1d_bytes=48 << 10, l2_bytes=2 << 20, l3_bytes=32 << 20, parallel_min_bytes=4 << 20,
+                     l1d_bytes=48 << 10, l2_bytes=2 << 20, l3_bytes=32 << 20, parallel_min_elements=1 << 20,
                      probes=probes)
 
 
@@ -33,7 +33,7 @@ def test_document_maps_each_measurement_to_its_field():
     arch = parse_accelerator(yaml.safe_load(render(doc)), "h.yaml")  # through the text, as a file would be
     hz = 2000e6
     host = arch.host
-    assert host.engine == "avx512vnni" and host.cores == 2 and host.parallel_min_bytes == 4 << 20
+    assert host.engine == "avx512vnni" and host.cores == 2 and host.parallel_min_elements == 1 << 20
     assert host.gemm_tile == (12, 4, 32)
     for cls, rate in (("conv_forward", 4.0e11), ("narrow", 1.0e11), ("conv_weight_grad", 3.5e11),
                       ("linear_input_grad", 4.2e11)):
@@ -66,6 +66,28 @@ def test_document_writes_the_measured_kernels_and_curves():
     assert len([k for k in probes if k.startswith(("kernel:", "curve:"))]) == 6
     # without a graph and curves (facts()), neither section is written
     assert "kernels" not in host_document(facts(), name="h", command="c")["host"]
+
+
+def test_curves_add_one_point_above_the_threshold_in_elements_for_every_width(monkeypatch):
+    """The library's parallel threshold is an element count whatever the width, so every curve, int8
+    or int32, gets the same extra point: 1.25 x parallel_min_elements elements."""
+    import numpy as np
+
+    from nitisim.calibrate import kernels as kernels_module
+
+    monkeypatch.setattr(kernels_module, "GRID_ELEMENTS", (64, 256))
+    calls = {}
+
+    def kernel(node, ctx, *ins):
+        calls.setdefault(node.op, set()).add(ins[0].m.size)
+        return ins[0].m.copy()
+
+    names = ("relu", "relu_grad", "requantize_pseudo_stochastic_int32", "update_plain_int32")
+    curves = kernels_module.curve_probes({op: kernel for op in ("relu", "relu_grad", "requantize", "update")},
+                                         names, 1000, 1, np.random.default_rng(0))
+    for name in names:
+        assert [int(k.key.rsplit("@", 1)[1]) for k in curves[name]] == [64, 256, 1250], name
+    assert calls == {op: {64, 256, 1250} for op in ("relu", "relu_grad", "requantize", "update")}
 
 
 def test_document_keeps_odd_cache_sizes_loadable():

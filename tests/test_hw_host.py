@@ -24,7 +24,7 @@ HOST_DOC = {
                 for b in ("ifmap", "filter", "ofmap")},
     "dram": {"bandwidth_gb_s": 1e6, "latency_cycles": 0, "technology": "DDR3"},  # effectively unbounded
     "vector": {"lanes": 8},
-    "host": {"engine": "test", "cores": 2, "parallel_min_bytes": 100_000, "gemm_tile": {"m": 1, "k": 1, "n": 1},
+    "host": {"engine": "test", "cores": 2, "parallel_min_elements": 100_000, "gemm_tile": {"m": 1, "k": 1, "n": 1},
              "gemm_macs_per_cycle": {"narrow": 10.0, "conv_forward": 100.0, "conv_input_grad": 50.0,
                                      "conv_weight_grad": 80.0, "linear_forward": 120.0, "linear_input_grad": 110.0,
                                      "linear_weight_grad": 90.0},
@@ -67,6 +67,40 @@ def test_cycle_formulas_by_hand():
     assert pass_cycles(host, ops, 100_001) == 50 + 51  # above: both cores
 
 
+def test_the_parallel_threshold_counts_elements_whatever_their_width():
+    """The C library goes parallel above the same element count of a kernel's largest input for int8
+    and int32 kernels, so at a 100,000-element threshold LeNet's conv2 requantize (51,200 int32
+    elements, 204,800 bytes) stays on one core, and relu1 (184,320 int8 elements) goes to both."""
+    arch = host_arch()
+    graph = build_graph(builtin_models()["lenet"], 16)
+    by_name = {n.name: n for n in simulate(arch, graph).nodes}
+    nodes = {n.name: n for n in graph.nodes}
+    for name, elements, parallel in (("conv2.requant", 51_200, False), ("relu2.fwd", 51_200, False),
+                                     ("relu1.fwd", 184_320, True)):
+        passes = lower_node(graph, nodes[name]).passes
+        assert max(graph.tensor(t).size for p in passes for t in p.reads) == elements
+        largest = 10 ** 9 if parallel else 0  # far above or below the threshold
+        expected = arch.host.call_cycles["vector"] + sum(pass_cycles(arch.host, p.ops, largest) for p in passes)
+        assert by_name[name].compute_cycles == expected, name
+    assert pass_cycles(arch.host, (("int32", 1000),), 0) != pass_cycles(arch.host, (("int32", 1000),), 10 ** 9)
+
+
+def test_an_old_config_with_the_byte_threshold_is_refused(tmp_path, capsys):
+    """parallel_min_bytes (the threshold before it counted elements) is an unknown key: the strict
+    reader's one line names the file and the key, and lists parallel_min_elements."""
+    with pytest.raises(UserInputError) as err:
+        host_arch(**{"host.parallel_min_elements": None, "host.parallel_min_bytes": 4 << 20})
+    assert err.value.source == "host.yaml" and err.value.field == "host.parallel_min_bytes"
+    assert "unknown key" in err.value.message and "parallel_min_elements" in err.value.message
+    doc = copy.deepcopy(HOST_DOC)
+    doc["host"]["parallel_min_bytes"] = doc["host"].pop("parallel_min_elements")
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["simulate", str(path), "--model", "mlp", "--batch", "8", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "old.yaml: host.parallel_min_bytes: unknown key" in err
+
+
 def test_gemm_work_is_padded_to_the_engine_tile():
     host = host_arch(**{"host.gemm_tile": {"m": 32, "k": 64, "n": 32}}).host
     assert gemm_cycles(host, "linear", "forward", 33, 64, 32) == 1000 + math.ceil(64 * 64 * 32 / 120)
@@ -87,8 +121,7 @@ def test_simulation_prices_every_node_with_the_host_rates():
             assert stats.compute_cycles == gemm_cycles(host, node.op, work.phase, work.m, work.k, work.n)
             assert stats.macs == node_macs(graph, node)
         elif isinstance(work, VectorWork):
-            largest = [max(graph.tensor(t).size * arch.element_bytes(graph.tensor(t).dtype) for t in p.reads)
-                       for p in work.passes]
+            largest = [max(graph.tensor(t).size for t in p.reads) for p in work.passes]  # elements
             expected = host.call_cycles["vector"] + sum(pass_cycles(host, p.ops, b) for p, b in zip(work.passes, largest))
             assert by_name[node.name].compute_cycles == expected, node.name
     # the DRAM is so fast here that the step is the nodes' compute plus a cycle per DMA transfer

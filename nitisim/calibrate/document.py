@@ -6,7 +6,7 @@ The mapping, unit by unit (hwmodels/host.py says how the simulator uses each):
     host.gemm_macs_per_cycle[class]   measured padded MAC/s of that shape class / clock
     host.vector_ops_per_cycle[width]  measured element ops/s on one core / clock
     host.call_cycles[gemm|vector]     measured seconds of a near-empty call x clock
-    host.cores, parallel_min_bytes    the library's threads and parallel threshold
+    host.cores, parallel_min_elements the library's threads and parallel threshold (elements)
     array                             4 x (16 x cores), os: one 4-deep int8 dot product on 16 int32
                                       lanes per core (AVX-512 VNNI); only the tile search and the
                                       float32 twin read it, the host rates price the int8 GEMMs
@@ -69,7 +69,7 @@ def host_document(facts: HostFacts, *, name: str, command: str, date: str | None
         "host": {
             "engine": facts.engine,
             "cores": facts.cores,
-            "parallel_min_bytes": facts.parallel_min_bytes,
+            "parallel_min_elements": facts.parallel_min_elements,
             "gemm_tile": dict(zip("mkn", facts.gemm_tile)),
             "gemm_macs_per_cycle": {cls: _sig(v(f"gemm_{cls}") / hz) for cls in GEMM_CLASSES},
             "vector_ops_per_cycle": {"int8": _sig(int8_rate), "int32": _sig(int32_rate)},

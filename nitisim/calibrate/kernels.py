@@ -11,7 +11,8 @@ run or its timing:
   rate per shape class does not follow (docs/results.md, host-model: conv GEMMs off by 2x).
 - curve probes: each elementwise kernel (relu, relu_grad, requantize per rounding mode, the plain
   update per gradient width) on a fixed grid of element counts, the same for every graph, plus one
-  count just above the library's parallel threshold, where the kernel starts using every core.
+  count just above the library's parallel threshold (an element count, the same for every width),
+  where the kernel starts using every core.
 """
 from __future__ import annotations
 
@@ -164,17 +165,19 @@ def _curve_call(kernels: Any, name: str, n: int, rng) -> tuple[Callable[[], obje
     return lambda: fn(node, ctx, *ins), ins[-1].m
 
 
-def curve_probes(kernels: Any, names: tuple[str, ...], parallel_min_bytes: int, repeats: int,
+def curve_probes(kernels: Any, names: tuple[str, ...], parallel_min_elements: int, repeats: int,
                  rng, before: Callable[[], object] | None = None) -> dict[str, list[KernelTime]]:
     """Each curve's (elements, seconds) points: GRID_ELEMENTS below MAX_CURVE_BYTES of input, and
-    1.25 x the parallel threshold in elements of the kernel's widest input. Before each timed call,
-    `before()` (the caller's L2 eviction) and then a write of the kernel's last input, so the call
-    finds that input where a training step leaves it (in cache as far as it fits) and the rest cold."""
+    1.25 x parallel_min_elements elements (the library's threshold counts elements of a kernel's
+    largest input, whatever its width, so the point is the same for every curve). Before each timed
+    call, `before()` (the caller's L2 eviction) and then a write of the kernel's last input, so the
+    call finds that input where a training step leaves it (in cache as far as it fits) and the rest
+    cold."""
     curves = {}
     for name in names:
         width = np.dtype(name.rsplit("_", 1)[1]).itemsize if name[-5:-2] == "int" else 1
         grid = sorted({*(n for n in GRID_ELEMENTS if n * width <= MAX_CURVE_BYTES),
-                       parallel_min_bytes // width * 5 // 4})
+                       parallel_min_elements * 5 // 4})
         points = []
         for n in grid:
             fn, fresh = _curve_call(kernels, name, n, rng)

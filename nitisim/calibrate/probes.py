@@ -24,10 +24,12 @@ import numpy as np
 from ..errors import UserInputError
 from .kernels import timed_median
 
-# The C library parallelises a vector kernel above NITI_PARALLEL_MIN_ELEMS (1 << 20) int32 elements
-# or NITI_LIGHT_PARALLEL_MIN_ELEMS (1 << 22) int8 elements (gpu_backend/csrc/cpu_internal.h and
-# cpu_ops.c): 4 MiB of input either way. Used when the library does not say it itself.
-DEFAULT_PARALLEL_MIN_BYTES = 4 << 20
+# The C library runs an elementwise loop on all threads when it has more than NITI_PARALLEL_MIN_ELEMS
+# elements (gpu_backend/csrc/cpu_internal.h: requantize, updates, range scans) or, for the loops
+# that only move bytes (ReLU, pooling, dropout), NITI_LIGHT_PARALLEL_MIN_ELEMS (cpu_ops.c). Both are
+# 1 << 20 elements of the kernel's largest input, whatever their width (4 MiB of int32, 1 MiB of
+# int8). Used when the library does not say it itself.
+DEFAULT_PARALLEL_MIN_ELEMENTS = 1 << 20
 ROUNDING_PROBED = "pseudo_stochastic"  # the rounding mode the requantize probe runs
 # The (m, k, n) block each engine of the C library computes in (gpu_backend/csrc/cpu_internal.h):
 # AMX: a C tile of 2 x 2 16-row tiles (NITI_AMX_MR = NITI_AMX_NR = 32), K in 64-byte tile rows;
@@ -41,7 +43,7 @@ ENGINE_TILES = MappingProxyType({"amx": (32, 64, 32), "avx512vnni": (12, 4, 32),
 class Probe:
     name: str  # gemm_conv_forward, vector_int8, memory_bandwidth, ...
     value: float  # the measured rate or size, in `unit`
-    unit: str  # MAC/s, op/s, s, B/s, bytes, MHz
+    unit: str  # MAC/s, op/s, s, B/s, bytes, elements, MHz
     what: str  # what ran: kernel and shape
     seconds: float | None = None  # median time of one call (None for facts read, not timed)
     repeats: int | None = None
@@ -58,7 +60,7 @@ class HostFacts:
     l1d_bytes: int
     l2_bytes: int
     l3_bytes: int
-    parallel_min_bytes: int
+    parallel_min_elements: int  # the library's parallel threshold: elements of a kernel's largest input
     probes: tuple[Probe, ...]
     kernels: tuple = ()  # kernels.KernelTime per kernel_key of the graph's GEMM and pooling nodes
     curves: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # name -> KernelTimes
@@ -170,7 +172,7 @@ def call_probes(lib, repeats: int, rng) -> tuple[Probe, Probe]:
             Probe("call_vector", s, "s", "relu_forward of 64 int8", s, repeats))
 
 
-def bandwidth_probe(lib, repeats: int, l2_bytes: int, parallel_min_bytes: int, rng) -> Probe:
+def bandwidth_probe(lib, repeats: int, l2_bytes: int, parallel_min_elements: int, rng) -> Probe:
     """One core's streaming bandwidth beyond its L2, as the library's kernels see it: bytes read and
     written per second by relu_forward (1 op per byte, so memory-bound) on one thread, since the
     passes that stream from beyond L2 run on one core up to the parallel threshold. The tensor is
@@ -247,7 +249,7 @@ def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None) ->
     rng = np.random.default_rng(seed)
     name, mhz = cpu_model_and_mhz()
     l1d, l2, l3 = cache_bytes(1, "Data", 32 << 10), cache_bytes(2, "Unified", 1 << 20), cache_bytes(3, "Unified", 8 << 20)
-    parallel = int(getattr(lib, "parallel_min_bytes", DEFAULT_PARALLEL_MIN_BYTES))
+    parallel = int(getattr(lib, "parallel_min_elements", DEFAULT_PARALLEL_MIN_ELEMENTS))
     engine = gemm_engine(lib)
     tile = gemm_tile(lib, engine)
     call_gemm, call_vector = call_probes(lib, repeats, rng)
@@ -260,7 +262,8 @@ def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None) ->
         Probe("l1d_cache", l1d, "bytes", "sysfs cpu0 cache, level 1 data"),
         Probe("l2_cache", l2, "bytes", "sysfs cpu0 cache, level 2"),
         Probe("l3_cache", l3, "bytes", "sysfs cpu0 cache, level 3"),
-        Probe("parallel_min_bytes", parallel, "bytes", "the C library's parallel threshold (not measured)"),
+        Probe("parallel_min_elements", parallel, "elements",
+              "the C library's parallel threshold, elements of a kernel's largest input (not measured)"),
     ]
     from gpu_backend.backends import cpu_kernel_table
 
