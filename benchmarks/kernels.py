@@ -189,7 +189,8 @@ def training_table(clib, engines, torch, model_name: str, batch: int, repeats: i
     if with_bf16:
         contenders["torch bf16"] = torch_step(True)
     contenders["torch fp32"] = torch_step(False)
-    t = race(contenders, repeats, rounds=2)
+    # four interleaved rounds: on this shared machine a slow spell of seconds can cover a whole round
+    t = race(contenders, repeats, rounds=4)
     clib.set_engine("auto")
     labels_of = {"numpy": "numpy reference (int8)", "torch bf16": "torch bfloat16 autocast", "torch fp32": "torch float32"}
     rows = [f"| executor | seconds per step | images/s | {engines[0]} speed-up |", "|---|---|---|---|"]
