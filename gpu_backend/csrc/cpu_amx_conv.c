@@ -121,21 +121,21 @@ static void scatter_dy_row(const grid_plan *g, const int8_t *src, int64_t q, int
 
 /* One thread's share: output channels [o_lo, o_hi) x input channels [c_lo, c_hi) over K slices
  * [s_lo, s_hi), into out (row o at out + o * ldc, tap t's columns at + t * C); the first slice
- * stores, later ones add. */
+ * stores (unless `accumulate`: out already holds this thread's earlier slices), later ones add. */
 typedef struct {
     int64_t o_lo, o_hi, c_lo, c_hi, s_lo, s_hi;
     void *out;
 } share;
 
 static void run_share(const grid_plan *g, const niti_operand *xop, const int8_t *dyg, int64_t kc_max, const share *w,
-                      int out_wide, uint8_t *b_pack, int8_t *b_scratch) {
+                      int out_wide, uint8_t *b_pack, int8_t *b_scratch, int accumulate) {
     const niti_conv_shape *s = g->s;
     int64_t C = s->in_c, ldc = g->taps * C;
     size_t elem = out_wide ? sizeof(int64_t) : sizeof(int32_t);
     int32_t edge[TILE * TILE] __attribute__((aligned(64)));
     for (int64_t sl = w->s_lo; sl < w->s_hi; sl++) {
         int64_t q0 = sl * kc_max, kc = niti_min64(kc_max, g->Q - q0), k_pad = niti_k_pad(&niti_amx_engine, kc);
-        int first = sl == w->s_lo;
+        int first = sl == w->s_lo && !accumulate;
         int c_mode = out_wide ? (first ? NITI_C_STORE64 : NITI_C_ADD64) : (first ? NITI_C_STORE32 : NITI_C_ADD32);
         niti_amx_engine.pack_b(xop, w->c_lo, w->c_hi - w->c_lo, q0, kc, b_pack, b_scratch);
         for (int64_t o0 = w->o_lo; o0 < w->o_hi; o0 += TILE) {
@@ -208,6 +208,7 @@ int niti_amx_weight_grad(const niti_conv_shape *s, const int8_t *x, const int8_t
     int threads = niti_threads();
     if ((double)O * (double)C * (double)g.taps * (double)g.Q < (double)(1 << 24)) threads = 1;
     share shares[64];
+    int used[64] = {0}; /* K split: whether thread t took a slice */
     int k_split;
     if (threads > 64) threads = 64;
     threads = plan_shares(&g, slices, threads, shares, &k_split);
@@ -249,15 +250,39 @@ int niti_amx_weight_grad(const niti_conv_shape *s, const int8_t *x, const int8_t
             }
             /* the loop's barrier: xg and dyg are complete */
             niti_amx_engine.enter();
-            run_share(&g, &xop, dyg, kc_max, &shares[t], out_wide, b_pack[t], b_scratch[t]);
+            if (k_split) {
+                /* K slices from a queue into this thread's output (the first it takes stores, later
+                 * ones add): a thread slowed by another process takes fewer, where a static split
+                 * of the slices made the other wait at the end */
+                share mine = shares[t];
+                int taken = 0;
+#pragma omp for schedule(dynamic, 1) nowait
+                for (int64_t sl = 0; sl < slices; sl++) {
+                    mine.s_lo = sl, mine.s_hi = sl + 1;
+                    run_share(&g, &xop, dyg, kc_max, &mine, out_wide, b_pack[t], b_scratch[t], taken);
+                    taken = 1;
+                }
+                used[t] = taken;
+            } else {
+                run_share(&g, &xop, dyg, kc_max, &shares[t], out_wide, b_pack[t], b_scratch[t], 0);
+            }
             niti_amx_engine.leave();
         }
-        if (k_split) /* the private outputs of K-split shares are added into dw */
-            for (int t = 1; t < threads; t++)
+        if (k_split) { /* the private outputs of the threads that took slices, added into dw */
+            int have = used[0]; /* thread 0's output is dw itself */
+            for (int t = 1; t < threads; t++) {
+                if (!used[t]) continue;
+                if (!have) {
+                    memcpy(dw, part[t], (size_t)out_elems * elem);
+                    have = 1;
+                    continue;
+                }
                 for (int64_t i = 0; i < out_elems; i++) {
                     if (out_wide) ((int64_t *)dw)[i] += ((const int64_t *)part[t])[i];
                     else ((int32_t *)dw)[i] += ((const int32_t *)part[t])[i];
                 }
+            }
+        }
     }
     for (int t = 0; b_pack && t < threads; t++) free(b_pack[t]);
     for (int t = 0; b_scratch && t < threads; t++) free(b_scratch[t]);
