@@ -1,6 +1,6 @@
-"""`nitisim calibrate [--out FILE] [--name NAME] [--repeats N] [--threads N] [--model M --batch B]`.
+"""`nitisim calibrate [--out FILE] [--name NAME] [--repeats N] [--passes N] [--threads N] [--model M --batch B]`.
 
-Runs the probes (a second or two), with --model and --batch also the probes of that training
+Runs the probes (a second or two a pass, five passes by default, the median of each kept), with --model and --batch also the probes of that training
 graph's GEMM and pooling kernels at its shapes (nitisim/calibrate/kernels.py), writes the host model's YAML, checks it by loading it with the
 simulator's strict loader, and prints one line per class of rate. Bad arguments and probes that
 cannot run (no C library, a timer that cannot resolve a probe) are one line and exit status 2.
@@ -16,6 +16,7 @@ from ..errors import UserInputError
 
 DEFAULT_REPEATS = 9
 MAX_REPEATS = 1000
+MAX_PASSES = 50
 
 
 def default_name() -> str:
@@ -27,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", help="the model's name (default host-<hostname>)")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
                         help=f"timed calls per probe; the median is kept (default {DEFAULT_REPEATS})")
+    parser.add_argument("--passes", type=int, default=None,
+                        help="passes of every timed probe, the median over them kept: a slow spell of a "
+                             "shared machine then moves no value (default 5)")
     parser.add_argument("--threads", type=int, default=0,
                         help="threads of the C library (default 0: the OpenMP default, as training uses)")
     parser.add_argument("--model", help="also probe this model's GEMM and pooling kernels at its shapes "
@@ -40,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_arguments(args: argparse.Namespace) -> tuple[Path, str]:
     if not 1 <= args.repeats <= MAX_REPEATS:
         raise UserInputError("--repeats", None, f"must be between 1 and {MAX_REPEATS}, got {args.repeats}")
+    if args.passes is not None and not 1 <= args.passes <= MAX_PASSES:
+        raise UserInputError("--passes", None, f"must be between 1 and {MAX_PASSES}, got {args.passes}")
     if args.threads < 0:
         raise UserInputError("--threads", None, f"must be 0 (default) or positive, got {args.threads}")
     name = args.name if args.name is not None else default_name()
@@ -59,14 +65,14 @@ def check_arguments(args: argparse.Namespace) -> tuple[Path, str]:
     return out, name
 
 
-def calibrate(out: Path, name: str, repeats: int, threads: int, command: str, graph=None):
+def calibrate(out: Path, name: str, repeats: int, threads: int, command: str, graph=None, passes: int | None = None):
     """Probe, write `out`, and return it as the strict loader reads it (AcceleratorSpec)."""
     from hwmodels.config import load_accelerator
 
     from .document import host_document, render
-    from .probes import probe_host
+    from .probes import DEFAULT_PASSES, probe_host
 
-    facts = probe_host(repeats=repeats, threads=threads, graph=graph)
+    facts = probe_host(repeats=repeats, threads=threads, graph=graph, passes=passes or DEFAULT_PASSES)
     doc = host_document(facts, name=name, command=command)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +84,11 @@ def calibrate(out: Path, name: str, repeats: int, threads: int, command: str, gr
 
 def main(args: argparse.Namespace) -> int:
     out, name = check_arguments(args)
-    command = f"nitisim calibrate --out {out} --name {name} --repeats {args.repeats} --threads {args.threads}"
+    from .probes import DEFAULT_PASSES
+
+    passes = args.passes or DEFAULT_PASSES
+    command = (f"nitisim calibrate --out {out} --name {name} --repeats {args.repeats} --passes {passes} "
+               f"--threads {args.threads}")
     graph = None
     if args.model is not None:
         from nitisim.graph import build_graph
@@ -91,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
         command += f" --model {args.model} --batch {args.batch}"
         if args.numerics_from is not None:
             command += f" --numerics-from {args.numerics_from}"
-    arch = calibrate(out, name, args.repeats, args.threads, command, graph)
+    arch = calibrate(out, name, args.repeats, args.threads, command, graph, passes)
     host, hz = arch.host, arch.clock_mhz * 1e6
     print(f"wrote {out}: {host.engine}, {host.cores} cores")
     print("  int8 GEMM (GMAC/s): " + ", ".join(f"{c} {r * hz / 1e9:.1f}" for c, r in host.gemm_macs_per_cycle.items()))

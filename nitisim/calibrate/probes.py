@@ -13,7 +13,9 @@ probes of nitisim/calibrate/kernels.py (the host model's measured tables) add on
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -234,9 +236,35 @@ def gemm_tile(lib, engine: str) -> tuple[int, int, int]:
     return ENGINE_TILES.get(engine, (1, 1, 1))
 
 
-def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None) -> HostFacts:
+# Passes of every timed probe; each value kept is the median over the passes. On a shared machine the
+# speed of the same kernel changes by up to 2x between spells of a few seconds: two back-to-back
+# calibrations of LeNet's kernels on 2 shared cores differed by a median 1.43x (worst 3.33x) with one
+# pass, 1.22x (worst 2.24x) with five (docs/hwmodel.md). A pass takes a second or two.
+DEFAULT_PASSES = 5
+
+
+def _median_probes(passes: list[list[Probe]]) -> list[Probe]:
+    """Per probe (same order in every pass): the median value and median call time, the repeats summed."""
+    out = []
+    for same in zip(*passes):
+        seconds = [p.seconds for p in same if p.seconds is not None]
+        out.append(dataclasses.replace(
+            same[0], value=statistics.median(p.value for p in same),
+            seconds=statistics.median(seconds) if seconds else None,
+            repeats=sum(p.repeats for p in same) if same[0].repeats is not None else None))
+    return out
+
+
+def _median_times(passes: list) -> tuple:
+    """Per kernels.KernelTime key (same order in every pass): the median seconds, the repeats summed."""
+    return tuple(dataclasses.replace(same[0], seconds=statistics.median(k.seconds for k in same),
+                                     repeats=sum(k.repeats for k in same)) for same in zip(*passes))
+
+
+def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None, passes: int = DEFAULT_PASSES) -> HostFacts:
     """Run every probe on the C library with `threads` threads (0: the OpenMP default, as training);
-    with a training graph, also its kernel table probes and the curves its elementwise nodes read."""
+    with a training graph, also its kernel table probes and the curves its elementwise nodes read.
+    The timed probes run `passes` times over, and each keeps its median over the passes."""
     try:
         from gpu_backend import lib as clib
 
@@ -252,10 +280,22 @@ def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None) ->
     parallel = int(getattr(lib, "parallel_min_elements", DEFAULT_PARALLEL_MIN_ELEMENTS))
     engine = gemm_engine(lib)
     tile = gemm_tile(lib, engine)
-    call_gemm, call_vector = call_probes(lib, repeats, rng)
-    probes = [call_gemm, call_vector, *gemm_probes(lib, repeats, call_gemm.value, rng, l2, tile),
-              *vector_probes(lib, repeats, call_vector.value, rng),
-              bandwidth_probe(lib, repeats, l2, parallel, rng)]
+    from gpu_backend.backends import cpu_kernel_table
+
+    from .kernels import curve_probes, needed_curves, table_probes
+
+    # The kernel table training calls (same library, engine, allocator settings and threads).
+    kernels = cpu_kernel_table(threads)
+    timed, tables, curve_passes = [], [], []
+    for _ in range(passes):
+        call_gemm, call_vector = call_probes(lib, repeats, rng)
+        timed.append([call_gemm, call_vector, *gemm_probes(lib, repeats, call_gemm.value, rng, l2, tile),
+                      *vector_probes(lib, repeats, call_vector.value, rng),
+                      bandwidth_probe(lib, repeats, l2, parallel, rng)])
+        if graph is not None:
+            tables.append(table_probes(kernels, graph, repeats, rng, l2_evictor(l2)))
+        curve_passes.append(curve_probes(kernels, needed_curves(graph), parallel, repeats, rng, l2_evictor(l2)))
+    probes = _median_probes(timed)
     clock = mhz or 1000.0  # rates are converted per cycle of this clock; any clock gives the same seconds
     probes += [
         Probe("clock", clock, "MHz", "/proc/cpuinfo cpu MHz" if mhz else "not found: a nominal 1000 MHz"),
@@ -265,14 +305,8 @@ def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None) ->
         Probe("parallel_min_elements", parallel, "elements",
               "the C library's parallel threshold, elements of a kernel's largest input (not measured)"),
     ]
-    from gpu_backend.backends import cpu_kernel_table
-
-    from .kernels import curve_probes, needed_curves, table_probes
-
-    # The kernel table training calls (same library, engine, allocator settings and threads).
-    kernels = cpu_kernel_table(threads)
-    table = tuple(table_probes(kernels, graph, repeats, rng, l2_evictor(l2))) if graph is not None else ()
-    curves = curve_probes(kernels, needed_curves(graph), parallel, repeats, rng, l2_evictor(l2))
+    table = _median_times(tables) if tables else ()
+    curves = {curve: _median_times([c[curve] for c in curve_passes]) for curve in curve_passes[0]}
     cores = lib.num_threads()
     return HostFacts(f"{name}, {os.cpu_count()} logical CPUs", engine, tile, cores, clock, l1d, l2, l3,
-                     parallel, tuple(probes), table, MappingProxyType({k: tuple(v) for k, v in curves.items()}))
+                     parallel, tuple(probes), table, MappingProxyType(curves))
