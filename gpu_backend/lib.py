@@ -377,6 +377,14 @@ class CLib:
         return out
 
     # ---- activations, pooling, dropout -------------------------------------------------------------
+    def rewrite_parallel(self, a: np.ndarray) -> None:
+        """Rewrite a C-contiguous array in place (values unchanged) on the library's threads, each
+        a contiguous chunk (calibration's cache eviction)."""
+        if not a.flags.c_contiguous:
+            raise ValueError("rewrite_parallel: the array must be C-contiguous")
+        buf = self.ffi.from_buffer("int8_t[]", a.reshape(-1).view(np.int8), require_writable=True)
+        self.check(self.lib.niti_rewrite_parallel(a.nbytes, buf))
+
     def relu_forward(self, x: np.ndarray) -> np.ndarray:
         px = self._in(x, np.int8, "x")
         out, po = self._out(x.shape, np.int8)

@@ -809,3 +809,22 @@ def test_build_cuda_without_nvcc_or_sources_says_which(tmp_path, monkeypatch):
     monkeypatch.setattr(build, "find_nvcc", lambda: None)
     with pytest.raises(build.BuildError, match="no CUDA compiler: tried"):
         build.build_cuda()
+
+
+@pytest.mark.parametrize("n", [0, 1, 63, 3 * (1 << 20) + 5])
+def test_rewrite_parallel_leaves_every_value(lib, n):
+    """Calibration's eviction and fresh-input rewrite: values unchanged, any length, 1 and 2 threads."""
+    a = rand_i8(np.random.default_rng(n), (n,), -128, 127)
+    before = a.copy()
+    try:
+        for threads in (1, 2):
+            lib.set_num_threads(threads)
+            lib.rewrite_parallel(a)
+            assert np.array_equal(a, before)
+    finally:
+        lib.set_num_threads(0)
+    wide = np.arange(12, dtype=np.int32).reshape(3, 4)
+    lib.rewrite_parallel(wide)  # any dtype: its bytes
+    assert np.array_equal(wide, np.arange(12).reshape(3, 4))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        lib.rewrite_parallel(wide[:, ::2])

@@ -261,3 +261,22 @@ def test_each_probe_keeps_its_median_over_the_passes():
     assert (gemm.value, gemm.seconds, gemm.repeats) == (9.0, 1 / 9.0, 9) and (l2.value, l2.seconds, l2.repeats) == (2.0, None, None)
     times = _median_times([[KernelTime("k", s, 2)] for s in (1.0, 5.0, 2.0)])
     assert times == (KernelTime("k", 2.0, 6),)
+
+
+def test_the_evictor_runs_on_the_librarys_threads_when_it_can():
+    from nitisim.calibrate.probes import l2_evictor
+
+    class FakeLib:
+        def __init__(self):
+            self.seen = []
+
+        def num_threads(self):
+            return 2
+
+        def rewrite_parallel(self, a):
+            self.seen.append(a.nbytes)
+
+    lib = FakeLib()
+    l2_evictor(1000, lib)()
+    assert lib.seen == [2 * 1000 * 2]  # 2 x L2 bytes for each of the library's threads
+    assert l2_evictor(1000)() == 2 * 1000 // 8  # no library: a sum of ones read by this thread

@@ -287,6 +287,16 @@ int niti_narrow_s64_s32(int64_t n, const int64_t *x, int32_t *out) {
 }
 
 /* ---- ReLU ------------------------------------------------------------------------------------------ */
+int niti_rewrite_parallel(int64_t n, int8_t *data) {
+    int st = check_n(__func__, n, data != NULL);
+    if (st) return st;
+    /* x ^ zero with a zero the compiler cannot see: every line really loaded and stored */
+    const uint8_t zero = (uint8_t)((uint64_t)n >> 63);
+#pragma omp parallel for schedule(static) num_threads(niti_threads())
+    for (int64_t i = 0; i < n; i++) data[i] = (int8_t)((uint8_t)data[i] ^ zero);
+    return NITI_OK;
+}
+
 int niti_relu_forward(int64_t n, const int8_t *x, int8_t *y) {
     int st = check_n(__func__, n, x && y);
     if (st) return st;

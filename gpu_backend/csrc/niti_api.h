@@ -84,6 +84,12 @@ int niti_conv2d_weight_grad_s64(int64_t batch, int64_t in_h, int64_t in_w, int64
                                 int64_t k_h, int64_t k_w, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                                 const int8_t *x, const int8_t *dy, int64_t *dw);
 
+/* ---- probes ------------------------------------------------------------------------------------- */
+/* Rewrites n bytes in place (values unchanged) on the library's threads, each a contiguous chunk:
+ * calibration's cache eviction between timed calls, which thereby also keeps every thread's core
+ * busy, as the kernels of a training step do. */
+int niti_rewrite_parallel(int64_t n, int8_t *data);
+
 /* ---- activations, pooling, dropout ------------------------------------------------------------- */
 int niti_relu_forward(int64_t n, const int8_t *x, int8_t *y);
 int niti_relu_backward(int64_t n, const int8_t *x, const int8_t *dy, int8_t *dx); /* dy where x > 0 */

@@ -80,11 +80,18 @@ def _operand(rng, shape: tuple[int, ...], dtype: str, below: int | None = None):
     return QTensor(m, 0)
 
 
+def _copy_in_place(a: np.ndarray) -> None:
+    np.copyto(a, a)
+
+
 def table_probes(kernels: Any, graph: Any, repeats: int, rng,
-                 before: Callable[[], object] | None = None) -> list[KernelTime]:
+                 before: Callable[[], object] | None = None,
+                 rewrite: Callable[[np.ndarray], object] = _copy_in_place) -> list[KernelTime]:
     """One probe per distinct kernel_key among the graph's TABLE_OPS nodes, each timed call after `before()` (the caller's L2 eviction: in a training step a GEMM's weights were
     last touched a step ago, by its update, and every other node's tensors went through the caches
-    since) and then a write of the input the previous node has just produced (_fresh_input)."""
+    since) and then `rewrite` of the input the previous node has just produced (_fresh_input): the
+    probes pass the C library's threaded rewrite, so no thread idles before the timed call (on this
+    project's VM an idle core woken for a kernel cost up to half of a ReLU's time)."""
     from hwmodels.host import TABLE_OPS, kernel_key
     from nitisim.executor import StepContext
 
@@ -103,7 +110,7 @@ def table_probes(kernels: Any, graph: Any, repeats: int, rng,
         def warm(fresh=fresh):  # the training state: the rest cold, the input just produced written again
             if before is not None:
                 before()
-            np.copyto(fresh, fresh)
+            rewrite(fresh)
 
         s, n = median_call_seconds(lambda: fn(node, ctx, *ins), repeats, warm)
         out.append(KernelTime(key, s, n))
@@ -166,11 +173,12 @@ def _curve_call(kernels: Any, name: str, n: int, rng) -> tuple[Callable[[], obje
 
 
 def curve_probes(kernels: Any, names: tuple[str, ...], parallel_min_elements: int, repeats: int,
-                 rng, before: Callable[[], object] | None = None) -> dict[str, list[KernelTime]]:
+                 rng, before: Callable[[], object] | None = None,
+                 rewrite: Callable[[np.ndarray], object] = _copy_in_place) -> dict[str, list[KernelTime]]:
     """Each curve's (elements, seconds) points: GRID_ELEMENTS below MAX_CURVE_BYTES of input, and
     1.25 x parallel_min_elements elements (the library's threshold counts elements of a kernel's
     largest input, whatever its width, so the point is the same for every curve). Before each timed
-    call, `before()` (the caller's L2 eviction) and then a write of the kernel's last input, so the
+    call, `before()` (the caller's L2 eviction) and then `rewrite` of the kernel's last input, so the
     call finds that input where a training step leaves it (in cache as far as it fits) and the rest
     cold."""
     curves = {}
@@ -185,7 +193,7 @@ def curve_probes(kernels: Any, names: tuple[str, ...], parallel_min_elements: in
             def warm(fresh=fresh):  # the training state: caches cycled through, the fresh input just written
                 if before is not None:
                     before()
-                np.copyto(fresh, fresh)
+                rewrite(fresh)
 
             s, reps = median_call_seconds(fn, repeats, warm)
             points.append(KernelTime(f"{name}@{n}", s, reps))
