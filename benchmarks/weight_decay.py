@@ -4,8 +4,8 @@ After each plain NITI update, w -= SR(w * 2**(mu - d)) with the counter-hash sto
 (numerics.round_shift 'stochastic'; a weight below 2**(d - mu) still decays, with probability
 w * 2**(mu - d) per step), so the decay shrinks with the mu schedule as float SGD's lr * wd does.
 It is applied by wrapping the C backend's `update` kernel; with d = off the run is the shipped
-config exactly. Trains configs/train/fashion-lenet.yaml for its 20 epochs per setting and writes
-docs/results.md (section `weight-decay`).
+config exactly. Trains configs/train/fashion-lenet.yaml for its epochs (or --epochs) per setting
+and writes docs/results.md (section `weight-decay`).
 
     python benchmarks/weight_decay.py [--shifts off 12 14 16] [--epochs 20]
 """
