@@ -1,6 +1,7 @@
-"""configs/train/fashion-vgg-small.yaml: the model it names, and a short run of it (its model,
-numerics, update rule, headroom and augmentation; a tiny synthetic dataset) that the numpy reference
-and the C backend train bit for bit the same."""
+"""configs/train/fashion-vgg-small.yaml: the model it names; and a short run of it and of
+configs/train/fashion-lenet.yaml (each config's model, numerics, update rule, headroom and
+augmentation; a tiny synthetic dataset) that the numpy reference and the C backend train bit for bit
+the same."""
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from nitisim.train.progress import Progress
 from nitisim.train.runfiles import RunFolder
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train" / "fashion-vgg-small.yaml"
+LENET_CONFIG = CONFIG.parent / "fashion-lenet.yaml"
 
 
 def test_config_is_the_28x28_vgg_small_integer_only_with_augmentation():
@@ -33,19 +35,20 @@ def test_config_is_the_28x28_vgg_small_integer_only_with_augmentation():
     assert cfg.numerics.loss_variant == "fine"  # the integer softmax gradient, not a float one
 
 
-def _short_run(tmp_path: Path) -> object:
-    """The shipped config on 32 synthetic images: 4 steps of 8, then 20 test images in slices of 8."""
-    doc = yaml.safe_load(CONFIG.read_text())
+def _short_run(config: Path) -> object:
+    """A shipped config on 32 synthetic images: 4 steps of 8, then 20 test images in slices of 8."""
+    doc = yaml.safe_load(config.read_text())
     doc.update(dataset="synthetic", synthetic={"train": 32, "test": 20}, batch=8, epochs=1, eval_batch=8,
                mu_schedule=[{"from_epoch": 0, "mu": 3}])  # a large step, so 4 steps move many weights
-    return parse_config(doc, str(CONFIG))  # the model path resolves next to the shipped config
+    return parse_config(doc, str(config))  # the model path resolves next to the shipped config
 
 
 @pytest.mark.cpu_lib
-def test_numpy_and_c_backends_train_the_config_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("config", [CONFIG, LENET_CONFIG], ids=["fashion-vgg-small", "fashion-lenet"])
+def test_numpy_and_c_backends_train_the_config_bit_for_bit(tmp_path, config):
     from gpu_backend.backends import kernel_table
 
-    cfg = _short_run(tmp_path)
+    cfg = _short_run(config)
     ds = load_for_config(cfg, None)
     results = {}
     for name, kernels in (("numpy", REFERENCE_KERNELS), ("cpu", kernel_table("cpu"))):
