@@ -323,37 +323,22 @@ int niti_amx_forward_applies(const niti_conv_shape *s) {
            s->out_c <= 64;
 }
 
-/* A grid row's place: image n, grid row gy and column gx (an output pixel when gy < E and gx < F).
- * Found by division once per tile, then stepped: divisions per row would cost more than the tile's
- * arithmetic. */
-typedef struct {
-    int64_t n, gy, gx;
-} grid_pos;
+/* A grid row's place (niti_nyx over the Hp x Wp grid images): image n, grid row y and column x, an
+ * output pixel when y < E and x < F. Found by division once per tile, then stepped. */
+typedef niti_nyx grid_pos;
 
-static grid_pos grid_pos_at(const grid_plan *g, int64_t q) {
-    int64_t image = g->Hp * g->Wp;
-    grid_pos p = {q / image, 0, 0};
-    int64_t rem = q - p.n * image;
-    p.gy = rem / g->Wp;
-    p.gx = rem - p.gy * g->Wp;
-    return p;
-}
+static grid_pos grid_pos_at(const grid_plan *g, int64_t q) { return niti_nyx_at(q, g->Hp, g->Wp); }
 
-static inline void grid_pos_next(const grid_plan *g, grid_pos *p) {
-    if (++p->gx == g->Wp) {
-        p->gx = 0;
-        if (++p->gy == g->Hp) p->gy = 0, p->n++;
-    }
-}
+static inline void grid_pos_next(const grid_plan *g, grid_pos *p) { niti_nyx_next(p, g->Hp, g->Wp); }
 
 /* y's pixel index of an output position */
 static inline int64_t grid_pixel(const niti_conv_shape *s, const grid_pos *p) {
-    return (p->n * s->out_h + p->gy) * s->out_w + p->gx;
+    return (p->n * s->out_h + p->y) * s->out_w + p->x;
 }
 
 /* The 16 grid rows from p: all output pixels of one output row (then consecutive in y)? */
 static inline int grid_run_direct(const niti_conv_shape *s, const grid_pos *p, int64_t rows) {
-    return rows == 16 && p->gy < s->out_h && p->gx + 15 < s->out_w;
+    return rows == 16 && p->y < s->out_h && p->x + 15 < s->out_w;
 }
 
 /* Grid rows q0.. (xq = xg + q0 * C, `rows` of them, <= 32) x one 32-column panel of every kernel row
@@ -406,7 +391,7 @@ static void fwd_tile(const fwd_plan *f, const int8_t *xq, const uint8_t *b, int6
     __mmask16 lo = (__mmask16)(nr >= 16 ? 0xFFFF : (1u << nr) - 1), hi = (__mmask16)(nr >= 32 ? 0xFFFF : nr > 16 ? (1u << (nr - 16)) - 1 : 0);
     grid_pos p = p0;
     for (int64_t r = 0; r < rows; r++, grid_pos_next(&f->g, &p)) {
-        if ((r < 16 ? direct0 : direct1) || p.gy >= s->out_h || p.gx >= s->out_w) continue;
+        if ((r < 16 ? direct0 : direct1) || p.y >= s->out_h || p.x >= s->out_w) continue;
         int32_t *dst = y + grid_pixel(s, &p) * s->out_c + o0;
         _mm512_mask_storeu_epi32(dst, lo, _mm512_load_si512(t + r * TILE));
         _mm512_mask_storeu_epi32(dst + 16, hi, _mm512_load_si512(t + r * TILE + 16));

@@ -34,6 +34,29 @@ static inline int64_t niti_round_up(int64_t x, int64_t m) { return (x + m - 1) /
 static inline int64_t niti_min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t niti_max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
+/* A position (image n, row y, column x) in a stack of h x w images, walked in row-major order:
+ * located by division once (niti_nyx_at), then stepped (niti_nyx_next), since divisions per element
+ * would cost more than the work they locate. Patch packing walks output pixels with it, the AMX
+ * grid convs grid rows. */
+typedef struct {
+    int64_t n, y, x;
+} niti_nyx;
+
+static inline niti_nyx niti_nyx_at(int64_t index, int64_t h, int64_t w) {
+    niti_nyx p = {index / (h * w), 0, 0};
+    int64_t rem = index - p.n * h * w;
+    p.y = rem / w;
+    p.x = rem - p.y * w;
+    return p;
+}
+
+static inline void niti_nyx_next(niti_nyx *p, int64_t h, int64_t w) {
+    if (++p->x == w) {
+        p->x = 0;
+        if (++p->y == h) p->y = 0, p->n++;
+    }
+}
+
 /* Record a message for niti_last_error() and return `status`. */
 int niti_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

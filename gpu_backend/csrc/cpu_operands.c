@@ -42,28 +42,12 @@ niti_operand niti_dense(const int8_t *data, int64_t rows, int64_t depth, int64_t
     return op;
 }
 
-/* An output pixel (image n, row y, column x); packing walks consecutive pixels, so the divisions
- * that locate a pixel are done once per packed block, not once per pixel. */
-typedef struct {
-    int64_t n, y, x;
-} patch_pixel;
+/* An output pixel (image n, row y, column x); packing walks consecutive pixels (niti_nyx). */
+typedef niti_nyx patch_pixel;
 
-static patch_pixel pixel_at(const niti_im2col *g, int64_t row) {
-    int64_t pixels = g->out_h * g->out_w;
-    patch_pixel p;
-    p.n = row / pixels;
-    int64_t yx = row - p.n * pixels;
-    p.y = yx / g->out_w;
-    p.x = yx - p.y * g->out_w;
-    return p;
-}
+static patch_pixel pixel_at(const niti_im2col *g, int64_t row) { return niti_nyx_at(row, g->out_h, g->out_w); }
 
-static inline void pixel_next(const niti_im2col *g, patch_pixel *p) {
-    if (++p->x == g->out_w) {
-        p->x = 0;
-        if (++p->y == g->out_h) p->y = 0, p->n++;
-    }
-}
+static inline void pixel_next(const niti_im2col *g, patch_pixel *p) { niti_nyx_next(p, g->out_h, g->out_w); }
 
 /* Gather patch columns [k0, k0 + nk) of output pixel p into dst. Within one kernel row the k_w taps
  * read adjacent source pixels, so (without column upsampling) a kernel row is at most three runs:

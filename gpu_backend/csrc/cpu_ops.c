@@ -161,23 +161,25 @@ static inline __m512i round_shift32_mag_x16(__m512i x, int s, int mode, uint32_t
     return _mm512_mask_add_epi32(q, up, q, _mm512_set1_epi32(1));
 }
 
-/* requant32 on 16 lanes: the rounded magnitude saturated to 127, then the sign */
-static inline __m128i requant32_x16(__m512i x, int s, int mode, uint32_t key, uint32_t i) {
-    __m512i m = _mm512_min_epu32(round_shift32_mag_x16(x, s, mode, key, i), _mm512_set1_epi32(NITI_ELEM_SAT));
-    __mmask16 negative = _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512());
-    m = _mm512_mask_sub_epi32(m, negative, _mm512_setzero_si512(), m);
-    return _mm512_cvtepi32_epi8(m);
-}
-
-/* The signed update step of 16 int32 gradients: PSR(g, s) for s >= 1, else g clamped to +-clamp. */
-static inline __m512i update_step_x16(__m512i g, int s, int32_t clamp) {
-    if (s < 1) return _mm512_max_epi32(_mm512_min_epi32(g, _mm512_set1_epi32(clamp)), _mm512_set1_epi32(-clamp));
-    __m512i step = round_shift32_mag_x16(g, s, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u);
-    return _mm512_mask_sub_epi32(step, _mm512_cmplt_epi32_mask(g, _mm512_setzero_si512()), _mm512_setzero_si512(), step);
+/* magnitude m with the sign of x, lane by lane */
+static inline __m512i with_sign_of_x16(__m512i m, __m512i x) {
+    return _mm512_mask_sub_epi32(m, _mm512_cmplt_epi32_mask(x, _mm512_setzero_si512()), _mm512_setzero_si512(), m);
 }
 
 static inline __m512i clamp_x16(__m512i v, int32_t bound) {
     return _mm512_max_epi32(_mm512_min_epi32(v, _mm512_set1_epi32(bound)), _mm512_set1_epi32(-bound));
+}
+
+/* requant32 on 16 lanes: the rounded magnitude saturated to 127, then the sign */
+static inline __m128i requant32_x16(__m512i x, int s, int mode, uint32_t key, uint32_t i) {
+    __m512i m = _mm512_min_epu32(round_shift32_mag_x16(x, s, mode, key, i), _mm512_set1_epi32(NITI_ELEM_SAT));
+    return _mm512_cvtepi32_epi8(with_sign_of_x16(m, x));
+}
+
+/* update_step32 on 16 lanes */
+static inline __m512i update_step_x16(__m512i g, int s, int32_t clamp) {
+    if (s < 1) return clamp_x16(g, clamp);
+    return with_sign_of_x16(round_shift32_mag_x16(g, s, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u), g);
 }
 
 /* out[i0:i1] = requantized acc with shift s >= 1, 16 elements a vector; returns where it stopped */
@@ -286,7 +288,7 @@ int niti_narrow_s64_s32(int64_t n, const int64_t *x, int32_t *out) {
     return NITI_OK;
 }
 
-/* ---- ReLU ------------------------------------------------------------------------------------------ */
+/* ---- probes: calibration's cache eviction (niti_api.h) ---------------------------------------- */
 int niti_rewrite_parallel(int64_t n, int8_t *data) {
     int st = check_n(__func__, n, data != NULL);
     if (st) return st;
@@ -297,6 +299,7 @@ int niti_rewrite_parallel(int64_t n, int8_t *data) {
     return NITI_OK;
 }
 
+/* ---- ReLU ------------------------------------------------------------------------------------------ */
 int niti_relu_forward(int64_t n, const int8_t *x, int8_t *y) {
     int st = check_n(__func__, n, x && y);
     if (st) return st;
@@ -518,6 +521,14 @@ static int grad_range_bits(int64_t n, const void *g, int wide) {
 /* b <= 64, so mu outside [-64, 64] acts like its end point (s >= 64 zeroes, s < 1 keeps g). */
 static int clamp_mu(int64_t mu) { return mu < -64 ? -64 : (mu > 64 ? 64 : (int)mu); }
 
+/* The signed step of the int32 update paths: PSR(g, s) for 1 <= s <= 31 (|step| <= 2**30 + 1), else
+ * (s < 1) g itself clamped to +-clamp, past which the result saturates the same. */
+static inline int32_t update_step32(int32_t g, int s, int32_t clamp) {
+    if (s < 1) return g > clamp ? clamp : (g < -clamp ? -clamp : g);
+    int32_t v = (int32_t)round_shift32_mag(g, s, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u);
+    return g < 0 ? -v : v;
+}
+
 static int update_plain(const char *fn, int64_t n, const int8_t *w, const void *g, int wide, int mu, int8_t *w_out) {
     int st = check_n(fn, n, w && g && w_out);
     if (st) return st;
@@ -537,16 +548,7 @@ static int update_plain(const char *fn, int64_t n, const int8_t *w, const void *
         }
 #endif
         PARALLEL_FOR(n - vec_end)
-        for (int64_t i = vec_end; i < n; i++) {
-            int32_t step;
-            if (s < 1) {
-                step = g32[i] > 512 ? 512 : (g32[i] < -512 ? -512 : g32[i]);
-            } else {
-                int32_t v = (int32_t)round_shift32_mag(g32[i], s, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u);
-                step = g32[i] < 0 ? -v : v;
-            }
-            w_out[i] = niti_saturate_elem((int32_t)w[i] - step);
-        }
+        for (int64_t i = vec_end; i < n; i++) w_out[i] = niti_saturate_elem((int32_t)w[i] - update_step32(g32[i], s, 512));
         return NITI_OK;
     }
     PARALLEL_FOR(n)
@@ -609,24 +611,14 @@ static int update_shadow16(const char *fn, int64_t n, const int16_t *shadow, con
             __m512i step = update_step_x16(_mm512_loadu_si512(g32 + i), s, 1 << 16);
             __m512i sh = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(sh_in + i)));
             sh = clamp_x16(_mm512_sub_epi32(sh, step), NITI_SHADOW_SAT);
-            __m512i wv = _mm512_min_epu32(round_shift32_mag_x16(sh, NITI_SHADOW_FRAC_BITS, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u),
-                                          _mm512_set1_epi32(NITI_ELEM_SAT));
-            wv = _mm512_mask_sub_epi32(wv, _mm512_cmplt_epi32_mask(sh, _mm512_setzero_si512()), _mm512_setzero_si512(), wv);
-            _mm_storeu_si128((__m128i *)(w8 + i), _mm512_cvtepi32_epi8(wv));
+            /* the weight: PSR(sh, 8) saturated to +-127, as requantize rounds */
+            _mm_storeu_si128((__m128i *)(w8 + i), requant32_x16(sh, NITI_SHADOW_FRAC_BITS, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u));
             _mm256_storeu_si256((__m256i *)(sh_out + i), _mm512_cvtepi32_epi16(sh));
         }
 #endif
         PARALLEL_FOR(n - vec_end)
-        for (int64_t i = vec_end; i < n; i++) {
-            int32_t step;
-            if (s < 1) {
-                step = g32[i] > (1 << 16) ? (1 << 16) : (g32[i] < -(1 << 16) ? -(1 << 16) : g32[i]);
-            } else {
-                int32_t v = (int32_t)round_shift32_mag(g32[i], s, NITI_ROUND_PSEUDO_STOCHASTIC, 0u, 0u);
-                step = g32[i] < 0 ? -v : v;
-            }
-            shadow16_store(i, (int32_t)sh_in[i] - step, w8, sh_out);
-        }
+        for (int64_t i = vec_end; i < n; i++)
+            shadow16_store(i, (int32_t)sh_in[i] - update_step32(g32[i], s, 1 << 16), w8, sh_out);
         return NITI_OK;
     }
     PARALLEL_FOR(n)
