@@ -165,25 +165,17 @@ int niti_conv2d_forward(CONV_PARAMS, const int8_t *x, const int8_t *w, int32_t *
 }
 
 /* wt[i, t, o] = w[o, taps-1-t, i] for a kernel w (O, taps, I), taps = k_h * k_w in row-major order
- * (the last tap is the first one flipped in both axes): the transposed conv's kernel, built per tap
- * from 16 x 16 byte blocks (the ragged edges element by element) on all threads. */
+ * (the last tap is the first one flipped in both axes): the transposed conv's kernel, a byte
+ * transpose per tap and 16 input channels, on all threads. */
 static void flip_transpose_kernel(const int8_t *w, int64_t O, int64_t taps, int64_t I, int8_t *wt) {
     int64_t i_blocks = (I + 15) / 16;
 #pragma omp parallel for collapse(2) schedule(static) if (O * taps * I > (1 << 20)) num_threads(niti_threads())
     for (int64_t t = 0; t < taps; t++)
         for (int64_t ib = 0; ib < i_blocks; ib++) {
-            int64_t i0 = 16 * ib, ni = niti_min64(16, I - i0);
-            const int8_t *src = w + (taps - 1 - t) * I + i0; /* row o at + o * taps * I */
-            int8_t *dst = wt + (i0 * taps + t) * O;         /* row i at + i * taps * O */
-            for (int64_t o0 = 0; o0 < O; o0 += 16) {
-                int64_t no = niti_min64(16, O - o0);
-                if (ni == 16 && no == 16) {
-                    niti_transpose16x16_bytes(src + o0 * taps * I, taps * I, dst + o0, taps * O);
-                } else {
-                    for (int64_t i = 0; i < ni; i++)
-                        for (int64_t o = o0; o < o0 + no; o++) dst[i * taps * O + o] = src[o * taps * I + i];
-                }
-            }
+            int64_t i0 = 16 * ib;
+            /* source row o at + o * taps * I, destination row i at + i * taps * O */
+            niti_transpose_bytes(w + (taps - 1 - t) * I + i0, taps * I, O, niti_min64(16, I - i0),
+                                 wt + (i0 * taps + t) * O, taps * O);
         }
 }
 

@@ -16,17 +16,12 @@ static void dense_rows(const niti_operand *op, int64_t r0, int64_t nr, int64_t k
     for (int64_t r = 0; r < nr; r++) memcpy(dst + r * ld, op->data + (r0 + r) * op->ld + k0, (size_t)nk);
 }
 
-/* A k-major view's rows (element (r, k) at data[k * ld + r]): a byte transpose, 16 x 16 at a time,
- * the ragged edges element by element. One pass, where packing into VNNI panels and then
- * transposing their words took two (a tenth of a 512-channel weight gradient, perf). */
+/* A k-major view's rows (element (r, k) at data[k * ld + r]): one byte transpose, where packing into
+ * VNNI panels and then transposing their words took two passes (a tenth of a 512-channel weight
+ * gradient, perf). */
 static void dense_kmajor_rows(const niti_operand *op, int64_t r0, int64_t nr, int64_t k0, int64_t nk, int8_t *dst,
                               int64_t ld) {
-    const int8_t *src = op->data + k0 * op->ld + r0; /* (k, r) at src[k * op->ld + r] */
-    int64_t r_full = nr / 16 * 16, k_full = nk / 16 * 16;
-    for (int64_t r = 0; r < r_full; r += 16)
-        for (int64_t k = 0; k < k_full; k += 16) niti_transpose16x16_bytes(src + k * op->ld + r, op->ld, dst + r * ld + k, ld);
-    for (int64_t r = 0; r < nr; r++)
-        for (int64_t k = r < r_full ? k_full : 0; k < nk; k++) dst[r * ld + k] = src[k * op->ld + r];
+    niti_transpose_bytes(op->data + k0 * op->ld + r0, op->ld, nk, nr, dst, ld); /* (k, r) -> (r, k) */
 }
 
 niti_operand niti_dense(const int8_t *data, int64_t rows, int64_t depth, int64_t ld, int k_major) {

@@ -17,7 +17,7 @@
 
 /* dst[c * ld_dst + r] = src[r * ld_src + c] for a 16 x 16 block of bytes: four rounds of unpacks
  * (bytes, then 2-, 4- and 8-byte runs), each doubling the run of one source column in a register. */
-void niti_transpose16x16_bytes(const int8_t *src, int64_t ld_src, int8_t *dst, int64_t ld_dst) {
+static void transpose16x16_bytes(const int8_t *src, int64_t ld_src, int8_t *dst, int64_t ld_dst) {
 #if defined(__SSE2__)
     __m128i a[16], b[16];
     for (int i = 0; i < 16; i++) a[i] = _mm_loadu_si128((const __m128i *)(src + i * ld_src));
@@ -43,6 +43,18 @@ void niti_transpose16x16_bytes(const int8_t *src, int64_t ld_src, int8_t *dst, i
     for (int r = 0; r < 16; r++)
         for (int c = 0; c < 16; c++) dst[c * ld_dst + r] = src[r * ld_src + c];
 #endif
+}
+
+/* dst[c * ld_dst + r] = src[r * ld_src + c] for r < rows, c < cols: 16 x 16 blocks, the ragged
+ * edges element by element. */
+void niti_transpose_bytes(const int8_t *src, int64_t ld_src, int64_t rows, int64_t cols, int8_t *dst,
+                          int64_t ld_dst) {
+    int64_t r_full = rows / 16 * 16, c_full = cols / 16 * 16;
+    for (int64_t r = 0; r < r_full; r += 16)
+        for (int64_t c = 0; c < c_full; c += 16)
+            transpose16x16_bytes(src + r * ld_src + c, ld_src, dst + c * ld_dst + r, ld_dst);
+    for (int64_t c = 0; c < cols; c++)
+        for (int64_t r = c < c_full ? r_full : 0; r < rows; r++) dst[c * ld_dst + r] = src[r * ld_src + c];
 }
 
 /* corr[r] = 128 * (sum of the bytes of panel row r), from the packed panel itself (flip 0, W <= 16):
