@@ -1,7 +1,8 @@
 """`nitisim calibrate [--out FILE] [--name NAME] [--repeats N] [--passes N] [--threads N] [--model M --batch B]`.
 
-Runs the probes (a second or two a pass, five passes by default, the median of each kept), with --model and --batch also the probes of that training
-graph's GEMM and pooling kernels at its shapes (nitisim/calibrate/kernels.py), writes the host model's YAML, checks it by loading it with the
+Runs the probes (a second or two a pass, five passes by default, the median of each kept), with
+--model and --batch also the probes of that training graph's GEMM and pooling kernels at its shapes
+(nitisim/calibrate/kernels.py), writes the host model's YAML, checks it by loading it with the
 simulator's strict loader, and prints one line per class of rate. Bad arguments and probes that
 cannot run (no C library, a timer that cannot resolve a probe) are one line and exit status 2.
 """
@@ -65,14 +66,14 @@ def check_arguments(args: argparse.Namespace) -> tuple[Path, str]:
     return out, name
 
 
-def calibrate(out: Path, name: str, repeats: int, threads: int, command: str, graph=None, passes: int | None = None):
+def calibrate(out: Path, name: str, repeats: int, threads: int, command: str, graph, passes: int):
     """Probe, write `out`, and return it as the strict loader reads it (AcceleratorSpec)."""
     from hwmodels.config import load_accelerator
 
     from .document import host_document, render
-    from .probes import DEFAULT_PASSES, probe_host
+    from .probes import probe_host
 
-    facts = probe_host(repeats=repeats, threads=threads, graph=graph, passes=passes or DEFAULT_PASSES)
+    facts = probe_host(repeats=repeats, threads=threads, graph=graph, passes=passes)
     doc = host_document(facts, name=name, command=command)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

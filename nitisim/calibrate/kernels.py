@@ -80,18 +80,29 @@ def _operand(rng, shape: tuple[int, ...], dtype: str, below: int | None = None):
     return QTensor(m, 0)
 
 
-def _copy_in_place(a: np.ndarray) -> None:
-    np.copyto(a, a)
+def _training_state(fresh: np.ndarray, before: Callable[[], object] | None,
+                    rewrite: Callable[[np.ndarray], object] | None) -> Callable[[], None]:
+    """What runs (untimed) before each timed call: `before()` (the caller's cache eviction), then the
+    input the previous node has just produced written again, by `rewrite` (None: from this thread)."""
+    def prepare() -> None:
+        if before is not None:
+            before()
+        if rewrite is not None:
+            rewrite(fresh)
+        else:
+            np.copyto(fresh, fresh)
+    return prepare
 
 
 def table_probes(kernels: Any, graph: Any, repeats: int, rng,
                  before: Callable[[], object] | None = None,
-                 rewrite: Callable[[np.ndarray], object] = _copy_in_place) -> list[KernelTime]:
-    """One probe per distinct kernel_key among the graph's TABLE_OPS nodes, each timed call after `before()` (the caller's L2 eviction: in a training step a GEMM's weights were
-    last touched a step ago, by its update, and every other node's tensors went through the caches
-    since) and then `rewrite` of the input the previous node has just produced (_fresh_input): the
-    probes pass the C library's threaded rewrite, so no thread idles before the timed call (on this
-    project's VM an idle core woken for a kernel cost up to half of a ReLU's time)."""
+                 rewrite: Callable[[np.ndarray], object] | None = None) -> list[KernelTime]:
+    """One probe per distinct kernel_key among the graph's TABLE_OPS nodes, each timed call after
+    `before()` (the caller's L2 eviction: in a training step a GEMM's weights were last touched a
+    step ago, by its update, and every other node's tensors went through the caches since) and then
+    `rewrite` of the input the previous node has just produced (_fresh_input): the probes pass the C
+    library's threaded rewrite, so no thread idles before the timed call (on this project's VM an
+    idle core woken for a kernel cost up to half of a ReLU's time)."""
     from hwmodels.host import TABLE_OPS, kernel_key
     from nitisim.executor import StepContext
 
@@ -105,13 +116,7 @@ def table_probes(kernels: Any, graph: Any, repeats: int, rng,
         ins = [_operand(rng, graph.tensor(t).shape, graph.tensor(t).dtype,
                         classes if graph.tensor(t).role == "label" else None) for t in node.inputs]
         fn = kernels[node.op]
-        fresh = ins[_fresh_input(graph, node)].m
-
-        def warm(fresh=fresh):  # the training state: the rest cold, the input just produced written again
-            if before is not None:
-                before()
-            rewrite(fresh)
-
+        warm = _training_state(ins[_fresh_input(graph, node)].m, before, rewrite)
         s, n = median_call_seconds(lambda: fn(node, ctx, *ins), repeats, warm)
         out.append(KernelTime(key, s, n))
     return out
@@ -174,7 +179,7 @@ def _curve_call(kernels: Any, name: str, n: int, rng) -> tuple[Callable[[], obje
 
 def curve_probes(kernels: Any, names: tuple[str, ...], parallel_min_elements: int, repeats: int,
                  rng, before: Callable[[], object] | None = None,
-                 rewrite: Callable[[np.ndarray], object] = _copy_in_place) -> dict[str, list[KernelTime]]:
+                 rewrite: Callable[[np.ndarray], object] | None = None) -> dict[str, list[KernelTime]]:
     """Each curve's (elements, seconds) points: GRID_ELEMENTS below MAX_CURVE_BYTES of input, and
     1.25 x parallel_min_elements elements (the library's threshold counts elements of a kernel's
     largest input, whatever its width, so the point is the same for every curve). Before each timed
@@ -189,13 +194,7 @@ def curve_probes(kernels: Any, names: tuple[str, ...], parallel_min_elements: in
         points = []
         for n in grid:
             fn, fresh = _curve_call(kernels, name, n, rng)
-
-            def warm(fresh=fresh):  # the training state: caches cycled through, the fresh input just written
-                if before is not None:
-                    before()
-                rewrite(fresh)
-
-            s, reps = median_call_seconds(fn, repeats, warm)
+            s, reps = median_call_seconds(fn, repeats, _training_state(fresh, before, rewrite))
             points.append(KernelTime(f"{name}@{n}", s, reps))
         curves[name] = points
     return curves

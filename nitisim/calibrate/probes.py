@@ -268,7 +268,8 @@ def _median_times(passes: list) -> tuple:
                                      repeats=sum(k.repeats for k in same)) for same in zip(*passes))
 
 
-def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None, passes: int = DEFAULT_PASSES) -> HostFacts:
+def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None,
+               passes: int = DEFAULT_PASSES) -> HostFacts:
     """Run every probe on the C library with `threads` threads (0: the OpenMP default, as training);
     with a training graph, also its kernel table probes and the curves its elementwise nodes read.
     The timed probes run `passes` times over, and each keeps its median over the passes."""
@@ -295,7 +296,8 @@ def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None, pa
     kernels = cpu_kernel_table(threads)
     evict = l2_evictor(l2, lib)
     # the fresh input written on the library's threads too, so none idles before the timed call
-    rewrite = (lib.rewrite_parallel,) if hasattr(lib, "rewrite_parallel") else ()
+    rewrite = getattr(lib, "rewrite_parallel", None)
+    curve_names = needed_curves(graph)
     timed, tables, curve_passes = [], [], []
     for _ in range(passes):
         call_gemm, call_vector = call_probes(lib, repeats, rng)
@@ -303,8 +305,8 @@ def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None, pa
                       *vector_probes(lib, repeats, call_vector.value, rng),
                       bandwidth_probe(lib, repeats, l2, parallel, rng)])
         if graph is not None:
-            tables.append(table_probes(kernels, graph, repeats, rng, evict, *rewrite))
-        curve_passes.append(curve_probes(kernels, needed_curves(graph), parallel, repeats, rng, evict, *rewrite))
+            tables.append(table_probes(kernels, graph, repeats, rng, evict, rewrite))
+        curve_passes.append(curve_probes(kernels, curve_names, parallel, repeats, rng, evict, rewrite))
     probes = _median_probes(timed)
     clock = mhz or 1000.0  # rates are converted per cycle of this clock; any clock gives the same seconds
     probes += [
