@@ -5,11 +5,11 @@ with exponent -8, so the real value is (p - 128) / 256 and pixel 0 maps to -127 
 used). An optional per-channel integer mean and power-of-two shift refines it; a float-normalised
 path exists only to compare against float baselines.
 
-Augmentation (CIFAR-style pad-crop and horizontal flip) and the shuffle order are pure functions
-of (seed, step) and (seed, epoch): a run resumed from a checkpoint at step k draws exactly the
-batches and crops the uninterrupted run drew, and every backend trains on the same pixels, since
-augmentation happens here, before the graph. The crops and flips draw from the project's counter
-hash (numerics.hash_bits of (seed, step, purpose tag, index)), integer arithmetic defined in this
+Augmentation (CIFAR-style pad-crop and horizontal flip, and cutout: one square per image set to
+pixel 0) and the shuffle order are pure functions of (seed, step) and (seed, epoch): a run resumed
+from a checkpoint at step k draws exactly the batches, crops and squares the uninterrupted run
+drew, and every backend trains on the same pixels, since augmentation happens here, before the
+graph. The crops, flips and squares draw from the project's counter hash (numerics.hash_bits of (seed, step, purpose tag, index)), integer arithmetic defined in this
 repository that a C or CUDA input pipeline can mirror bit for bit; the shuffle order uses a numpy
 Generator(PCG64) seeded from a SeedSequence of (seed, epoch, purpose tag). No generator state is
 kept anywhere.
@@ -28,6 +28,7 @@ INPUT_EXP = -8  # exponent of to_int8's output: m * 2**-8 == (p - 128) / 256
 # tag is the counter hash's tensor-id coordinate; graph tensor ids are small, so no graph draw shares it).
 _TAG_CROP = 0x43524F50  # "CROP"
 _TAG_ORDER = 0x4F524452  # "ORDR"
+_TAG_ERASE = 0x45524153  # "ERAS": cutout's own stream, so adding it leaves the crop draws as they were
 
 
 def _generator(seed: int, counter: int, tag: int) -> np.random.Generator:
@@ -156,6 +157,73 @@ def random_crop_flip(
     rows = dy[:, None] + np.arange(h)  # (N, H)
     cols = dx[:, None] + np.where(flips[:, None], np.arange(w)[::-1], np.arange(w))  # (N, W)
     return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
+
+
+def erase_draws(n: int, height: int, width: int, *, rng_seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """The per-image square centres of random_erase: (cy (N,) int64 in 0..H-1, cx (N,) int64 in 0..W-1).
+
+    One counter-hash word per draw, hash_bits(rng_seed, step, ERAS tag, index): image i's centre
+    row is the high half of word i * H, its centre column the same of word N + i times W (the
+    multiply-high of crop_flip_draws: no division, off uniform by under H / 2**32). The centre
+    ranges over the whole image, not only where the square fits, so squares are clipped at the
+    borders and edge pixels are erased about as often as central ones (DeVries & Taylor's cutout).
+
+    >>> cy, cx = erase_draws(1000, 28, 28, rng_seed=0, step=0)
+    >>> int(cy.min()), int(cy.max()), int(cx.min()), int(cx.max())
+    (0, 27, 0, 27)
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    if rng_seed < 0 or step < 0:
+        raise ValueError(f"seed and step must be non-negative, got seed={rng_seed}, step={step}")
+    words = hash_bits(rng_seed, step, _TAG_ERASE, 2 * n).reshape(2, n).astype(np.uint64)  # (2, N)
+    cy = ((words[0] * np.uint64(height)) >> np.uint64(32)).astype(np.int64)  # (N,)
+    cx = ((words[1] * np.uint64(width)) >> np.uint64(32)).astype(np.int64)  # (N,)
+    return cy, cx
+
+
+def erase_box(cy: np.ndarray, cx: np.ndarray, size: int, height: int, width: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The clipped squares of random_erase: (top, bottom, left, right) (N,) int64, half-open.
+
+    Unclipped, the square covers rows cy - size // 2 .. cy - size // 2 + size - 1 (exactly `size`
+    rows, odd or even; for an even size the centre is the lower of the two middle rows), and the
+    same for columns; then it is cut to the image.
+
+    >>> [v.tolist() for v in erase_box(np.array([0, 10]), np.array([27, 5]), 8, 28, 28)]
+    [[0, 6], [4, 14], [23, 1], [28, 9]]
+    """
+    top = np.clip(cy - size // 2, 0, height)
+    bottom = np.clip(cy - size // 2 + size, 0, height)
+    left = np.clip(cx - size // 2, 0, width)
+    right = np.clip(cx - size // 2 + size, 0, width)
+    return top, bottom, left, right
+
+
+def random_erase(images: np.ndarray, size: int, *, rng_seed: int, step: int) -> np.ndarray:
+    """Cutout: set one size x size square of each (N, H, W, C) image to 0, clipped at the borders (a copy).
+
+    Centres come from erase_draws, squares from erase_box; every channel of the square becomes 0,
+    the value random_crop_flip pads with, so on uint8 pixels the hole is black like the padding
+    (apply it to the uint8 batch, after the crop and flip, as DeVries & Taylor cut out after their
+    crop and flip). `size` 0 returns the images unchanged (still a copy). Pure integer indexing: one
+    boolean mask for the whole batch from row and column comparisons.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype.kind not in "iu":
+        raise TypeError(f"expected integer (N, H, W, C) images, got {images.dtype} {images.shape}")
+    if size < 0:
+        raise ValueError(f"erase size must be >= 0, got {size}")
+    out = images.copy()
+    if size == 0:
+        return out
+    n, h, w, _ = images.shape
+    top, bottom, left, right = erase_box(*erase_draws(n, h, w, rng_seed=rng_seed, step=step), size, h, w)
+    rows, cols = np.arange(h), np.arange(w)
+    in_rows = (rows >= top[:, None]) & (rows < bottom[:, None])  # (N, H)
+    in_cols = (cols >= left[:, None]) & (cols < right[:, None])  # (N, W)
+    out[in_rows[:, :, None] & in_cols[:, None, :]] = 0  # (N, H, W) mask: every channel of the pixel
+    return out
 
 
 def batch_order(n: int, epoch: int, seed: int) -> np.ndarray:

@@ -18,6 +18,8 @@ YAML form (configs/train/*.yaml):
     weight_headroom_bits: 0       # start weights at 127 / 2**bits so they can grow (see headroom.py)
     augment: none                 # none | crop | flip | crop_flip (zero-pad, random crop; horizontal flip)
     crop_pad: 4                   # crop and crop_flip only: pixels of zero padding around each image
+    erase_size: 0                 # cutout: one erase_size x erase_size square per training image set to
+                                  # pixel 0, after any crop/flip, centre anywhere (clipped); 0 = off
     input_path: int8              # int8 | float (float-normalised, --arith fp32 only)
     seed: 0
     eval_batch: 1000
@@ -95,6 +97,7 @@ class TrainConfig:
     weight_headroom_bits: int = 0  # initial weights at full scale / 2**bits: room to grow (NITI: 0)
     augment: str = "none"  # integer-only, on the uint8 batch before the graph (datasets.transforms)
     crop_pad: int = 4  # zero padding of the random crop (NITI's CIFAR recipe: 4; 28x28 images: 2)
+    erase_size: int = 0  # cutout square side in pixels, 0 = off (datasets.transforms.random_erase)
     input_path: str = "int8"
     seed: int = 0
     eval_batch: int = 1000
@@ -131,6 +134,8 @@ class TrainConfig:
             "weight_headroom_bits": self.weight_headroom_bits,
             "augment": self.augment,
             **({"crop_pad": self.crop_pad} if self.augment in CROPPING_AUGMENTS else {}),
+            # only when on, so configs without cutout keep the resume hash they had before the key existed
+            **({"erase_size": self.erase_size} if self.erase_size else {}),
             "input_path": self.input_path,
             "seed": self.seed,
             "eval_batch": self.eval_batch,
@@ -232,8 +237,8 @@ def _kind(value: Any) -> str:
 
 _TOP_KEYS = {
     "model", "dataset", "batch", "epochs", "mu_schedule", "activation_rounding", "error_rounding",
-    "loss_variant", "update_rule", "weight_headroom_bits", "augment", "crop_pad", "input_path", "seed", "eval_batch",
-    "train_subset", "test_subset", "synthetic", "fp32",
+    "loss_variant", "update_rule", "weight_headroom_bits", "augment", "crop_pad", "erase_size", "input_path", "seed",
+    "eval_batch", "train_subset", "test_subset", "synthetic", "fp32",
 }
 _REQUIRED = ("model", "dataset", "batch", "epochs", "mu_schedule")
 
@@ -300,6 +305,10 @@ def parse_config(doc: Any, src: str) -> TrainConfig:
             raise r.fail("crop_pad", f"only used by augment: {' or '.join(CROPPING_AUGMENTS)} "
                          f"(augment is {cfg['augment']})")
         cfg["crop_pad"] = r.int_(doc["crop_pad"], "crop_pad", minimum=1, maximum=MAX_CROP_PAD)
+    if "erase_size" in doc:
+        # a square wider than the image would still be clipped to it, but erasing the whole image
+        # is never what cutout means, so the image's shorter side is the limit
+        cfg["erase_size"] = r.int_(doc["erase_size"], "erase_size", minimum=0, maximum=min(model.input_shape[:2]))
     if cfg["train_subset"] is not None and cfg["train_subset"] < cfg["batch"]:
         raise r.fail("train_subset", f"{cfg['train_subset']} images make no batch of {cfg['batch']}")
     return TrainConfig(**cfg)

@@ -2,7 +2,7 @@
 
 A step's batch is a pure function of (seed, epoch, step): the epoch's order is
 `batch_order(n, epoch, seed)`, batch i of the epoch is slice i of it, and crop/flip augmentation
-draws from (seed, step). Training drops the last partial batch (its images differ every epoch,
+and cutout (erase_size) draw from (seed, step). Training drops the last partial batch (its images differ every epoch,
 since the order does), so every training step runs the one graph built for `batch`.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from ..datasets import Dataset, load_dataset, synthetic_dataset
-from ..datasets.transforms import batch_order, random_crop_flip
+from ..datasets.transforms import batch_order, random_crop_flip, random_erase
 from ..errors import UserInputError
 from .config import CROPPING_AUGMENTS, TrainConfig
 
@@ -82,6 +82,10 @@ def epoch_batches(ds: Dataset, cfg: TrainConfig, epoch: int) -> Iterator[tuple[i
         if cfg.augment != "none":
             pad = cfg.crop_pad if cfg.augment in CROPPING_AUGMENTS else 0
             images = random_crop_flip(images, pad, rng_seed=cfg.seed, step=step, flip=cfg.augment != "crop")
+        if cfg.erase_size:
+            # after the crop and flip, as in cutout: the hole lands on the pixels the net actually sees,
+            # and here, before the graph, so the int8 backends and the fp32 twin see the same batch
+            images = random_erase(images, cfg.erase_size, rng_seed=cfg.seed, step=step)
         yield step, images, ds.train_labels[idx]
 
 
