@@ -133,9 +133,9 @@ def test_compare_json_numbers(runs, report):
     agree = doc["agreement"][0]
     assert agree["fit"]["points"] == len(agree["points"]) > 5
     assert -1 <= agree["spearman_points"] <= 1 and agree["fit"]["r2"] <= 1
-    # The measured side is timing.json's median call of each node summed by (layer, report phase).
+    # The measured side is timing.json's lower-quartile call of each node summed by (layer, report phase).
     timing = json.loads((runs / "tiny-int8" / "timing.json").read_text())["nodes"]
-    fc1_forward = sum(v["median_seconds"] for v in timing.values()
+    fc1_forward = sum(v["quartile_seconds"] for v in timing.values()
                       if v["layer"] == "fc1" and report_phase(v["op"]) == "forward")
     point = next(p for p in agree["points"] if (p["layer"], p["phase"]) == ("fc1", "forward"))
     assert point["seconds"] == pytest.approx(fc1_forward)
@@ -251,7 +251,7 @@ def test_machine_model_gets_measured_versus_predicted_residuals(runs, tmp_path):
     assert "Residuals on host-test, largest first" in md and "R^2 (prediction, no fit)" in md
 
 
-def test_node_timer_keeps_each_nodes_median_call():
+def test_node_timer_keeps_each_nodes_median_and_lower_quartile_call():
     from nitisim.graph import Node
     from nitisim.train.timing import NodeTimer
 
@@ -261,20 +261,24 @@ def test_node_timer_keeps_each_nodes_median_call():
         timer.observe(node, seconds)
     nodes = timer.nodes()
     assert nodes["conv1.fwd"]["seconds"] == 12.0 and nodes["conv1.fwd"]["median_seconds"] == 2.0
-    assert "median_seconds" not in nodes["old"]  # a resumed run's earlier calls left only their sum
+    assert nodes["conv1.fwd"]["quartile_seconds"] == 1.5  # halfway between the two lowest calls
+    assert "median_seconds" not in nodes["old"] and "quartile_seconds" not in nodes["old"]  # a resumed run's earlier calls left only their sum
 
 
-def test_measured_time_is_the_median_call_where_the_run_kept_it():
+def test_measured_time_is_the_lower_quartile_call_else_the_median_else_the_mean():
     from nitisim.report.join import measured_by_phase
     from nitisim.report.runs import NodeTime
 
-    timing = (NodeTime("c.fwd", "conv2d", "c", "forward", 12.0, 3, median_seconds=2.0),
+    timing = (NodeTime("c.fwd", "conv2d", "c", "forward", 12.0, 3, median_seconds=2.0, quartile_seconds=1.5),
+              NodeTime("c.act", "relu", "c", "forward", 6.0, 3, median_seconds=1.8),  # a run before quartiles
               NodeTime("c.req", "requantize", "c", "forward", 3.0, 3),  # an older run: no median
               NodeTime("flat", "flatten", "f", "forward", 1.0, 3))  # a view: left out
-    by_median = {(m.layer, m.phase): m.seconds for m in measured_by_phase(timing)}
+    by_quartile = {(m.layer, m.phase): m.seconds for m in measured_by_phase(timing)}
+    by_median = {(m.layer, m.phase): m.seconds for m in measured_by_phase(timing, "median")}
     by_mean = {(m.layer, m.phase): m.seconds for m in measured_by_phase(timing, "mean")}
-    assert by_median == {("c", "forward"): 2.0, ("c", "vector"): 1.0}
-    assert by_mean == {("c", "forward"): 4.0, ("c", "vector"): 1.0}
+    assert by_quartile == {("c", "forward"): 1.5, ("c", "vector"): pytest.approx(2.8)}
+    assert by_median == {("c", "forward"): 2.0, ("c", "vector"): pytest.approx(2.8)}
+    assert by_mean == {("c", "forward"): 4.0, ("c", "vector"): 3.0}
     with pytest.raises(ValueError, match="statistic"):
         measured_by_phase(timing, "mode")
 

@@ -105,8 +105,8 @@ def test_run_files(tmp_path):
     timing = json.loads((out / "timing.json").read_text())
     node = timing["nodes"]["fc1.fwd"]
     assert node == {"op": "linear", "layer": "fc1", "phase": "forward", "seconds": node["seconds"], "calls": 16,
-                    "median_seconds": node["median_seconds"]}
-    assert 0 < node["median_seconds"] <= node["seconds"]  # one call's median within the 16 calls' sum
+                    "median_seconds": node["median_seconds"], "quartile_seconds": node["quartile_seconds"]}
+    assert 0 < node["quartile_seconds"] <= node["median_seconds"] <= node["seconds"]  # within the 16 calls' sum
     assert {n["phase"] for n in timing["nodes"].values()} == {"forward", "loss", "backward", "update"}
     assert not list(out.glob(".*.tmp"))  # no temp files left by the atomic writes
 

@@ -2,8 +2,9 @@
 
 Each probe calls one kernel of the C backend's kernel table (gpu_backend.backends.cpu_kernel_table,
 the functions `nitisim train --backend cpu` calls, with its allocator settings and thread count) on
-random operands, one warm-up call and then the median of timed calls. No probe reads a training
-run or its timing:
+random operands, one warm-up call and then timed calls, of which the lower quartile is kept (the
+statistic the measured run is compared by: nitisim.report.stats.lower_quartile). No probe reads
+a training run or its timing:
 
 - table probes: every GEMM and pooling node of a given graph, on random operands of that node's
   shapes. Their speed depends on the shape in ways the library decides at run time (a direct conv,
@@ -24,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import UserInputError
+from ..report.stats import lower_quartile
 
 GRID_ELEMENTS = tuple(1 << s for s in range(12, 25, 2))  # 4 Ki .. 16 Mi elements, x4 apart
 MAX_CURVE_BYTES = 64 << 20  # largest input a curve probe allocates (an int32 16 Mi tensor)
@@ -35,12 +37,19 @@ UPDATE_STATES = {"momentum": np.int32, "shadow16": np.int16}  # update rules wit
 @dataclass(frozen=True)
 class KernelTime:
     key: str  # hwmodels.host.kernel_key, or "<curve>@<elements>"
-    seconds: float  # median of one call
-    repeats: int
+    seconds: float  # lower quartile of the timed calls (nitisim.report.stats.lower_quartile)
+    repeats: int  # timed calls
+    samples: tuple[float, ...] = ()  # each timed call's seconds: passes are merged by pooling them
 
 
-def timed_median(fn: Callable[[], object], n: int, before: Callable[[], object] | None = None) -> float:
-    """Median seconds of n timed calls of fn, each after `before()` (untimed); no warm-up."""
+def kernel_time(key: str, samples: list[float]) -> KernelTime:
+    """The probe's record: the lower quartile of its calls, the statistic the measured run's
+    nodes are compared by (nitisim.report.join.measured_by_phase)."""
+    return KernelTime(key, lower_quartile(samples), len(samples), tuple(samples))
+
+
+def timed_calls(fn: Callable[[], object], n: int, before: Callable[[], object] | None = None) -> list[float]:
+    """Seconds of each of n timed calls of fn, each after `before()` (untimed); no warm-up."""
     times = []
     for _ in range(n):
         if before is not None:
@@ -48,23 +57,28 @@ def timed_median(fn: Callable[[], object], n: int, before: Callable[[], object] 
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
 
 
-def median_call_seconds(fn: Callable[[], object], repeats: int,
-                        before: Callable[[], object] | None = None) -> tuple[float, int]:
-    """One warm-up call, then the median of up to `repeats` timed calls, each after `before()`
-    (untimed), fewer for slow calls so that a probe stays near PROBE_BUDGET_S (but at least
-    three, or `repeats` if fewer). Back to back: timed round-robin over all probes instead, the
-    probes' operands went colder than a training step leaves them (pooling predicted 1.5x slow)."""
+def timed_median(fn: Callable[[], object], n: int, before: Callable[[], object] | None = None) -> float:
+    """Median seconds of n timed calls of fn, each after `before()` (untimed); no warm-up."""
+    return statistics.median(timed_calls(fn, n, before))
+
+
+def probe_call_times(fn: Callable[[], object], repeats: int,
+                     before: Callable[[], object] | None = None) -> list[float]:
+    """One warm-up call, then up to `repeats` timed calls, each after `before()` (untimed), fewer for slow calls so that a probe stays near
+    PROBE_BUDGET_S (but at least three, or `repeats` if fewer). Back to back: timed round-robin
+    over all probes instead, the probes' operands went colder than a training step leaves them
+    (pooling predicted 1.5x slow)."""
     start = time.perf_counter()
     fn()
     first = time.perf_counter() - start
     n = max(min(repeats, 3), min(repeats, int(PROBE_BUDGET_S / max(first, 1e-9))))
-    s = timed_median(fn, n, before)
-    if not s > 0:
-        raise UserInputError("nitisim calibrate", "kernel probe", f"measured {s!r} s; the timer cannot resolve it")
-    return s, n
+    times = timed_calls(fn, n, before)
+    if not min(times) > 0:
+        raise UserInputError("nitisim calibrate", "kernel probe", f"measured {min(times)!r} s; the timer cannot resolve it")
+    return times
 
 
 def _operand(rng, shape: tuple[int, ...], dtype: str, below: int | None = None):
@@ -117,8 +131,7 @@ def table_probes(kernels: Any, graph: Any, repeats: int, rng,
                         classes if graph.tensor(t).role == "label" else None) for t in node.inputs]
         fn = kernels[node.op]
         warm = _training_state(ins[_fresh_input(graph, node)].m, before, rewrite)
-        s, n = median_call_seconds(lambda: fn(node, ctx, *ins), repeats, warm)
-        out.append(KernelTime(key, s, n))
+        out.append(kernel_time(key, probe_call_times(lambda: fn(node, ctx, *ins), repeats, warm)))
     return out
 
 
@@ -194,7 +207,6 @@ def curve_probes(kernels: Any, names: tuple[str, ...], parallel_min_elements: in
         points = []
         for n in grid:
             fn, fresh = _curve_call(kernels, name, n, rng)
-            s, reps = median_call_seconds(fn, repeats, _training_state(fresh, before, rewrite))
-            points.append(KernelTime(f"{name}@{n}", s, reps))
+            points.append(kernel_time(f"{name}@{n}", probe_call_times(fn, repeats, _training_state(fresh, before, rewrite))))
         curves[name] = points
     return curves

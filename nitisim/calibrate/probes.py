@@ -19,12 +19,12 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import UserInputError
-from .kernels import timed_median
+from .kernels import kernel_time, timed_median
 
 # The C library runs an elementwise loop on all threads when it has more than NITI_PARALLEL_MIN_ELEMS
 # elements (gpu_backend/csrc/cpu_internal.h: requantize, updates, range scans) or, for the loops
@@ -262,17 +262,24 @@ def _median_probes(passes: list[list[Probe]]) -> list[Probe]:
     return out
 
 
-def _median_times(passes: list) -> tuple:
-    """Per kernels.KernelTime key (same order in every pass): the median seconds, the repeats summed."""
-    return tuple(dataclasses.replace(same[0], seconds=statistics.median(k.seconds for k in same),
-                                     repeats=sum(k.repeats for k in same)) for same in zip(*passes))
+def _pooled_times(passes: list, earlier: Mapping[str, Sequence[float]] | None = None) -> tuple:
+    """Per kernels.KernelTime key (same order in every pass): the calls of all passes, and of an
+    earlier calibration's window (`earlier`, samples.read_samples), pooled, their lower quartile
+    kept. A probe's calls span a few tens of ms, within one spell of a shared core's speed; pooled,
+    a quarter of the calls at the uncontended speed suffice."""
+    earlier = earlier or {}
+    return tuple(kernel_time(same[0].key, [*earlier.get(same[0].key, ()), *(s for k in same for s in k.samples)])
+                 for same in zip(*passes))
 
 
 def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None,
-               passes: int = DEFAULT_PASSES) -> HostFacts:
+               passes: int = DEFAULT_PASSES, earlier: Mapping[str, Sequence[float]] | None = None) -> HostFacts:
     """Run every probe on the C library with `threads` threads (0: the OpenMP default, as training);
     with a training graph, also its kernel table probes and the curves its elementwise nodes read.
-    The timed probes run `passes` times over, and each keeps its median over the passes."""
+    The timed probes run `passes` times over; each rate probe keeps its median over the passes,
+    each kernel and curve probe the lower quartile of its calls of all passes and of `earlier`
+    (an earlier window's calls of the same probes: samples.read_samples; UserInputError when its
+    probes are not this calibration's)."""
     try:
         from gpu_backend import lib as clib
 
@@ -317,8 +324,15 @@ def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None,
         Probe("parallel_min_elements", parallel, "elements",
               "the C library's parallel threshold, elements of a kernel's largest input (not measured)"),
     ]
-    table = _median_times(tables) if tables else ()
-    curves = {curve: _median_times([c[curve] for c in curve_passes]) for curve in curve_passes[0]}
+    if earlier is not None:
+        keys = {k.key for k in tables[0]} if tables else set()
+        keys |= {k.key for points in curve_passes[0].values() for k in points}
+        if set(earlier) != keys:
+            odd = sorted(set(earlier) ^ keys)
+            raise UserInputError("--pool-with", "samples", f"probes {odd[0]!r} (and {len(odd) - 1} more) differ from this "
+                                 "calibration's: pool only windows of the same --model, --batch and --numerics-from")
+    table = _pooled_times(tables, earlier) if tables else ()
+    curves = {curve: _pooled_times([c[curve] for c in curve_passes], earlier) for curve in curve_passes[0]}
     cores = lib.num_threads()
     return HostFacts(f"{name}, {os.cpu_count()} logical CPUs", engine, tile, cores, clock, l1d, l2, l3,
                      parallel, tuple(probes), table, MappingProxyType(curves))

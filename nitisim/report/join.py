@@ -2,9 +2,9 @@
 
 Pure functions over the loaded records (runs.Run, sims.Sim); nothing here reads files or plots.
 
-Measured time: timing.json's median call of each graph node (one call per training step; the
-mean, seconds / calls, for runs written before medians were kept), summed by (layer,
-report_phase(op)), so it is seconds per step and groups work
+Measured time: timing.json's lower-quartile call of each graph node (one call per training step;
+the median or the mean, seconds / calls, for runs written before quartiles or medians were kept),
+summed by (layer, report_phase(op)), so it is seconds per step and groups work
 exactly as the simulator's report phases do (view ops, free on the accelerator, are left out). Simulated cost: the sim's per-layer rows summed by
 (layer, phase). Agreement is computed over the (layer, phase) points both sides have.
 """
@@ -88,11 +88,14 @@ class Comparison:
     predictions: tuple[Prediction, ...] = ()  # measured vs predicted seconds on each machine model
 
 
-def measured_by_phase(timing: Iterable[NodeTime], statistic: str = "median") -> tuple[PhaseTime, ...]:
+def measured_by_phase(timing: Iterable[NodeTime], statistic: str = "quartile") -> tuple[PhaseTime, ...]:
     """Seconds per step summed by (layer, report phase), in first-seen (execution) order: each node's
-    median call (`statistic="median"`, where the run recorded it) or its mean (`"mean"`)."""
-    if statistic not in ("median", "mean"):
-        raise ValueError(f"statistic must be 'median' or 'mean', got {statistic!r}")
+    lower quartile call (`statistic="quartile"`: the uncontended time, nitisim.report.stats.
+    lower_quartile; the host model's probes keep the same statistic), its median call
+    (`"median"`), or its mean (`"mean"`). A run that did not record the statistic (timing.json
+    of an older version) gives its median, else its mean."""
+    if statistic not in ("quartile", "median", "mean"):
+        raise ValueError(f"statistic must be 'quartile', 'median' or 'mean', got {statistic!r}")
     sums: dict[tuple[str, str], float] = {}
     for t in timing:
         # Views (flatten) are free reshapes on the accelerator, which reports no row for them; on
@@ -100,7 +103,9 @@ def measured_by_phase(timing: Iterable[NodeTime], statistic: str = "median") -> 
         if t.calls == 0 or (t.op in OPS and OPS[t.op].kind == "view"):
             continue
         key = (t.layer, report_phase(t.op))
-        per_call = t.median_seconds if statistic == "median" and t.median_seconds is not None else t.seconds / t.calls
+        recorded = {"quartile": (t.quartile_seconds, t.median_seconds), "median": (t.median_seconds,),
+                    "mean": ()}[statistic]
+        per_call = next((v for v in recorded if v is not None), t.seconds / t.calls)
         sums[key] = sums.get(key, 0.0) + per_call
     return tuple(PhaseTime(layer, phase, seconds) for (layer, phase), seconds in sums.items())
 

@@ -1,8 +1,10 @@
 """Reading a training run folder (`nitisim train` output) into frozen records, strictly.
 
 A run folder holds metrics.jsonl (one JSON object per epoch), summary.json and, for integer runs,
-timing.json (`{"nodes": {node name: {op, layer, phase, seconds, calls, median_seconds}}, "steps":
-...}`, seconds summed over the run, median_seconds the median call, absent in older runs). Every problem -- a missing folder or file, malformed JSON, a missing or
+timing.json (`{"nodes": {node name: {op, layer, phase, seconds, calls, median_seconds,
+quartile_seconds}}, "steps": ...}`, seconds summed over the run, median_seconds and
+quartile_seconds the median and lower quartile of the calls, absent in older runs). Every
+problem -- a missing folder or file, malformed JSON, a missing or
 mistyped field -- is a `UserInputError(path, field, problem)`, so `nitisim compare` prints one
 line and exits 2 instead of a traceback.
 
@@ -37,7 +39,8 @@ class NodeTime:
     phase: str  # the graph phase (forward | loss | backward | update), not the report phase
     seconds: float  # summed over all calls
     calls: int
-    median_seconds: float | None = None  # the median call (timing.json written by this version)
+    median_seconds: float | None = None  # the median call (absent in timing.json of older versions)
+    quartile_seconds: float | None = None  # the lower quartile of the calls (likewise)
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,8 @@ def _parse_timing(doc: Any, src: str) -> tuple[tuple[NodeTime, ...], int | None]
             calls=_int(entry, "calls", src, f"{where}.calls", minimum=0),
             median_seconds=(_number(entry, "median_seconds", src, f"{where}.median_seconds")
                             if "median_seconds" in entry else None),
+            quartile_seconds=(_number(entry, "quartile_seconds", src, f"{where}.quartile_seconds")
+                              if "quartile_seconds" in entry else None),
         ))
     steps = doc.get("steps")
     if steps is not None:

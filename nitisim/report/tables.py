@@ -137,7 +137,7 @@ def _phase_table(title: str, items, unit_scale: float, unit: str, digits: int, c
 def _measured(c: Comparison) -> Section:
     table = _phase_table(f"Measured time per layer and phase ({c.run.backend})",
                          [(m.layer, m.phase, m.seconds) for m in c.measured], 1e3, "ms per step", 3,
-                         "timing.json median call of each node (seconds / calls in older runs), summed by (layer, report phase of the op)")
+                         "timing.json lower-quartile call of each node (the median or seconds / calls in older runs), summed by (layer, report phase of the op)")
     return Section("Measured time", "Wall time of each graph node during training, per training step.",
                    ("measured_stacked",), (table,))
 

@@ -5,11 +5,13 @@ perf_counter laps for numpy and the C library, stream events for CUDA) and hands
 seconds to `NodeTimer.observe`. A later report joins these seconds with the accelerator model's
 simulated time per (layer, phase, op).
 
-Each node also keeps its calls' times, for their median: on a shared machine some steps lose the
-core to another process, which lifts a node's mean above what its kernel takes (measured on 2
-shared cores: conv1's forward mean 1.19 ms against a median of 0.79 ms); the median is the time a
-model of the kernel, which knows nothing of other processes, can predict. The median covers the
-calls of this process only (a resumed run's earlier calls left only their sum).
+Each node also keeps its calls' times, for their median and lower quartile: on a shared machine
+some steps lose the core to another process, which lifts a node's mean above what its kernel takes
+(measured on 2 shared cores: conv1's forward mean 1.19 ms against a median of 0.79 ms), and in
+spells of contention the VM itself cannot see, a kernel runs at half speed (nitisim.report.stats.
+lower_quartile); the lower quartile is the time a model of the kernel, which knows nothing of
+other tenants, can predict. Both cover the calls of this process only (a resumed run's earlier
+calls left only their sum).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import statistics
 from typing import Any, Mapping, Sequence
 
 from ..graph import Node
+from ..report.stats import lower_quartile
 
 
 class NodeTimer:
@@ -51,6 +54,7 @@ class NodeTimer:
             out[name] = {"op": op, "layer": layer, "phase": phase, "seconds": round(sec, 6), "calls": calls}
             if self._samples.get(name):
                 out[name]["median_seconds"] = round(statistics.median(self._samples[name]), 9)
+                out[name]["quartile_seconds"] = round(lower_quartile(self._samples[name]), 9)
         return out
 
     def total_seconds(self) -> float:
