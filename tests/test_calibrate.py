@@ -12,6 +12,7 @@ from nitisim.calibrate import probes as probes_module
 from nitisim.calibrate.document import host_document, render
 from nitisim.calibrate.kernels import KernelTime
 from nitisim.calibrate.probes import HostFacts, Probe
+from nitisim.calibrate.samples import read_samples, samples_path
 from nitisim.cli import main
 from nitisim.run_cli import GPU_MODEL, machine_model_step
 
@@ -184,6 +185,11 @@ def test_real_calibration_with_a_model_measures_each_of_its_kernels(tmp_path):
 def test_run_picks_the_machine_model_of_its_backend(tmp_path):
     text, argv, path = machine_model_step("cpu", tmp_path)
     assert argv[:3] == ["calibrate", "--out", str(path)] and path.parent == tmp_path / "host"
+    _, first, _ = machine_model_step("cpu", tmp_path, window=1)
+    _, second, same = machine_model_step("cpu", tmp_path, window=2)
+    assert same == path and first[2] == str(tmp_path / "host" / f"{path.stem}-window1.yaml")
+    assert second[2] == str(path) and second[second.index("--pool-with") + 1] == str(samples_path(Path(first[2])))
+    assert "--pool-with" not in first and first[first.index("--passes") + 1] == "3"
     assert machine_model_step("cpu", tmp_path, "lenet", 256)[1][-4:] == ["--model", "lenet", "--batch", "256"]
     assert machine_model_step("cuda", tmp_path)[1:] == (None, GPU_MODEL) and GPU_MODEL.exists()
     assert machine_model_step("numpy", tmp_path) is None
@@ -219,14 +225,40 @@ def test_run_on_the_c_backend_simulates_the_calibrated_host_and_reports_residual
     out = tmp_path / "out"
     assert main(["run", "--tiny", "--backend", "cpu", "--accelerators", "edge-16x16", "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
-    models = list((out / "host").glob("*.yaml"))
-    assert len(models) == 1 and load_accelerator(models[0]).host is not None
+    models = sorted((out / "host").glob("*.yaml"), key=lambda m: len(m.name))  # pooled, then first window
+    assert [m.stem for m in models] == [models[0].stem, models[0].stem + "-window1"]
+    assert load_accelerator(models[0]).host is not None and load_accelerator(models[1]).host is not None
+    assert "--pool-with" in yaml.safe_load(models[0].read_text())["calibration"]["command"]
+    pooled, first = (read_samples(samples_path(m)) for m in models)
+    assert pooled.keys() == first.keys() and all(set(first[k]) <= set(pooled[k]) for k in first)
+    assert all(len(pooled[k]) > len(first[k]) for k in first)  # the second window's calls added
     assert (out / "sims" / models[0].stem / "summary.json").exists()
+    assert not (out / "sims" / models[1].stem).exists()  # only the pooled model is simulated
     doc = json.loads((out / "compare.json").read_text())
     (pred,) = doc["predictions"]
     assert pred["machine_model"] == load_accelerator(models[0]).name and len(pred["residuals"]) > 5
     assert [a["label"] for a in doc["accelerators"]] == ["edge-16x16", pred["machine_model"]]
     assert "measured vs predicted on the machine model" in stdout
+
+
+@pytest.mark.parametrize("content, field", [
+    (None, "no such file"),
+    ("{not json", "not JSON"),
+    ('{"version": 2, "samples": {"k": [1e-3]}}', "version"),
+    ('{"version": 1, "samples": {}}', "samples"),
+    ('{"version": 1, "samples": {"relu@4096": [1e-3, -1]}}', "samples.relu@4096"),
+    ('{"version": 1, "samples": {"relu@4096": [1e-3]}}', "differ from this calibration"),  # not these probes
+])
+def test_pool_with_a_bad_samples_file_is_one_line_and_exit_2(tmp_path, capsys, content, field):
+    bad = tmp_path / "w.samples.json"
+    if content is not None:
+        bad.write_text(content)
+    out = tmp_path / "h.yaml"
+    assert main(["calibrate", "--out", str(out), "--passes", "1", "--repeats", "1", "--model", "lenet", "--batch", "2",
+                 "--pool-with", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert field in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_run_flags_a_busy_machine(tmp_path, capsys, monkeypatch):
@@ -251,16 +283,28 @@ def test_each_probe_rewrites_the_input_the_step_has_just_produced():
     assert ("maxpool_grad", "pool1.out.grad") in fresh and ("conv2d_weight_grad", "conv1.out.grad") in fresh
 
 
-def test_each_probe_keeps_its_median_over_the_passes():
-    from nitisim.calibrate.kernels import KernelTime
-    from nitisim.calibrate.probes import Probe, _median_probes, _median_times
+def test_each_rate_probe_keeps_its_median_over_the_passes():
+    from nitisim.calibrate.probes import Probe, _median_probes
 
     passes = [[Probe("gemm", rate, "MAC/s", "a GEMM", seconds=1 / rate, repeats=3), Probe("l2_cache", 2.0, "bytes", "sysfs")]
               for rate in (10.0, 2.0, 9.0)]  # the second pass ran in a slow spell
     gemm, l2 = _median_probes(passes)
     assert (gemm.value, gemm.seconds, gemm.repeats) == (9.0, 1 / 9.0, 9) and (l2.value, l2.seconds, l2.repeats) == (2.0, None, None)
-    times = _median_times([[KernelTime("k", s, 2)] for s in (1.0, 5.0, 2.0)])
-    assert times == (KernelTime("k", 2.0, 6),)
+
+
+def test_kernel_probes_pool_the_calls_of_all_passes_and_keep_their_lower_quartile():
+    from nitisim.calibrate.kernels import kernel_time
+    from nitisim.calibrate.probes import _pooled_times
+
+    # three passes of 3 calls of one kernel: two in slow spells (2x), one uncontended
+    passes = [[kernel_time("k", [2.0, 2.1, 2.2])], [kernel_time("k", [1.0, 1.1, 1.2])], [kernel_time("k", [2.0, 1.9, 2.1])]]
+    assert passes[0][0].seconds == 2.05 and passes[0][0].repeats == 3  # each pass: its own lower quartile
+    (pooled,) = _pooled_times(passes)
+    # 9 calls sorted: 1.0 1.1 1.2 1.9 2.0 ... -> the 25th percentile at index 2: 1.2; the median of
+    # the per-pass values would have been 2.0, the slow spells' speed
+    assert (pooled.key, pooled.repeats, pooled.seconds) == ("k", 9, 1.2)
+    assert sorted(pooled.samples) == sorted(s for p in passes for s in p[0].samples)
+
 
 
 def test_the_evictor_runs_on_the_librarys_threads_when_it_can():

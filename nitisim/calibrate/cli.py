@@ -1,10 +1,13 @@
-"""`nitisim calibrate [--out FILE] [--name NAME] [--repeats N] [--passes N] [--threads N] [--model M --batch B]`.
+"""`nitisim calibrate [--out FILE] [--name NAME] [--repeats N] [--passes N] [--threads N] [--model M --batch B]
+[--pool-with SAMPLES]`.
 
-Runs the probes (a second or two a pass, five passes by default, the median of each kept), with
---model and --batch also the probes of that training graph's GEMM and pooling kernels at its shapes
-(nitisim/calibrate/kernels.py), writes the host model's YAML, checks it by loading it with the
-simulator's strict loader, and prints one line per class of rate. Bad arguments and probes that
-cannot run (no C library, a timer that cannot resolve a probe) are one line and exit status 2.
+Runs the probes (a second or two a pass, five passes by default), with --model and --batch also the
+probes of that training graph's GEMM and pooling kernels at its shapes (nitisim/calibrate/kernels.py),
+writes the host model's YAML and, beside it, the kernel and curve probes' timed calls
+(<stem>.samples.json, nitisim/calibrate/samples.py), which --pool-with pools into a later
+calibration. It checks the YAML by loading it with the simulator's strict loader, and prints one
+line per class of rate. Bad arguments and probes that cannot run (no C library, a timer that cannot
+resolve a probe) are one line and exit status 2.
 """
 from __future__ import annotations
 
@@ -28,15 +31,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="YAML file to write (default nitisim-out/host/<name>.yaml)")
     parser.add_argument("--name", help="the model's name (default host-<hostname>)")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
-                        help=f"timed calls per probe; the median is kept (default {DEFAULT_REPEATS})")
+                        help=f"timed calls per probe and pass (default {DEFAULT_REPEATS})")
     parser.add_argument("--passes", type=int, default=None,
-                        help="passes of every timed probe, the median over them kept: a slow spell of a "
-                             "shared machine then moves no value (default 5)")
+                        help="passes of every timed probe: rate probes keep their median over the passes, "
+                             "kernel and curve probes the lower quartile of all their calls (default 5)")
     parser.add_argument("--threads", type=int, default=0,
                         help="threads of the C library (default 0: the OpenMP default, as training uses)")
     parser.add_argument("--model", help="also probe this model's GEMM and pooling kernels at its shapes "
                         "(built-in name or model YAML; needs --batch)")
     parser.add_argument("--batch", type=int, help="the training batch of --model")
+    parser.add_argument("--pool-with", metavar="SAMPLES_JSON", default=None,
+                        help="pool the kernel and curve probes' calls with those of an earlier calibration "
+                             "(the .samples.json beside its YAML; same --model, --batch, --numerics-from)")
     parser.add_argument("--numerics-from", metavar="TRAIN_CONFIG", default=None,
                         help="with --model: build its graph with this training config's numerics (as "
                              "`nitisim simulate --numerics-from`), so its update rule and loss are probed")
@@ -66,20 +72,25 @@ def check_arguments(args: argparse.Namespace) -> tuple[Path, str]:
     return out, name
 
 
-def calibrate(out: Path, name: str, repeats: int, threads: int, command: str, graph, passes: int):
-    """Probe, write `out`, and return it as the strict loader reads it (AcceleratorSpec)."""
+def calibrate(out: Path, name: str, repeats: int, threads: int, command: str, graph, passes: int,
+              pool_with: Path | None = None):
+    """Probe (pooling with the calls in `pool_with`), write `out` and its samples beside it, and
+    return it as the strict loader reads it (AcceleratorSpec)."""
     from hwmodels.config import load_accelerator
 
     from .document import host_document, render
     from .probes import probe_host
+    from .samples import read_samples, samples_path, write_samples
 
-    facts = probe_host(repeats=repeats, threads=threads, graph=graph, passes=passes)
+    earlier = read_samples(pool_with) if pool_with is not None else None  # before probing: fail fast
+    facts = probe_host(repeats=repeats, threads=threads, graph=graph, passes=passes, earlier=earlier)
     doc = host_document(facts, name=name, command=command)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render(doc))
     except OSError as err:
         raise UserInputError(str(out), None, f"cannot write: {err.strerror or err}") from None
+    write_samples(samples_path(out), [*facts.kernels, *(k for points in facts.curves.values() for k in points)])
     return load_accelerator(out)
 
 
@@ -102,7 +113,10 @@ def main(args: argparse.Namespace) -> int:
         command += f" --model {args.model} --batch {args.batch}"
         if args.numerics_from is not None:
             command += f" --numerics-from {args.numerics_from}"
-    arch = calibrate(out, name, args.repeats, args.threads, command, graph, passes)
+    pool_with = Path(args.pool_with) if args.pool_with is not None else None
+    if pool_with is not None:
+        command += f" --pool-with {pool_with}"
+    arch = calibrate(out, name, args.repeats, args.threads, command, graph, passes, pool_with)
     host, hz = arch.host, arch.clock_mhz * 1e6
     print(f"wrote {out}: {host.engine}, {host.cores} cores")
     print("  int8 GEMM (GMAC/s): " + ", ".join(f"{c} {r * hz / 1e9:.1f}" for c, r in host.gemm_macs_per_cycle.items()))
