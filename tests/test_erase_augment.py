@@ -1,16 +1,13 @@
 """Cutout (random erasing) as an integer augmentation: the counter-hash centre draws, the clipped
 square each image loses, the erase_size config key and its checks, and that the training batches
 (the ones the integer backends and the float32 twin both read) carry the squares."""
-from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from nitisim.cli import main
-from nitisim.datasets.transforms import erase_box, erase_draws, random_crop_flip, random_erase
+from nitisim.datasets.transforms import erase_box, erase_draws, random_erase
 from nitisim.numerics import hash_bits
-from nitisim.train.config import parse_config
 from nitisim.train.data import epoch_batches, load_for_config
 
 ERASE_TAG = 0x45524153  # transforms._TAG_ERASE, restated: the draws are part of a run's definition
@@ -103,19 +100,8 @@ def test_bad_arguments():
         erase_draws(2, 4, 4, rng_seed=0, step=-1)
 
 
-ROOT = Path(__file__).resolve().parent.parent
-BASE = f"""
-model: {ROOT / "configs" / "models" / "vgg-small-fmnist.yaml"}
-dataset: synthetic
-synthetic: {{train: 64, test: 16}}
-batch: 16
-epochs: 1
-mu_schedule: [{{from_epoch: 0, mu: 2}}]
-"""
-
-
-def _cfg(extra: str = ""):
-    return parse_config(yaml.safe_load(BASE + extra), str(ROOT / "configs" / "train" / "x.yaml"))
+# the small VGG-on-synthetic config of the crop/flip tests, and its parser
+from test_augment import BASE, _cfg  # noqa: E402
 
 
 @pytest.mark.parametrize("augment", ["none", "crop_flip"])
