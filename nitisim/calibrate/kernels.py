@@ -67,10 +67,10 @@ def timed_median(fn: Callable[[], object], n: int, before: Callable[[], object] 
 
 def probe_call_times(fn: Callable[[], object], repeats: int,
                      before: Callable[[], object] | None = None) -> list[float]:
-    """One warm-up call, then up to `repeats` timed calls, each after `before()` (untimed), fewer for slow calls so that a probe stays near
-    PROBE_BUDGET_S (but at least three, or `repeats` if fewer). Back to back: timed round-robin
-    over all probes instead, the probes' operands went colder than a training step leaves them
-    (pooling predicted 1.5x slow)."""
+    """One warm-up call, then up to `repeats` timed calls, each after `before()` (untimed), fewer
+    for slow calls so that a probe stays near PROBE_BUDGET_S (but at least three, or `repeats` if
+    fewer). Back to back: timed round-robin over all probes instead, the probes' operands went
+    colder than a training step leaves them (pooling predicted 1.5x slow)."""
     start = time.perf_counter()
     fn()
     first = time.perf_counter() - start
