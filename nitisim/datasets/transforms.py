@@ -9,8 +9,9 @@ Augmentation (CIFAR-style pad-crop and horizontal flip, and cutout: one square p
 pixel 0) and the shuffle order are pure functions of (seed, step) and (seed, epoch): a run resumed
 from a checkpoint at step k draws exactly the batches, crops and squares the uninterrupted run
 drew, and every backend trains on the same pixels, since augmentation happens here, before the
-graph. The crops, flips and squares draw from the project's counter hash (numerics.hash_bits of (seed, step, purpose tag, index)), integer arithmetic defined in this
-repository that a C or CUDA input pipeline can mirror bit for bit; the shuffle order uses a numpy
+graph. The crops, flips and squares draw from the project's counter hash (numerics.hash_bits of
+(seed, step, purpose tag, index)), integer arithmetic defined in this repository that a C or CUDA
+input pipeline can mirror bit for bit; the shuffle order uses a numpy
 Generator(PCG64) seeded from a SeedSequence of (seed, epoch, purpose tag). No generator state is
 kept anywhere.
 """

@@ -2,8 +2,9 @@
 
 A step's batch is a pure function of (seed, epoch, step): the epoch's order is
 `batch_order(n, epoch, seed)`, batch i of the epoch is slice i of it, and crop/flip augmentation
-and cutout (erase_size) draw from (seed, step). Training drops the last partial batch (its images differ every epoch,
-since the order does), so every training step runs the one graph built for `batch`.
+and cutout (erase_size) draw from (seed, step). Training drops the last partial batch (its images
+differ every epoch, since the order does), so every training step runs the one graph built for
+`batch`.
 """
 from __future__ import annotations
 
