@@ -70,7 +70,8 @@ def load_summary(folder: Path, epochs: int, seed: int | None = None) -> dict:
 
 def settings(cfg: dict) -> str:
     mu = ", ".join(f"{p['mu']}@{p['from_epoch']}" for p in cfg["mu_schedule"])
-    augment = cfg.get("augment", "none") + (f" pad {cfg['crop_pad']}" if "crop_pad" in cfg else "")
+    augment = (cfg.get("augment", "none") + (f" pad {cfg['crop_pad']}" if "crop_pad" in cfg else "")
+               + (f", cutout {cfg['erase_size']} px" if cfg.get("erase_size") else ""))
     return (f"batch {cfg['batch']}, mu {mu}, act {cfg['activation_rounding']}, err {cfg['error_rounding']}, "
             f"loss {cfg['loss_variant']}, update {cfg['update_rule']}, "
             f"headroom {cfg.get('weight_headroom_bits', 0)} bits, augment {augment}")
