@@ -18,7 +18,8 @@ A calibrated host may also carry two measured tables, which take precedence over
                  operands of those shapes, through the same kernel table training calls
     curves       cycles of one call of an elementwise kernel (relu, relu_grad, requantize, update)
                  against its element count, on a fixed grid of sizes; a node's count is interpolated
-                 on it (node_cycles)
+                 on it (node_cycles), unless `kernels` has the node itself (a requantize probed
+                 right after the GEMM that writes its input: nitisim/calibrate/kernels.py)
 
 Those times include the kernel's own memory traffic, so for a host the simulator counts DRAM bytes
 but adds no DRAM time (hwmodels/sim.py). Without them (the GPU model, a graph calibrated without
@@ -70,7 +71,7 @@ CALL_KINDS: tuple[str, ...] = ("gemm", "vector")
 # Probed at the graph's own shapes.
 TABLE_OPS = frozenset({"conv2d", "conv2d_input_grad", "conv2d_weight_grad", "linear", "linear_input_grad",
                        "linear_weight_grad", "maxpool", "maxpool_grad", "loss_grad"})
-KEY_ATTRS = ("kernel", "stride", "padding", "dtype", "input_shape", "variant")  # attributes that change the work
+KEY_ATTRS = ("kernel", "stride", "padding", "dtype", "input_shape", "variant", "mode")  # attributes that change the work
 
 
 def kernel_key(graph: Any, node: Any) -> str:
@@ -127,9 +128,11 @@ def interpolate(curve: tuple[tuple[int, float], ...], elements: int) -> float:
 def node_cycles(host: HostSpec, graph: Any, node: Any) -> int | None:
     """Measured cycles of one node from the host's kernel table or curves; None when neither has it
     (the caller then uses gemm_cycles / pass_cycles)."""
+    cycles = host.kernels.get(kernel_key(graph, node))
+    if cycles is not None:  # a table op, or an elementwise node probed after its producer
+        return int(cycles)
     if node.op in TABLE_OPS:
-        cycles = host.kernels.get(kernel_key(graph, node))
-        return None if cycles is None else int(cycles)
+        return None
     found = curve_key(graph, node)
     if found is None or found[0] not in host.curves:
         return None

@@ -167,7 +167,8 @@ def test_real_calibration_writes_a_model_the_simulator_loads(tmp_path, capsys):
 
 
 def test_real_calibration_with_a_model_measures_each_of_its_kernels(tmp_path):
-    from hwmodels.host import TABLE_OPS, curve_key, kernel_key
+    from hwmodels.host import TABLE_OPS, curve_key, kernel_key, node_cycles
+    from nitisim.calibrate.kernels import _gemm_producer
     from nitisim.graph import build_graph
     from nitisim.models import builtin_models
 
@@ -175,7 +176,10 @@ def test_real_calibration_with_a_model_measures_each_of_its_kernels(tmp_path):
     assert main(["calibrate", "--out", str(out), "--repeats", "1", "--passes", "1", "--model", "lenet", "--batch", "2"]) == 0
     host = load_accelerator(out).host
     graph = build_graph(builtin_models()["lenet"], 2)
-    assert set(host.kernels) == {kernel_key(graph, n) for n in graph.nodes if n.op in TABLE_OPS}
+    requants = [n for n in graph.nodes if n.op == "requantize"]
+    assert requants and all(_gemm_producer(graph, n) is not None for n in requants)  # every one follows a GEMM
+    assert set(host.kernels) == {kernel_key(graph, n) for n in graph.nodes if n.op in TABLE_OPS or n in requants}
+    assert all(node_cycles(host, graph, n) == host.kernels[kernel_key(graph, n)] for n in requants)  # not the curve
     assert {curve_key(graph, n)[0] for n in graph.nodes if curve_key(graph, n)} <= set(host.curves)
     assert all(len(points) >= 2 for points in host.curves.values())
     doc = yaml.safe_load(out.read_text())
@@ -324,3 +328,36 @@ def test_the_evictor_runs_on_the_librarys_threads_when_it_can():
     l2_evictor(1000, lib)()
     assert lib.seen == [2 * 1000 * 2]  # 2 x L2 bytes for each of the library's threads
     assert l2_evictor(1000)() == 2 * 1000 // 8  # no library: a sum of ones read by this thread
+
+
+def test_a_requantize_probe_times_each_call_on_the_fresh_output_of_its_gemm():
+    import numpy as np
+
+    from nitisim.calibrate.kernels import table_probes
+    from nitisim.graph import build_graph
+    from nitisim.models import builtin_models
+    from nitisim.numerics import QTensor
+
+    graph = build_graph(builtin_models()["mlp"], 4)
+    calls = {"linear": 0, "evict": 0}
+    seen = []
+
+    def linear(node, ctx, x, w):
+        calls["linear"] += 1
+        return (QTensor(np.full((x.m.shape[0], w.m.shape[0]), calls["linear"], np.int32), 0),)
+
+    def requantize(node, ctx, acc):
+        seen.append((node.name, int(acc.m[0, 0]), calls["evict"]))
+        return (QTensor(np.zeros(acc.m.shape, np.int8), 0),)
+
+    def other(node, ctx, *ins):
+        return (ins[0],)
+
+    kernels = {op: other for op in {n.op for n in graph.nodes}} | {"linear": linear, "requantize": requantize}
+    times = table_probes(kernels, graph, 3, np.random.default_rng(0), before=lambda: calls.__setitem__("evict", calls["evict"] + 1))
+    first = graph.nodes_of("requantize")[0]
+    probe = [s for s in seen if s[0] == first.name]
+    # a warm-up call, then 3 timed ones, each on the output of a new call of its linear, made after the eviction
+    assert len(probe) == 4 and len({v for _, v, _ in probe}) == 4
+    assert all(evicted > 0 for _, _, evicted in probe[1:])
+    assert any(t.key.startswith("requantize int32[4x") for t in times)
