@@ -119,7 +119,8 @@ def table_probes(kernels: Any, graph: Any, repeats: int, rng,
     step ago, by its update, and every other node's tensors went through the caches since) and then
     `rewrite` of the input the previous node has just produced (_fresh_input): the probes pass the C
     library's threaded rewrite, so no thread idles before the timed call (on this project's VM an
-    idle core woken for a kernel cost up to half of a ReLU's time)."""
+    idle core woken for a kernel cost up to half of a ReLU's time). Also one per AFTER_PRODUCER_OPS
+    node that a GEMM feeds, each timed call after `before()` and that GEMM (_after_producer_times)."""
     from hwmodels.host import TABLE_OPS, kernel_key
     from nitisim.executor import StepContext
 
@@ -130,10 +131,10 @@ def table_probes(kernels: Any, graph: Any, repeats: int, rng,
         if key is None or key in seen:
             continue
         seen.add(key)
-        fn = kernels[node.op]
         if producer is not None:
             out.append(kernel_time(key, _after_producer_times(kernels, graph, node, producer, repeats, rng, before)))
             continue
+        fn = kernels[node.op]
         classes = graph.tensor(node.inputs[0]).shape[-1]
         ins = [_operand(rng, graph.tensor(t).shape, graph.tensor(t).dtype,
                         classes if graph.tensor(t).role == "label" else None) for t in node.inputs]
