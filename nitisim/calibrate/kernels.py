@@ -9,7 +9,9 @@ a training run or its timing:
 - table probes: every GEMM and pooling node of a given graph, on random operands of that node's
   shapes. Their speed depends on the shape in ways the library decides at run time (a direct conv,
   a scatter input gradient or the packed GEMM; AMX tiles; channels per pooling vector), which a
-  rate per shape class does not follow (docs/results.md, host-model: conv GEMMs off by 2x).
+  rate per shape class does not follow (docs/results.md, host-model: conv GEMMs off by 2x). Also
+  every requantize node a GEMM feeds, each call on the fresh output of an untimed call of that
+  GEMM, where a step finds it (a rewritten random input ran 20-30 % faster).
 - curve probes: each elementwise kernel (relu, relu_grad, requantize per rounding mode, the plain
   update per gradient width) on a fixed grid of element counts, the same for every graph, plus one
   count just above the library's parallel threshold (an element count, the same for every width),
