@@ -243,10 +243,11 @@ def gemm_tile(lib, engine: str) -> tuple[int, int, int]:
     return ENGINE_TILES.get(engine, (1, 1, 1))
 
 
-# Passes of every timed probe; each value kept is the median over the passes. On a shared machine the
-# speed of the same kernel changes by up to 2x between spells of a few seconds: two back-to-back
-# calibrations of LeNet's kernels on 2 shared cores differed by a median 1.43x (worst 3.33x) with one
-# pass, 1.22x (worst 2.24x) with five (docs/hwmodel.md). A pass takes a second or two.
+# Passes of every timed probe: a rate probe keeps its median over the passes, a kernel or curve probe
+# the lower quartile of all its calls (_pooled_times). On a shared machine the speed of the same
+# kernel changes by up to 2x between spells: two back-to-back calibrations of LeNet's kernels on 2
+# shared cores, with medians, differed by a median 1.43x (worst 3.33x) with one pass, 1.22x (worst
+# 2.24x) with five (docs/hwmodel.md). A pass takes a second or two.
 DEFAULT_PASSES = 5
 
 
@@ -270,6 +271,16 @@ def _pooled_times(passes: list, earlier: Mapping[str, Sequence[float]] | None = 
     earlier = earlier or {}
     return tuple(kernel_time(same[0].key, [*earlier.get(same[0].key, ()), *(s for k in same for s in k.samples)])
                  for same in zip(*passes))
+
+
+def _check_same_probes(earlier: Mapping[str, Sequence[float]], table, curves: Mapping) -> None:
+    """UserInputError unless `earlier` (an earlier window's samples) has exactly this calibration's
+    kernel and curve probes."""
+    keys = {k.key for k in table} | {k.key for points in curves.values() for k in points}
+    if set(earlier) != keys:
+        odd = sorted(set(earlier) ^ keys)
+        raise UserInputError("--pool-with", "samples", f"probes {odd[0]!r} (and {len(odd) - 1} more) differ from this "
+                             "calibration's: pool only windows of the same --model, --batch and --numerics-from")
 
 
 def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None,
@@ -314,6 +325,8 @@ def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None,
         if graph is not None:
             tables.append(table_probes(kernels, graph, repeats, rng, evict, rewrite))
         curve_passes.append(curve_probes(kernels, curve_names, parallel, repeats, rng, evict, rewrite))
+        if earlier is not None and len(curve_passes) == 1:  # after the first pass, not the last
+            _check_same_probes(earlier, tables[0] if tables else (), curve_passes[0])
     probes = _median_probes(timed)
     clock = mhz or 1000.0  # rates are converted per cycle of this clock; any clock gives the same seconds
     probes += [
@@ -324,13 +337,6 @@ def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None,
         Probe("parallel_min_elements", parallel, "elements",
               "the C library's parallel threshold, elements of a kernel's largest input (not measured)"),
     ]
-    if earlier is not None:
-        keys = {k.key for k in tables[0]} if tables else set()
-        keys |= {k.key for points in curve_passes[0].values() for k in points}
-        if set(earlier) != keys:
-            odd = sorted(set(earlier) ^ keys)
-            raise UserInputError("--pool-with", "samples", f"probes {odd[0]!r} (and {len(odd) - 1} more) differ from this "
-                                 "calibration's: pool only windows of the same --model, --batch and --numerics-from")
     table = _pooled_times(tables, earlier) if tables else ()
     curves = {curve: _pooled_times([c[curve] for c in curve_passes], earlier) for curve in curve_passes[0]}
     cores = lib.num_threads()
