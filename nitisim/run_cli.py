@@ -156,7 +156,7 @@ def _run_backend(run_dir: Path) -> str | None:
     return load_run(run_dir).backend
 
 
-CALIBRATION_PASSES = 3  # per window; two windows a float32 training apart (machine_model_steps)
+CALIBRATION_PASSES = 3  # per window; two windows a float32 training apart (machine_model_step)
 
 
 def machine_model_step(backend: str | None, out: Path, model: str | None = None, batch: int | None = None,

@@ -168,10 +168,10 @@ void niti_pack_rowmajor(const int8_t *v, int64_t ld, int64_t nr, int64_t nk, int
                         int32_t *corr);
 void niti_pack_kmajor(const int8_t *v, int64_t ld, int64_t nr, int64_t nk, int W, uint8_t flip, uint32_t *dst,
                       int32_t *corr);
-/* Four lines of `cols` bytes (k .. k+3) -> `cols` panel words. */
 /* dst[c * ld_dst + r] = src[r * ld_src + c] for r < rows, c < cols (16 x 16 blocks, then the edges) */
 void niti_transpose_bytes(const int8_t *src, int64_t ld_src, int64_t rows, int64_t cols, int8_t *dst,
                           int64_t ld_dst);
+/* Four lines of `cols` bytes (k .. k+3) -> `cols` panel words. */
 void niti_interleave4(const int8_t *l0, const int8_t *l1, const int8_t *l2, const int8_t *l3, int64_t cols,
                       uint8_t flip, uint32_t *out);
 
