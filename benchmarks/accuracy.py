@@ -74,7 +74,8 @@ def settings(cfg: dict) -> str:
                + (f", cutout {cfg['erase_size']} px" if cfg.get("erase_size") else ""))
     return (f"batch {cfg['batch']}, mu {mu}, act {cfg['activation_rounding']}, err {cfg['error_rounding']}, "
             f"loss {cfg['loss_variant']}, update {cfg['update_rule']}, "
-            f"headroom {cfg.get('weight_headroom_bits', 0)} bits, augment {augment}")
+            f"headroom {cfg.get('weight_headroom_bits', 0)} bits, augment {augment}"
+            + (f", weights averaged over the last {cfg['average_epochs']} epochs" if cfg.get("average_epochs") else ""))
 
 
 def accuracy_cell(summaries: list[dict]) -> str:

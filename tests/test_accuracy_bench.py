@@ -63,3 +63,10 @@ def test_table_rewrite_keeps_migrates_and_replaces(accuracy, tmp_path):
     accuracy.write_table(md, again, "c3")
     rows = [ln for ln in md.read_text().splitlines() if ln.startswith("| configs/")]
     assert len(rows) == 3 and "80.00 ± 0.00" in rows[2] and "90.00 ± 0.00" not in md.read_text()
+
+
+def test_settings_name_cutout_and_weight_averaging(accuracy):
+    cfg = dict(_summary(0.9, 0.9)["config"], erase_size=8, average_epochs=8)
+    text = accuracy.settings(cfg)
+    assert text.endswith("augment crop_flip pad 2, cutout 8 px, weights averaged over the last 8 epochs")
+    assert "averaged" not in accuracy.settings(_summary(0.9, 0.9)["config"])

@@ -82,6 +82,9 @@ def test_hash_ignores_epochs_but_not_steps(tmp_path):
     (GOOD + "erase_size: -2\n", "erase_size"),
     (GOOD + "erase_size: 40\n", "erase_size"),  # wider than mlp's 28x28 input
     (GOOD + "erase_size: 8px\n", "erase_size"),
+    (GOOD + "average_epochs: -1\n", "average_epochs"),
+    (GOOD + "average_epochs: 99\n", "average_epochs"),  # more than the run's epochs
+    (GOOD + "average_epochs: last\n", "average_epochs"),
     (GOOD.replace("lr: 0.1", "lr: fast"), "fp32.lr"),
     (GOOD.replace("lr: 0.1", "lr: 0"), "fp32.lr"),
     (GOOD.replace("kind: step", "kind: cosine"), "fp32.lr_schedule.milestones"),

@@ -20,6 +20,8 @@ YAML form (configs/train/*.yaml):
     crop_pad: 4                   # crop and crop_flip only: pixels of zero padding around each image
     erase_size: 0                 # cutout: one erase_size x erase_size square per training image set to
                                   # pixel 0, after any crop/flip, centre anywhere (clipped); 0 = off
+    average_epochs: 0             # final model = rounded mean of the weights at the ends of the last
+                                  # N epochs (integer SWA, train/averaging.py); 0 = off
     input_path: int8              # int8 | float (float-normalised, --arith fp32 only)
     seed: 0
     eval_batch: 1000
@@ -98,6 +100,7 @@ class TrainConfig:
     augment: str = "none"  # integer-only, on the uint8 batch before the graph (datasets.transforms)
     crop_pad: int = 4  # zero padding of the random crop (NITI's CIFAR recipe: 4; 28x28 images: 2)
     erase_size: int = 0  # cutout square side in pixels, 0 = off (datasets.transforms.random_erase)
+    average_epochs: int = 0  # weight average over the last N epoch ends, 0 = off (train/averaging.py)
     input_path: str = "int8"
     seed: int = 0
     eval_batch: int = 1000
@@ -118,6 +121,11 @@ class TrainConfig:
                 mu = phase.mu
         return mu
 
+    @property
+    def average_from_epoch(self) -> int:
+        """First epoch (0-based) whose end weights join the average (all of them when the run is shorter)."""
+        return max(0, self.epochs - self.average_epochs)
+
     def with_epochs(self, epochs: int) -> "TrainConfig":
         return dataclasses.replace(self, epochs=epochs)
 
@@ -136,6 +144,7 @@ class TrainConfig:
             **({"crop_pad": self.crop_pad} if self.augment in CROPPING_AUGMENTS else {}),
             # only when on, so configs without cutout keep the resume hash they had before the key existed
             **({"erase_size": self.erase_size} if self.erase_size else {}),
+            **({"average_epochs": self.average_epochs} if self.average_epochs else {}),
             "input_path": self.input_path,
             "seed": self.seed,
             "eval_batch": self.eval_batch,
@@ -152,11 +161,14 @@ class TrainConfig:
 
         `epochs` is left out on purpose: running 1 epoch and resuming with --epochs 2 must be
         allowed and must match a 2-epoch run. The integer run does not read the fp32 section,
-        and eval_batch changes no weight, so neither is part of the integer hash.
+        and eval_batch changes no weight, so neither is part of the integer hash. Averaging reads the
+        weights and never writes them, so average_epochs is left out too (a resume checks the
+        checkpoint's average itself).
         """
         d = self.to_dict()
         d.pop("epochs")
         d.pop("eval_batch")
+        d.pop("average_epochs", None)
         d.pop("model")  # the expanded spec decides, not how it was named
         if arith == "int8":
             d.pop("fp32")
@@ -237,8 +249,8 @@ def _kind(value: Any) -> str:
 
 _TOP_KEYS = {
     "model", "dataset", "batch", "epochs", "mu_schedule", "activation_rounding", "error_rounding",
-    "loss_variant", "update_rule", "weight_headroom_bits", "augment", "crop_pad", "erase_size", "input_path", "seed",
-    "eval_batch", "train_subset", "test_subset", "synthetic", "fp32",
+    "loss_variant", "update_rule", "weight_headroom_bits", "augment", "crop_pad", "erase_size", "average_epochs",
+    "input_path", "seed", "eval_batch", "train_subset", "test_subset", "synthetic", "fp32",
 }
 _REQUIRED = ("model", "dataset", "batch", "epochs", "mu_schedule")
 
@@ -309,6 +321,8 @@ def parse_config(doc: Any, src: str) -> TrainConfig:
         # a square wider than the image would still be clipped to it, but erasing the whole image
         # is never what cutout means, so the image's shorter side is the limit
         cfg["erase_size"] = r.int_(doc["erase_size"], "erase_size", minimum=0, maximum=min(model.input_shape[:2]))
+    if "average_epochs" in doc:
+        cfg["average_epochs"] = r.int_(doc["average_epochs"], "average_epochs", maximum=cfg["epochs"])
     if cfg["train_subset"] is not None and cfg["train_subset"] < cfg["batch"]:
         raise r.fail("train_subset", f"{cfg['train_subset']} images make no batch of {cfg['batch']}")
     return TrainConfig(**cfg)

@@ -10,9 +10,12 @@ the config says `input_path: float`; both are computed with torch on the device 
 batch, with the same values as datasets.transforms.to_int8 / float_normalized give. Dropout draws
 from a torch seed set from (seed, step) before every step, so a resumed run needs no saved random
 state. This is the only module that imports torch; the integer path never loads it.
+With `average_epochs`, Fp32WeightAverage keeps the float64 sums of the weights at the ends of the
+window's epochs, as the integer trainer does in integers, so the twin averages the same way.
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 from pathlib import Path
@@ -115,6 +118,40 @@ def resolve_device(backend: str) -> tuple[torch.device, str]:
     return torch.device("cpu"), "torch-cpu"
 
 
+class Fp32WeightAverage:
+    """float64 sums of the module's weights at `count` epoch ends; `model()` is a module holding their mean."""
+
+    def __init__(self, model: nn.Module):
+        self._model = model
+        self.count = 0
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def add(self) -> None:
+        for name, p in self._model.named_parameters():
+            w = p.detach().to(torch.float64)
+            self.sums[name] = self.sums[name] + w if name in self.sums else w.clone()
+        self.count += 1
+
+    def model(self) -> nn.Module:
+        if self.count == 0:
+            raise ValueError("no snapshot to average")
+        mean = copy.deepcopy(self._model)
+        with torch.no_grad():
+            for name, p in mean.named_parameters():
+                p.copy_(self.sums[name] / self.count)
+        return mean
+
+    def state(self) -> dict[str, Any]:
+        return {"count": self.count, "sums": dict(self.sums)}
+
+    def restore(self, state: Mapping[str, Any] | None) -> None:
+        state = state or {"count": 0, "sums": {}}
+        names = {name for name, _ in self._model.named_parameters()}
+        if state["count"] and set(state["sums"]) != names:
+            raise KeyError(f"average sums {sorted(state['sums'])}, the model has {sorted(names)}")
+        self.count, self.sums = int(state["count"]), dict(state["sums"])
+
+
 class Fp32Trainer:
     arith = "fp32"
     timer = None  # no graph nodes to time
@@ -129,6 +166,7 @@ class Fp32Trainer:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=opts.lr, momentum=opts.momentum,
                                          weight_decay=opts.weight_decay)
         self._generator = dropout_generator(self.device)
+        self.average = Fp32WeightAverage(self.model) if cfg.average_epochs else None
         mean, std = float_stats(cfg.dataset, cfg.model.input_shape[2])
         # 0-dim and (C,) device tensors, not Python scalars: CUDA turns division by a host scalar
         # into multiplication by its reciprocal, which can differ from float_normalized in the last bit
@@ -183,16 +221,22 @@ class Fp32Trainer:
         self.optimizer.step()
         return int((logits.argmax(1) == y).sum())
 
+    def add_to_average(self) -> None:
+        self.average.add()
+
     @torch.inference_mode()
-    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> int:
-        self.model.eval()
+    def evaluate(self, images: np.ndarray, labels: np.ndarray, averaged: bool = False) -> int:
+        model = self.average.model() if averaged else self.model
+        model.eval()
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         for xb, yb in eval_batches(images, labels, self.cfg.eval_batch):
-            correct += (self.model(self._inputs(xb)).argmax(1) == self._labels(yb)).sum()
+            correct += (model(self._inputs(xb)).argmax(1) == self._labels(yb)).sum()
         return int(correct)  # one device sync for the whole test set
 
     def save(self, path: Path, meta: Mapping[str, Any]) -> None:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "meta": dict(meta)}
+        if self.average is not None:
+            state["average"] = self.average.state()
         atomic_write(path, lambda f: torch.save(state, f))
 
     def load(self, path: Path) -> dict[str, Any]:
@@ -200,6 +244,8 @@ class Fp32Trainer:
             state = torch.load(path, map_location=self.device, weights_only=True)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.average is not None:
+                self.average.restore(state.get("average"))
         except (OSError, RuntimeError, KeyError, ValueError) as err:
             raise UserInputError(str(path), "checkpoint", f"cannot read ({err})") from None
         return dict(state["meta"])

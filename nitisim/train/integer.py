@@ -6,7 +6,9 @@ stochastic rounding and dropout mask, is a function of (seed, step) alone: there
 state to checkpoint. With a timer, every step is timed per node by the backend's node clock
 (`node_clock`: stream events on CUDA, host laps elsewhere). Evaluation runs inference graphs (no
 dropout, no backward) of `eval_batch` rows, plus one graph for the remainder so every test image
-counts exactly once.
+counts exactly once. With `average_epochs` on, the weights at the end of each of the last epochs
+are summed (averaging.IntegerWeightAverage) and `evaluate(..., averaged=True)` runs their rounded
+mean; the sums travel in the checkpoint as `average/<weight>` entries.
 """
 from __future__ import annotations
 
@@ -21,12 +23,15 @@ from ..executor import NodeClock, StepContext, forward_logits, predict, train_st
 from ..graph import Graph, build_graph
 from ..init import init_params
 from ..numerics import QTensor
+from .averaging import IntegerWeightAverage
 from .checkpoint import load_int8, save_int8
 from .backends import node_clock
 from .config import TrainConfig
 from .data import eval_batches
 from .headroom import with_headroom
 from .timing import NodeTimer
+
+AVERAGE_PREFIX = "average/"  # checkpoint entries holding the weight-average sums
 
 
 class IntegerTrainer:
@@ -43,6 +48,8 @@ class IntegerTrainer:
         self.params: dict[str, QTensor] = with_headroom(self.graph, init_params(self.graph, cfg.seed),
                                                         cfg.weight_headroom_bits)
         self._eval_graphs: dict[int, Graph] = {}  # rows -> inference graph, built on first use
+        self.average = (IntegerWeightAverage(self.graph.weights, cfg.numerics.update_rule == "shadow16")
+                        if cfg.average_epochs else None)
 
     @property
     def macs_per_step(self) -> int:
@@ -70,8 +77,14 @@ class IntegerTrainer:
             self.timer.observe_step(self.graph.nodes, clock.read())
         return correct
 
-    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> int:
-        """Correct predictions over all test images, in eval_batch slices plus the remainder."""
+    def add_to_average(self) -> None:
+        """Add the current weights to the run's weight average (end of an epoch in the window)."""
+        self.average.add(self.params)
+
+    def evaluate(self, images: np.ndarray, labels: np.ndarray, averaged: bool = False) -> int:
+        """Correct predictions over all test images, in eval_batch slices plus the remainder; with
+        `averaged`, of the weight average instead of the current weights."""
+        params = self.average.averaged(self.params) if averaged else self.params
         correct = 0
         for i, (xb, yb) in enumerate(eval_batches(images, labels, self.cfg.eval_batch)):
             rows = yb.shape[0]
@@ -80,15 +93,26 @@ class IntegerTrainer:
                 graph = self._eval_graphs[rows] = build_graph(self.cfg.model, rows, self.cfg.numerics, training=False)
             # a fixed hash coordinate per slice, so stochastic activation rounding evaluates reproducibly
             ctx = StepContext(seed=self.cfg.seed, step=i, mu=0)
-            logits = forward_logits(graph, self.kernels, self.params, QTensor(*to_int8(xb)), ctx)
+            logits = forward_logits(graph, self.kernels, params, QTensor(*to_int8(xb)), ctx)
             correct += int((predict(logits) == yb).sum())
         return correct
 
     def save(self, path: Path, meta: Mapping[str, Any]) -> None:
-        save_int8(path, self.params, meta)
+        arrays = dict(self.params)
+        if self.average is not None:
+            meta = {**meta, "average_count": self.average.count}
+            arrays.update({f"{AVERAGE_PREFIX}{w}": QTensor(s, 0) for w, s in self.average.state().items()})
+        save_int8(path, arrays, meta)
 
     def load(self, path: Path) -> dict[str, Any]:
-        params, meta = load_int8(path)
+        arrays, meta = load_int8(path)
+        params = {n: t for n, t in arrays.items() if not n.startswith(AVERAGE_PREFIX)}
+        if self.average is not None:
+            sums = {n[len(AVERAGE_PREFIX):]: t.m for n, t in arrays.items() if n.startswith(AVERAGE_PREFIX)}
+            try:
+                self.average.restore(sums, int(meta.get("average_count", 0)))
+            except KeyError as err:
+                raise UserInputError(str(path), "checkpoint", f"weight average incomplete ({err})") from None
         expected = set(self.graph.weights) | set(self.graph.states)
         if set(params) != expected:
             raise UserInputError(str(path), "checkpoint",

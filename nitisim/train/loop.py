@@ -4,6 +4,10 @@ A trainer (integer.IntegerTrainer, fp32.Fp32Trainer) supplies `train_batch`, `ev
 `epoch_info`, `save`, `load` and its MAC count; this loop owns the run folder. Per epoch it appends
 the metrics line first and then replaces the checkpoint, so after a crash between the two the
 resume drops the metrics line of the epoch the checkpoint does not hold.
+
+With `average_epochs` on, each epoch of the window (the last average_epochs) also adds the weights
+to the trainer's weight average and evaluates that average (`averaged_test_accuracy`); the run's
+final test accuracy is then the average's, the model it hands over.
 """
 from __future__ import annotations
 
@@ -28,13 +32,15 @@ class Trainer(Protocol):
     arith: str
     backend: str
     timer: NodeTimer | None
+    average: Any  # the weight average (None when average_epochs is 0); has .count
 
     @property
     def macs_per_step(self) -> int: ...
     def macs_by_phase(self) -> dict[str, int]: ...
     def epoch_info(self, epoch: int) -> dict[str, Any]: ...
     def train_batch(self, images: np.ndarray, labels: np.ndarray, epoch: int, step: int) -> int: ...
-    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> int: ...
+    def add_to_average(self) -> None: ...
+    def evaluate(self, images: np.ndarray, labels: np.ndarray, averaged: bool = False) -> int: ...
     def save(self, path, meta: dict[str, Any]) -> None: ...
     def load(self, path) -> dict[str, Any]: ...
 
@@ -79,11 +85,16 @@ def run_training(cfg: TrainConfig, trainer: Trainer, ds: Dataset, run: RunFolder
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         test_correct = trainer.evaluate(ds.test_images, ds.test_labels)
+        averaged = {}
+        if trainer.average is not None and epoch >= cfg.average_from_epoch:
+            trainer.add_to_average()
+            averaged["averaged_test_accuracy"] = trainer.evaluate(ds.test_images, ds.test_labels, averaged=True) / n_test
         eval_s = time.perf_counter() - t1
         line = {
             "epoch": epoch,
             "train_accuracy": correct / seen,
             "test_accuracy": test_correct / n_test,
+            **averaged,
             "seconds": round(train_s, 3),
             "eval_seconds": round(eval_s, 3),
             "images_per_second": round(seen / train_s, 1),
@@ -99,6 +110,8 @@ def run_training(cfg: TrainConfig, trainer: Trainer, ds: Dataset, run: RunFolder
             run.write_json(run.timing, _timing_doc(cfg, trainer, steps * (epoch + 1)))
         run.write_json(run.summary, _summary(cfg, trainer, ds, history, steps))
         extra = " ".join(f"{k} {v}" for k, v in info.items() if v is not None)
+        if averaged:
+            extra = f"averaged test {averaged['averaged_test_accuracy']:.4f} " + extra
         progress.line(f"{label}: train {line['train_accuracy']:.4f} test {line['test_accuracy']:.4f} "
                       f"{line['images_per_second']:,.0f} img/s {train_s:.0f}+{eval_s:.0f} s {extra}")
     summary = _summary(cfg, trainer, ds, history, steps)
@@ -114,7 +127,14 @@ def _resume(cfg: TrainConfig, trainer: Trainer, run: RunFolder, config_hash: str
         raise UserInputError(cfg.source, None, f"differs from the config of the checkpoint in {run.path} "
                              f"(hash {config_hash} vs {meta.get('config_hash')}); resume with the same config "
                              "or pass another --out")
-    return int(meta["epoch"]) + 1
+    start_epoch = int(meta["epoch"]) + 1
+    if trainer.average is not None:
+        needed = max(0, start_epoch - cfg.average_from_epoch)
+        if trainer.average.count != needed:
+            raise UserInputError(cfg.source, "average_epochs",
+                                 f"the checkpoint in {run.path} holds a weight average of {trainer.average.count} "
+                                 f"epochs; resuming at epoch {start_epoch + 1} of {cfg.epochs} needs {needed}")
+    return start_epoch
 
 
 def _timing_doc(cfg: TrainConfig, trainer: Trainer, steps_done: int) -> dict[str, Any]:
@@ -143,7 +163,11 @@ def _summary(cfg: TrainConfig, trainer: Trainer, ds: Dataset, history: list[dict
         "test_images": int(ds.test_labels.shape[0]),
         "steps_per_epoch": steps,
         "epochs_done": len(history),
-        "final_test_accuracy": history[-1]["test_accuracy"] if history else None,
+        # the averaged weights are the model the run hands over, when it averages
+        "final_test_accuracy": (history[-1].get("averaged_test_accuracy", history[-1]["test_accuracy"])
+                                if history else None),
+        **({"final_unaveraged_test_accuracy": history[-1]["test_accuracy"]}
+           if history and "averaged_test_accuracy" in history[-1] else {}),
         "best_test_accuracy": best["test_accuracy"] if best else None,
         "best_epoch": best["epoch"] if best else None,
         "final_train_accuracy": history[-1]["train_accuracy"] if history else None,
