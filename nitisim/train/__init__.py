@@ -7,6 +7,7 @@ Files, one job each:
   integer.py     the integer trainer on the training graph (any kernel table)
   fp32.py        the float32 torch trainer of the same ModelSpec (imports torch; nothing else does)
   loop.py        the epoch loop shared by both: metrics, checkpoints, timing, summary
+  averaging.py   the integer weight average over the last epochs (average_epochs)
   checkpoint.py  atomic checkpoint files
   runfiles.py    metrics.jsonl, summary.json, timing.json
   progress.py    the plain-text progress line on stderr
