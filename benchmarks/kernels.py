@@ -8,7 +8,8 @@ VNNI, ...; the C backend's default engine first):
   2. int8 conv2d forward against torch bfloat16 and float32 conv2d (channels_last) on those layers;
   3. whole training steps: vgg-small-7 at --vgg-batch against torch bfloat16-autocast and float32
      training of the same net; LeNet and the MLP at --batch against the numpy reference executor
-     and torch float32.
+     and torch float32; and the default engine with each conv and its requantize run apart (the
+     int32 tensor written out), the path the fused op replaced.
 Writes the tables to docs/results.md (section `kernels`) and prints them.
 
     python benchmarks/kernels.py [--quick]
@@ -157,7 +158,8 @@ def training_table(clib, engines, torch, model_name: str, batch: int, repeats: i
     rng = np.random.default_rng(0)
     x = QTensor(rng.integers(-127, 128, (batch, *model.input_shape), dtype=np.int8), -8)
     labels = rng.integers(0, model.classes, batch).astype(np.int32)
-    state = {name: init_params(graph, 0) for name in (*engines, "numpy")}
+    unfused = f"{engines[0]} unfused"
+    state = {name: init_params(graph, 0) for name in (*engines, unfused, "numpy")}
     state["step"] = 0
 
     def int_step(name, table, engine=None):
@@ -184,6 +186,9 @@ def training_table(clib, engines, torch, model_name: str, batch: int, repeats: i
         return run
 
     contenders = {eng: int_step(eng, cpu_kernel_table(clib.num_threads(), engine=eng), eng) for eng in engines}
+    # the same engine with every conv's int32 output written and requantized after (gpu_backend/pending.py)
+    contenders[unfused] = int_step(unfused, cpu_kernel_table(clib.num_threads(), engine=engines[0],
+                                                             fuse_requantize=False), engines[0])
     if with_numpy:
         contenders["numpy"] = int_step("numpy", REFERENCE_KERNELS)
     if with_bf16:
@@ -192,7 +197,8 @@ def training_table(clib, engines, torch, model_name: str, batch: int, repeats: i
     # four interleaved rounds: on this shared machine a slow spell of seconds can cover a whole round
     t = race(contenders, repeats, rounds=4)
     clib.set_engine("auto")
-    labels_of = {"numpy": "numpy reference (int8)", "torch bf16": "torch bfloat16 autocast", "torch fp32": "torch float32"}
+    labels_of = {"numpy": "numpy reference (int8)", "torch bf16": "torch bfloat16 autocast", "torch fp32": "torch float32",
+                 unfused: f"C backend int8, `{engines[0]}` engine, conv and requantize unfused"}
     rows = [f"| executor | seconds per step | images/s | {engines[0]} speed-up |", "|---|---|---|---|"]
     for name in contenders:
         label = labels_of.get(name, f"C backend int8, `{name}` engine")

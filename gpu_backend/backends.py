@@ -18,13 +18,18 @@ import numpy as np
 from nitisim.numerics import LOSS_ERROR_EXP, SHADOW_FRAC_BITS, QTensor
 
 
-def cpu_kernel_table(num_threads: int = 0, engine: str | None = None) -> Mapping[str, Callable]:
+def cpu_kernel_table(num_threads: int = 0, engine: str | None = None, fuse_requantize: bool = True
+                     ) -> Mapping[str, Callable]:
     """Kernel table over the C library (built with gcc on first use, cached by source hash), its
     GEMMs on `engine` (None: $NITISIM_CPU_ENGINE, else the best this machine allows; see
     gpu_backend.lib.engine_library). When the automatic choice had to pass over AMX (the OS refused
-    the tile state), says why on stderr once. Keeps freed output buffers for reuse (host_memory)."""
+    the tile state), says why on stderr once. Keeps freed output buffers for reuse (host_memory).
+    With `fuse_requantize` the convs (forward and input grad) return a PendingAccumulator and the
+    requantize that reads it runs the fused C op (gpu_backend/pending.py); off, every int32 tensor
+    is written out, as the other backends do (the A/B of benchmarks/kernels.py, and tests)."""
     from .host_memory import keep_freed_buffers
     from .lib import engine_library
+    from .pending import PendingAccumulator
 
     lib = engine_library(engine)
     keep_freed_buffers()
@@ -33,13 +38,28 @@ def cpu_kernel_table(num_threads: int = 0, engine: str | None = None) -> Mapping
     lib.set_num_threads(num_threads)
 
     def conv2d(node, ctx, x, w):
-        return (QTensor(lib.conv2d_forward(x.m, w.m, node.attr("stride"), node.attr("padding")), x.e + w.e),)
+        stride, padding = node.attr("stride"), node.attr("padding")
+        xm, wm = x.m, w.m
+        if not fuse_requantize:
+            return (QTensor(lib.conv2d_forward(xm, wm, stride, padding), x.e + w.e),)
+        n, h, wd, _ = xm.shape
+        e, f = lib.conv_output_hw((h, wd), wm.shape[1:3], stride, padding)
+        pending = PendingAccumulator(
+            (n, e, f, wm.shape[0]),
+            lambda: lib.conv2d_forward(xm, wm, stride, padding),
+            lambda exp, mode, seed, step, tid: lib.conv2d_forward_requantize(
+                xm, wm, stride, padding, exp, mode, seed=seed, step=step, tensor_id=tid))
+        return (QTensor(pending, x.e + w.e),)
 
     def linear(node, ctx, x, w):
         return (QTensor(lib.linear_forward(x.m, w.m), x.e + w.e),)
 
     def requantize(node, ctx, acc):
-        m, e = lib.requantize(acc.m, acc.e, node.attr("mode"), seed=ctx.seed, step=ctx.step, tensor_id=node.tensor_id)
+        if isinstance(acc.m, PendingAccumulator):
+            m, e = acc.m.requantize(acc.e, node.attr("mode"), ctx.seed, ctx.step, node.tensor_id)
+        else:
+            m, e = lib.requantize(acc.m, acc.e, node.attr("mode"), seed=ctx.seed, step=ctx.step,
+                                  tensor_id=node.tensor_id)
         return (QTensor(m, e),)
 
     def relu(node, ctx, x):
@@ -72,9 +92,16 @@ def cpu_kernel_table(num_threads: int = 0, engine: str | None = None) -> Mapping
         return (QTensor(dy.m.reshape(node.attr("input_shape")), dy.e),)
 
     def conv2d_input_grad(node, ctx, dy, w):
-        in_hw = node.attr("input_shape")[1:3]
-        dx = lib.conv2d_input_grad(dy.m, w.m, in_hw, node.attr("stride"), node.attr("padding"))
-        return (QTensor(dx, dy.e + w.e),)
+        in_hw, stride, padding = node.attr("input_shape")[1:3], node.attr("stride"), node.attr("padding")
+        dym, wm = dy.m, w.m
+        if not fuse_requantize:
+            return (QTensor(lib.conv2d_input_grad(dym, wm, in_hw, stride, padding), dy.e + w.e),)
+        pending = PendingAccumulator(
+            (dym.shape[0], *in_hw, wm.shape[3]),
+            lambda: lib.conv2d_input_grad(dym, wm, in_hw, stride, padding),
+            lambda exp, mode, seed, step, tid: lib.conv2d_input_grad_requantize(
+                dym, wm, in_hw, stride, padding, exp, mode, seed=seed, step=step, tensor_id=tid))
+        return (QTensor(pending, dy.e + w.e),)
 
     def conv2d_weight_grad(node, ctx, x, dy):
         g = lib.conv2d_weight_grad(x.m, dy.m, node.attr("kernel"), node.attr("stride"), node.attr("padding"),

@@ -63,6 +63,15 @@ int niti_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2,
 /* Threads the OpenMP regions use (niti_set_num_threads or the OpenMP default). */
 int niti_threads(void);
 
+/* Requantization pieces (cpu_ops.c) for ops that requantize their own output block by block:
+ * out[0:n] = acc[0:n] requantized with shift s (s <= 0: saturate only), element j drawing its
+ * stochastic rounding at hash index index0 + j (its place in the whole tensor), so a tensor done in
+ * blocks equals one done whole; the shift of a range [lo, hi] (b(max |.|) - 7, at least 0); and
+ * the check that `mode` is a rounding mode. */
+void niti_requant_block(const int32_t *acc, int8_t *out, int64_t n, int64_t index0, int s, int mode, uint32_t key);
+int niti_requant_shift(int32_t hi, int32_t lo);
+int niti_check_round_mode(const char *fn, int mode);
+
 /* Elementwise loops go parallel above this many elements: about half a millisecond on one thread.
  * Below it, waking the other threads costs more than it saves, and on a busy machine a parallel
  * region can wait a whole time slice (milliseconds) for a thread to be scheduled. */

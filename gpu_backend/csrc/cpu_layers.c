@@ -164,6 +164,119 @@ int niti_conv2d_forward(CONV_PARAMS, const int8_t *x, const int8_t *w, int32_t *
     return gemm_s32(__func__, &a, &b, a.rows, out_c, K, y);
 }
 
+/* ---- conv2d forward / input grad + requantize ---------------------------------------------------
+ * The conv's int32 output never reaches memory: each thread makes it a slice of images at a time in
+ * a scratch that stays in its core's L2 and requantizes it from there, with the shift of the range
+ * that thread has seen so far. Once every slice is done the final shift is known, and the slices
+ * done with another shift are computed again (usually a thread's first one or two). Element i draws
+ * its rounding at index i of the whole tensor, so the result is bit for bit the conv followed by
+ * niti_requantize_s32.
+ *
+ * Each slice is a conv call of its own, which packs (or flips) the weights again. That pays while
+ * the weights are small next to the int32 bytes a slice keeps out of memory: measured on
+ * vgg-small-7 at batch 64 (conv + requantize, ms, unfused -> fused): conv1 4.6 -> 1.8, conv3
+ * 3.6 -> 2.8, conv2's input grad 8.5 -> 5.8 (weights of 3.5 to 295 KB); but conv6's input grad
+ * 5.7 -> 7.5 (2.4 MB of weights). Above FUSED_MAX_WEIGHT_BYTES the conv runs whole, on all
+ * threads, and is requantized after. */
+#ifndef FUSED_SLICE_BYTES
+#define FUSED_SLICE_BYTES (1024 * 1024) /* int32 scratch per thread: half a core's 2 MiB L2 */
+#endif
+#define FUSED_MAX_WEIGHT_BYTES (FUSED_SLICE_BYTES / 2)
+
+/* the int32 output of images [n0, n0 + nb) into acc */
+typedef int (*conv_slice_fn)(const conv_shape *s, const int8_t *src, const int8_t *w, int64_t n0, int64_t nb,
+                             int32_t *acc);
+
+static int forward_slice(const conv_shape *s, const int8_t *x, const int8_t *w, int64_t n0, int64_t nb, int32_t *acc) {
+    return niti_conv2d_forward(nb, s->in_h, s->in_w, s->in_c, s->out_c, s->k_h, s->k_w, s->stride_h, s->stride_w,
+                               s->pad_h, s->pad_w, x + n0 * s->in_h * s->in_w * s->in_c, w, acc);
+}
+
+static int input_grad_slice(const conv_shape *s, const int8_t *dy, const int8_t *w, int64_t n0, int64_t nb,
+                            int32_t *acc) {
+    return niti_conv2d_input_grad(nb, s->in_h, s->in_w, s->in_c, s->out_c, s->k_h, s->k_w, s->stride_h, s->stride_w,
+                                  s->pad_h, s->pad_w, dy + n0 * s->out_h * s->out_w * s->out_c, w, acc);
+}
+
+static int requantize_by_slices(const char *fn, const conv_shape *s, conv_slice_fn slice, int64_t image_out,
+                                const int8_t *src, const int8_t *w, int mode, uint32_t seed, uint32_t step,
+                                uint32_t tensor_id, int8_t *out, int *shift_out) {
+    int st = conv_args(fn, s, src, w, out);
+    if (st || (st = niti_check_round_mode(fn, mode))) return st;
+    REQUIRE(shift_out, "%s: NULL shift output", fn);
+    *shift_out = 0;
+    int64_t batch = s->batch;
+    if (batch == 0 || image_out == 0) return NITI_OK;
+    if (s->out_c * s->k_h * s->k_w * s->in_c > FUSED_MAX_WEIGHT_BYTES) {
+        int32_t *whole = malloc(sizeof(int32_t) * (size_t)(batch * image_out));
+        if (!whole) return niti_fail(NITI_E_NOMEM, "%s: out of memory for the int32 output", fn);
+        if ((st = slice(s, src, w, 0, batch, whole)) == NITI_OK)
+            st = niti_requantize_s32(batch * image_out, whole, mode, seed, step, tensor_id, out, shift_out);
+        free(whole);
+        return st;
+    }
+    int64_t per_slice = niti_max64(1, FUSED_SLICE_BYTES / (4 * image_out)), slices = (batch + per_slice - 1) / per_slice;
+    int8_t *used = malloc((size_t)slices); /* the shift each slice was requantized with */
+    if (!used) return niti_fail(NITI_E_NOMEM, "%s: out of memory", fn);
+    uint32_t key = niti_hash_key(seed, step, tensor_id);
+    int32_t hi = 0, lo = 0;
+    int failed = 0, threads = (int)niti_min64(niti_threads(), slices);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        int32_t *acc = aligned_alloc(64, (size_t)niti_round_up(4 * per_slice * image_out, 64));
+        int32_t run_hi = 0, run_lo = 0; /* this thread's range so far (static schedule: its slices in order) */
+#pragma omp for schedule(static) reduction(max : hi) reduction(min : lo)
+        for (int64_t sl = 0; sl < slices; sl++) {
+            int64_t n0 = sl * per_slice, nb = niti_min64(per_slice, batch - n0), count = nb * image_out;
+            if (!acc || slice(s, src, w, n0, nb, acc) != NITI_OK) {
+#pragma omp atomic write
+                failed = 1;
+                continue;
+            }
+            for (int64_t i = 0; i < count; i++) {
+                run_hi = acc[i] > run_hi ? acc[i] : run_hi;
+                run_lo = acc[i] < run_lo ? acc[i] : run_lo;
+            }
+            hi = run_hi > hi ? run_hi : hi;
+            lo = run_lo < lo ? run_lo : lo;
+            used[sl] = (int8_t)niti_requant_shift(run_hi, run_lo);
+            niti_requant_block(acc, out + n0 * image_out, count, n0 * image_out, used[sl], mode, key);
+        }
+        /* the loop's barrier: hi and lo are the whole tensor's */
+        int final_shift = niti_requant_shift(hi, lo);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t sl = 0; sl < slices; sl++) {
+            if (used[sl] == final_shift || !acc || failed) continue;
+            int64_t n0 = sl * per_slice, nb = niti_min64(per_slice, batch - n0);
+            if (slice(s, src, w, n0, nb, acc) != NITI_OK) {
+#pragma omp atomic write
+                failed = 1;
+                continue;
+            }
+            niti_requant_block(acc, out + n0 * image_out, nb * image_out, n0 * image_out, final_shift, mode, key);
+        }
+        free(acc);
+    }
+    free(used);
+    if (failed) return niti_fail(NITI_E_NOMEM, "%s: out of memory for the conv scratch", fn);
+    *shift_out = niti_requant_shift(hi, lo);
+    return NITI_OK;
+}
+
+int niti_conv2d_forward_requantize(CONV_PARAMS, const int8_t *x, const int8_t *w, int mode, uint32_t seed,
+                                   uint32_t step, uint32_t tensor_id, int8_t *out, int *shift_out) {
+    conv_shape s = CONV_SHAPE;
+    return requantize_by_slices(__func__, &s, forward_slice, s.out_h * s.out_w * out_c, x, w, mode, seed, step,
+                                tensor_id, out, shift_out);
+}
+
+int niti_conv2d_input_grad_requantize(CONV_PARAMS, const int8_t *dy, const int8_t *w, int mode, uint32_t seed,
+                                      uint32_t step, uint32_t tensor_id, int8_t *out, int *shift_out) {
+    conv_shape s = CONV_SHAPE;
+    return requantize_by_slices(__func__, &s, input_grad_slice, in_h * in_w * in_c, dy, w, mode, seed, step,
+                                tensor_id, out, shift_out);
+}
+
 /* wt[i, t, o] = w[o, taps-1-t, i] for a kernel w (O, taps, I), taps = k_h * k_w in row-major order
  * (the last tap is the first one flipped in both axes): the transposed conv's kernel, a byte
  * transpose per tap and 16 input channels, on all threads. */

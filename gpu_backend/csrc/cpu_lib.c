@@ -31,6 +31,9 @@ const char *niti_kernel_isa(void) { return NITI_ISA; }
 
 int niti_threads(void) {
 #ifdef _OPENMP
+    /* inside a parallel region (an op that runs other ops per thread, e.g. the fused conv +
+     * requantize), a nested region would only add threads the cores do not have */
+    if (omp_in_parallel()) return 1;
     return requested_threads > 0 ? requested_threads : omp_get_max_threads();
 #else
     return 1;

@@ -183,38 +183,53 @@ static inline __m512i update_step_x16(__m512i g, int s, int32_t clamp) {
 }
 
 /* out[i0:i1] = requantized acc with shift s >= 1, 16 elements a vector; returns where it stopped */
-static int64_t requant_range_x16(const int32_t *acc, int8_t *out, int64_t i0, int64_t i1, int s, int mode,
-                                 uint32_t key) {
+static int64_t requant_range_x16(const int32_t *acc, int8_t *out, int64_t i0, int64_t i1, int64_t index0, int s,
+                                 int mode, uint32_t key) {
     int64_t i = i0;
     for (; i + 16 <= i1; i += 16)
         _mm_storeu_si128((__m128i *)(out + i),
-                         requant32_x16(_mm512_loadu_si512(acc + i), s, mode, key, (uint32_t)i));
+                         requant32_x16(_mm512_loadu_si512(acc + i), s, mode, key, (uint32_t)(index0 + i)));
     return i;
 }
 #endif
 
-/* out[i0:i1] = requantized acc with shift s (s <= 0: saturate only) */
-static void requant_range(const int32_t *acc, int8_t *out, int64_t i0, int64_t i1, int s, int mode, uint32_t key) {
+/* out[i0:i1] = requantized acc with shift s (s <= 0: saturate only); element i draws its stochastic
+ * rounding at hash index index0 + i, its place in the whole tensor */
+static void requant_span(const int32_t *acc, int8_t *out, int64_t i0, int64_t i1, int64_t index0, int s, int mode,
+                         uint32_t key) {
 #if defined(__AVX512F__) && defined(__AVX512BW__)
-    if (s > 0) i0 = requant_range_x16(acc, out, i0, i1, s, mode, key);
+    if (s > 0) i0 = requant_range_x16(acc, out, i0, i1, index0, s, mode, key);
 #endif
     /* one loop per mode, so the mode is a constant inside (the tail, and builds without AVX-512) */
     if (s <= 0) {
         for (int64_t i = i0; i < i1; i++) out[i] = niti_saturate_elem(acc[i]);
     } else if (mode == NITI_ROUND_NEAREST) {
-        for (int64_t i = i0; i < i1; i++) out[i] = requant32(acc[i], s, NITI_ROUND_NEAREST, key, (uint32_t)i);
+        for (int64_t i = i0; i < i1; i++) out[i] = requant32(acc[i], s, NITI_ROUND_NEAREST, key, (uint32_t)(index0 + i));
     } else if (mode == NITI_ROUND_PSEUDO_STOCHASTIC) {
-        for (int64_t i = i0; i < i1; i++) out[i] = requant32(acc[i], s, NITI_ROUND_PSEUDO_STOCHASTIC, key, (uint32_t)i);
+        for (int64_t i = i0; i < i1; i++)
+            out[i] = requant32(acc[i], s, NITI_ROUND_PSEUDO_STOCHASTIC, key, (uint32_t)(index0 + i));
     } else {
-        for (int64_t i = i0; i < i1; i++) out[i] = requant32(acc[i], s, NITI_ROUND_STOCHASTIC, key, (uint32_t)i);
+        for (int64_t i = i0; i < i1; i++) out[i] = requant32(acc[i], s, NITI_ROUND_STOCHASTIC, key, (uint32_t)(index0 + i));
     }
 }
+
+static void requant_range(const int32_t *acc, int8_t *out, int64_t i0, int64_t i1, int s, int mode, uint32_t key) {
+    requant_span(acc, out, i0, i1, 0, s, mode, key);
+}
+
+void niti_requant_block(const int32_t *acc, int8_t *out, int64_t n, int64_t index0, int s, int mode, uint32_t key) {
+    requant_span(acc, out, 0, n, index0, s, mode, key);
+}
+
+int niti_check_round_mode(const char *fn, int mode) { return check_mode(fn, mode); }
 
 static int requant_shift(int32_t hi, int32_t lo) {
     uint64_t a = niti_magnitude(hi), b = niti_magnitude(lo);
     int s = niti_range_bits_of_peak(a > b ? a : b) - 7; /* never a left shift; b <= 31 so s <= 24 */
     return s > 0 ? s : 0;
 }
+
+int niti_requant_shift(int32_t hi, int32_t lo) { return requant_shift(hi, lo); }
 
 /* Accumulators larger than L2 are read once in the common case: block by block (L2-sized), the
  * block's range, then the block requantized with the shift of the range seen so far (by this

@@ -72,6 +72,18 @@ int niti_linear_weight_grad_s64(int64_t batch, int64_t in_features, int64_t out_
 int niti_conv2d_forward(int64_t batch, int64_t in_h, int64_t in_w, int64_t in_c, int64_t out_c,
                         int64_t k_h, int64_t k_w, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                         const int8_t *x, const int8_t *w, int32_t *y);
+/* niti_conv2d_forward then niti_requantize_s32 of its output (same mode, seed, step, tensor_id), bit
+ * for bit, without the int32 tensor in memory: out (batch, E, F, out_c) int8, *shift_out the shift. */
+int niti_conv2d_forward_requantize(int64_t batch, int64_t in_h, int64_t in_w, int64_t in_c, int64_t out_c,
+                                   int64_t k_h, int64_t k_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                   int64_t pad_w, const int8_t *x, const int8_t *w, int mode, uint32_t seed,
+                                   uint32_t step, uint32_t tensor_id, int8_t *out, int *shift_out);
+/* niti_conv2d_input_grad then niti_requantize_s32 of its output, bit for bit, without the int32
+ * tensor in memory: out (batch, in_h, in_w, in_c) int8, *shift_out the shift. */
+int niti_conv2d_input_grad_requantize(int64_t batch, int64_t in_h, int64_t in_w, int64_t in_c, int64_t out_c,
+                                      int64_t k_h, int64_t k_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                                      int64_t pad_w, const int8_t *dy, const int8_t *w, int mode, uint32_t seed,
+                                      uint32_t step, uint32_t tensor_id, int8_t *out, int *shift_out);
 /* dx (batch, in_h, in_w, in_c): the col2im scatter-add of dy * w, computed as a gather. */
 int niti_conv2d_input_grad(int64_t batch, int64_t in_h, int64_t in_w, int64_t in_c, int64_t out_c,
                            int64_t k_h, int64_t k_w, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
