@@ -47,15 +47,23 @@ _OPS = (
 OPS: MappingProxyType = MappingProxyType({op.name: op for op in _OPS})
 PHASES: tuple[str, ...] = ("forward", "loss", "backward", "update")
 
-# The cost-report phase of each op: GEMM passes by their role, everything else is vector work.
+# The cost-report phase of each op: GEMM passes by their role, a requantize with the GEMM whose
+# int32 output it reads, everything else is vector work.
 REPORT_PHASES: tuple[str, ...] = ("forward", "input_grad", "weight_grad", "update", "vector")
 
 
-def report_phase(op: str) -> str:
+def report_phase(op: str, graph_phase: str = "forward") -> str:
     """forward | input_grad | weight_grad | update | vector, as reports and the simulator group work.
+
+    A requantize counts with its GEMM: every requantize of the graph reads the int32 output of a
+    forward GEMM (graph phase forward) or an input-gradient GEMM (backward), and both the C backend
+    (gpu_backend/pending.py) and an accelerator's output stage run it as part of that GEMM, so only
+    the pair's time is measurable.
 
     >>> report_phase("conv2d"), report_phase("linear_weight_grad"), report_phase("relu")
     ('forward', 'weight_grad', 'vector')
+    >>> report_phase("requantize", "forward"), report_phase("requantize", "backward")
+    ('forward', 'input_grad')
     """
     if op in ("conv2d", "linear"):
         return "forward"
@@ -65,4 +73,6 @@ def report_phase(op: str) -> str:
         return "weight_grad"
     if op == "update":
         return "update"
+    if op == "requantize":
+        return "forward" if graph_phase == "forward" else "input_grad"
     return "vector"

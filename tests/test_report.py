@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from hwmodels.lowering import report_phase as sim_report_phase
 from nitisim.cli import main
+from nitisim.errors import UserInputError
 from nitisim.graph import build_graph, node_macs
 from nitisim.models import builtin_models
 from nitisim.ops import report_phase
@@ -29,31 +31,34 @@ fp32: {lr: 0.05, momentum: 0.9, weight_decay: 0.0, lr_schedule: {kind: constant}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def write_sim(folder: Path, name: str, macs_per_cycle: int, batch: int = 32, model: str = "mlp") -> Path:
-    """A simulation folder in the documented schema: cycles = MACs / array size + a vector cost."""
+def write_sim(folder: Path, name: str, macs_per_cycle: int, batch: int = 32, model: str = "mlp",
+              with_nodes: bool = True) -> Path:
+    """A simulation folder in the documented schema: cycles = MACs / array size + a vector cost;
+    layer rows grouped as the simulator groups them (a requantize as vector work), and node rows."""
     graph = build_graph(builtin_models()[model], batch)
     rows: dict[tuple[str, str], dict] = {}
+    nodes = []
     for node in graph.nodes:
         if node.kind == "view":  # as the simulator: reshapes cost nothing and get no row
             continue
         macs = node_macs(graph, node)
-        key = (node.layer, report_phase(node.op))
-        row = rows.setdefault(key, {"name": key[0], "phase": key[1], "macs": 0, "cycles": 0, "compute_cycles": 0,
-                                    "stall_cycles": 0, "energy_pj": 0.0, "sram_read_bytes": 0,
-                                    "sram_write_bytes": 0, "dram_read_bytes": 0, "dram_write_bytes": 0})
         cycles = macs // macs_per_cycle + 16
-        row["macs"] += macs
-        row["cycles"] += cycles + 4
-        row["compute_cycles"] += cycles
-        row["stall_cycles"] += 4
-        row["energy_pj"] += 0.3 * macs + 2.0
-        row["dram_read_bytes"] += 64
+        cost = {"macs": macs, "cycles": cycles + 4, "compute_cycles": cycles, "stall_cycles": 4,
+                "energy_pj": 0.3 * macs + 2.0, "sram_read_bytes": 0, "sram_write_bytes": 0, "dram_read_bytes": 64,
+                "dram_write_bytes": 0}
+        nodes.append({"name": node.name, "op": node.op, "kind": node.kind, "layer": node.layer,
+                      "graph_phase": node.phase, **cost})
+        key = (node.layer, sim_report_phase(node))
+        row = rows.setdefault(key, {"name": key[0], "phase": key[1], **{k: 0 for k in cost}})
+        for k, v in cost.items():
+            row[k] += v
     layers = list(rows.values())
     total = {k: sum(r[k] for r in layers) for k in layers[0] if k not in ("name", "phase")}
     total["peak_storage_bytes"] = 4096
     folder.mkdir(parents=True)
     (folder / "summary.json").write_text(json.dumps({
         "arch": {"name": name, "clock_mhz": 500}, "model": model, "batch": batch, "layers": layers, "total": total,
+        **({"nodes": nodes} if with_nodes else {}),
         "comparison": {"int8": {"energy_pj": total["energy_pj"]}, "fp32": {"energy_pj": 4 * total["energy_pj"]}},
     }))
     (folder / "report.md").write_text(f"# {name}\n")
@@ -136,7 +141,7 @@ def test_compare_json_numbers(runs, report):
     # The measured side is timing.json's lower-quartile call of each node summed by (layer, report phase).
     timing = json.loads((runs / "tiny-int8" / "timing.json").read_text())["nodes"]
     fc1_forward = sum(v["quartile_seconds"] for v in timing.values()
-                      if v["layer"] == "fc1" and report_phase(v["op"]) == "forward")
+                      if v["layer"] == "fc1" and report_phase(v["op"], v["phase"]) == "forward")
     point = next(p for p in agree["points"] if (p["layer"], p["phase"]) == ("fc1", "forward"))
     assert point["seconds"] == pytest.approx(fc1_forward)
     rows = {r["category"]: r for r in doc["storage"]["rows"]}
@@ -242,7 +247,10 @@ def test_machine_model_gets_measured_versus_predicted_residuals(runs, tmp_path):
     pred = json.loads((out / "compare.json").read_text())["predictions"]
     assert [p["machine_model"] for p in pred] == ["host-test"]
     rows = pred[0]["residuals"]
-    cycles = {(x["name"], x["phase"]): x["cycles"] for x in doc["layers"]}
+    cycles: dict[tuple[str, str], float] = {}  # the node rows, each requantize beside its GEMM
+    for x in doc["nodes"]:
+        key = (x["layer"], report_phase(x["op"], x["graph_phase"]))
+        cycles[key] = cycles.get(key, 0) + x["cycles"]
     assert rows and all(r["predicted_seconds"] == pytest.approx(cycles[(r["layer"], r["phase"])] / 500e6)
                         for r in rows)
     sizes = [abs(r["residual_seconds"]) for r in rows]
@@ -272,13 +280,15 @@ def test_measured_time_is_the_lower_quartile_call_else_the_median_else_the_mean(
     timing = (NodeTime("c.fwd", "conv2d", "c", "forward", 12.0, 3, median_seconds=2.0, quartile_seconds=1.5),
               NodeTime("c.act", "relu", "c", "forward", 6.0, 3, median_seconds=1.8),  # a run before quartiles
               NodeTime("c.req", "requantize", "c", "forward", 3.0, 3),  # an older run: no median
+              NodeTime("c.in_grad.req", "requantize", "c", "backward", 0.6, 3, quartile_seconds=0.1),
               NodeTime("flat", "flatten", "f", "forward", 1.0, 3))  # a view: left out
     by_quartile = {(m.layer, m.phase): m.seconds for m in measured_by_phase(timing)}
     by_median = {(m.layer, m.phase): m.seconds for m in measured_by_phase(timing, "median")}
     by_mean = {(m.layer, m.phase): m.seconds for m in measured_by_phase(timing, "mean")}
-    assert by_quartile == {("c", "forward"): 1.5, ("c", "vector"): pytest.approx(2.8)}
-    assert by_median == {("c", "forward"): 2.0, ("c", "vector"): pytest.approx(2.8)}
-    assert by_mean == {("c", "forward"): 4.0, ("c", "vector"): 3.0}
+    # a requantize counts with the GEMM it follows: forward, or the input gradient on the backward pass
+    assert by_quartile == {("c", "forward"): 2.5, ("c", "vector"): 1.8, ("c", "input_grad"): 0.1}
+    assert by_median == {("c", "forward"): 3.0, ("c", "vector"): 1.8, ("c", "input_grad"): pytest.approx(0.2)}
+    assert by_mean == {("c", "forward"): 5.0, ("c", "vector"): 2.0, ("c", "input_grad"): pytest.approx(0.2)}
     with pytest.raises(ValueError, match="statistic"):
         measured_by_phase(timing, "mode")
 
@@ -295,3 +305,30 @@ def test_negative_median_in_timing_is_named(capsys, runs, tmp_path):
     assert main(["compare", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "timing.json" in err and f"nodes.{name}.median_seconds" in err and "Traceback" not in err
+
+
+def test_sims_are_joined_by_node_with_each_requantize_beside_its_gemm(tmp_path):
+    from nitisim.report.join import simulated_by_phase
+    from nitisim.report.sims import load_sim
+
+    by_node = {(p.layer, p.phase): p.cycles for p in simulated_by_phase(load_sim(write_sim(tmp_path / "n", "n", 64)))}
+    by_layer = {(p.layer, p.phase): p.cycles
+                for p in simulated_by_phase(load_sim(write_sim(tmp_path / "l", "l", 64, with_nodes=False)))}
+    # fc2's two requantizes (after its forward and its input-gradient GEMM) leave the vector point
+    assert ("fc2", "vector") in by_layer and ("fc2", "vector") not in by_node
+    assert by_node[("fc2", "forward")] > by_layer[("fc2", "forward")]
+    assert by_node[("fc2", "input_grad")] > by_layer[("fc2", "input_grad")]
+    assert by_node[("fc2", "forward")] + by_node[("fc2", "input_grad")] == \
+        by_layer[("fc2", "forward")] + by_layer[("fc2", "input_grad")] + by_layer[("fc2", "vector")]
+    assert sum(by_node.values()) == sum(by_layer.values())
+
+
+def test_sim_node_rows_are_checked(tmp_path):
+    from nitisim.report.sims import load_sim
+
+    folder = write_sim(tmp_path / "s", "s", 64)
+    doc = json.loads((folder / "summary.json").read_text())
+    del doc["nodes"][1]["graph_phase"]
+    (folder / "summary.json").write_text(json.dumps(doc))
+    with pytest.raises(UserInputError, match=r"nodes\[1\]\.graph_phase"):
+        load_sim(folder)

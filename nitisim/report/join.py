@@ -4,9 +4,11 @@ Pure functions over the loaded records (runs.Run, sims.Sim); nothing here reads 
 
 Measured time: timing.json's lower-quartile call of each graph node (one call per training step;
 the median or the mean, seconds / calls, for runs written before quartiles or medians were kept),
-summed by (layer, report_phase(op)), so it is seconds per step and groups work
-exactly as the simulator's report phases do (view ops, free on the accelerator, are left out). Simulated cost: the sim's per-layer rows summed by
-(layer, phase). Agreement is computed over the (layer, phase) points both sides have.
+summed by (layer, report_phase(op, graph phase)), so it is seconds per step and groups work
+exactly as the simulator's report phases do, except that a requantize counts with the GEMM it
+follows (view ops, free on the accelerator, are left out). Simulated cost: the sim's per-node rows
+summed by the same (layer, phase) (its per-layer rows for a sim without node rows). Agreement is
+computed over the (layer, phase) points both sides have.
 """
 from __future__ import annotations
 
@@ -102,7 +104,7 @@ def measured_by_phase(timing: Iterable[NodeTime], statistic: str = "quartile") -
         # the host they take microseconds. Leaving them out keeps the two sides' points alike.
         if t.calls == 0 or (t.op in OPS and OPS[t.op].kind == "view"):
             continue
-        key = (t.layer, report_phase(t.op))
+        key = (t.layer, report_phase(t.op, t.phase))
         recorded = {"quartile": (t.quartile_seconds, t.median_seconds), "median": (t.median_seconds,),
                     "mean": ()}[statistic]
         per_call = next((v for v in recorded if v is not None), t.seconds / t.calls)
@@ -111,9 +113,10 @@ def measured_by_phase(timing: Iterable[NodeTime], statistic: str = "quartile") -
 
 
 def simulated_by_phase(sim: Sim) -> tuple[PhaseCost, ...]:
-    """The sim's layer rows summed by (layer, phase), in first-seen order."""
+    """The sim's node rows (else, for a sim without them, its layer rows) summed by (layer, phase),
+    in first-seen order: grouped as measured_by_phase groups a run's nodes."""
     sums: dict[tuple[str, str], list[float]] = {}
-    for row in sim.layers:
+    for row in sim.nodes or sim.layers:
         acc = sums.setdefault((row.layer, row.phase), [0, 0.0, 0.0, 0.0, 0.0])
         acc[0] += row.macs
         acc[1] += row.cycles

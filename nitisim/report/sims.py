@@ -7,6 +7,12 @@ weight_grad | update | vector; `total`: the same sums plus peak_storage_bytes an
 energy_by_component_pj; `arch`: the accelerator as simulated (name, clock_mhz, ...); and `fp32`: the
 same step on the accelerator's float32 twin (its `total` and ratios). Missing or mistyped required
 fields are `UserInputError(path, field, problem)`; optional extras are read when present.
+
+`nodes` (optional: one row per graph node, with op, layer and graph_phase) is read into
+`Sim.nodes` grouped as the measured side groups a run's nodes (nitisim.ops.report_phase): a
+requantize with the GEMM it follows, where the simulator's own `layers` rows count it as vector
+work. The join compares those, since a backend that fuses a conv with its requantize (the C
+backend) can only time the pair.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import UserInputError
-from ..ops import REPORT_PHASES
+from ..ops import REPORT_PHASES, report_phase
 
 COST_FIELDS: tuple[str, ...] = (
     "macs", "cycles", "compute_cycles", "stall_cycles", "energy_pj",
@@ -53,6 +59,7 @@ class Sim:
     fp32_total: Mapping[str, float]  # numeric fields of the float32 twin's total; empty when absent
     fp32_name: str | None  # the float32 twin accelerator's name
     machine_model: bool = False  # a calibrated model of a real machine (arch.host): cycles predict seconds
+    nodes: tuple[LayerCost, ...] = ()  # per graph node (views left out), phase as the join groups it; () if absent
 
 
 def load_sim(path: str | Path) -> Sim:
@@ -98,7 +105,30 @@ def load_sim(path: str | Path) -> Sim:
         fp32_total=fp32_total,
         fp32_name=_fp32_name(fp32),
         machine_model=isinstance(arch.get("host"), dict),
+        nodes=_nodes(doc.get("nodes"), src),
     )
+
+
+def _nodes(rows: Any, src: str) -> tuple[LayerCost, ...]:
+    """The per-node rows, each under (layer, report_phase(op, graph_phase)); views (free) left out."""
+    if rows is None:
+        return ()
+    if not isinstance(rows, list):
+        raise UserInputError(src, "nodes", "must be a list of per-node costs")
+    out = []
+    for i, row in enumerate(rows):
+        where = f"nodes[{i}]"
+        if not isinstance(row, dict):
+            raise UserInputError(src, where, "must be an object")
+        for key in ("op", "layer", "graph_phase"):
+            if not isinstance(row.get(key), str) or not row[key]:
+                raise UserInputError(src, f"{where}.{key}", "missing or not a string")
+        if row.get("kind") == "view":
+            continue
+        values = {k: _number(row, k, src, f"{where}.{k}") for k in COST_FIELDS}
+        values["macs"] = int(values["macs"])
+        out.append(LayerCost(layer=row["layer"], phase=report_phase(row["op"], row["graph_phase"]), **values))
+    return tuple(out)
 
 
 def _fp32_name(fp32: Any) -> str | None:
