@@ -220,7 +220,7 @@ static int requantize_by_slices(const char *fn, const conv_shape *s, conv_slice_
     if (!used) return niti_fail(NITI_E_NOMEM, "%s: out of memory", fn);
     uint32_t key = niti_hash_key(seed, step, tensor_id);
     int32_t hi = 0, lo = 0;
-    int failed = 0, threads = (int)niti_min64(niti_threads(), slices);
+    int failed = NITI_OK, threads = (int)niti_min64(niti_threads(), slices); /* failed: a worker's status */
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         int32_t *acc = aligned_alloc(64, (size_t)niti_round_up(4 * per_slice * image_out, 64));
@@ -228,9 +228,10 @@ static int requantize_by_slices(const char *fn, const conv_shape *s, conv_slice_
 #pragma omp for schedule(static) reduction(max : hi) reduction(min : lo)
         for (int64_t sl = 0; sl < slices; sl++) {
             int64_t n0 = sl * per_slice, nb = niti_min64(per_slice, batch - n0), count = nb * image_out;
-            if (!acc || slice(s, src, w, n0, nb, acc) != NITI_OK) {
+            int status = acc ? slice(s, src, w, n0, nb, acc) : NITI_E_NOMEM;
+            if (status != NITI_OK) {
 #pragma omp atomic write
-                failed = 1;
+                failed = status;
                 continue;
             }
             for (int64_t i = 0; i < count; i++) {
@@ -248,9 +249,10 @@ static int requantize_by_slices(const char *fn, const conv_shape *s, conv_slice_
         for (int64_t sl = 0; sl < slices; sl++) {
             if (used[sl] == final_shift || !acc || failed) continue;
             int64_t n0 = sl * per_slice, nb = niti_min64(per_slice, batch - n0);
-            if (slice(s, src, w, n0, nb, acc) != NITI_OK) {
+            int status = slice(s, src, w, n0, nb, acc);
+            if (status != NITI_OK) {
 #pragma omp atomic write
-                failed = 1;
+                failed = status;
                 continue;
             }
             niti_requant_block(acc, out + n0 * image_out, nb * image_out, n0 * image_out, final_shift, mode, key);
@@ -258,7 +260,9 @@ static int requantize_by_slices(const char *fn, const conv_shape *s, conv_slice_
         free(acc);
     }
     free(used);
-    if (failed) return niti_fail(NITI_E_NOMEM, "%s: out of memory for the conv scratch", fn);
+    /* a worker's own message stays in its thread (niti_last_error is per thread): say it again here */
+    if (failed == NITI_E_OVERFLOW) return niti_fail(failed, "%s: a conv output left int32", fn);
+    if (failed) return niti_fail(failed, "%s: out of memory for the conv scratch", fn);
     *shift_out = niti_requant_shift(hi, lo);
     return NITI_OK;
 }
