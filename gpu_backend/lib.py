@@ -334,46 +334,55 @@ class CLib:
         (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding")
         return (in_hw[0] + 2 * ph - kernel[0]) // sh + 1, (in_hw[1] + 2 * pw - kernel[1]) // sw + 1
 
-    def conv2d_forward(self, x: np.ndarray, w: np.ndarray, stride=1, padding=0) -> np.ndarray:
-        """x (N, H, W, I) int8, w (O, kh, kw, I) int8 -> int32 (N, E, F, O)."""
+    def _conv_forward_args(self, x: np.ndarray, w: np.ndarray, stride, padding):
+        """(pointers, the 11 shape arguments of the C call, the output shape) of a conv forward."""
         px, pw = self._in(x, np.int8, "x", 4), self._in(w, np.int8, "w", 4)
         (n, h, wd, c), (o, kh, kw, cw) = x.shape, w.shape
         if c != cw:
             raise ValueError(f"conv2d: x is {x.shape} (NHWC), w is {w.shape} (OHWI); channels differ")
         (sh, sw), (ph, pwd) = _pair(stride, "stride"), _pair(padding, "padding")
         e, f = self.conv_output_hw((h, wd), (kh, kw), (sh, sw), (ph, pwd))
-        out, po = self._out((n, max(e, 0), max(f, 0), o), np.int32)
-        self.check(self.lib.niti_conv2d_forward(n, h, wd, c, o, kh, kw, sh, sw, ph, pwd, px, pw, po))
-        return out
+        return (px, pw), (n, h, wd, c, o, kh, kw, sh, sw, ph, pwd), (n, max(e, 0), max(f, 0), o)
 
-    def conv2d_forward_requantize(self, x: np.ndarray, w: np.ndarray, stride, padding, exp: int, mode: str, *,
-                                  seed: int = 0, step: int = 0, tensor_id: int = 0) -> tuple[np.ndarray, int]:
-        """requantize(conv2d_forward(x, w), exp, mode, ...) bit for bit, without the int32 tensor:
-        (int8 (N, E, F, O), exponent)."""
-        px, pw = self._in(x, np.int8, "x", 4), self._in(w, np.int8, "w", 4)
-        (n, h, wd, c), (o, kh, kw, cw) = x.shape, w.shape
-        if c != cw:
-            raise ValueError(f"conv2d: x is {x.shape} (NHWC), w is {w.shape} (OHWI); channels differ")
-        (sh, sw), (ph, pwd) = _pair(stride, "stride"), _pair(padding, "padding")
-        e, f = self.conv_output_hw((h, wd), (kh, kw), (sh, sw), (ph, pwd))
-        out, po = self._out((n, max(e, 0), max(f, 0), o), np.int8)
-        shift = self.ffi.new("int *")
-        self.check(self.lib.niti_conv2d_forward_requantize(n, h, wd, c, o, kh, kw, sh, sw, ph, pwd, px, pw,
-                                                           _mode_code(mode), _u32(seed), _u32(step), _u32(tensor_id),
-                                                           po, shift))
-        return out, exp + shift[0]
-
-    def conv2d_input_grad(self, dy: np.ndarray, w: np.ndarray, in_hw: tuple[int, int], stride=1,
-                          padding=0) -> np.ndarray:
-        """dy (N, E, F, O) int8, w (O, kh, kw, I) int8 -> int32 (N, H, W, I), H x W = in_hw."""
+    def _conv_input_grad_args(self, dy: np.ndarray, w: np.ndarray, in_hw: tuple[int, int], stride, padding):
+        """(pointers, the 11 shape arguments of the C call, the output shape) of a conv input gradient."""
         pd, pw = self._in(dy, np.int8, "dy", 4), self._in(w, np.int8, "w", 4)
         (n, e, f, o), (ow, kh, kw, c) = dy.shape, w.shape
         (sh, sw), (ph, pwd) = _pair(stride, "stride"), _pair(padding, "padding")
         h, wd = int(in_hw[0]), int(in_hw[1])
         if o != ow or (e, f) != self.conv_output_hw((h, wd), (kh, kw), (sh, sw), (ph, pwd)):
             raise ValueError(f"conv2d input grad: dy {dy.shape} does not match w {w.shape} on a {h}x{wd} input")
-        out, po = self._out((n, h, wd, c), np.int32)
-        self.check(self.lib.niti_conv2d_input_grad(n, h, wd, c, o, kh, kw, sh, sw, ph, pwd, pd, pw, po))
+        return (pd, pw), (n, h, wd, c, o, kh, kw, sh, sw, ph, pwd), (n, h, wd, c)
+
+    def _requantized(self, fn, pointers, dims, out_shape, exp: int, mode: str, seed: int, step: int,
+                     tensor_id: int) -> tuple[np.ndarray, int]:
+        """Call a fused conv + requantize entry point: (int8 output, exponent)."""
+        out, po = self._out(out_shape, np.int8)
+        shift = self.ffi.new("int *")
+        self.check(fn(*dims, *pointers, _mode_code(mode), _u32(seed), _u32(step), _u32(tensor_id), po, shift))
+        return out, exp + shift[0]
+
+    def conv2d_forward(self, x: np.ndarray, w: np.ndarray, stride=1, padding=0) -> np.ndarray:
+        """x (N, H, W, I) int8, w (O, kh, kw, I) int8 -> int32 (N, E, F, O)."""
+        pointers, dims, shape = self._conv_forward_args(x, w, stride, padding)
+        out, po = self._out(shape, np.int32)
+        self.check(self.lib.niti_conv2d_forward(*dims, *pointers, po))
+        return out
+
+    def conv2d_forward_requantize(self, x: np.ndarray, w: np.ndarray, stride, padding, exp: int, mode: str, *,
+                                  seed: int = 0, step: int = 0, tensor_id: int = 0) -> tuple[np.ndarray, int]:
+        """requantize(conv2d_forward(x, w), exp, mode, ...) bit for bit, without the int32 tensor:
+        (int8 (N, E, F, O), exponent)."""
+        pointers, dims, shape = self._conv_forward_args(x, w, stride, padding)
+        return self._requantized(self.lib.niti_conv2d_forward_requantize, pointers, dims, shape, exp, mode, seed,
+                                 step, tensor_id)
+
+    def conv2d_input_grad(self, dy: np.ndarray, w: np.ndarray, in_hw: tuple[int, int], stride=1,
+                          padding=0) -> np.ndarray:
+        """dy (N, E, F, O) int8, w (O, kh, kw, I) int8 -> int32 (N, H, W, I), H x W = in_hw."""
+        pointers, dims, shape = self._conv_input_grad_args(dy, w, in_hw, stride, padding)
+        out, po = self._out(shape, np.int32)
+        self.check(self.lib.niti_conv2d_input_grad(*dims, *pointers, po))
         return out
 
     def conv2d_input_grad_requantize(self, dy: np.ndarray, w: np.ndarray, in_hw: tuple[int, int], stride, padding,
@@ -381,18 +390,9 @@ class CLib:
                                      tensor_id: int = 0) -> tuple[np.ndarray, int]:
         """requantize(conv2d_input_grad(dy, w, in_hw, ...), exp, mode, ...) bit for bit, without the
         int32 tensor: (int8 (N, H, W, I), exponent)."""
-        pd, pw = self._in(dy, np.int8, "dy", 4), self._in(w, np.int8, "w", 4)
-        (n, e, f, o), (ow, kh, kw, c) = dy.shape, w.shape
-        (sh, sw), (ph, pwd) = _pair(stride, "stride"), _pair(padding, "padding")
-        h, wd = int(in_hw[0]), int(in_hw[1])
-        if o != ow or (e, f) != self.conv_output_hw((h, wd), (kh, kw), (sh, sw), (ph, pwd)):
-            raise ValueError(f"conv2d input grad: dy {dy.shape} does not match w {w.shape} on a {h}x{wd} input")
-        out, po = self._out((n, h, wd, c), np.int8)
-        shift = self.ffi.new("int *")
-        self.check(self.lib.niti_conv2d_input_grad_requantize(n, h, wd, c, o, kh, kw, sh, sw, ph, pwd, pd, pw,
-                                                              _mode_code(mode), _u32(seed), _u32(step),
-                                                              _u32(tensor_id), po, shift))
-        return out, exp + shift[0]
+        pointers, dims, shape = self._conv_input_grad_args(dy, w, in_hw, stride, padding)
+        return self._requantized(self.lib.niti_conv2d_input_grad_requantize, pointers, dims, shape, exp, mode, seed,
+                                 step, tensor_id)
 
     def conv2d_weight_grad(self, x: np.ndarray, dy: np.ndarray, kernel, stride=1, padding=0,
                            out_dtype=np.int64) -> np.ndarray:
