@@ -1,7 +1,7 @@
-"""configs/train/fashion-vgg-small.yaml: the model it names; and a short run of it and of
-configs/train/fashion-lenet.yaml (each config's model, numerics, update rule, headroom and
-augmentation; a tiny synthetic dataset) that the numpy reference and the C backend train bit for bit
-the same."""
+"""configs/train/fashion-vgg-small.yaml and fashion-vgg-wide.yaml: the models they name; and a
+short run of each and of configs/train/fashion-lenet.yaml (each config's model, numerics, update
+rule, headroom, augmentation and weight averaging; a tiny synthetic dataset) that the numpy reference
+and the C backend train bit for bit the same."""
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from nitisim.train.runfiles import RunFolder
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train" / "fashion-vgg-small.yaml"
 LENET_CONFIG = CONFIG.parent / "fashion-lenet.yaml"
+WIDE_CONFIG = CONFIG.parent / "fashion-vgg-wide.yaml"
 
 
 def test_config_is_the_28x28_vgg_small_integer_only_with_augmentation():
@@ -35,16 +36,29 @@ def test_config_is_the_28x28_vgg_small_integer_only_with_augmentation():
     assert cfg.numerics.loss_variant == "fine"  # the integer softmax gradient, not a float one
 
 
+def test_wide_config_is_the_small_one_at_twice_the_widths_with_cutout_and_averaging():
+    small, wide = load_config(CONFIG), load_config(WIDE_CONFIG)
+    widths = [layer.out_channels for layer in wide.model.layers if isinstance(layer, Conv)]
+    assert widths == [2 * layer.out_channels for layer in small.model.layers if isinstance(layer, Conv)]
+    assert (wide.epochs, wide.erase_size, wide.average_epochs, wide.average_from_epoch) == (40, 8, 8, 32)
+    assert wide.mu_at(wide.average_from_epoch) == 0  # the averaged epochs are the mu 0 phase
+    assert (wide.numerics, wide.augment, wide.crop_pad, wide.weight_headroom_bits) == \
+           (small.numerics, small.augment, small.crop_pad, small.weight_headroom_bits)
+
+
 def _short_run(config: Path) -> object:
     """A shipped config on 32 synthetic images: 4 steps of 8, then 20 test images in slices of 8."""
     doc = yaml.safe_load(config.read_text())
     doc.update(dataset="synthetic", synthetic={"train": 32, "test": 20}, batch=8, epochs=1, eval_batch=8,
                mu_schedule=[{"from_epoch": 0, "mu": 3}])  # a large step, so 4 steps move many weights
+    if doc.get("average_epochs"):
+        doc["average_epochs"] = 1  # the one epoch's end weights, averaged: the integer mean path runs
     return parse_config(doc, str(config))  # the model path resolves next to the shipped config
 
 
 @pytest.mark.cpu_lib
-@pytest.mark.parametrize("config", [CONFIG, LENET_CONFIG], ids=["fashion-vgg-small", "fashion-lenet"])
+@pytest.mark.parametrize("config", [CONFIG, WIDE_CONFIG, LENET_CONFIG],
+                         ids=["fashion-vgg-small", "fashion-vgg-wide", "fashion-lenet"])
 def test_numpy_and_c_backends_train_the_config_bit_for_bit(tmp_path, config):
     from gpu_backend.backends import kernel_table
 
@@ -65,6 +79,7 @@ def test_numpy_and_c_backends_train_the_config_bit_for_bit(tmp_path, config):
         np.testing.assert_array_equal(p_np[key].m, p_c[key].m, err_msg=key)
     moved = [k for k in p_np if not np.array_equal(p_np[k].m, initial[k])]
     assert len(moved) == len(p_np)  # every layer trained: the comparison is not of untouched weights
-    assert [(m["train_accuracy"], m["test_accuracy"]) for m in m_np] == \
-           [(m["train_accuracy"], m["test_accuracy"]) for m in m_c]
+    assert [(m["train_accuracy"], m["test_accuracy"], m.get("averaged_test_accuracy")) for m in m_np] == \
+           [(m["train_accuracy"], m["test_accuracy"], m.get("averaged_test_accuracy")) for m in m_c]
+    assert ("averaged_test_accuracy" in m_np[-1]) == bool(cfg.average_epochs)
     assert s_np["steps_per_epoch"] == 4 and s_np["config"]["augment"] == "crop_flip"

@@ -217,7 +217,9 @@ void niti_interleave4(const int8_t *l0, const int8_t *l1, const int8_t *l2, cons
 /* AMX tiles: 16 rows of 64 bytes; the AMX engine's C tile is 2 x 2 of them (32 x 32 int32). */
 #define NITI_AMX_MR 32
 #define NITI_AMX_NR 32
+#ifndef NITI_AMX_KC_MAX
 #define NITI_AMX_KC_MAX 2048 /* deeper K slices than the SIMD engine: C tiles are loaded and stored less often */
+#endif
 #define NITI_DEPTH_MAX NITI_MAX2(NITI_KC_MAX, NITI_AMX_KC_MAX) /* deepest slice any engine packs */
 #define NITI_PANEL_MAX NITI_MAX2(NITI_MAX2(NITI_MR, NITI_NR), NITI_AMX_NR) /* widest panel any engine packs */
 #define NITI_BLOCK_MAX NITI_MAX2(NITI_MC, NITI_MAX2(NITI_NC, NITI_NC_LONG_K)) /* widest packed block */
