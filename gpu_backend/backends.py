@@ -42,10 +42,8 @@ def cpu_kernel_table(num_threads: int = 0, engine: str | None = None, fuse_requa
         xm, wm = x.m, w.m
         if not fuse_requantize:
             return (QTensor(lib.conv2d_forward(xm, wm, stride, padding), x.e + w.e),)
-        n, h, wd, _ = xm.shape
-        e, f = lib.conv_output_hw((h, wd), wm.shape[1:3], stride, padding)
         pending = PendingAccumulator(
-            (n, e, f, wm.shape[0]),
+            lib.conv2d_forward_shape(xm, wm, stride, padding),  # bad operands fail here, at the conv
             lambda: lib.conv2d_forward(xm, wm, stride, padding),
             lambda exp, mode, seed, step, tid: lib.conv2d_forward_requantize(
                 xm, wm, stride, padding, exp, mode, seed=seed, step=step, tensor_id=tid))
@@ -97,7 +95,7 @@ def cpu_kernel_table(num_threads: int = 0, engine: str | None = None, fuse_requa
         if not fuse_requantize:
             return (QTensor(lib.conv2d_input_grad(dym, wm, in_hw, stride, padding), dy.e + w.e),)
         pending = PendingAccumulator(
-            (dym.shape[0], *in_hw, wm.shape[3]),
+            lib.conv2d_input_grad_shape(dym, wm, in_hw, stride, padding),
             lambda: lib.conv2d_input_grad(dym, wm, in_hw, stride, padding),
             lambda exp, mode, seed, step, tid: lib.conv2d_input_grad_requantize(
                 dym, wm, in_hw, stride, padding, exp, mode, seed=seed, step=step, tensor_id=tid))

@@ -362,6 +362,15 @@ class CLib:
         self.check(fn(*dims, *pointers, _mode_code(mode), _u32(seed), _u32(step), _u32(tensor_id), po, shift))
         return out, exp + shift[0]
 
+    def conv2d_forward_shape(self, x: np.ndarray, w: np.ndarray, stride=1, padding=0) -> tuple[int, ...]:
+        """The output shape of conv2d_forward(x, w, ...), after the checks it makes (nothing computed)."""
+        return self._conv_forward_args(x, w, stride, padding)[2]
+
+    def conv2d_input_grad_shape(self, dy: np.ndarray, w: np.ndarray, in_hw: tuple[int, int], stride=1,
+                                padding=0) -> tuple[int, ...]:
+        """The output shape of conv2d_input_grad(dy, w, in_hw, ...), after its checks (nothing computed)."""
+        return self._conv_input_grad_args(dy, w, in_hw, stride, padding)[2]
+
     def conv2d_forward(self, x: np.ndarray, w: np.ndarray, stride=1, padding=0) -> np.ndarray:
         """x (N, H, W, I) int8, w (O, kh, kw, I) int8 -> int32 (N, E, F, O)."""
         pointers, dims, shape = self._conv_forward_args(x, w, stride, padding)

@@ -101,6 +101,8 @@ def test_pending_accumulator_materializes_the_conv(lib):
     (acc,) = table["conv2d"](node, StepContext(), nm.QTensor(x, -8), nm.QTensor(wt, -7))
     assert acc.m.shape == (4, 24, 24, 6) and acc.m.dtype == np.int32 and acc.e == -15
     assert np.array_equal(np.asarray(acc.m), lib.conv2d_forward(x, wt, 1, 0))
+    with pytest.raises(ValueError, match="channels differ"):  # checked at the conv, not at its reader
+        table["conv2d"](node, StepContext(), nm.QTensor(x, -8), nm.QTensor(wt[:, :, :, :0], -7))
 
 
 @pytest.mark.parametrize("model_name", ["lenet", "vgg-small-7"])
