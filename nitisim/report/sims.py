@@ -125,9 +125,8 @@ def _nodes(rows: Any, src: str) -> tuple[LayerCost, ...]:
                 raise UserInputError(src, f"{where}.{key}", "missing or not a string")
         if row.get("kind") == "view":
             continue
-        values = {k: _number(row, k, src, f"{where}.{k}") for k in COST_FIELDS}
-        values["macs"] = int(values["macs"])
-        out.append(LayerCost(layer=row["layer"], phase=report_phase(row["op"], row["graph_phase"]), **values))
+        out.append(LayerCost(layer=row["layer"], phase=report_phase(row["op"], row["graph_phase"]),
+                             **_costs(row, src, where)))
     return tuple(out)
 
 
@@ -157,9 +156,14 @@ def _layer(row: Any, src: str, where: str) -> LayerCost:
     phase = row.get("phase")
     if phase not in REPORT_PHASES:
         raise UserInputError(src, f"{where}.phase", f"must be one of {', '.join(REPORT_PHASES)}, got {phase!r}")
+    return LayerCost(layer=name, phase=phase, **_costs(row, src, where))
+
+
+def _costs(row: Mapping, src: str, where: str) -> dict[str, float]:
+    """The COST_FIELDS of a layer or node row, each checked (macs as an integer)."""
     values = {k: _number(row, k, src, f"{where}.{k}") for k in COST_FIELDS}
     values["macs"] = int(values["macs"])
-    return LayerCost(layer=name, phase=phase, **values)
+    return values
 
 
 def _number(doc: Mapping, key: str, src: str, where: str) -> float:
