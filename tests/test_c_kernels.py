@@ -249,6 +249,24 @@ def test_gemm_random_and_edge_shapes(any_lib, m, n, k):
     assert np.array_equal(any_lib.gemm_s8s8s64(a, b), ref)
 
 
+# Depths that are whole 64-byte tile rows (no zero padding in any packed panel: every vgg conv but
+# the first): ragged 32-row panels (M % 32 != 0), more than one K slice (K > 2048), each thread
+# driver (one thread below 2^24 MACs, then shared B, slabs for a B over 8 MB, K split for long K and
+# a small C), and int64 outputs.
+WHOLE_TILE_DEPTH_SHAPES = [(32, 32, 64), (33, 65, 128), (31, 40, 640), (5, 7, 4160), (1000, 96, 1152),
+                           (256, 128, 2304), (40, 4000, 2112), (70, 50, 8256)]
+
+
+@pytest.mark.parametrize("m,n,k", WHOLE_TILE_DEPTH_SHAPES)
+def test_gemm_whole_tile_depths(any_lib, m, n, k):
+    rng = np.random.default_rng(m * 7 + n * 3 + k)
+    a, b = rand_i8(rng, (m, k)), rand_i8(rng, (n, k))
+    ref = ref_gemm(a, b)
+    assert np.array_equal(any_lib.gemm_s8s8s32(a, b), ref)
+    assert np.array_equal(any_lib.gemm_s8s8s64(a, b), ref)
+    assert np.array_equal(any_lib.linear_forward(a, b), ref)  # the same product through the layer op
+
+
 @pytest.mark.parametrize("fill_a,fill_b", [(127, 127), (-127, 127), (-127, -127), (-128, -128), (-128, 127)])
 def test_gemm_extreme_values(any_lib, fill_a, fill_b):
     m, n, k = 14, 35, 4099
