@@ -4,7 +4,8 @@ Measures, in one process and interleaved (best of several repetitions, so that d
 machine hits every contender alike), on every GEMM engine this machine runs (AMX-INT8, AVX-512
 VNNI, ...; the C backend's default engine first):
   1. int8 GEMM (int32 accumulate) against torch bfloat16 and float32 matmul at the GEMM shapes of
-     vgg-small-7's convolutions (forward im2col view, batch --gemm-batch);
+     vgg-small-7's convolutions (forward im2col view, batch --gemm-batch), operands cache-line
+     aligned on both sides; on AMX also the same engine built to pack every A block;
   2. int8 conv2d forward against torch bfloat16 and float32 conv2d (channels_last) on those layers;
   3. whole training steps: vgg-small-7 at --vgg-batch against torch bfloat16-autocast and float32
      training of the same net; LeNet and the MLP at --batch against the numpy reference executor
@@ -33,6 +34,11 @@ from nitisim.init import init_params  # noqa: E402
 from nitisim.models import Conv, builtin_models  # noqa: E402
 from nitisim.numerics import QTensor  # noqa: E402
 from nitisim.reference import REFERENCE_KERNELS  # noqa: E402
+from gpu_backend.aligned import aligned_copy  # noqa: E402
+
+# the default engine built to pack every A block (NITI_A_IN_PLACE=0): the path that reading A's rows
+# in place replaced, raced beside it
+PACKED_A = "A packed"
 from nitisim.shapes import infer_shapes  # noqa: E402
 
 
@@ -57,17 +63,23 @@ def on_engine(clib, engine: str, fn):
     return run
 
 
-def gemm_and_conv_tables(clib, engines, torch, batch: int, repeats: int) -> tuple[str, str, dict]:
-    """GEMM and conv tables; the summary holds each contender's total seconds over all layers."""
+def gemm_and_conv_tables(clib, engines, torch, batch: int, repeats: int, packed_clib=None) -> tuple[str, str, dict]:
+    """GEMM and conv tables; the summary holds each contender's total seconds over all layers. With
+    `packed_clib` (the library built to pack every A block) the GEMM table has that contender too."""
     rng = np.random.default_rng(0)
     names = [*engines, "torch bf16", "torch fp32"]
-    head = " | ".join(f"{n} TOP/s" for n in names)
-    gemm_rows = [f"| layer | M | K | N | {head} | {engines[0]} / bf16 |", "|---|---|---|---|" + "---|" * (len(names) + 1)]
-    conv_rows = [f"| layer | input (N,H,W,C) | {head} | {engines[0]} / bf16 |", "|---|---|" + "---|" * (len(names) + 1)]
-    totals = {"gemm": dict.fromkeys(names, 0.0), "conv": dict.fromkeys(names, 0.0), "ops": 0.0}
+    gemm_names = [*engines, *([PACKED_A] if packed_clib else []), "torch bf16", "torch fp32"]
+
+    def head(columns):
+        return " | ".join(f"{n} TOP/s" for n in columns)
+
+    gemm_rows = [f"| layer | M | K | N | {head(gemm_names)} | {engines[0]} / bf16 |",
+                 "|---|---|---|---|" + "---|" * (len(gemm_names) + 1)]
+    conv_rows = [f"| layer | input (N,H,W,C) | {head(names)} | {engines[0]} / bf16 |", "|---|---|" + "---|" * (len(names) + 1)]
+    totals = {"gemm": dict.fromkeys(gemm_names, 0.0), "conv": dict.fromkeys(names, 0.0), "ops": 0.0}
 
     def row(t, ops, bold=False):
-        rates = " | ".join(f"{ops / t[n] / 1e12:.2f}" for n in names)
+        rates = " | ".join(f"{ops / t[n] / 1e12:.2f}" for n in t)
         ratio = f"{t['torch bf16'] / t[engines[0]]:.2f}x"
         return f"{rates} | {f'**{ratio}**' if bold else ratio} |"
 
@@ -75,15 +87,19 @@ def gemm_and_conv_tables(clib, engines, torch, batch: int, repeats: int) -> tupl
         e = (h + 2 * conv.padding - conv.kernel) // conv.stride + 1
         m, k, nn_ = n * e * e, conv.kernel * conv.kernel * c, conv.out_channels
         ops = 2.0 * m * k * nn_
-        a = rng.integers(-127, 128, (m, k), dtype=np.int8)
-        b = rng.integers(-127, 128, (nn_, k), dtype=np.int8)
+        # cache-line aligned, as torch's allocator aligns the tensors it times (numpy: 16 bytes)
+        a = aligned_copy(rng.integers(-127, 128, (m, k), dtype=np.int8))
+        b = aligned_copy(rng.integers(-127, 128, (nn_, k), dtype=np.int8))
         af, bf = torch.from_numpy(a.astype(np.float32)), torch.from_numpy(b.astype(np.float32)).T.contiguous()
         ah, bh = af.to(torch.bfloat16), bf.to(torch.bfloat16)
         contenders = {eng: on_engine(clib, eng, lambda: clib.gemm_s8s8s32(a, b)) for eng in engines}
         contenders |= {"torch bf16": lambda: torch.matmul(ah, bh), "torch fp32": lambda: torch.matmul(af, bf)}
+        if packed_clib:
+            contenders[PACKED_A] = on_engine(packed_clib, engines[0], lambda: packed_clib.gemm_s8s8s32(a, b))
         t = race(contenders, repeats)
+        t = {n: t[n] for n in gemm_names}
         gemm_rows.append(f"| {name} | {m} | {k} | {nn_} | {row(t, ops)}")
-        for n_ in names:
+        for n_ in gemm_names:
             totals["gemm"][n_] += t[n_]
 
         x = rng.integers(-127, 128, (n, h, w, c), dtype=np.int8)
@@ -227,7 +243,11 @@ def main(argv=None) -> int:
     engines = [default] + [e for e in available_engines() if e != default][:1]
     repeats = 1 if args.quick else 3
     gemm_batch = 1 if args.quick else args.gemm_batch
-    gemm, conv, totals = gemm_and_conv_tables(clib, engines, torch, gemm_batch, repeats)
+    packed_clib = None
+    if default == "amx":
+        packed_clib = cpu_library("native", ("-DNITI_A_IN_PLACE=0",))
+        packed_clib.set_num_threads(threads)
+    gemm, conv, totals = gemm_and_conv_tables(clib, engines, torch, gemm_batch, repeats, packed_clib)
     paths = conv_paths_table(clib, repeats, vgg_batch=1 if args.quick else args.vgg_batch,
                              fmnist_batch=2 if args.quick else 128) if "amx" in engines else ""
     steps = []
@@ -244,7 +264,9 @@ def main(argv=None) -> int:
     headline = (
         f"int8 GEMM on `{default}`: {ops / gemm_t[default] / 1e12:.2f} T ops/s over the vgg-small-7 shapes, "
         f"{gemm_t['torch bf16'] / gemm_t[default]:.2f}x torch bf16 matmul and "
-        f"{gemm_t[engines[-1]] / gemm_t[default]:.2f}x the `{engines[-1]}` engine; vgg-small-7 training "
+        f"{gemm_t[engines[-1]] / gemm_t[default]:.2f}x the `{engines[-1]}` engine"
+        + (f" and {gemm_t[PACKED_A] / gemm_t[default]:.2f}x the same engine with every A block packed" if packed_clib else "")
+        + f"; vgg-small-7 training "
         f"{step_times['vgg-small-7']['torch bf16'] / step_times['vgg-small-7'][default]:.2f}x torch bf16-autocast "
         f"images/s; LeNet step {step_times['lenet'][engines[-1]] / step_times['lenet'][default]:.2f}x the "
         f"`{engines[-1]}` engine's speed."

@@ -23,6 +23,7 @@ from nitisim.errors import IntegerOverflowError
 from nitisim.numerics import LOSS_VARIANTS, ROUNDING_MODES
 
 from . import build
+from .aligned import empty_aligned
 
 ABI_VERSION = 2  # must equal NITI_ABI_VERSION in csrc/cpu_internal.h (and the CUDA library's)
 API_HEADER = build.CSRC / "niti_api.h"
@@ -178,7 +179,7 @@ class CLib:
         return self.ffi.from_buffer(_C_ARRAY_TYPES[np.dtype(dtype).type], a)
 
     def _out(self, shape, dtype):
-        a = np.empty(shape, dtype=dtype)
+        a = empty_aligned(shape, dtype)  # cache-line aligned, so the AMX engine reads it in place later
         return a, self._ptr(a, dtype)
 
     @property

@@ -252,19 +252,53 @@ def test_gemm_random_and_edge_shapes(any_lib, m, n, k):
 # Depths that are whole 64-byte tile rows (no zero padding in any packed panel: every vgg conv but
 # the first): ragged 32-row panels (M % 32 != 0), more than one K slice (K > 2048), each thread
 # driver (one thread below 2^24 MACs, then shared B, slabs for a B over 8 MB, K split for long K and
-# a small C), and int64 outputs.
+# a small C), and int64 outputs. A starts on a cache line (the AMX engine then reads its rows in
+# place, A panel by A panel) or 16 bytes past one (numpy's own alignment: A is packed).
 WHOLE_TILE_DEPTH_SHAPES = [(32, 32, 64), (33, 65, 128), (31, 40, 640), (5, 7, 4160), (1000, 96, 1152),
                            (256, 128, 2304), (40, 4000, 2112), (70, 50, 8256)]
 
 
+def at_offset(x: np.ndarray, offset: int) -> np.ndarray:
+    """A copy of x whose data starts `offset` bytes past a 64-byte boundary."""
+    buf = np.empty(x.nbytes + 128, np.uint8)
+    start = (-buf.ctypes.data) % 64 + offset
+    out = buf[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+    out[...] = x
+    assert out.ctypes.data % 64 == offset
+    return out
+
+
+@pytest.mark.parametrize("offset", [0, 16])
 @pytest.mark.parametrize("m,n,k", WHOLE_TILE_DEPTH_SHAPES)
-def test_gemm_whole_tile_depths(any_lib, m, n, k):
+def test_gemm_whole_tile_depths(any_lib, m, n, k, offset):
     rng = np.random.default_rng(m * 7 + n * 3 + k)
-    a, b = rand_i8(rng, (m, k)), rand_i8(rng, (n, k))
+    a, b = at_offset(rand_i8(rng, (m, k)), offset), rand_i8(rng, (n, k))
     ref = ref_gemm(a, b)
     assert np.array_equal(any_lib.gemm_s8s8s32(a, b), ref)
     assert np.array_equal(any_lib.gemm_s8s8s64(a, b), ref)
     assert np.array_equal(any_lib.linear_forward(a, b), ref)  # the same product through the layer op
+
+
+@pytest.mark.parametrize("shape,dtype", [((8, 8), np.int8), ((3, 5, 7), np.int32), ((0, 4), np.int64), ((), np.int32),
+                                         (17, np.int16)])
+def test_aligned_arrays_start_on_cache_lines(shape, dtype):
+    from gpu_backend.aligned import aligned_copy, empty_aligned
+
+    a = empty_aligned(shape, dtype)
+    assert a.dtype == dtype and a.shape == np.empty(shape).shape and a.flags.c_contiguous
+    x = np.arange(a.size, dtype=dtype).reshape(a.shape)
+    y = aligned_copy(x)
+    assert np.array_equal(x, y)
+    if a.size:  # an empty array has no data to align (numpy leaves its pointer anywhere)
+        assert a.ctypes.data % 64 == 0 and y.ctypes.data % 64 == 0
+
+
+def test_outputs_start_on_cache_lines(lib):
+    """Later ops read them: the AMX engine reads a GEMM's A rows in place only from aligned rows."""
+    rng = np.random.default_rng(5)
+    a, b = rand_i8(rng, (33, 128)), rand_i8(rng, (7, 128))
+    for out in (lib.gemm_s8s8s32(a, b), lib.gemm_s8s8s64(a, b), lib.linear_forward(a, b)):
+        assert out.ctypes.data % 64 == 0
 
 
 @pytest.mark.parametrize("fill_a,fill_b", [(127, 127), (-127, 127), (-127, -127), (-128, -128), (-128, 127)])

@@ -215,6 +215,7 @@ const niti_engine niti_amx_engine = {
     .pack_a = amx_pack_a,
     .pack_b = amx_pack_b,
     .kernel = amx_kernel,
+    .kernel_rows = niti_amx_tile32,
     .enter = amx_enter,
     .leave = amx_leave,
 };

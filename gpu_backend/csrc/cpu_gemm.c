@@ -2,7 +2,8 @@
  *
  * Structure (BLIS/GotoBLAS): K is cut into slices of at most the engine's kc_max; B is packed into nr-wide
  * panels (each panel stays in L1 while the mr-row panels of an A block, packed into L2, sweep
- * past it); the engine's kernel computes one mr x nr tile per (A panel, B panel) pair. The panel
+ * past it); the engine's kernel computes one mr x nr tile per (A panel, B panel) pair. An AMX
+ * kernel reads a plain, aligned A where it lies instead (load_a_block). The panel
  * layouts, the kernel and the blocking come from the engine (cpu_engines.c: AMX tiles or the
  * build's SIMD micro-kernel), so the drivers are written once. Operands pack themselves
  * (cpu_operands.c), so the conv and transposed GEMMs of training never materialise an im2col
@@ -33,12 +34,16 @@
 #ifndef NITI_SHARED_B_BYTES
 #define NITI_SHARED_B_BYTES (8 << 20)
 #endif
+#ifndef NITI_A_IN_PLACE
+#define NITI_A_IN_PLACE 1 /* 0: pack every A block (the comparison build of benchmarks/kernels.py and the tests) */
+#endif
 #define NITI_PACK_GROUP_PANELS 4 /* B panels per packing work item in the shared-B driver */
 
 typedef struct {
     const niti_engine *e;
     int64_t M, N, K, kc_max, ldc;
     int out_wide;
+    int a_in_place; /* A's whole mr-row panels are read where they lie (see load_a_block) */
     void *C;
 } gemm_plan;
 
@@ -103,29 +108,78 @@ void niti_merge_edge_tile(const int32_t *tile, int64_t ld, int64_t mr, int64_t n
 
 #define EDGE_TILE_MAX (NITI_MAX2(NITI_MR, NITI_AMX_MR) * NITI_MAX2(NITI_NR, NITI_AMX_NR))
 
-/* All mr x nr tiles of the packed blocks (mc x nc) for one K slice of kc; `store`: the first slice
- * (of C's block) stores into C, later ones add. */
-static void block_tiles(const gemm_plan *plan, const uint8_t *a_pack, const int32_t *corr, const uint8_t *b_pack,
-                        int64_t ic, int64_t mc, int64_t jc, int64_t nc, int store, int64_t kc) {
+/* An A block as the kernels read it: the first `in_place` rows straight from the operand (stride
+ * lda), the rest packed (panel p of them at packed + p * mr * k_pad, corrections from corr). */
+typedef struct {
+    const int8_t *rows;
+    int64_t lda, in_place;
+    const uint8_t *packed;
+    const int32_t *corr;
+} a_block;
+
+/* Whether A's rows can feed the engine's kernel where they lie: a dense row-major A, an engine whose
+ * kernel reads A at any row stride (AMX tile loads), depths of whole tile rows (no K padding to
+ * supply), and rows that start on cache lines: a tile row of 64 bytes that straddles two lines made
+ * the GEMM slower than copying it (numpy aligns arrays to 16 bytes only). */
+static int a_rows_in_place(const niti_engine *e, const niti_operand *A, int64_t K) {
+    return NITI_A_IN_PLACE && e->kernel_rows && A->data && !A->k_major && K % e->k_align == 0 &&
+           (uintptr_t)A->data % 64 == 0 && A->ld % 64 == 0;
+}
+
+/* Rows [ic, ic+mc) x depth [pc, pc+kc) of A. Where A can be read in place it is not copied: packing
+ * only copied it, through the core that then waits for the tiles (vgg-small-7's GEMMs ran 13 % faster
+ * in place, docs/results.md, kernels). Only a ragged last panel is packed, since the kernel reads all
+ * mr rows of a panel. */
+static a_block load_a_block(const gemm_plan *plan, const niti_operand *A, gemm_buffers *buf, int64_t ic, int64_t mc,
+                            int64_t pc, int64_t kc) {
+    const niti_engine *e = plan->e;
+    a_block blk = {NULL, 0, 0, buf->a_pack, buf->corr};
+    if (plan->a_in_place) {
+        blk.rows = A->data + ic * A->ld + pc;
+        blk.lda = A->ld;
+        blk.in_place = mc / e->mr * e->mr;
+        if (blk.in_place == mc) return blk;
+    }
+    e->pack_a(A, ic + blk.in_place, mc - blk.in_place, pc, kc, buf->a_pack, buf->corr, buf->a_scratch, buf->a_work);
+    return blk;
+}
+
+/* One mr x nr tile: A panel ir of the block (in place or packed) x B panel bp, into C at ctile. */
+static void one_tile(const gemm_plan *plan, const a_block *a, int64_t ir, const uint8_t *bp, int64_t mr, int64_t nr,
+                     char *ctile, int c_mode, int64_t kc) {
+    const niti_engine *e = plan->e;
+    int32_t edge[EDGE_TILE_MAX] __attribute__((aligned(64)));
+    int whole = mr == e->mr && nr == e->nr;
+    void *out = whole ? (void *)ctile : (void *)edge;
+    int64_t ldo = whole ? plan->ldc : e->nr;
+    int mode = whole ? c_mode : NITI_C_STORE32;
+    if (ir < a->in_place) {
+        e->kernel_rows(kc, a->rows + ir * a->lda, a->lda, bp, out, ldo, mode);
+    } else {
+        int64_t ip = ir - a->in_place;
+        e->kernel(kc, a->packed + ip * niti_k_pad(e, kc), bp, a->corr + ip, out, ldo, mode);
+    }
+    if (!whole) niti_merge_edge_tile(edge, e->nr, mr, nr, ctile, plan->ldc, c_mode);
+}
+
+/* All mr x nr tiles of the blocks (mc x nc) for one K slice of kc; `store`: the first slice (of C's
+ * block) stores into C, later ones add. Packed, each B panel meets every A panel of the block in
+ * turn (the A block stays in L2); read in place, each A panel meets every B panel in turn, so the
+ * panel comes from memory once and then from L1 (measured 3 % faster over vgg-small-7's GEMMs than
+ * the packed order, for the same in-place reads). */
+static void block_tiles(const gemm_plan *plan, const a_block *a, const uint8_t *b_pack, int64_t ic, int64_t mc,
+                        int64_t jc, int64_t nc, int store, int64_t kc) {
     const niti_engine *e = plan->e;
     size_t elem = plan->out_wide ? sizeof(int64_t) : sizeof(int32_t);
     int c_mode = plan->out_wide ? (store ? NITI_C_STORE64 : NITI_C_ADD64) : (store ? NITI_C_STORE32 : NITI_C_ADD32);
     int64_t k_pad = niti_k_pad(e, kc);
-    int32_t edge[EDGE_TILE_MAX] __attribute__((aligned(64)));
-    for (int64_t jr = 0; jr < nc; jr += e->nr) {
-        const uint8_t *bp = b_pack + (jr / e->nr) * e->nr * k_pad;
-        int64_t nr = niti_min64(e->nr, nc - jr);
-        for (int64_t ir = 0; ir < mc; ir += e->mr) {
-            const uint8_t *ap = a_pack + (ir / e->mr) * e->mr * k_pad;
-            int64_t mr = niti_min64(e->mr, mc - ir);
-            char *ctile = (char *)plan->C + ((ic + ir) * plan->ldc + jc + jr) * (int64_t)elem;
-            if (mr == e->mr && nr == e->nr) {
-                e->kernel(kc, ap, bp, corr + ir, ctile, plan->ldc, c_mode);
-            } else {
-                e->kernel(kc, ap, bp, corr + ir, edge, e->nr, NITI_C_STORE32);
-                niti_merge_edge_tile(edge, e->nr, mr, nr, ctile, plan->ldc, c_mode);
-            }
-        }
+    int64_t m_tiles = (mc + e->mr - 1) / e->mr, n_tiles = (nc + e->nr - 1) / e->nr;
+    int a_outer = a->in_place > 0;
+    for (int64_t t = 0; t < m_tiles * n_tiles; t++) {
+        int64_t ir = (a_outer ? t / n_tiles : t % m_tiles) * e->mr, jr = (a_outer ? t % n_tiles : t / m_tiles) * e->nr;
+        char *ctile = (char *)plan->C + ((ic + ir) * plan->ldc + jc + jr) * (int64_t)elem;
+        one_tile(plan, a, ir, b_pack + jr * k_pad, niti_min64(e->mr, mc - ir), niti_min64(e->nr, nc - jr), ctile,
+                 c_mode, kc);
     }
 }
 
@@ -185,8 +239,8 @@ static int shared_b_driver(const niti_operand *A, const niti_operand *B, const g
             int64_t ic = blk * rows, mc = niti_min64(rows, M - ic);
             for (int64_t s = 0; s < slices; s++) {
                 int64_t pc = s * kc_max, kc = niti_min64(kc_max, K - pc);
-                e->pack_a(A, ic, mc, pc, kc, buf->a_pack, buf->corr, buf->a_scratch, buf->a_work);
-                block_tiles(plan, buf->a_pack, buf->corr, b_shared + s * slice_bytes, ic, mc, 0, N, pc == 0, kc);
+                a_block a = load_a_block(plan, A, buf, ic, mc, pc, kc);
+                block_tiles(plan, &a, b_shared + s * slice_bytes, ic, mc, 0, N, pc == 0, kc);
             }
         }
         engine_leave(e);
@@ -210,8 +264,8 @@ static void gemm_slab(const niti_operand *A, const niti_operand *B, const gemm_p
             e->pack_b(B, jc, nc, pc, kc, buf->b_pack, buf->b_scratch);
             for (int64_t ic = m0; ic < m1; ic += mc_step) {
                 int64_t mc = niti_min64(mc_step, m1 - ic);
-                e->pack_a(A, ic, mc, pc, kc, buf->a_pack, buf->corr, buf->a_scratch, buf->a_work);
-                block_tiles(plan, buf->a_pack, buf->corr, buf->b_pack, ic, mc, jc, nc, pc == 0, kc);
+                a_block a = load_a_block(plan, A, buf, ic, mc, pc, kc);
+                block_tiles(plan, &a, buf->b_pack, ic, mc, jc, nc, pc == 0, kc);
             }
         }
     }
@@ -290,8 +344,8 @@ static int ksplit_driver(const niti_operand *A, const niti_operand *B, const gem
                     e->pack_b(B, jc, nc, pc, kc, buf->b_pack, buf->b_scratch);
                     for (int64_t ic = 0; ic < M; ic += mc_step) {
                         int64_t mc = niti_min64(mc_step, M - ic);
-                        e->pack_a(A, ic, mc, pc, kc, buf->a_pack, buf->corr, buf->a_scratch, buf->a_work);
-                        block_tiles(&mine, buf->a_pack, buf->corr, buf->b_pack, ic, mc, jc, nc, first, kc);
+                        a_block a = load_a_block(&mine, A, buf, ic, mc, pc, kc);
+                        block_tiles(&mine, &a, buf->b_pack, ic, mc, jc, nc, first, kc);
                     }
                 }
                 first = 0;
@@ -340,7 +394,7 @@ int niti_gemm_run_threads(const niti_operand *A, const niti_operand *B, int64_t 
     }
     const niti_engine *e = niti_active_engine();
     /* K slices of about equal size, each a multiple of the engine's depth unit (whole packed groups) */
-    gemm_plan plan = {e, M, N, K, balanced_block(K, e->kc_max, e->k_align), ldc, out_wide, C};
+    gemm_plan plan = {e, M, N, K, balanced_block(K, e->kc_max, e->k_align), ldc, out_wide, a_rows_in_place(e, A, K), C};
     if (threads < 1) threads = 1;
     if ((double)M * (double)N * (double)K < NITI_GEMM_PARALLEL_MIN_MACS) threads = 1;
     if (threads > 1 && (K + plan.kc_max - 1) / plan.kc_max >= 2 * (int64_t)threads && M * N <= NITI_KSPLIT_MAX_OUT)

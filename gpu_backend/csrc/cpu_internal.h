@@ -142,6 +142,10 @@ struct niti_engine {
      * depth kc; corr is pack_a's per-row correction (engines with a biased operand). */
     void (*kernel)(int64_t kc, const void *a_panel, const void *b_panel, const int32_t *corr, void *c, int64_t ldc,
                    int c_mode);
+    /* The same tile with A read in place: mr rows at stride lda, kc bytes each (kc a multiple of
+     * k_align), or NULL where the kernel needs A packed (the SIMD engines' VNNI panels). */
+    void (*kernel_rows)(int64_t kc, const int8_t *a, int64_t lda, const uint8_t *b_panel, void *c, int64_t ldc,
+                        int c_mode);
     void (*enter)(void); /* on each thread before its first kernel call, or NULL (AMX: the tile configuration) */
     void (*leave)(void); /* after its last, or NULL */
 };
