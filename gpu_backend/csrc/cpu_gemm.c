@@ -29,10 +29,15 @@
  *    pack all of B once, together, then take MC-row blocks of C from a dynamic queue, each block
  *    going through all its K slices while it is in cache. This is the forward and input-gradient
  *    case (B is a weight tensor); a thread slowed by another process just takes fewer blocks.
- *  - slabs (long K, the weight gradients with K = batch * pixels, or too few rows): C is cut along
- *    its longer side into one slab per thread, and each thread packs one K slice of B at a time. */
+ *  - slabs (long K, the weight gradients with K = batch * pixels, a B too large to share, or too
+ *    few rows): C is cut along its longer side into one slab per thread, and each thread packs one
+ *    K slice of B at a time into its own buffer.
+ * A shared B is read by every row block from wherever it was packed, half of it in the other core's
+ * cache; past half a core's L2 (2 MB on the machines measured), packing per thread measured faster:
+ * vgg-small-7's conv5 and conv6 GEMMs (B 1.2 and 2.4 MB, M 512) 7-11 % on AMX, the VNNI engine and
+ * LeNet's step unchanged. */
 #ifndef NITI_SHARED_B_BYTES
-#define NITI_SHARED_B_BYTES (8 << 20)
+#define NITI_SHARED_B_BYTES (1 << 20)
 #endif
 #ifndef NITI_A_IN_PLACE
 #define NITI_A_IN_PLACE 1 /* 0: pack every A block (the comparison build of benchmarks/kernels.py and the tests) */
