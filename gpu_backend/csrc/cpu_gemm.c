@@ -132,9 +132,9 @@ static int a_rows_in_place(const niti_engine *e, const niti_operand *A, int64_t 
 }
 
 /* Rows [ic, ic+mc) x depth [pc, pc+kc) of A. Where A can be read in place it is not copied: packing
- * only copied it, through the core that then waits for the tiles (vgg-small-7's GEMMs ran 13 % faster
- * in place, docs/results.md, kernels). Only a ragged last panel is packed, since the kernel reads all
- * mr rows of a panel. */
+ * only copied it, through the core that then waits for the tiles (vgg-small-7's GEMMs ran 1.15-1.21x
+ * faster in place, docs/results.md, kernels). Only a ragged last panel is packed, since the kernel
+ * reads all mr rows of a panel. */
 static a_block load_a_block(const gemm_plan *plan, const niti_operand *A, gemm_buffers *buf, int64_t ic, int64_t mc,
                             int64_t pc, int64_t kc) {
     const niti_engine *e = plan->e;
@@ -149,11 +149,11 @@ static a_block load_a_block(const gemm_plan *plan, const niti_operand *A, gemm_b
     return blk;
 }
 
-/* One mr x nr tile: A panel ir of the block (in place or packed) x B panel bp, into C at ctile. */
+/* One mr x nr tile: A panel ir of the block (in place or packed) x B panel bp, into C at ctile; a
+ * partial tile goes through `edge` (EDGE_TILE_MAX int32). */
 static void one_tile(const gemm_plan *plan, const a_block *a, int64_t ir, const uint8_t *bp, int64_t mr, int64_t nr,
-                     char *ctile, int c_mode, int64_t kc) {
+                     char *ctile, int c_mode, int64_t kc, int32_t *edge) {
     const niti_engine *e = plan->e;
-    int32_t edge[EDGE_TILE_MAX] __attribute__((aligned(64)));
     int whole = mr == e->mr && nr == e->nr;
     void *out = whole ? (void *)ctile : (void *)edge;
     int64_t ldo = whole ? plan->ldc : e->nr;
@@ -178,13 +178,14 @@ static void block_tiles(const gemm_plan *plan, const a_block *a, const uint8_t *
     size_t elem = plan->out_wide ? sizeof(int64_t) : sizeof(int32_t);
     int c_mode = plan->out_wide ? (store ? NITI_C_STORE64 : NITI_C_ADD64) : (store ? NITI_C_STORE32 : NITI_C_ADD32);
     int64_t k_pad = niti_k_pad(e, kc);
+    int32_t edge[EDGE_TILE_MAX] __attribute__((aligned(64)));
     int64_t m_tiles = (mc + e->mr - 1) / e->mr, n_tiles = (nc + e->nr - 1) / e->nr;
     int a_outer = a->in_place > 0;
     for (int64_t t = 0; t < m_tiles * n_tiles; t++) {
         int64_t ir = (a_outer ? t / n_tiles : t % m_tiles) * e->mr, jr = (a_outer ? t % n_tiles : t / m_tiles) * e->nr;
         char *ctile = (char *)plan->C + ((ic + ir) * plan->ldc + jc + jr) * (int64_t)elem;
         one_tile(plan, a, ir, b_pack + jr * k_pad, niti_min64(e->mr, mc - ir), niti_min64(e->nr, nc - jr), ctile,
-                 c_mode, kc);
+                 c_mode, kc, edge);
     }
 }
 
