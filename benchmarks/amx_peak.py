@@ -165,11 +165,10 @@ def main() -> int:
            f"GEMM ceiling of this machine is about {max(alone, sum(together)):.1f} T ops/s in all."
            if ratio < 1.5 else "each core has its own AMX unit.")
     )
-    if "kernel-l2" in measured:
-        l2 = sum(measured["kernel-l2"][1])
-        body += (f" The engine's own kernel fed from L2 reaches {l2:.2f} T ops/s on {cores} cores, "
-                 f"{l2 / sum(together):.0%} of the tile loop: the ceiling of any GEMM built from it here, before "
-                 "packing, reading A from memory and writing C.")
+    l2 = sum(measured["kernel-l2"][1])
+    body += (f" The engine's own kernel fed from L2 reaches {l2:.2f} T ops/s on {cores} cores, "
+             f"{l2 / sum(together):.0%} of the tile loop: the ceiling of any GEMM built from it here, before "
+             "packing, reading A from memory and writing C.")
     if "bf16" in measured:
         body += (f" The bf16 tile loop runs at {sum(measured['bf16'][1]) / sum(together):.2f}x the int8 one in "
                  "multiply-adds, so torch's bf16 matmul at a fraction f of its peak is matched by the int8 GEMM "
