@@ -250,12 +250,14 @@ def test_gemm_random_and_edge_shapes(any_lib, m, n, k):
 
 
 # Depths that are whole 64-byte tile rows (no zero padding in any packed panel: every vgg conv but
-# the first): ragged 32-row panels (M % 32 != 0), more than one K slice (K > 2048), each thread
-# driver (one thread below 2^24 MACs, then shared B, slabs for a B over 1 MB cut along N or M, K
-# split for long K and a small C), and int64 outputs. A starts on a cache line (the AMX engine then
-# reads its rows in place, A panel by A panel) or 16 bytes past one (numpy's own alignment: packed).
+# the first): ragged 32-row panels (M % 32 != 0), more than one K slice (K > 2048 packed, > 4608 with
+# A in place), each thread driver (one thread below 2^24 MACs, then shared B, slabs for a B over
+# 1 MB cut along N or M, in one or more B blocks, K split for long K and a small C), and int64
+# outputs. A starts on a cache line (the AMX engine then reads its rows in place, A panel by A
+# panel) or 16 bytes past one (numpy's own alignment: packed).
 WHOLE_TILE_DEPTH_SHAPES = [(32, 32, 64), (33, 65, 128), (31, 40, 640), (5, 7, 4160), (1000, 96, 1152),
-                           (256, 128, 2304), (40, 4000, 2112), (300, 260, 4160), (70, 50, 8256)]
+                           (256, 128, 2304), (40, 4000, 2112), (300, 260, 4160), (70, 50, 8256),
+                           (400, 96, 11008)]
 
 
 def at_offset(x: np.ndarray, offset: int) -> np.ndarray:

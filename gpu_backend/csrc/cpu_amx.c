@@ -209,6 +209,7 @@ const niti_engine niti_amx_engine = {
     .nr = NITI_AMX_NR,
     .k_align = AMX_TILE_K,
     .kc_max = NITI_AMX_KC_MAX,
+    .kc_rows_max = NITI_AMX_KC_ROWS_MAX,
     .mc = NITI_AMX_MR * 8,          /* 256 rows x 1 KB: the A block stays in L2 */
     .nc_long_k = NITI_AMX_NR * 24,  /* 768 columns of B per K slice */
     .a_work_bytes = NITI_AMX_MR * 8 * NITI_AMX_KC_MAX, /* mc rows of 16-row VNNI panels */

@@ -1,6 +1,6 @@
 /* cpu_gemm.c: the blocked, packed, multithreaded int8 GEMM drivers: C = A * B^T.
  *
- * Structure (BLIS/GotoBLAS): K is cut into slices of at most the engine's kc_max; B is packed into nr-wide
+ * Structure (BLIS/GotoBLAS): K is cut into slices of at most the engine's kc_max (kc_rows_max where A is read in place); B is packed into nr-wide
  * panels (each panel stays in L1 while the mr-row panels of an A block, packed into L2, sweep
  * past it); the engine's kernel computes one mr x nr tile per (A panel, B panel) pair. An AMX
  * kernel reads a plain, aligned A where it lies instead (load_a_block). The panel
@@ -30,8 +30,8 @@
  *    going through all its K slices while it is in cache. This is the forward and input-gradient
  *    case (B is a weight tensor); a thread slowed by another process just takes fewer blocks.
  *  - slabs (long K, the weight gradients with K = batch * pixels, a B too large to share, or too
- *    few rows): C is cut along its longer side into one slab per thread, and each thread packs one
- *    K slice of B at a time into its own buffer.
+ *    few rows): C is cut into one slab per thread (see slab_driver for which side), and each thread
+ *    packs one K slice of B at a time into its own buffer.
  * A shared B is read by every row block from wherever it was packed, half of it in the other core's
  * cache; past half a core's L2 (2 MB on the machines measured), packing per thread measured faster:
  * vgg-small-7's conv5 and conv6 GEMMs (B 1.2 and 2.4 MB, M 512) 7-11 % on AMX, the VNNI engine and
@@ -43,6 +43,9 @@
 #define NITI_A_IN_PLACE 1 /* 0: pack every A block (the comparison build of benchmarks/kernels.py and the tests) */
 #endif
 #define NITI_PACK_GROUP_PANELS 4 /* B panels per packing work item in the shared-B driver */
+#ifndef NITI_IN_PLACE_SPLIT_M
+#define NITI_IN_PLACE_SPLIT_M 4 /* see slab_driver; 1: cut the longer side, as for a packed A */
+#endif
 
 typedef struct {
     const niti_engine *e;
@@ -256,13 +259,22 @@ static int shared_b_driver(const niti_operand *A, const niti_operand *B, const g
     return NITI_OK;
 }
 
+/* Columns of a thread's packed B block: the engine's nc_long_k, narrowed at the deeper slices of an
+ * A read in place to the bytes of nc_long_k x kc_max (so the block stays in L2). */
+static int64_t slab_nc_max(const gemm_plan *plan) {
+    const niti_engine *e = plan->e;
+    if (plan->kc_max <= e->kc_max) return e->nc_long_k;
+    int64_t bytes = e->nc_long_k * niti_k_pad(e, e->kc_max);
+    return niti_max64(e->nr, bytes / niti_k_pad(e, plan->kc_max) / e->nr * e->nr);
+}
+
 /* C[m0:m1, n0:n1] on one thread, one K slice at a time. */
 static void gemm_slab(const niti_operand *A, const niti_operand *B, const gemm_plan *plan, int64_t m0, int64_t m1,
                       int64_t n0, int64_t n1, gemm_buffers *buf) {
     const niti_engine *e = plan->e;
     int64_t K = plan->K, kc_max = plan->kc_max;
     int64_t mc_step = balanced_block(m1 - m0, e->mc, e->mr);
-    int64_t nc_step = balanced_block(n1 - n0, e->nc_long_k, e->nr);
+    int64_t nc_step = balanced_block(n1 - n0, slab_nc_max(plan), e->nr);
     for (int64_t jc = n0; jc < n1; jc += nc_step) {
         int64_t nc = niti_min64(nc_step, n1 - jc);
         for (int64_t pc = 0; pc < K; pc += kc_max) {
@@ -280,12 +292,16 @@ static void gemm_slab(const niti_operand *A, const niti_operand *B, const gemm_p
 static int slab_driver(const niti_operand *A, const niti_operand *B, const gemm_plan *plan, int threads) {
     const niti_engine *e = plan->e;
     int64_t M = plan->M, N = plan->N;
-    /* split the longer side (in tiles) so each thread has whole mr/nr tiles */
+    /* Split so each thread has whole mr/nr tiles. Cut along M, every thread packs all of B; along N,
+     * every thread packs (or, in place, only reads) all of A. So the longer side is cut, except that
+     * reading A in place costs a thread so much less than packing B that N is cut unless A has
+     * NITI_IN_PLACE_SPLIT_M times B's tiles (M = N = 512 to 1024, K 1152 to 4608: up to 20 % faster
+     * cut along N). */
     int64_t m_tiles = (M + e->mr - 1) / e->mr, n_tiles = (N + e->nr - 1) / e->nr;
-    int split_m = m_tiles >= n_tiles;
+    int split_m = m_tiles >= (plan->a_in_place ? NITI_IN_PLACE_SPLIT_M : 1) * n_tiles;
     int64_t tiles = split_m ? m_tiles : n_tiles;
     if (threads > tiles) threads = (int)tiles;
-    gemm_buffers *bufs = alloc_buffers(threads, plan, A, B, e->nc_long_k * niti_k_pad(e, plan->kc_max));
+    gemm_buffers *bufs = alloc_buffers(threads, plan, A, B, slab_nc_max(plan) * niti_k_pad(e, plan->kc_max));
     if (!bufs) return niti_fail(NITI_E_NOMEM, "gemm: out of memory for packing buffers");
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
@@ -400,7 +416,9 @@ int niti_gemm_run_threads(const niti_operand *A, const niti_operand *B, int64_t 
     }
     const niti_engine *e = niti_active_engine();
     /* K slices of about equal size, each a multiple of the engine's depth unit (whole packed groups) */
-    gemm_plan plan = {e, M, N, K, balanced_block(K, e->kc_max, e->k_align), ldc, out_wide, a_rows_in_place(e, A, K), C};
+    int a_in_place = a_rows_in_place(e, A, K);
+    int64_t kc_max = a_in_place ? e->kc_rows_max : e->kc_max;
+    gemm_plan plan = {e, M, N, K, balanced_block(K, kc_max, e->k_align), ldc, out_wide, a_in_place, C};
     if (threads < 1) threads = 1;
     if ((double)M * (double)N * (double)K < NITI_GEMM_PARALLEL_MIN_MACS) threads = 1;
     if (threads > 1 && (K + plan.kc_max - 1) / plan.kc_max >= 2 * (int64_t)threads && M * N <= NITI_KSPLIT_MAX_OUT)

@@ -131,6 +131,7 @@ struct niti_engine {
     int mr, nr;                /* C tile of one kernel call */
     int k_align;               /* bytes */
     int64_t kc_max;            /* deepest K slice (a multiple of k_align, <= NITI_MAX_K_S32) */
+    int64_t kc_rows_max;       /* the same where kernel_rows reads A in place (only B is packed) */
     int64_t mc;                /* rows of a packed A block (a multiple of mr) */
     int64_t nc_long_k;         /* columns of a packed B block on the long-K drivers (a multiple of nr) */
     int64_t a_work_bytes;      /* per-thread scratch of pack_a, beyond the operand's own */
@@ -224,7 +225,12 @@ void niti_interleave4(const int8_t *l0, const int8_t *l1, const int8_t *l2, cons
 #ifndef NITI_AMX_KC_MAX
 #define NITI_AMX_KC_MAX 2048 /* deeper K slices than the SIMD engine: C tiles are loaded and stored less often */
 #endif
-#define NITI_DEPTH_MAX NITI_MAX2(NITI_KC_MAX, NITI_AMX_KC_MAX) /* deepest slice any engine packs */
+/* With A read in place only B is packed, so its K slices can be deeper (the slab driver narrows the
+ * B block to keep its bytes): one slice for every vgg-small-7 GEMM, each C tile stored once. */
+#ifndef NITI_AMX_KC_ROWS_MAX
+#define NITI_AMX_KC_ROWS_MAX 4608
+#endif
+#define NITI_DEPTH_MAX NITI_MAX2(NITI_KC_MAX, NITI_MAX2(NITI_AMX_KC_MAX, NITI_AMX_KC_ROWS_MAX)) /* deepest slice any engine packs */
 #define NITI_PANEL_MAX NITI_MAX2(NITI_MAX2(NITI_MR, NITI_NR), NITI_AMX_NR) /* widest panel any engine packs */
 #define NITI_BLOCK_MAX NITI_MAX2(NITI_MC, NITI_MAX2(NITI_NC, NITI_NC_LONG_K)) /* widest packed block */
 
