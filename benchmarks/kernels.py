@@ -34,12 +34,12 @@ from nitisim.init import init_params  # noqa: E402
 from nitisim.models import Conv, builtin_models  # noqa: E402
 from nitisim.numerics import QTensor  # noqa: E402
 from nitisim.reference import REFERENCE_KERNELS  # noqa: E402
+from nitisim.shapes import infer_shapes  # noqa: E402
 from gpu_backend.aligned import aligned_copy  # noqa: E402
 
 # the default engine built to pack every A block (NITI_A_IN_PLACE=0): the path that reading A's rows
-# in place replaced, raced beside it
+# in place (with its deeper K slices) replaced, raced beside it
 PACKED_A = "A packed"
-from nitisim.shapes import infer_shapes  # noqa: E402
 
 
 def conv_layers(model, batch: int):
