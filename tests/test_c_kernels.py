@@ -262,9 +262,9 @@ WHOLE_TILE_DEPTH_SHAPES = [(32, 32, 64), (33, 65, 128), (31, 40, 640), (5, 7, 41
 
 def at_offset(x: np.ndarray, offset: int) -> np.ndarray:
     """A copy of x whose data starts `offset` bytes past a 64-byte boundary."""
-    buf = np.empty(x.nbytes + 128, np.uint8)
-    start = (-buf.ctypes.data) % 64 + offset
-    out = buf[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+    from gpu_backend.aligned import empty_aligned
+
+    out = empty_aligned(x.nbytes + offset, np.uint8)[offset:].view(x.dtype).reshape(x.shape)
     out[...] = x
     assert out.ctypes.data % 64 == offset
     return out

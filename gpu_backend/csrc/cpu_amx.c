@@ -200,6 +200,8 @@ static void amx_kernel(int64_t kc, const void *a_panel, const void *b_panel, con
     niti_amx_tile32(kc, a_panel, niti_round_up(kc, AMX_TILE_K), b_panel, c, ldc, c_mode);
 }
 
+_Static_assert(NITI_AMX_MR * NITI_AMX_KC_ROWS_MAX <= NITI_AMX_MR * 8 * NITI_AMX_KC_MAX,
+               "a_work holds the one ragged panel packed at the deeper in-place slices");
 _Static_assert(NITI_AMX_NR * 24 <= NITI_BLOCK_MAX && NITI_AMX_MR * 8 <= NITI_BLOCK_MAX,
                "operand scratch (cpu_operands.c) is sized for NITI_BLOCK_MAX rows per pack");
 

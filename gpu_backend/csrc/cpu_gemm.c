@@ -1,14 +1,14 @@
 /* cpu_gemm.c: the blocked, packed, multithreaded int8 GEMM drivers: C = A * B^T.
  *
- * Structure (BLIS/GotoBLAS): K is cut into slices of at most the engine's kc_max (kc_rows_max where A is read in place); B is packed into nr-wide
- * panels (each panel stays in L1 while the mr-row panels of an A block, packed into L2, sweep
- * past it); the engine's kernel computes one mr x nr tile per (A panel, B panel) pair. An AMX
- * kernel reads a plain, aligned A where it lies instead (load_a_block). The panel
- * layouts, the kernel and the blocking come from the engine (cpu_engines.c: AMX tiles or the
- * build's SIMD micro-kernel), so the drivers are written once. Operands pack themselves
- * (cpu_operands.c), so the conv and transposed GEMMs of training never materialise an im2col
- * matrix. Integer sums are exact in any order, so results never depend on the engine, the thread
- * count or the blocking.
+ * Structure (BLIS/GotoBLAS): K is cut into slices of at most the engine's kc_max (kc_rows_max where
+ * A is read in place); B is packed into nr-wide panels (each panel stays in L1 while the mr-row
+ * panels of an A block, packed into L2, sweep past it); the engine's kernel computes one mr x nr
+ * tile per (A panel, B panel) pair. An AMX kernel reads a plain, aligned A where it lies instead
+ * (load_a_block). The panel layouts, the kernel and the blocking come from the engine
+ * (cpu_engines.c: AMX tiles or the build's SIMD micro-kernel), so the drivers are written once.
+ * Operands pack themselves (cpu_operands.c), so the conv and transposed GEMMs of training never
+ * materialise an im2col matrix. Integer sums are exact in any order, so results never depend on the
+ * engine, the thread count or the blocking.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -86,7 +86,9 @@ static gemm_buffers *alloc_buffers(int count, const gemm_plan *plan, const niti_
     if (!bufs) return NULL;
     for (int t = 0; t < count; t++) {
         gemm_buffers *b = &bufs[t];
-        b->a_pack = alloc64((size_t)(e->mc * niti_k_pad(e, plan->kc_max)));
+        /* read in place, only a ragged last panel of an A block is packed (load_a_block) */
+        int64_t a_pack_rows = plan->a_in_place ? e->mr : e->mc;
+        b->a_pack = alloc64((size_t)(a_pack_rows * niti_k_pad(e, plan->kc_max)));
         b->b_pack = alloc64((size_t)b_pack_bytes);
         b->corr = alloc64(sizeof(int32_t) * (size_t)e->mc);
         b->a_scratch = alloc64((size_t)A->scratch_bytes);

@@ -230,7 +230,8 @@ void niti_interleave4(const int8_t *l0, const int8_t *l1, const int8_t *l2, cons
 #ifndef NITI_AMX_KC_ROWS_MAX
 #define NITI_AMX_KC_ROWS_MAX 4608
 #endif
-#define NITI_DEPTH_MAX NITI_MAX2(NITI_KC_MAX, NITI_MAX2(NITI_AMX_KC_MAX, NITI_AMX_KC_ROWS_MAX)) /* deepest slice any engine packs */
+/* deepest slice any engine packs */
+#define NITI_DEPTH_MAX NITI_MAX2(NITI_KC_MAX, NITI_MAX2(NITI_AMX_KC_MAX, NITI_AMX_KC_ROWS_MAX))
 #define NITI_PANEL_MAX NITI_MAX2(NITI_MAX2(NITI_MR, NITI_NR), NITI_AMX_NR) /* widest panel any engine packs */
 #define NITI_BLOCK_MAX NITI_MAX2(NITI_MC, NITI_MAX2(NITI_NC, NITI_NC_LONG_K)) /* widest packed block */
 
