@@ -154,20 +154,28 @@ def storage_bars(categories: Sequence[str], int8_bytes: Sequence[float], fp32_by
     return fig
 
 
-def pareto(cycles: Sequence[float], energy_pj: Sequence[float], front: Sequence[int], labels: Sequence[str],
-           title: str):
-    """Energy against cycles for every design point, the Pareto front joined and labelled."""
-    fig, (ax,) = _figure(6.4, 4.4)
-    ax.scatter(cycles, [e / 1e6 for e in energy_pj], s=16, color="#8C8C8C", label="design point")
-    fx = [cycles[i] for i in front]
-    fy = [energy_pj[i] / 1e6 for i in front]
-    ax.plot(fx, fy, "-o", color="#C44E52", markersize=5, label="Pareto front")
+def pareto(seconds: Sequence[float], energy_pj: Sequence[float], front: Sequence[int], labels: Sequence[str],
+           title: str, area_mm2: Sequence[float] | None = None):
+    """Energy against latency for every design point, area (when given) as the points' colour; the
+    Pareto front's points ringed and labelled (joined when it is a two-objective front)."""
+    fig, (ax,) = _figure(7.2 if area_mm2 is not None else 6.4, 4.4)
+    ms = [s * 1e3 for s in seconds]
+    uj = [e / 1e6 for e in energy_pj]
+    if area_mm2 is not None:
+        points = ax.scatter(ms, uj, s=22, c=list(area_mm2), cmap="viridis", label="design point")
+        fig.colorbar(points, ax=ax, label="area (mm$^2$)")
+    else:
+        ax.scatter(ms, uj, s=16, color="#8C8C8C", label="design point")
+    fx, fy = [ms[i] for i in front], [uj[i] for i in front]
+    if area_mm2 is None:
+        ax.plot(fx, fy, "-", color="#C44E52", linewidth=1)
+    ax.scatter(fx, fy, s=70, facecolors="none", edgecolors="#C44E52", linewidths=1.2,
+               label="Pareto front" + (" (latency, energy, area)" if area_mm2 is not None else ""))
     for i in front:
-        ax.annotate(labels[i], (cycles[i], energy_pj[i] / 1e6), fontsize=6, xytext=(3, 3),
-                    textcoords="offset points")
-    ax.set_xlabel("cycles per step")
+        ax.annotate(labels[i], (ms[i], uj[i]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("ms per step")
     ax.set_ylabel("energy per step (uJ)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
