@@ -56,6 +56,8 @@ WIDTHS: tuple[int, ...] = tuple(sorted(AREA_UM2))
 
 
 def _loglog(x: float, x0: float, y0: float, x1: float, y1: float) -> float:
+    if x in (x0, x1):  # a tabulated point is CACTI's number exactly
+        return float(y0 if x == x0 else y1)
     return y0 * (x / x0) ** (math.log(y1 / y0) / math.log(x1 / x0))
 
 
