@@ -111,24 +111,23 @@ def energy_breakdown(labels: Sequence[str], by_phase: Mapping[str, Sequence[floa
 
 def area_breakdown(labels: Sequence[str], int8_mm2: Mapping[str, Sequence[float]],
                    fp32_mm2: Mapping[str, Sequence[float]]):
-    """Silicon area per accelerator, stacked by component: the integer accelerator and its float32
-    twin side by side."""
-    fig, (ax,) = _figure(min(11.0, max(5.5, 1.6 * len(labels) + 2.5)), 3.8)
-    width = 0.38
-    xs = list(range(len(labels)))
-    for offset, stacks, hatch, side in ((-width / 2, int8_mm2, "", "int8"), (width / 2, fp32_mm2, "//", "fp32")):
-        bottom = [0.0] * len(labels)
-        for i, (name, values) in enumerate(stacks.items()):
-            if not any(values):
-                continue
-            ax.bar([x + offset for x in xs], values, width, bottom=bottom, color=f"C{i % 10}", hatch=hatch,
-                   edgecolor="white", label=f"{name} ({side})")
-            bottom = [b + v for b, v in zip(bottom, values)]
-    ax.set_xticks(xs, [f"{label}\nint8 | fp32" for label in labels], fontsize=8)
-    ax.set_ylabel("area (mm$^2$)")
-    ax.set_title("Silicon area by component: integer (plain) and float32 twin (hatched)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+    """Silicon area stacked by component, one panel per accelerator (each on its own scale: they
+    differ by 50x): the integer accelerator and its float32 twin side by side."""
+    n = max(1, len(labels))
+    fig, axes = _figure(min(12.0, max(4.0, 2.3 * n + 1.0)), 3.8, n)
+    for j, (ax, label) in enumerate(zip(axes, labels)):
+        for x, stacks in ((0, int8_mm2), (1, fp32_mm2)):
+            bottom = 0.0
+            for i, (name, values) in enumerate(stacks.items()):
+                if values[j]:
+                    ax.bar(x, values[j], 0.6, bottom=bottom, color=f"C{i % 10}", label=name if x == 0 else None)
+                    bottom += values[j]
+        ax.set_xticks([0, 1], ["int8", "float32"], fontsize=8)
+        ax.set_title(label, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("area (mm$^2$)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Silicon area by component: integer accelerator and its float32 twin", fontsize=10)
     return fig
 
 
