@@ -1,5 +1,6 @@
 """hwmodels: a cycle-approximate discrete-event (SimPy) model of an int8 MAC-array accelerator
-running nitisim's integer training graph; reports cycles, energy and storage. See docs/hwmodel.md.
+running nitisim's integer training graph; reports cycles, energy, storage and silicon area. See
+docs/hwmodel.md.
 
 Public API (stable names):
 
@@ -8,6 +9,7 @@ Public API (stable names):
     simulate_with_fp32(arch, graph, **kw) -> (SimResult, SimResult)
     float32_variant(arch), unbounded_dram(arch), with_buffer_sizes(arch, **bytes) -> AcceleratorSpec
     report.summary(result, fp32=None) -> dict (summary.json), report.write_outputs(dir, result, fp32)
+    area.area_um2(arch) -> {component: um^2}, area.total_mm2(arch)   (the spec's area; no simulation)
 """
 from .config import load_accelerator, parse_accelerator, resolve_accelerator
 from .result import LayerStats, NodeStats, SimResult

@@ -13,9 +13,10 @@ from nitisim.graph import build_graph
 from nitisim.train.config import numerics_of
 from nitisim.models import resolve_model
 
+from .area import total_mm2
 from .config import resolve_accelerator
 from .plan import COMPAT_MODES
-from .report import write_outputs
+from .report import has_area, write_outputs
 from .sim import PHASES, simulate_with_fp32
 
 DEFAULT_BATCH = 256
@@ -46,9 +47,11 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("nitisim-out") / f"sim-{arch.name}-{model.name}"
     paths = write_outputs(out, result, fp32)
     t = result.total()
+    area = (f", {total_mm2(arch):.3f} mm^2 at {arch.node_nm:g} nm (float32 twin {total_mm2(fp32.arch):.3f} mm^2)"
+            if has_area(arch) else "")
     print(f"{model.name} batch {args.batch} on {arch.name}: {t['cycles']:,} cycles ({t['seconds'] * 1e3:.3f} ms), "
           f"{t['energy_pj'] * 1e-6:.1f} uJ, utilisation {100 * t['utilization']:.1f} %; "
-          f"float32/int8 energy {fp32.energy_pj / result.energy_pj:.2f}x")
+          f"float32/int8 energy {fp32.energy_pj / result.energy_pj:.2f}x{area}")
     for p in paths:
         print(f"wrote {p}")
     return 0

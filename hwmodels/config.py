@@ -18,8 +18,12 @@ Schema (version 1):
     dram: {bandwidth_bytes_per_cycle: 16, latency_cycles: 100, technology: LPDDR4}
           # or bandwidth_gb_s; optional energy_pj_per_bit with energy_source
     vector: {lanes: 16}
-    energy:                             # optional overrides, each {pj, source}
+    energy:                             # optional overrides, each {pj, source}, taken as given
       mac_int8: {pj: 0.208, source: "Accelergy reference outputs, 65 nm"}
+    node_nm: 65                         # optional, default 45: default energies (but DRAM's) and
+                                        #   areas are scaled from 45 nm (hwmodels/scaling.py)
+    area:                               # optional overrides, each {um2, source}, taken as given
+      mac_int8: {um2: 600, source: "..."}   # instances: hwmodels/area.py INSTANCES
     host: {...}                         # optional, with calibration: a calibrated machine model
     calibration: {...}                  #   (hwmodels/host.py; written by `nitisim calibrate`)
 """
@@ -33,6 +37,7 @@ from typing import Any
 from nitisim.errors import UserInputError
 from nitisim.models import load_yaml
 
+from . import area
 from .energy import ACTIONS, DRAM_PJ_PER_BIT, DRAM_SOURCE, default_table
 from .host import parse_calibration, parse_host
 from .spec import (BUFFER_NAMES, DATAFLOWS, FORMATS, AcceleratorSpec, ArraySpec, BufferSpec, DramSpec,
@@ -159,7 +164,7 @@ def parse_accelerator(doc: Any, src: str) -> AcceleratorSpec:
         raise UserInputError(src, None, "empty file; an accelerator config is a mapping")
     r = _Reader(src, doc, None)
     r.keys({"version", "array", "clock_mhz", "buffers", "dram", "vector"},
-           {"name", "numerics", "energy", "host", "calibration"})
+           {"name", "numerics", "energy", "host", "calibration", "node_nm", "area"})
     version = r.int("version")
     if version != SCHEMA_VERSION:
         raise r.error("version", f"unsupported config version {version}; this simulator reads {SCHEMA_VERSION}")
@@ -205,10 +210,16 @@ def parse_accelerator(doc: Any, src: str) -> AcceleratorSpec:
     v.keys({"lanes"})
     vector = VectorSpec(v.int("lanes"))
 
-    table = default_table({b: buffers[b].size_bytes // buffers[b].banks for b in BUFFER_NAMES}, dram.technology)
+    node = area.parse_node(r) if r.has("node_nm") else area.SOURCE_NODE_NM
+    table = default_table({b: buffers[b].size_bytes // buffers[b].banks for b in BUFFER_NAMES}, dram.technology,
+                          node)
     table["dram"] = dram_energy
     if r.has("energy"):
         table = _energy(r.sub("energy"), table)
+    areas = area.default_table(op_bits, acc_bits, {b: (buffers[b].size_bytes // buffers[b].banks,
+                                                       buffers[b].width_bytes) for b in BUFFER_NAMES}, node)
+    if r.has("area"):
+        areas = area.parse_overrides(r.sub("area"), areas)
     host = None
     if r.has("host") != r.has("calibration"):
         raise r.error("calibration" if r.has("host") else "host",
@@ -221,6 +232,7 @@ def parse_accelerator(doc: Any, src: str) -> AcceleratorSpec:
         name=name, version=version, source=src, array=array, clock_mhz=clock, format=fmt,
         operand_bits=op_bits, accumulator_bits=acc_bits, ifmap=buffers["ifmap"], filter=buffers["filter"],
         ofmap=buffers["ofmap"], dram=dram, vector=vector, energy=freeze_energy(table), host=host,
+        node_nm=node, area=area.freeze(areas),
     )
 
 

@@ -8,6 +8,11 @@ table without re-simulating and every number can be checked by hand:
 
 where UNITS_PER_COUNT converts the counter's unit into the table entry's unit (bytes -> 64-bit
 accesses is 1/8, bytes -> bits is 8, MACs and ops are 1).
+
+Every default except DRAM is a 45 nm figure; an accelerator at another `node_nm` gets them times
+`scaling.energy_factor(45, node_nm)` (Stillmaker & Baas 2017). DRAM energy per bit is the memory
+device's and interface's, not the accelerator's logic node, so it is never scaled. Entries a
+config gives explicitly are taken as given.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import math
 from types import MappingProxyType
 from typing import Mapping
 
+from . import scaling
 from .spec import BUFFER_NAMES, EnergyEntry
 
 HOROWITZ = "Horowitz, ISSCC 2014, 45 nm"
@@ -74,11 +80,23 @@ def sram_defaults(name: str, bank_bytes: int) -> dict[str, EnergyEntry]:
     }
 
 
-def default_table(bank_bytes: Mapping[str, int], dram_technology: str) -> dict[str, EnergyEntry]:
-    """The spec's defaults for one configuration (SRAM entries depend on each buffer's bank size)."""
+def at_node(table: Mapping[str, EnergyEntry], node_nm: float) -> dict[str, EnergyEntry]:
+    """45 nm entries scaled to node_nm (unchanged, sources included, at 45 nm)."""
+    if node_nm == 45:
+        return dict(table)
+    f = scaling.energy_factor(45, node_nm)
+    note = f"; x{f:.3g} from 45 to {node_nm:g} nm ({scaling.SOURCE}, at {scaling.VDD_V:g} V)"
+    return {k: EnergyEntry(e.pj * f, e.unit, e.source + note) for k, e in table.items()}
+
+
+def default_table(bank_bytes: Mapping[str, int], dram_technology: str,
+                  node_nm: float = 45.0) -> dict[str, EnergyEntry]:
+    """The spec's defaults for one configuration (SRAM entries depend on each buffer's bank size),
+    at node_nm (DRAM unscaled)."""
     table = dict(FIXED_DEFAULTS)
     for name, size in bank_bytes.items():
         table.update(sram_defaults(name, size))
+    table = at_node(table, node_nm)
     table["dram"] = EnergyEntry(DRAM_PJ_PER_BIT[dram_technology], "bit", f"{DRAM_SOURCE}, {dram_technology}")
     return table
 

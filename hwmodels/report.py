@@ -1,5 +1,6 @@
-"""Reports of a simulation: summary.json (machine-readable), report.md (where cycles and energy go,
-int8 versus float32), and an optional Chrome/Perfetto trace (JSON trace event format).
+"""Reports of a simulation: summary.json (machine-readable), report.md (where cycles, energy and
+silicon area go, int8 versus float32), and an optional Chrome/Perfetto trace (JSON trace event
+format).
 
 The summary.json schema is documented in docs/hwmodel.md; `SCHEMA` names its version.
 """
@@ -9,6 +10,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from . import area
 from .energy import COMPONENTS
 from .result import NodeStats, SimResult
 from .spec import AcceleratorSpec
@@ -30,6 +32,8 @@ def arch_echo(arch: AcceleratorSpec) -> dict:
                  "latency_cycles": arch.dram.latency_cycles, "technology": arch.dram.technology},
         "vector": {"lanes": arch.vector.lanes},
         "energy": {k: {"pj": e.pj, "unit": e.unit, "source": e.source} for k, e in arch.energy.items()},
+        "node_nm": arch.node_nm,
+        "area": {k: {"um2": e.um2, "unit": e.unit, "source": e.source} for k, e in arch.area.items()},
     }
     if arch.host is not None:  # a calibrated machine model: the report shows predicted seconds
         h = arch.host
@@ -65,6 +69,42 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
+def has_area(arch: AcceleratorSpec) -> bool:
+    """A machine model (host:) is priced from a real machine's measured rates: the MAC-array area
+    model does not describe its silicon, so its report has no area."""
+    return arch.host is None and bool(arch.area)
+
+
+def area_block(arch: AcceleratorSpec) -> dict:
+    """summary.json `area`: instances, per-instance entries and the area by component."""
+    counts = area.counts(arch)
+    by_component = area.area_um2(arch)
+    return {"node_nm": arch.node_nm, "total_mm2": sum(by_component.values()) * 1e-6,
+            "by_component_mm2": {c: v * 1e-6 for c, v in by_component.items()},
+            "instances": {k: {"count": n, "component": area.INSTANCES[k][0], "unit": arch.area[k].unit,
+                              "um2_each": arch.area[k].um2, "source": arch.area[k].source}
+                          for k, n in counts.items()},
+            "not_modelled": area.NOT_MODELLED}
+
+
+def totals(result: SimResult) -> dict:
+    """SimResult.total() plus, where the arch has an area, the area-derived figures of merit:
+    area_mm2 (and by component), images per second and per second per mm^2, energy per image,
+    EDP = energy x time per step (J s) and EDAP = EDP x area (J s mm^2)."""
+    t = result.total()
+    if not has_area(result.arch):
+        return t
+    by_component = {c: v * 1e-6 for c, v in area.area_um2(result.arch).items()}
+    mm2 = sum(by_component.values())
+    ips = result.batch / t["seconds"] if t["seconds"] else 0.0
+    edp = t["energy_pj"] * 1e-12 * t["seconds"]
+    t.update(area_mm2=mm2, area_by_component_mm2=by_component, images_per_second=ips,
+             images_per_second_per_mm2=ips / mm2 if mm2 else 0.0,
+             energy_per_image_pj=t["energy_pj"] / result.batch if result.batch else 0.0,
+             edp_j_s=edp, edap_j_s_mm2=edp * mm2)
+    return t
+
+
 _COMPARED = (("energy", "energy_pj"), ("cycles", "cycles"), ("peak_storage", "peak_storage_bytes"),
              ("activation_stash", "activation_stash_bytes"), ("weights_and_state", "weight_bytes"))
 
@@ -80,6 +120,12 @@ def int8_vs_fp32(result: SimResult, fp32: SimResult) -> dict:
     out["dram_bytes_ratio"] = _ratio(dram_f, dram_t)
     out["int8"] = {key: t[key] for _, key in _COMPARED} | {"dram_bytes": dram_t}
     out["fp32"] = {key: f[key] for _, key in _COMPARED} | {"dram_bytes": dram_f}
+    if has_area(result.arch):
+        a_t, a_f = area.area_um2(result.arch), area.area_um2(fp32.arch)
+        out["area_ratio"] = _ratio(sum(a_f.values()), sum(a_t.values()))
+        out["mac_array_area_ratio"] = _ratio(a_f["mac_array"], a_t["mac_array"])
+        for side, a in (("int8", a_t), ("fp32", a_f)):
+            out[side] |= {"area_mm2": sum(a.values()) * 1e-6, "mac_array_area_mm2": a["mac_array"] * 1e-6}
     return out
 
 
@@ -94,12 +140,15 @@ def summary(result: SimResult, fp32: SimResult | None = None) -> dict:
         "compat": result.compat,
         "layers": [layer.as_dict() for layer in result.layers()],
         "phase_totals": [p.as_dict() for p in result.phases_summary()],
-        "total": result.total(),
+        "total": totals(result),
+        "area": area_block(result.arch) if has_area(result.arch) else None,
         "nodes": [node_dict(n) for n in result.nodes],
     }
     if fp32 is not None:
         doc["int8_vs_fp32"] = int8_vs_fp32(result, fp32)
-        doc["fp32"] = {"arch": arch_echo(fp32.arch), "total": fp32.total(),
+        doc["fp32"] = {"arch": arch_echo(fp32.arch),
+                       "total": totals(fp32) if has_area(result.arch) else fp32.total(),
+                       "area": area_block(fp32.arch) if has_area(result.arch) else None,
                        "layers": [layer.as_dict() for layer in fp32.layers()]}
     return doc
 
@@ -145,6 +194,7 @@ def markdown(doc: dict) -> str:
         "Energy by component: " + ", ".join(
             f"{c} {_pct(t['energy_by_component_pj'][c], t['energy_pj'])}" for c in COMPONENTS) + ".",
         "",
+        *_area_lines(doc),
         "## By phase",
         "",
         "| phase | cycles | share of cycles | stall cycles | energy | share of energy | DRAM bytes |",
@@ -181,9 +231,56 @@ def markdown(doc: dict) -> str:
         dram_f = ft["dram_read_bytes"] + ft["dram_write_bytes"]
         lines.append(f"| DRAM traffic | {_si(dram_i, 'B')} | {_si(dram_f, 'B')} | "
                      f"{dram_f / dram_i if dram_i else float('nan'):.2f} |")
+        lines += _twin_area_lines(doc)
     lines += ["", "Energy is action counts x the energy table in summary.json (`arch.energy`, each entry with its "
-              "source); see docs/hwmodel.md for what is and is not modelled.", ""]
+              "source); area is instances x the area table (`arch.area`); see docs/hwmodel.md for what is and is "
+              "not modelled.", ""]
     return "\n".join(lines)
+
+
+def _mm2(x: float) -> str:
+    return f"{x:.3f} mm^2" if x >= 0.1 else f"{x:.3g} mm^2"
+
+
+def _area_lines(doc: dict) -> list[str]:
+    """report.md's area section: instances x area per instance, by component, and figures of merit."""
+    a, t = doc.get("area"), doc["total"]
+    if not a:
+        return []
+    lines = [f"## Area ({a['node_nm']:g} nm)", "",
+             "| component | instances | area each | area | share | source |", "|---|---:|---:|---:|---:|---|"]
+    for name, i in a["instances"].items():
+        mm2 = i["count"] * i["um2_each"] * 1e-6
+        lines.append(f"| {i['component']} ({name}) | {i['count']:,} {i['unit']} | {i['um2_each']:,.0f} um^2 "
+                     f"| {_mm2(mm2)} | {_pct(mm2, a['total_mm2'])} | {i['source']} |")
+    lines += [f"| total | | | {_mm2(a['total_mm2'])} | 100 % | not counted: {a['not_modelled']} |", "",
+              "| images/s | images/s per mm^2 | energy per image | EDP (energy x time per step) | EDAP (EDP x area) |",
+              "|---:|---:|---:|---:|---:|",
+              f"| {t['images_per_second']:,.1f} | {t['images_per_second_per_mm2']:,.2f} "
+              f"| {_si(t['energy_per_image_pj'] * 1e-12, 'J')} | {t['edp_j_s']:.4g} J s "
+              f"| {t['edap_j_s_mm2']:.4g} J s mm^2 |", ""]
+    return lines
+
+
+def _twin_area_lines(doc: dict) -> list[str]:
+    """Area rows of the int8-versus-float32 table, and the MAC-array ratio with the table behind it."""
+    c = doc.get("int8_vs_fp32", {})
+    if "area_ratio" not in c:
+        return []
+    i8, f32 = c["int8"], c["fp32"]
+    ia = doc["area"]["instances"]
+    fa = doc["fp32"]["area"]["instances"]
+    pe_i = next(v for k, v in ia.items() if v["component"] == "mac_array")
+    pe_f = next(v for k, v in fa.items() if v["component"] == "mac_array")
+    return [
+        f"| area | {_mm2(i8['area_mm2'])} | {_mm2(f32['area_mm2'])} | {c['area_ratio']:.2f} |",
+        f"| MAC array area | {_mm2(i8['mac_array_area_mm2'])} | {_mm2(f32['mac_array_area_mm2'])} "
+        f"| {c['mac_array_area_ratio']:.2f} |",
+        "",
+        f"MAC array: one int8 PE is {pe_i['um2_each']:,.0f} um^2 ({pe_i['source']}); one float32 PE is "
+        f"{pe_f['um2_each']:,.0f} um^2 ({pe_f['source']}): float32 / int8 = "
+        f"{pe_f['um2_each'] / pe_i['um2_each']:.2f}.",
+    ]
 
 
 _TRACKS = ("nodes", "MAC array", "vector unit", "DRAM")

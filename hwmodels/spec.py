@@ -1,4 +1,5 @@
-"""Frozen descriptions of an accelerator: MAC array, SRAM buffers, DRAM, vector unit, energy table.
+"""Frozen descriptions of an accelerator: MAC array, SRAM buffers, DRAM, vector unit, energy and area
+tables.
 
 These are what `hwmodels.config` builds from YAML and what every other module reads. They are
 immutable: variants (the float32 twin, unbounded DRAM for validation) are new objects made with
@@ -107,6 +108,13 @@ class EnergyEntry:
 
 
 @dataclass(frozen=True)
+class AreaEntry:
+    um2: float  # square micrometres per `unit`, at the accelerator's node_nm
+    unit: str  # PE | lane | bank: one instance of the component
+    source: str  # where the number comes from (paper, tool, scaling, or the YAML that overrode it)
+
+
+@dataclass(frozen=True)
 class AcceleratorSpec:
     name: str
     version: int  # config schema version
@@ -123,6 +131,9 @@ class AcceleratorSpec:
     vector: VectorSpec
     energy: Mapping[str, EnergyEntry]  # action -> energy per action (MappingProxyType)
     host: HostSpec | None = None  # a calibrated machine model: replaces the fold and lane cycle counts
+    node_nm: float = 45.0  # technology node the energy and area tables are priced at
+    area: Mapping[str, AreaEntry] = field(  # instance -> area per instance (hwmodels.area)
+        default_factory=lambda: MappingProxyType({}))
 
     @property
     def buffers(self) -> tuple[BufferSpec, BufferSpec, BufferSpec]:
@@ -131,6 +142,11 @@ class AcceleratorSpec:
     @property
     def mac_action(self) -> str:
         return "mac_fp32" if self.format == "fp32" else "mac_int8"
+
+    @property
+    def lane_action(self) -> str:
+        """Area entry of one vector-unit lane: integer lanes, or float32 lanes on the twin."""
+        return "vector_fp32_lane" if self.format == "fp32" else "vector_int_lane"
 
     def element_bytes(self, dtype: str) -> int:
         """Bytes one element of a graph dtype occupies on this accelerator.
@@ -172,6 +188,7 @@ def unbounded_dram(arch: AcceleratorSpec) -> AcceleratorSpec:
 
 
 def with_buffer_sizes(arch: AcceleratorSpec, **size_bytes: int) -> AcceleratorSpec:
-    """A copy with some buffer capacities changed (sweeps and monotonicity tests)."""
+    """A copy with some buffer capacities changed (monotonicity tests). The energy and area tables
+    keep the entries priced at the old sizes: a config read through the loader reprices them."""
     changes = {name: replace(getattr(arch, name), size_bytes=size) for name, size in size_bytes.items()}
     return replace(arch, **changes)

@@ -6,6 +6,7 @@ GRID.yaml names a base accelerator config, a model and a batch, and lists values
     base: edge-16x16                 # shipped accelerator name, or a YAML path relative to this file
     model: lenet                     # built-in model name, or a model YAML path relative to this file
     batch: 64
+    max_area_mm2: 2.5                # optional: a point with more silicon area is infeasible
     parameters:                      # each a non-empty list; the sweep is their cartesian product
       array: [8x8, 16x16, [32, 16]]  # rows x cols ("RxC" or [R, C]); or rows: [...] and cols: [...]
       dataflow: [ws, os, is]
@@ -13,16 +14,22 @@ GRID.yaml names a base accelerator config, a model and a batch, and lists values
       dram_bandwidth_bytes_per_cycle: [8, 32]   # or dram_bandwidth_gb_s
       clock_mhz: [500]
       vector_lanes: [16, 64]
+      node_nm: [45, 28]              # technology node (7-130 nm; hwmodels/scaling.py)
 
 Each design point is the base YAML document with the swept keys replaced, read by the simulator's
 own strict loader (hwmodels.config.parse_accelerator): every point is validated like a hand-written
-config, and SRAM energies follow the new sizes. A combination the loader or the tiler rejects (an
-array too large for its buffers) is a result marked infeasible with the reason, not a crash.
+config, and SRAM energies and areas follow the new sizes. A combination the loader or the tiler
+rejects (an array too large for its buffers), or whose area exceeds max_area_mm2 (not simulated),
+is a result marked infeasible with the reason, not a crash.
+
+The Pareto front is over latency (seconds per step: clocks may differ), energy per step and silicon
+area (`pareto`); `pareto_latency_energy` marks the front without area, as the sweep had before
+area was modelled, so the two can be compared.
 
 Points run in local worker processes (ProcessPoolExecutor, --workers N, default one per core; 1 runs
 in this process), or on a Dask distributed cluster with --scheduler ADDRESS (the workers must be able
 to import nitisim and hwmodels). Writes sweep.csv, sweep.json and pareto.png / pareto.svg (energy
-against cycles per step, the Pareto front marked) into --out.
+against latency per step, area as colour, the Pareto front marked) into --out.
 """
 from __future__ import annotations
 
@@ -42,13 +49,14 @@ from typing import Any, Callable, Iterable, Mapping
 from nitisim.errors import UserInputError
 from nitisim.models import ModelSpec, builtin_models, load_yaml, resolve_model
 
+from .area import total_mm2
 from .spec import DATAFLOWS
 
 MAX_POINTS = 4096  # a typo like `sram_kib: [1..4096]` should not start a week of simulation
 BUFFERS = ("ifmap", "filter", "ofmap")
 PARAMETERS = (
     "array", "rows", "cols", "dataflow", "sram_kib", "ifmap_kib", "filter_kib", "ofmap_kib",
-    "dram_bandwidth_bytes_per_cycle", "dram_bandwidth_gb_s", "clock_mhz", "vector_lanes",
+    "dram_bandwidth_bytes_per_cycle", "dram_bandwidth_gb_s", "clock_mhz", "vector_lanes", "node_nm",
 )
 # Keys that set the same thing and so cannot be swept together.
 _EXCLUSIVE = (
@@ -57,8 +65,11 @@ _EXCLUSIVE = (
 )
 RESULT_FIELDS = (
     "cycles", "compute_cycles", "stall_cycles", "energy_pj", "dram_read_bytes", "dram_write_bytes",
-    "peak_storage_bytes", "seconds_per_step",
+    "peak_storage_bytes", "seconds_per_step", "energy_per_image_pj", "images_per_second_per_mm2", "edp_j_s",
+    "edap_j_s_mm2",
 )
+# The objectives of the Pareto front, all minimised; area drops out for a machine-model base (no area).
+OBJECTIVES = ("seconds_per_step", "energy_pj", "area_mm2")
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,7 @@ class Grid:
     model_ref: str
     batch: int
     parameters: tuple[tuple[str, tuple[Any, ...]], ...]  # in the grid file's order
+    max_area_mm2: float | None = None  # points with more area are infeasible (not simulated)
 
     @property
     def size(self) -> int:
@@ -88,6 +100,7 @@ class PointTask:
     source: str  # for messages: "<grid file> point <index>"
     model: ModelSpec
     batch: int
+    max_area_mm2: float | None = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,6 +132,15 @@ def _array_value(v: Any, src: str, where: str) -> tuple[int, int]:
     return (_int_value(v[0], src, where), _int_value(v[1], src, where))
 
 
+def _node_value(v: Any, src: str, where: str) -> float:
+    from .scaling import MAX_NODE_NM, MIN_NODE_NM, SOURCE, in_range
+
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or not in_range(v):
+        raise _fail(src, where, f"must be a node between {MIN_NODE_NM:g} and {MAX_NODE_NM:g} nm (the range of "
+                    f"{SOURCE}), got {v!r}")
+    return v
+
+
 def _dataflow_value(v: Any, src: str, where: str) -> str:
     if v not in DATAFLOWS:
         raise _fail(src, where, f"must be one of {list(DATAFLOWS)}, got {v!r}")
@@ -129,7 +151,7 @@ _CHECKS: Mapping[str, Callable[[Any, str, str], Any]] = MappingProxyType({
     "array": _array_value, "rows": _int_value, "cols": _int_value, "dataflow": _dataflow_value,
     "sram_kib": _int_value, "ifmap_kib": _int_value, "filter_kib": _int_value, "ofmap_kib": _int_value,
     "dram_bandwidth_bytes_per_cycle": _number_value, "dram_bandwidth_gb_s": _number_value,
-    "clock_mhz": _number_value, "vector_lanes": _int_value,
+    "clock_mhz": _number_value, "vector_lanes": _int_value, "node_nm": _node_value,
 })
 
 
@@ -144,7 +166,7 @@ def parse_grid(doc: Any, src: str) -> Grid:
 
     if not isinstance(doc, dict):
         raise _fail(src, None, "a sweep grid must be a mapping with base, model, batch and parameters")
-    allowed = {"name", "base", "model", "batch", "parameters"}
+    allowed = {"name", "base", "model", "batch", "parameters", "max_area_mm2"}
     for key in doc:
         if key not in allowed:
             raise _fail(src, str(key), f"unknown key; expected one of {sorted(allowed)}")
@@ -174,6 +196,7 @@ def parse_grid(doc: Any, src: str) -> Grid:
         model_ref = str(_relative(model_ref, grid_path))
     model = resolve_model(model_ref)
     batch = _int_value(doc["batch"], src, "batch")
+    max_area = _number_value(doc["max_area_mm2"], src, "max_area_mm2") if "max_area_mm2" in doc else None
 
     params = doc["parameters"]
     if not isinstance(params, dict) or not params:
@@ -194,7 +217,7 @@ def parse_grid(doc: Any, src: str) -> Grid:
     for a, b in _EXCLUSIVE:
         if a in keys and b in keys:
             raise _fail(src, f"parameters.{b}", f"cannot be swept together with {a} (both set the same thing)")
-    grid = Grid(src, name, str(base_path), json.dumps(base_doc), model, model_ref, batch, tuple(swept))
+    grid = Grid(src, name, str(base_path), json.dumps(base_doc), model, model_ref, batch, tuple(swept), max_area)
     if grid.size > MAX_POINTS:
         raise _fail(src, "parameters", f"{grid.size} design points; at most {MAX_POINTS} per sweep")
     return grid
@@ -232,6 +255,8 @@ def apply(doc: dict, key: str, value: Any) -> None:
         doc["clock_mhz"] = value
     elif key == "vector_lanes":
         doc["vector"]["lanes"] = value
+    elif key == "node_nm":
+        doc["node_nm"] = value
     else:  # pragma: no cover - parse_grid admits only the keys above
         raise KeyError(key)
 
@@ -241,7 +266,7 @@ def _short(key: str, value: Any) -> str:
         return f"{value[0]}x{value[1]}"
     names = {"rows": "r", "cols": "c", "sram_kib": "sram", "ifmap_kib": "if", "filter_kib": "fi",
              "ofmap_kib": "of", "dram_bandwidth_bytes_per_cycle": "bw", "dram_bandwidth_gb_s": "gbs",
-             "clock_mhz": "mhz", "vector_lanes": "lanes"}
+             "clock_mhz": "mhz", "vector_lanes": "lanes", "node_nm": "nm"}
     return str(value) if key == "dataflow" else f"{names[key]}{value:g}" if isinstance(value, float) else f"{names[key]}{value}"
 
 
@@ -257,7 +282,7 @@ def expand(grid: Grid) -> list[PointTask]:
         label = " ".join(_short(k, v) for k, v in zip(keys, combo))
         doc["name"] = f"{base.get('name', Path(grid.base_path).stem)} {label}"
         tasks.append(PointTask(index, label, tuple(zip(keys, combo)), json.dumps(doc),
-                               f"{grid.source} point {index} ({label})", grid.model, grid.batch))
+                               f"{grid.source} point {index} ({label})", grid.model, grid.batch, grid.max_area_mm2))
     return tasks
 
 
@@ -268,13 +293,24 @@ def run_point(task: PointTask) -> dict[str, Any]:
     """Simulate one design point; an infeasible one comes back with status and reason, not raised."""
     from .config import parse_accelerator
 
+    from .report import has_area
+
     row: dict[str, Any] = {"index": task.index, "label": task.label, **_flat_values(task.values)}
+    empty = {k: None for k in RESULT_FIELDS}
     try:
         arch = parse_accelerator(json.loads(task.doc_json), task.source)
+    except UserInputError as err:
+        return {**row, "status": "infeasible", "reason": err.message if err.field is None
+                else f"{err.field}: {err.message}", **empty, "area_mm2": None}
+    row["area_mm2"] = total_mm2(arch) if has_area(arch) else None
+    if task.max_area_mm2 is not None and row["area_mm2"] is not None and row["area_mm2"] > task.max_area_mm2:
+        return {**row, "status": "infeasible", "reason": f"max_area_mm2: area {row['area_mm2']:.4g} mm^2 exceeds "
+                f"the cap of {task.max_area_mm2:g} mm^2", **empty}
+    try:
         totals = _simulate_totals(arch, task.model, task.batch)
     except UserInputError as err:
         return {**row, "status": "infeasible", "reason": err.message if err.field is None
-                else f"{err.field}: {err.message}", **{k: None for k in RESULT_FIELDS}}
+                else f"{err.field}: {err.message}", **empty}
     return {**row, "status": "ok", "reason": "", **totals}
 
 
@@ -293,9 +329,10 @@ def _simulate_totals(arch, model: ModelSpec, batch: int) -> dict[str, Any]:
     from nitisim.graph import build_graph
 
     from . import simulate  # the simulator's public API
+    from .report import totals
 
     result = simulate(arch, build_graph(model, batch))
-    total = result.total()
+    total = totals(result)
     return {
         "cycles": result.cycles,
         "compute_cycles": total["compute_cycles"],
@@ -305,6 +342,7 @@ def _simulate_totals(arch, model: ModelSpec, batch: int) -> dict[str, Any]:
         "dram_write_bytes": total["dram_write_bytes"],
         "peak_storage_bytes": result.peak_storage_bytes,
         "seconds_per_step": result.seconds,
+        **{k: total.get(k) for k in ("energy_per_image_pj", "images_per_second_per_mm2", "edp_j_s", "edap_j_s_mm2")},
     }
 
 
@@ -351,13 +389,22 @@ def run_dask(tasks: list[PointTask], address: str, progress: Callable[[int, int]
 # ------------------------------------------------------------------------------------------------
 # Outputs
 # ------------------------------------------------------------------------------------------------
+def objectives(results: list[dict]) -> tuple[str, ...]:
+    """OBJECTIVES, less area when a feasible point has none (a machine-model base)."""
+    ok = [r for r in results if r["status"] == "ok"]
+    return OBJECTIVES if all(r.get("area_mm2") is not None for r in ok) else OBJECTIVES[:2]
+
+
 def mark_pareto(results: list[dict]) -> list[dict]:
-    """Add `pareto` (bool): on the front of (cycles, energy) among the feasible points."""
-    from nitisim.report.stats import pareto_front
+    """Add `pareto` (bool): on the front of (latency, energy, area) among the feasible points; and
+    `pareto_latency_energy`: on the front of latency and energy alone."""
+    from nitisim.report.stats import pareto_front_nd
 
     ok = [r for r in results if r["status"] == "ok"]
-    front = {ok[i]["index"] for i in pareto_front([(r["cycles"], r["energy_pj"]) for r in ok])}
-    return [{**r, "pareto": r["index"] in front} for r in results]
+    keys = objectives(results)
+    front = {ok[i]["index"] for i in pareto_front_nd([tuple(r[k] for k in keys) for r in ok])}
+    front_2d = {ok[i]["index"] for i in pareto_front_nd([tuple(r[k] for k in OBJECTIVES[:2]) for r in ok])}
+    return [{**r, "pareto": r["index"] in front, "pareto_latency_energy": r["index"] in front_2d} for r in results]
 
 
 def write_outputs(grid: Grid, results: list[dict], out: Path, backend: str) -> dict[str, Path]:
@@ -381,9 +428,14 @@ def write_outputs(grid: Grid, results: list[dict], out: Path, backend: str) -> d
     if ok:
         from nitisim.report import plots
 
-        front = sorted((i for i, r in enumerate(ok) if r["pareto"]), key=lambda i: (ok[i]["cycles"], ok[i]["energy_pj"]))
-        fig = plots.pareto([r["cycles"] for r in ok], [r["energy_pj"] for r in ok], front, [r["label"] for r in ok],
-                           f"{grid.name}: {grid.model.name}, batch {grid.batch}, {len(ok)} design points")
+        front = sorted((i for i, r in enumerate(ok) if r["pareto"]),
+                       key=lambda i: (ok[i]["seconds_per_step"], ok[i]["energy_pj"]))
+        areas = [r["area_mm2"] for r in ok] if "area_mm2" in objectives(results) else None
+        capped = sum(1 for r in results if r["reason"].startswith("max_area_mm2"))
+        title = (f"{grid.name}: {grid.model.name}, batch {grid.batch}, {len(ok)} design points"
+                 + (f" ({capped} over {grid.max_area_mm2:g} mm^2)" if capped else ""))
+        fig = plots.pareto([r["seconds_per_step"] for r in ok], [r["energy_pj"] for r in ok], front,
+                           [r["label"] for r in ok], title, area_mm2=areas)
         for suffix in ("png", "svg"):
             plots.save(fig, out / f"pareto.{suffix}", salt=f"pareto-{grid.name}")
             files[suffix] = out / f"pareto.{suffix}"
@@ -429,8 +481,12 @@ def main(args: argparse.Namespace) -> int:
     results = mark_pareto(results)
     files = write_outputs(grid, results, out, executor)
     ok = [r for r in results if r["status"] == "ok"]
-    print(f"{len(ok)} of {len(results)} design points feasible; Pareto front:")
-    for r in sorted((r for r in ok if r["pareto"]), key=lambda r: r["cycles"]):
-        print(f"  {r['label']:<32} {r['cycles']:>14,.0f} cycles {r['energy_pj'] / 1e6:>12,.2f} uJ")
+    keys = objectives(results)
+    print(f"{len(ok)} of {len(results)} design points feasible; Pareto front over {', '.join(keys)} "
+          f"({sum(r['pareto'] for r in ok)} points; {sum(r['pareto_latency_energy'] for r in ok)} without area):")
+    for r in sorted((r for r in ok if r["pareto"]), key=lambda r: r["seconds_per_step"]):
+        area = f" {r['area_mm2']:>9,.3f} mm^2" if r.get("area_mm2") is not None else ""
+        print(f"  {r['label']:<32} {r['cycles']:>14,.0f} cycles {r['seconds_per_step'] * 1e3:>10,.3f} ms "
+              f"{r['energy_pj'] / 1e6:>12,.2f} uJ{area}")
     print(files["csv"])
     return 0

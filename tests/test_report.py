@@ -332,3 +332,43 @@ def test_sim_node_rows_are_checked(tmp_path):
     (folder / "summary.json").write_text(json.dumps(doc))
     with pytest.raises(UserInputError, match=r"nodes\[1\]\.graph_phase"):
         load_sim(folder)
+
+
+def test_compare_shows_area_by_component_and_the_float32_twins(report):
+    """The real simulation folder's area reaches the report: by component, its float32 twin, and
+    the figures of merit, with the same numbers as its summary.json."""
+    doc = json.loads((report / "compare.json").read_text())
+    edge = doc["accelerators"][2]
+    sim = json.loads((Path(edge["path"]) / "summary.json").read_text())
+    assert edge["area_mm2_by_component"] == sim["total"]["area_by_component_mm2"]
+    assert edge["node_nm"] == 45
+    assert sum(edge["area_mm2_by_component"].values()) == pytest.approx(sim["total"]["area_mm2"])
+    ratio = edge["fp32_area_mm2_by_component"]["mac_array"] / edge["area_mm2_by_component"]["mac_array"]
+    assert ratio == pytest.approx((7700 + 4184) / (282 + 137))  # Horowitz's fp32 PE over the int8 PE
+    md = (report / "report.md").read_text()
+    assert "## Area" in md and "**Silicon area by component**" in md
+    row = next(line for line in md.splitlines() if line.startswith("| edge-16x16 | 45 |"))
+    assert f"| {sim['total']['area_mm2']:.4g} | {sim['fp32']['total']['area_mm2']:.4g} |" in row
+    assert f"| {ratio:.4g} |" in row
+    merit = next(line for line in md.splitlines() if line.startswith("| edge-16x16 | ") and "images" not in line
+                 and f"{sim['total']['images_per_second_per_mm2']:.4g}" in line)
+    assert f"{sim['total']['edap_j_s_mm2']:.4g}" in merit
+    assert (report / "plots" / "area.svg").exists()
+    assert "small-8x8" not in row  # made-up folders without area get no area row
+
+
+def test_sim_area_that_is_not_a_number_is_one_line(capsys, runs, report, tmp_path):
+    doc = json.loads((report / "compare.json").read_text())
+    real = Path(doc["accelerators"][2]["path"])
+    sim = tmp_path / "sim"
+    sim.mkdir()
+    summary = json.loads((real / "summary.json").read_text())
+    summary["total"]["area_by_component_mm2"]["mac_array"] = "big"
+    (sim / "summary.json").write_text(json.dumps(summary))
+    err = _one_line_error(capsys, ["compare", str(runs / "tiny-int8"), str(sim)])
+    assert "total.area_by_component_mm2.mac_array: must be a non-negative number" in err
+    summary["total"]["area_by_component_mm2"]["mac_array"] = 1.0
+    summary["fp32"]["total"]["area_mm2"] = float("nan")
+    (sim / "summary.json").write_text(json.dumps(summary))
+    err = _one_line_error(capsys, ["compare", str(runs / "tiny-int8"), str(sim)])
+    assert "fp32.total.area_mm2: must be a non-negative number" in err

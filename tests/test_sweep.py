@@ -1,14 +1,17 @@
 """`nitisim sweep` on tiny grids: local processes, inline, a real Dask cluster, and bad grids."""
+import copy
 import csv
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 
-from hwmodels.sweep import expand, load_grid
+from hwmodels.sweep import OBJECTIVES, PointTask, expand, load_grid, mark_pareto, run_local, run_point
 from nitisim.cli import main
 from nitisim.errors import UserInputError
+from nitisim.models import builtin_models
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # 2 arrays x 2 dataflows x 2 SRAM sizes = 8 points; the 64x64 array cannot tile into 4 KiB buffers.
@@ -42,13 +45,13 @@ def _check_outputs(out):
     bad = [p for p in points if p["status"] == "infeasible"]
     assert ok and bad  # 64x64 with 4 KiB buffers cannot tile; the rest can
     assert all(p["rows"] == 64 and p["sram_kib"] == 4 and "buffers." in p["reason"] for p in bad)
-    assert all(p["cycles"] > 0 and p["energy_pj"] > 0 for p in ok)
+    assert all(p["cycles"] > 0 and p["energy_pj"] > 0 and p["area_mm2"] > 0 for p in ok)
     front = [p for p in ok if p["pareto"]]
-    assert front and not any(p["pareto"] for p in bad)
-    for p in ok:  # nothing feasible beats a front point in both objectives
-        if p["pareto"]:
-            assert not any(q["cycles"] <= p["cycles"] and q["energy_pj"] <= p["energy_pj"]
-                           and (q["cycles"], q["energy_pj"]) != (p["cycles"], p["energy_pj"]) for q in ok)
+    assert front and not any(p["pareto"] or p["pareto_latency_energy"] for p in bad)
+    for column, keys in (("pareto", OBJECTIVES), ("pareto_latency_energy", OBJECTIVES[:2])):
+        for p in ok:  # a front point: nothing feasible is as good in every objective and better in one
+            beaten = any(all(q[k] <= p[k] for k in keys) and any(q[k] < p[k] for k in keys) for q in ok)
+            assert p[column] == (not beaten), (column, p["label"])
     assert (out / "pareto.png").read_bytes()[:8] == PNG_SIGNATURE
     assert ET.parse(out / "pareto.svg").getroot().tag.endswith("svg")
     return points
@@ -91,6 +94,12 @@ def test_sweep_on_a_dask_cluster(grid, tmp_path):
     ("parameters:\n  sram_kib: [4]\n  ifmap_kib: [8]", "parameters.ifmap_kib"),
     ("parameters:\n  array: [8by8]", "parameters.array[0]"),
     ("parameters:\n  dram_bandwidth_bytes_per_cycle: [-1]", "parameters.dram_bandwidth_bytes_per_cycle[0]"),
+    ("parameters:\n  node_nm: [45, 3]", "parameters.node_nm[1]"),
+    ("parameters:\n  node_nm: [.nan]", "parameters.node_nm[0]"),
+    ("parameters:\n  node_nm: [28nm]", "parameters.node_nm[0]"),
+    ("max_area_mm2: big\nparameters:\n  array: [8x8]", "max_area_mm2"),
+    ("max_area_mm2: .inf\nparameters:\n  array: [8x8]", "max_area_mm2"),
+    ("max_area_mm2: -2\nparameters:\n  array: [8x8]", "max_area_mm2"),
 ])
 def test_bad_grid_values_name_the_key(tmp_path, edit, field):
     head = TINY_GRID.split("parameters:")[0]
@@ -143,10 +152,50 @@ def test_every_parameter_reaches_the_accelerator_spec(tmp_path):
   dram_bandwidth_gb_s: [6.4]
   clock_mhz: [400]
   vector_lanes: [8]
+  node_nm: [28]
 """)
     (task,) = expand(load_grid(path))
     arch = parse_accelerator(json.loads(task.doc_json), task.source)
     assert (arch.array.rows, arch.array.cols, arch.array.dataflow) == (8, 4, "is")
     assert (arch.ifmap.size_bytes, arch.filter.size_bytes, arch.ofmap.size_bytes) == (16384, 32768, 65536)
     assert arch.dram.bandwidth_bytes_per_cycle == pytest.approx(6.4e3 / 400)
-    assert (arch.clock_mhz, arch.vector.lanes) == (400, 8)
+    assert (arch.clock_mhz, arch.vector.lanes, arch.node_nm) == (400, 8, 28)
+
+
+def test_a_design_point_can_be_dominated_on_area_alone():
+    """Two designs with the same cycles and energy: the base, and the base with its ifmap SRAM doubled
+    by a second bank of the same size (same energy per access, capacity this model never needs).
+    Without area neither beats the other; with area the bigger one is dominated."""
+    from hwmodels.config import CONFIG_DIR
+
+    base = yaml.safe_load((CONFIG_DIR / "edge-16x16.yaml").read_text())
+    bigger = copy.deepcopy(base)
+    bigger["buffers"]["ifmap"].update(kib=128, banks=2)
+    mlp = builtin_models()["mlp"]
+    rows = [run_point(PointTask(i, label, (), json.dumps(doc), f"test point {i}", mlp, 8))
+            for i, (label, doc) in enumerate((("base", base), ("two ifmap banks", bigger)))]
+    small, big = rows
+    assert (small["cycles"], small["energy_pj"]) == (big["cycles"], big["energy_pj"])
+    assert big["area_mm2"] > small["area_mm2"]
+    marked = mark_pareto(rows)
+    assert [r["pareto_latency_energy"] for r in marked] == [True, True]
+    assert [r["pareto"] for r in marked] == [True, False]
+
+
+def test_the_example_sweeps_front_changes_once_area_counts_and_its_cap_holds():
+    """The shipped example: without area the biggest feasible array wins alone; with area the
+    smaller arrays, cheaper in silicon, join the front; points over max_area_mm2 are infeasible
+    with the reason and were not simulated."""
+    grid = load_grid(Path(__file__).resolve().parents[1] / "configs" / "sweeps" / "example.yaml")
+    results = mark_pareto(run_local(expand(grid), 1, lambda done, total: None))
+    ok = [r for r in results if r["status"] == "ok"]
+    capped = [r for r in results if r["status"] == "infeasible"]
+    assert capped and all(r["reason"].startswith("max_area_mm2: area ") and r["area_mm2"] > grid.max_area_mm2
+                          and r["cycles"] is None for r in capped)
+    assert all(r["area_mm2"] <= grid.max_area_mm2 for r in ok)
+    front = {r["label"] for r in ok if r["pareto"]}
+    front_2d = {r["label"] for r in ok if r["pareto_latency_energy"]}
+    assert front_2d < front  # area adds members: designs slower but smaller than every faster one
+    for r in ok:
+        if r["label"] in front - front_2d:
+            assert all(q["area_mm2"] > r["area_mm2"] for q in ok if q["label"] in front_2d)

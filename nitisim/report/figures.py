@@ -30,6 +30,13 @@ def figures(c: Comparison) -> dict[str, str]:
         components = sorted({k for s in c.sims for k in s.sim.energy_pj_by_component})
         by_component = {k: [s.sim.energy_pj_by_component.get(k, 0.0) for s in c.sims] for k in components}
         out["energy"] = plots.energy_breakdown(labels, by_phase, by_component)
+    with_area = [s for s in c.sims if s.sim.area_mm2_by_component]
+    if with_area:
+        components = list(dict.fromkeys(k for s in with_area for k in s.sim.area_mm2_by_component))
+        out["area"] = plots.area_breakdown(
+            [s.label for s in with_area],
+            {k: [s.sim.area_mm2_by_component.get(k, 0.0) for s in with_area] for k in components},
+            {k: [s.sim.fp32_area_mm2_by_component.get(k, 0.0) for s in with_area] for k in components})
     if c.agreements:
         out["agreement"] = plots.measured_vs_simulated([
             (a.sim, [p.cycles for p in a.points], [p.seconds for p in a.points],

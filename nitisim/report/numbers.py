@@ -29,6 +29,8 @@ def to_json(c: Comparison) -> dict[str, Any]:
                 "total": dict(s.sim.total), "energy_pj_by_component": dict(s.sim.energy_pj_by_component),
                 "phases": [dataclasses.asdict(p) for p in s.phases],
                 "fp32_name": s.sim.fp32_name, "fp32_total": dict(s.sim.fp32_total),
+                "node_nm": s.sim.node_nm, "area_mm2_by_component": dict(s.sim.area_mm2_by_component),
+                "fp32_area_mm2_by_component": dict(s.sim.fp32_area_mm2_by_component),
             }
             for s in c.sims
         ],

@@ -109,6 +109,28 @@ def energy_breakdown(labels: Sequence[str], by_phase: Mapping[str, Sequence[floa
     return fig
 
 
+def area_breakdown(labels: Sequence[str], int8_mm2: Mapping[str, Sequence[float]],
+                   fp32_mm2: Mapping[str, Sequence[float]]):
+    """Silicon area stacked by component, one panel per accelerator (each on its own scale: they
+    differ by 50x): the integer accelerator and its float32 twin side by side."""
+    n = max(1, len(labels))
+    fig, axes = _figure(min(12.0, max(4.0, 2.3 * n + 1.0)), 3.8, n)
+    for j, (ax, label) in enumerate(zip(axes, labels)):
+        for x, stacks in ((0, int8_mm2), (1, fp32_mm2)):
+            bottom = 0.0
+            for i, (name, values) in enumerate(stacks.items()):
+                if values[j]:
+                    ax.bar(x, values[j], 0.6, bottom=bottom, color=f"C{i % 10}", label=name if x == 0 else None)
+                    bottom += values[j]
+        ax.set_xticks([0, 1], ["int8", "float32"], fontsize=8)
+        ax.set_title(label, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("area (mm$^2$)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Silicon area by component: integer accelerator and its float32 twin", fontsize=10)
+    return fig
+
+
 def measured_vs_simulated(panels: Sequence[tuple[str, Sequence[float], Sequence[float], Sequence[str],
                                                    float | None, float | None, float | None]]):
     """Scatter of measured seconds (y) against simulated cycles (x), one panel per accelerator.
@@ -154,20 +176,28 @@ def storage_bars(categories: Sequence[str], int8_bytes: Sequence[float], fp32_by
     return fig
 
 
-def pareto(cycles: Sequence[float], energy_pj: Sequence[float], front: Sequence[int], labels: Sequence[str],
-           title: str):
-    """Energy against cycles for every design point, the Pareto front joined and labelled."""
-    fig, (ax,) = _figure(6.4, 4.4)
-    ax.scatter(cycles, [e / 1e6 for e in energy_pj], s=16, color="#8C8C8C", label="design point")
-    fx = [cycles[i] for i in front]
-    fy = [energy_pj[i] / 1e6 for i in front]
-    ax.plot(fx, fy, "-o", color="#C44E52", markersize=5, label="Pareto front")
+def pareto(seconds: Sequence[float], energy_pj: Sequence[float], front: Sequence[int], labels: Sequence[str],
+           title: str, area_mm2: Sequence[float] | None = None):
+    """Energy against latency for every design point, area (when given) as the points' colour; the
+    Pareto front's points ringed and labelled (joined when it is a two-objective front)."""
+    fig, (ax,) = _figure(7.2 if area_mm2 is not None else 6.4, 4.4)
+    ms = [s * 1e3 for s in seconds]
+    uj = [e / 1e6 for e in energy_pj]
+    if area_mm2 is not None:
+        points = ax.scatter(ms, uj, s=22, c=list(area_mm2), cmap="viridis", label="design point")
+        fig.colorbar(points, ax=ax, label="area (mm$^2$)")
+    else:
+        ax.scatter(ms, uj, s=16, color="#8C8C8C", label="design point")
+    fx, fy = [ms[i] for i in front], [uj[i] for i in front]
+    if area_mm2 is None:
+        ax.plot(fx, fy, "-", color="#C44E52", linewidth=1)
+    ax.scatter(fx, fy, s=70, facecolors="none", edgecolors="#C44E52", linewidths=1.2,
+               label="Pareto front" + (" (latency, energy, area)" if area_mm2 is not None else ""))
     for i in front:
-        ax.annotate(labels[i], (cycles[i], energy_pj[i] / 1e6), fontsize=6, xytext=(3, 3),
-                    textcoords="offset points")
-    ax.set_xlabel("cycles per step")
+        ax.annotate(labels[i], (ms[i], uj[i]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("ms per step")
     ax.set_ylabel("energy per step (uJ)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig

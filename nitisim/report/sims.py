@@ -6,7 +6,9 @@ sram_write_bytes, dram_read_bytes, dram_write_bytes, ...} with phase one of forw
 weight_grad | update | vector; `total`: the same sums plus peak_storage_bytes and
 energy_by_component_pj; `arch`: the accelerator as simulated (name, clock_mhz, ...); and `fp32`: the
 same step on the accelerator's float32 twin (its `total` and ratios). Missing or mistyped required
-fields are `UserInputError(path, field, problem)`; optional extras are read when present.
+fields are `UserInputError(path, field, problem)`; optional extras are read when present, and
+checked: `total.area_by_component_mm2` (silicon area by component, with area_mm2, images/s per
+mm^2, energy per image, EDP and EDAP among `total`'s numbers) and `area.node_nm`.
 
 `nodes` (optional: one row per graph node, with op, layer and graph_phase) is read into
 `Sim.nodes` grouped as the measured side groups a run's nodes (nitisim.ops.report_phase): a
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -60,6 +62,9 @@ class Sim:
     fp32_name: str | None  # the float32 twin accelerator's name
     machine_model: bool = False  # a calibrated model of a real machine (arch.host): cycles predict seconds
     nodes: tuple[LayerCost, ...] = ()  # per graph node (views left out), phase as the join groups it; () if absent
+    area_mm2_by_component: Mapping[str, float] = field(default_factory=dict)  # empty when no area is reported
+    fp32_area_mm2_by_component: Mapping[str, float] = field(default_factory=dict)  # the float32 twin's
+    node_nm: float | None = None  # technology node the energies and areas are priced at
 
 
 def load_sim(path: str | Path) -> Sim:
@@ -93,6 +98,9 @@ def load_sim(path: str | Path) -> Sim:
             raise UserInputError(src, "fp32.total", "must be an object of summed costs")
         fp32_total = _numeric_fields(fp32["total"], src, "fp32.total")
     arch = _arch(doc)
+    area = doc.get("area")
+    if area is not None and not isinstance(area, dict):
+        raise UserInputError(src, "area", "must be an object (or null)")
     return Sim(
         path=folder,
         name=str(arch.get("name") or doc.get("arch_name") or folder.name),
@@ -106,7 +114,21 @@ def load_sim(path: str | Path) -> Sim:
         fp32_name=_fp32_name(fp32),
         machine_model=isinstance(arch.get("host"), dict),
         nodes=_nodes(doc.get("nodes"), src),
+        area_mm2_by_component=_areas(total, src, "total"),
+        fp32_area_mm2_by_component=_areas(fp32["total"], src, "fp32.total") if fp32 is not None else {},
+        node_nm=_number(area, "node_nm", src, "area.node_nm") if area and "node_nm" in area else None,
     )
+
+
+def _areas(total: Mapping, src: str, where: str) -> dict[str, float]:
+    """`area_by_component_mm2`, each a non-negative finite number; {} when the simulation has none."""
+    value = total.get("area_by_component_mm2")
+    if value is None:
+        return {}
+    where = f"{where}.area_by_component_mm2"
+    if not isinstance(value, dict):
+        raise UserInputError(src, where, "must be an object of component -> mm^2")
+    return {str(k): _number(value, k, src, f"{where}.{k}") for k in value}
 
 
 def _nodes(rows: Any, src: str) -> tuple[LayerCost, ...]:

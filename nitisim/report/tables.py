@@ -50,6 +50,8 @@ def sections(c: Comparison) -> list[Section]:
     if c.sims:
         out.append(_simulated(c))
         out.append(_energy(c))
+    if any(s.sim.area_mm2_by_component for s in c.sims):
+        out.append(_area(c))
     if c.agreements:
         out.append(_agreement(c))
     if c.predictions:
@@ -70,8 +72,9 @@ def headline(c: Comparison) -> list[tuple[str, str]]:
     for s in c.sims:
         clock = s.sim.clock_hz
         at_clock = f" ({sig(s.sim.total['cycles'] / clock * 1e3, 3)} ms at {num(clock / 1e6)} MHz)" if clock else ""
+        area = f", {sig(s.sim.total['area_mm2'], 4)} mm^2" if "area_mm2" in s.sim.total else ""
         rows.append((f"simulated per step on {s.label}",
-                     f"{num(s.sim.total['cycles'])} cycles{at_clock}, {num(s.sim.total['energy_pj'] / 1e6, 2)} uJ"))
+                     f"{num(s.sim.total['cycles'])} cycles{at_clock}, {num(s.sim.total['energy_pj'] / 1e6, 2)} uJ{area}"))
     for a in c.agreements:
         rows.append((f"measured vs simulated on {a.sim}",
                      f"R^2 {sig(a.fit.r2 if a.fit else None, 3)}, Spearman {sig(a.spearman_points, 3)} "
@@ -187,6 +190,41 @@ def _energy(c: Comparison) -> Section:
                                                      for k in components]) for s in c.sims)))
     return Section("Energy", "Simulated energy per training step (action counts x energy per action).",
                    ("energy",), tuple(tables))
+
+
+def _area(c: Comparison) -> Section:
+    sims = [s for s in c.sims if s.sim.area_mm2_by_component]
+    components = list(dict.fromkeys(k for s in sims for k in s.sim.area_mm2_by_component))
+    rows = []
+    for s in sims:
+        a, f = s.sim.area_mm2_by_component, s.sim.fp32_area_mm2_by_component
+        total, fp32_total = sum(a.values()), sum(f.values())
+        rows.append(tuple([s.label, sig(s.sim.node_nm, 3)] + [sig(a.get(k, 0.0), 4) for k in components]
+                          + [sig(total, 4), sig(fp32_total, 4) if f else "-",
+                             sig(fp32_total / total, 3) if f and total else "-",
+                             sig(f["mac_array"] / a["mac_array"], 4) if f.get("mac_array") and a.get("mac_array")
+                             else "-"]))
+    by_component = Table(
+        "Silicon area by component",
+        tuple(["accelerator", "node (nm)"] + [f"{k} (mm^2)" for k in components]
+              + ["total (mm^2)", "float32 twin (mm^2)", "fp32 / int8", "MAC array fp32 / int8"]),
+        tuple(rows),
+        "instances x area per instance (arch.area in each summary.json, every entry with its source): Horowitz "
+        "2014 arithmetic and CACTI SRAM banks at 45 nm, scaled to the node by Stillmaker & Baas 2017; PE "
+        "registers and scratchpads, interconnect, control, DRAM PHY and pads are not counted")
+    merit = Table(
+        "Throughput and energy per unit of silicon",
+        ("accelerator", "images/s", "images/s per mm^2", "energy per image (uJ)", "EDP (J s)", "EDAP (J s mm^2)",
+         "float32 twin images/s per mm^2", "float32 twin EDAP (J s mm^2)"),
+        tuple((s.label, num(s.sim.total.get("images_per_second"), 1),
+               sig(s.sim.total.get("images_per_second_per_mm2"), 4),
+               num(s.sim.total["energy_per_image_pj"] / 1e6 if "energy_per_image_pj" in s.sim.total else None, 3),
+               sig(s.sim.total.get("edp_j_s"), 4), sig(s.sim.total.get("edap_j_s_mm2"), 4),
+               sig(s.sim.fp32_total.get("images_per_second_per_mm2"), 4),
+               sig(s.sim.fp32_total.get("edap_j_s_mm2"), 4)) for s in sims),
+        "per training step of the run's batch: EDP = energy x time per step, EDAP = EDP x area")
+    return Section("Area", "Silicon area of each accelerator model and of its float32 twin, and what the area "
+                   "buys: throughput per mm^2, energy per image, EDP and EDAP.", ("area",), (by_component, merit))
 
 
 def _agreement(c: Comparison) -> Section:
