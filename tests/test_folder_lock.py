@@ -96,9 +96,9 @@ def test_lock_is_exclusive_within_one_process_too(tmp_path):
         pass
 
 
-def _refused_before_training(capsys, out: str, *words: str) -> str:
+def _refused_before_training(capsys, out: str, *words: str, extra: tuple[str, ...] = ()) -> str:
     """Run one epoch into `out`; it must fail with one line and never reach the first epoch."""
-    assert main([*TRAIN, "--out", out]) == 2
+    assert main([*TRAIN, "--out", out, *extra]) == 2
     captured = capsys.readouterr()
     err = captured.err
     assert err.count("\n") == 1 and err.startswith("nitisim: error: ") and "Traceback" not in err, err
@@ -116,8 +116,10 @@ def test_out_is_a_file(tmp_path, capsys):
     _refused_before_training(capsys, str(target / "sub"), "Not a directory (errno ENOTDIR)")
 
 
-def test_out_name_too_long(tmp_path, capsys):
-    _refused_before_training(capsys, str(tmp_path / ("x" * 300)), "File name too long (errno ENAMETOOLONG)")
+@pytest.mark.parametrize("extra", [(), ("--resume",)])
+def test_out_name_too_long(tmp_path, capsys, extra):
+    _refused_before_training(capsys, str(tmp_path / ("x" * 300)), "File name too long (errno ENAMETOOLONG)",
+                             extra=extra)
 
 
 def test_out_where_even_root_cannot_write(capsys):

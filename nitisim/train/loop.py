@@ -68,7 +68,11 @@ def run_training(cfg: TrainConfig, trainer: Trainer, ds: Dataset, run: RunFolder
     resume stays a single error line.
     """
     progress = progress or Progress()
-    if resume and not run.checkpoint.exists():  # before the lock would create the folder
+    try:
+        missing = resume and not run.checkpoint.exists()  # checked before the lock would create the folder
+    except OSError:
+        missing = False  # a path no file can have (name too long, ...): locked_folder says why in one line
+    if missing:
         raise UserInputError(str(run.checkpoint), None, "no checkpoint to resume from (run without --resume first)")
     with locked_folder(run.path):
         return _locked_run(cfg, trainer, ds, run, resume, progress, header)
@@ -87,14 +91,14 @@ def _locked_run(cfg: TrainConfig, trainer: Trainer, ds: Dataset, run: RunFolder,
     else:
         kept = "no checkpoint was written yet"
         history = []
-    for tmp in run.stale_temp_files():  # a killed save's leftovers; nobody else writes here while we hold the lock
-        with _writing(tmp, kept):
-            tmp.unlink()
     if resume and start_epoch >= cfg.epochs:
         # rewriting the summary here would record --epochs below the epochs the folder holds
         progress.line(f"nitisim: the checkpoint in {run.path} already holds {start_epoch} epochs; nothing to "
                       f"train for --epochs {cfg.epochs}, the run folder is left as it is")
         return _summary(cfg.with_epochs(start_epoch), trainer, ds, history, steps)
+    for tmp in run.stale_temp_files():  # a killed save's leftovers; nobody else writes here while we hold the lock
+        with _writing(tmp, kept):
+            tmp.unlink()
     if resume:
         with _writing(run.metrics, kept):
             run.rewrite_metrics(history)

@@ -1,5 +1,7 @@
 """The files of a run folder: metrics.jsonl (one line per epoch), summary.json, timing.json.
 
+The folder also holds `.nitisim.lock`, the lock a run holds while it writes here (folder_lock).
+
 metrics.jsonl lines: epoch, train_accuracy, test_accuracy, seconds (training), eval_seconds,
 images_per_second, mu, arith, backend (fp32 lines add lr). Accuracies are fractions in 0..1.
 summary.json and timing.json are rewritten atomically after every epoch, so a run that dies
