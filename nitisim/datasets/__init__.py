@@ -3,6 +3,7 @@
 Every dataset comes back as a frozen `Dataset` of read-only uint8 NHWC images and int64 labels,
 whatever its file format; `discovery` finds the folder, `idx` and `cifar` read the files strictly,
 `transforms` turns pixels into int8 inputs and holds the augmentation and shuffle order.
+Each Dataset carries its `fingerprint` (see `fingerprint`), which a training checkpoint records.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from ..errors import UserInputError
 from .cifar import load_cifar_folder
 from .discovery import DATASET_NAMES, IDX_ROLES, check_name, find_dataset, find_idx_file, idx_names
+from .fingerprint import array_fingerprint
 from .idx import NUM_CLASSES, read_idx_images, read_idx_labels
 
 MNIST_SIDE = 28  # both MNIST and Fashion-MNIST; models are built for it, so another size is an error
@@ -30,6 +32,14 @@ class Dataset:
     test_labels: np.ndarray = field(repr=False)  # (M,) int64
     num_classes: int
     source: str  # the folder the files came from (or a description for synthetic data)
+    # hash of the arrays (fingerprint.array_fingerprint), computed on construction when not given;
+    # dataclasses.replace passes it on, so a subset keeps the fingerprint of the data set it was cut from
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            arrays = (self.train_images, self.train_labels, self.test_images, self.test_labels)
+            object.__setattr__(self, "fingerprint", array_fingerprint(arrays, self.num_classes))
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -2,6 +2,7 @@
 
 Writes metrics.jsonl, summary.json, timing.json (integer runs) and a checkpoint every epoch into
 the run folder (default runs/<config stem>-<arith>); --resume continues from that checkpoint.
+The run holds the folder's lock while it runs (see loop.run_training): one writer per folder.
 """
 from __future__ import annotations
 
@@ -57,7 +58,6 @@ def main(args: argparse.Namespace) -> int:
 
         trainer = Fp32Trainer(cfg, args.backend)
     run = RunFolder(Path(args.out or Path("runs") / f"{cfg.stem}-{args.arith}"), args.arith)
-    run.create()
     progress = Progress()
     steps = steps_per_epoch(ds, cfg.batch)
     header = (f"nitisim train: {cfg.model.name} on {cfg.dataset} ({ds.train_labels.shape[0]} train / "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,11 +33,15 @@ from ..graph import build_graph
 from ..models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU
 from ..numerics import hash_key
 from ..shapes import infer_shapes
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, error_text, require_zip
 from .config import TrainConfig
 from .data import eval_batches, float_stats
 
 _DROPOUT_STREAM = 0xF32D  # tensor-id coordinate of the per-step torch seed
+# what torch.load and load_state_dict raise on a file that is not this trainer's checkpoint
+# (truncated zip, random bytes, a pickle the weights-only loader refuses, wrong tensors)
+_LOAD_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError, EOFError,
+                pickle.UnpicklingError)
 
 
 class NchwToNhwcFlatten(nn.Module):
@@ -241,11 +246,14 @@ class Fp32Trainer:
 
     def load(self, path: Path) -> dict[str, Any]:
         try:
+            require_zip(path)  # what torch.save writes; torch.load would try anything else as a legacy pickle
             state = torch.load(path, map_location=self.device, weights_only=True)
+            if not isinstance(state, dict) or not isinstance(state.get("meta"), dict):
+                raise ValueError("not a checkpoint of this trainer (no meta mapping)")
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             if self.average is not None:
                 self.average.restore(state.get("average"))
-        except (OSError, RuntimeError, KeyError, ValueError) as err:
-            raise UserInputError(str(path), "checkpoint", f"cannot read ({err})") from None
+        except _LOAD_ERRORS as err:
+            raise UserInputError(str(path), "checkpoint", f"cannot read ({error_text(err)})") from None
         return dict(state["meta"])

@@ -107,15 +107,24 @@ class IntegerTrainer:
     def load(self, path: Path) -> dict[str, Any]:
         arrays, meta = load_int8(path)
         params = {n: t for n, t in arrays.items() if not n.startswith(AVERAGE_PREFIX)}
-        if self.average is not None:
-            sums = {n[len(AVERAGE_PREFIX):]: t.m for n, t in arrays.items() if n.startswith(AVERAGE_PREFIX)}
-            try:
-                self.average.restore(sums, int(meta.get("average_count", 0)))
-            except KeyError as err:
-                raise UserInputError(str(path), "checkpoint", f"weight average incomplete ({err})") from None
         expected = set(self.graph.weights) | set(self.graph.states)
         if set(params) != expected:
             raise UserInputError(str(path), "checkpoint",
                                  f"holds {sorted(params)}, this config's graph needs {sorted(expected)}")
+        for name, t in params.items():  # the initial parameters have the graph's shapes and dtypes
+            want = self.params[name].m
+            if t.m.shape != want.shape or t.m.dtype != want.dtype:
+                raise UserInputError(str(path), f"checkpoint: {name}", f"is {t.m.dtype}{list(t.m.shape)}, this "
+                                     f"config's graph needs {want.dtype}{list(want.shape)}")
+        if self.average is not None:
+            sums = {n[len(AVERAGE_PREFIX):]: t.m for n, t in arrays.items() if n.startswith(AVERAGE_PREFIX)}
+            try:
+                count = int(meta.get("average_count", 0))
+                bad = [w for w in sums if w in params and sums[w].shape != params[w].m.shape]
+                if count < 0 or bad:
+                    raise ValueError(f"count {count}, sums of the wrong shape: {bad}")
+                self.average.restore(sums, count)
+            except (KeyError, ValueError, TypeError) as err:
+                raise UserInputError(str(path), "checkpoint", f"weight average incomplete ({err})") from None
         self.params = params
         return meta

@@ -8,14 +8,28 @@ resume drops the metrics line of the epoch the checkpoint does not hold.
 With `average_epochs` on, each epoch of the window (the last average_epochs) also adds the weights
 to the trainer's weight average and evaluates that average (`averaged_test_accuracy`); the run's
 final test accuracy is then the average's, the model it hands over.
+
+The run holds the folder's lock (folder_lock.locked_folder) from before it touches anything until
+the last write, so a second run into the same folder is refused instead of interleaving its
+files; taking the lock is also the proof that the folder is writable, before any training. Under
+the lock the run deletes the temp files a killed save left there. Any OSError while writing into
+the folder (full disk, read-only mount, quota, file too large) ends the run with one line naming
+the file and the checkpoint that is kept, which the atomic writes leave whole.
+
+A resume also checks that the data is the data set the checkpoint was trained on (its
+fingerprint), and that metrics.jsonl holds each epoch before the checkpoint once, in order. A
+checkpoint written before fingerprints existed is resumed with a note; its next save records one.
+When the checkpoint already holds the epochs asked for, the folder is left untouched.
 """
 from __future__ import annotations
 
 import platform
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 
@@ -23,6 +37,7 @@ from ..datasets import Dataset
 from ..errors import UserInputError
 from .config import TrainConfig
 from .data import epoch_batches, steps_per_epoch
+from .folder_lock import describe_os_error, locked_folder
 from .progress import Progress
 from .runfiles import RunFolder
 from .timing import NodeTimer
@@ -53,23 +68,47 @@ def run_training(cfg: TrainConfig, trainer: Trainer, ds: Dataset, run: RunFolder
     resume stays a single error line.
     """
     progress = progress or Progress()
+    try:
+        missing = resume and not run.checkpoint.exists()  # checked before the lock would create the folder
+    except OSError:
+        missing = False  # a path no file can have (name too long, ...): locked_folder says why in one line
+    if missing:
+        raise UserInputError(str(run.checkpoint), None, "no checkpoint to resume from (run without --resume first)")
+    with locked_folder(run.path):
+        return _locked_run(cfg, trainer, ds, run, resume, progress, header)
+
+
+def _locked_run(cfg: TrainConfig, trainer: Trainer, ds: Dataset, run: RunFolder, resume: bool, progress: Progress,
+                header: str | None) -> dict[str, Any]:
     steps = steps_per_epoch(ds, cfg.batch)
     config_hash = cfg.step_hash(trainer.arith)
     start_epoch = 0
     if resume:
-        start_epoch = _resume(cfg, trainer, run, config_hash)
+        start_epoch = _resume(cfg, trainer, ds, run, config_hash, progress)
         history = run.read_metrics(before_epoch=start_epoch)
-        run.rewrite_metrics(history)
+        _check_history(run, history, start_epoch)
+        kept = _kept(run, start_epoch - 1, cfg)
     else:
-        run.start_fresh()
+        kept = "no checkpoint was written yet"
         history = []
+    if resume and start_epoch >= cfg.epochs:
+        # rewriting the summary here would record --epochs below the epochs the folder holds
+        progress.line(f"nitisim: the checkpoint in {run.path} already holds {start_epoch} epochs; nothing to "
+                      f"train for --epochs {cfg.epochs}, the run folder is left as it is")
+        return _summary(cfg.with_epochs(start_epoch), trainer, ds, history, steps)
+    for tmp in run.stale_temp_files():  # a killed save's leftovers; nobody else writes here while we hold the lock
+        with _writing(tmp, kept):
+            tmp.unlink()
+    if resume:
+        with _writing(run.metrics, kept):
+            run.rewrite_metrics(history)
+    else:
+        with _writing(run.path, kept):
+            run.start_fresh()
     if header:
         progress.line(header + (f" (resuming at epoch {start_epoch + 1})" if resume else ""))
     if trainer.timer is None and trainer.arith == "int8":
-        trainer.timer = NodeTimer(run.read_timing_nodes() if resume else None)
-    if start_epoch >= cfg.epochs:
-        progress.line(f"nitisim: checkpoint already holds epoch {start_epoch - 1}; nothing to train for "
-                      f"--epochs {cfg.epochs}")
+        trainer.timer = _node_timer(run, resume)
     n_test = ds.test_labels.shape[0]
     for epoch in range(start_epoch, cfg.epochs):
         info = trainer.epoch_info(epoch)
@@ -103,23 +142,54 @@ def run_training(cfg: TrainConfig, trainer: Trainer, ds: Dataset, run: RunFolder
             "backend": trainer.backend,
         }
         history.append(line)
-        run.append_metrics(line)
-        trainer.save(run.checkpoint, {"epoch": epoch, "step": (epoch + 1) * steps, "config_hash": config_hash,
-                                      "arith": trainer.arith, "backend": trainer.backend})
+        with _writing(run.metrics, kept):
+            run.append_metrics(line)
+        with _writing(run.checkpoint, kept):
+            trainer.save(run.checkpoint, {"epoch": epoch, "step": (epoch + 1) * steps, "config_hash": config_hash,
+                                          "arith": trainer.arith, "backend": trainer.backend,
+                                          "dataset_fingerprint": ds.fingerprint, "dataset_source": ds.source})
+        kept = _kept(run, epoch, cfg)
         if trainer.timer is not None:
-            run.write_json(run.timing, _timing_doc(cfg, trainer, steps * (epoch + 1)))
-        run.write_json(run.summary, _summary(cfg, trainer, ds, history, steps))
+            with _writing(run.timing, kept):
+                run.write_json(run.timing, _timing_doc(cfg, trainer, steps * (epoch + 1)))
+        with _writing(run.summary, kept):
+            run.write_json(run.summary, _summary(cfg, trainer, ds, history, steps))
         extra = " ".join(f"{k} {v}" for k, v in info.items() if v is not None)
         if averaged:
             extra = f"averaged test {averaged['averaged_test_accuracy']:.4f} " + extra
         progress.line(f"{label}: train {line['train_accuracy']:.4f} test {line['test_accuracy']:.4f} "
                       f"{line['images_per_second']:,.0f} img/s {train_s:.0f}+{eval_s:.0f} s {extra}")
     summary = _summary(cfg, trainer, ds, history, steps)
-    run.write_json(run.summary, summary)
+    with _writing(run.summary, kept):
+        run.write_json(run.summary, summary)
     return summary
 
 
-def _resume(cfg: TrainConfig, trainer: Trainer, run: RunFolder, config_hash: str) -> int:
+@contextmanager
+def _writing(path: Path, kept: str) -> Iterator[None]:
+    """Turn an OSError of a write into the run folder into one line: the file, the cause, what is kept."""
+    try:
+        yield
+    except OSError as err:
+        raise UserInputError(str(path), None, f"cannot write: {describe_os_error(err)}; {kept}") from None
+
+
+def _kept(run: RunFolder, epoch: int, cfg: TrainConfig) -> str:
+    return f"the last checkpoint ({run.checkpoint}, after epoch {epoch + 1}/{cfg.epochs}) is kept"
+
+
+def _node_timer(run: RunFolder, resume: bool) -> NodeTimer:
+    """The timer, continuing timing.json's totals on a resume."""
+    if not resume:
+        return NodeTimer()
+    try:
+        return NodeTimer(run.read_timing_nodes())
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UserInputError(str(run.timing), "nodes", f"cannot read ({type(err).__name__}: {err})") from None
+
+
+def _resume(cfg: TrainConfig, trainer: Trainer, ds: Dataset, run: RunFolder, config_hash: str,
+            progress: Progress) -> int:
     if not run.checkpoint.exists():
         raise UserInputError(str(run.checkpoint), None, "no checkpoint to resume from (run without --resume first)")
     meta = trainer.load(run.checkpoint)
@@ -127,7 +197,18 @@ def _resume(cfg: TrainConfig, trainer: Trainer, run: RunFolder, config_hash: str
         raise UserInputError(cfg.source, None, f"differs from the config of the checkpoint in {run.path} "
                              f"(hash {config_hash} vs {meta.get('config_hash')}); resume with the same config "
                              "or pass another --out")
-    start_epoch = int(meta["epoch"]) + 1
+    epoch = meta.get("epoch")
+    if type(epoch) is not int or epoch < 0:
+        raise UserInputError(str(run.checkpoint), "checkpoint", f"meta epoch is {epoch!r}, not an epoch number")
+    start_epoch = epoch + 1
+    fingerprint = meta.get("dataset_fingerprint")
+    if fingerprint is None:
+        progress.line(f"nitisim: note: {run.checkpoint} records no data-set fingerprint (written by an older "
+                      "nitisim), so the data cannot be checked against it; the next checkpoint records it")
+    elif fingerprint != ds.fingerprint:
+        raise UserInputError(ds.source, None, f"is not the data set the checkpoint in {run.path} was trained on "
+                             f"(fingerprint {ds.fingerprint}, the checkpoint's {fingerprint} from "
+                             f"{meta.get('dataset_source')}); resume with that data or pass another --out")
     if trainer.average is not None:
         needed = max(0, start_epoch - cfg.average_from_epoch)
         if trainer.average.count != needed:
@@ -135,6 +216,16 @@ def _resume(cfg: TrainConfig, trainer: Trainer, run: RunFolder, config_hash: str
                                  f"the checkpoint in {run.path} holds a weight average of {trainer.average.count} "
                                  f"epochs; resuming at epoch {start_epoch + 1} of {cfg.epochs} needs {needed}")
     return start_epoch
+
+
+def _check_history(run: RunFolder, history: list[dict[str, Any]], start_epoch: int) -> None:
+    """The metric lines a resume keeps must be epochs 0..start_epoch-1, each once, in order."""
+    epochs = [m["epoch"] for m in history]
+    if epochs != list(range(start_epoch)):
+        shown = epochs if len(epochs) <= 12 else [*epochs[:6], "...", *epochs[-5:]]
+        raise UserInputError(str(run.metrics), "epoch", f"lines before the checkpoint are epochs {shown}, the "
+                             f"checkpoint holds epochs 0..{start_epoch - 1} once each; the folder mixes runs or "
+                             "lost lines, resume is refused (pass another --out to start over)")
 
 
 def _timing_doc(cfg: TrainConfig, trainer: Trainer, steps_done: int) -> dict[str, Any]:

@@ -1,9 +1,13 @@
 """The files of a run folder: metrics.jsonl (one line per epoch), summary.json, timing.json.
 
+The folder also holds `.nitisim.lock`, the lock a run holds while it writes here (folder_lock).
+
 metrics.jsonl lines: epoch, train_accuracy, test_accuracy, seconds (training), eval_seconds,
 images_per_second, mu, arith, backend (fp32 lines add lr). Accuracies are fractions in 0..1.
 summary.json and timing.json are rewritten atomically after every epoch, so a run that dies
-leaves files describing the epochs it finished.
+leaves files describing the epochs it finished. metrics.jsonl is appended to, so a run killed
+mid-append leaves a torn last line (no newline, not JSON): reading drops exactly that line, and any
+other line that is not a metric line is an error naming the file and line.
 """
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_text
+from ..errors import UserInputError
+from .checkpoint import atomic_write_text, stale_temp_files
 
 METRIC_FIELDS: tuple[str, ...] = (
     "epoch", "train_accuracy", "test_accuracy", "seconds", "eval_seconds", "images_per_second", "mu", "arith",
@@ -42,22 +47,55 @@ class RunFolder:
     def checkpoint(self) -> Path:
         return self.path / ("checkpoint.npz" if self.arith == "int8" else "checkpoint.pt")
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The files a run writes here (the lock file aside)."""
+        return (self.metrics, self.summary, self.timing, self.checkpoint)
+
     def create(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
 
     def start_fresh(self) -> None:
         """A new run in this folder: drop the previous run's per-epoch files."""
         self.create()
-        for p in (self.metrics, self.summary, self.timing, self.checkpoint):
+        for p in self.files:
             if p.exists():
                 p.unlink()
 
+    def stale_temp_files(self) -> list[Path]:
+        """Temp files of this folder's atomic writes left by a killed run (delete only under the lock)."""
+        return stale_temp_files(self.path, tuple(p.name for p in self.files))
+
     def read_metrics(self, before_epoch: int | None = None) -> list[dict[str, Any]]:
-        """Metric lines, optionally only those of epochs < before_epoch (a resume keeps those)."""
+        """Metric lines, optionally only those of epochs < before_epoch (a resume keeps those).
+
+        A torn last line (the file does not end in a newline and its last line is no metric line)
+        is dropped; a bad line anywhere else is a UserInputError.
+        """
         if not self.metrics.exists():
             return []
-        lines = [json.loads(s) for s in self.metrics.read_text().splitlines() if s.strip()]
+        chunks = self.metrics.read_bytes().split(b"\n")
+        tail = chunks.pop()  # after the last newline: empty unless the last append was cut short
+        lines = [self._metric_line(raw, i) for i, raw in enumerate(chunks, 1) if raw.strip()]
+        if tail.strip():
+            try:
+                lines.append(self._metric_line(tail, len(chunks) + 1))
+            except UserInputError:
+                pass  # the half-written line of a killed run; its epoch has no checkpoint either
         return [m for m in lines if before_epoch is None or m["epoch"] < before_epoch]
+
+    def _metric_line(self, raw: bytes, number: int) -> dict[str, Any]:
+        try:
+            line = json.loads(raw.decode("utf-8"))
+        except ValueError as err:  # UnicodeDecodeError and JSONDecodeError alike
+            raise UserInputError(str(self.metrics), f"line {number}", f"is not JSON ({err})") from None
+        epoch = line.get("epoch") if isinstance(line, dict) else None
+        if type(epoch) is not int or epoch < 0:
+            raise UserInputError(str(self.metrics), f"line {number}", "is not a metrics line (no epoch number)")
+        for key in ("train_accuracy", "test_accuracy", "seconds"):
+            if type(line.get(key)) not in (int, float):
+                raise UserInputError(str(self.metrics), f"line {number}", f"is not a metrics line (no number {key})")
+        return line
 
     def rewrite_metrics(self, lines: list[dict[str, Any]]) -> None:
         """Keep exactly `lines`: on resume, epochs logged after the checkpoint was written go away."""
