@@ -35,7 +35,7 @@
  * is an overflow error, never a wrap. */
 static int gemm_s32(const char *fn, const niti_operand *A, const niti_operand *B, int64_t M, int64_t N, int64_t K,
                     int32_t *C) {
-    if (K <= NITI_MAX_K_S32 || M == 0 || N == 0) return niti_gemm_run(A, B, M, N, K, C, N, 0);
+    if (niti_k_fits_s32(K) || M == 0 || N == 0) return niti_gemm_run(A, B, M, N, K, C, N, 0);
     int64_t *wide = malloc(sizeof(int64_t) * (size_t)(M * N));
     if (!wide) return niti_fail(NITI_E_NOMEM, "%s: out of memory for the int64 accumulator", fn);
     int st = niti_gemm_run(A, B, M, N, K, wide, N, 1);
@@ -348,7 +348,7 @@ static int conv_weight_grad(const char *fn, const conv_shape *s, const int8_t *x
     if (niti_direct_weight_grad_applies(s))
         return wide ? niti_direct_weight_grad(s, x, dy, dw) : weight_grad_via_s64(fn, s, x, dy, dw, niti_direct_weight_grad);
     if (niti_amx_weight_grad_applies(s)) {
-        if (wide || M <= NITI_MAX_K_S32) return niti_amx_weight_grad(s, x, dy, dw, wide);
+        if (wide || niti_k_fits_s32(M)) return niti_amx_weight_grad(s, x, dy, dw, wide);
         return weight_grad_via_s64(fn, s, x, dy, dw, amx_weight_grad64);
     }
     niti_im2col g = forward_patches(s, x);
