@@ -22,9 +22,6 @@ from nitisim.numerics import LOSS_VARIANTS, ROUNDING_MODES, SHADOW_FRAC_BITS, QT
 from .cuda_device import CudaLib, DeviceTensor
 from .cuda_loading import cuda_library
 
-MAX_K_INT32 = 131071  # NITI_MAX_K_S32: longest reduction an int32 accumulator provably holds
-
-
 def to_device(t: QTensor | np.ndarray, lib: CudaLib | None = None) -> DeviceTensor:
     """Upload a QTensor (or a bare integer array, e.g. labels) to the GPU."""
     return (lib or cuda_library()).to_device(t)
@@ -172,30 +169,23 @@ class _Kernels:
                       dy.ptr, dy.exp_ptr, w.ptr, w.exp_ptr, dx.ptr, dx.exp_ptr)
         return (dx,)
 
-    def _weight_grad(self, node, name: str, args: tuple, shape, reduction: int, x, dy):
-        """int64 as the graph asks, else int32: directly when the reduction provably fits int32's
-        analytic bound for -128 operands too (131071), else int64 then narrowed with an overflow check."""
+    def _weight_grad(self, node, name: str, args: tuple, shape, x, dy):
+        """int32 or int64 as the graph asks (the library sums an int32 gradient over more than 131071
+        products in int64 and narrows it with its deferred overflow check)."""
         dtype = node.attr("dtype")
         if dtype not in ("int32", "int64"):
             raise ValueError(f"{node.name}: weight-gradient dtype must be int32 or int64, got {dtype!r}")
-        if dtype == "int32" and reduction <= MAX_K_INT32:
-            g = self._new(shape, np.int32)
-            self.lib.call(f"{name}_s32", *args, x.ptr, x.exp_ptr, dy.ptr, dy.exp_ptr, g.ptr, g.exp_ptr)
-            return (g,)
-        wide = self._new(shape, np.int64)
-        self.lib.call(f"{name}_s64", *args, x.ptr, x.exp_ptr, dy.ptr, dy.exp_ptr, wide.ptr, wide.exp_ptr)
-        if dtype == "int64":
-            return (wide,)
-        g = self._new(shape, np.int32, exp=wide.exp)
-        self.lib.call("niti_cuda_narrow_s64_s32", wide.size, wide.ptr, g.ptr)
+        g = self._new(shape, np.dtype(dtype))
+        self.lib.call(f"{name}_{'s32' if dtype == 'int32' else 's64'}", *args, x.ptr, x.exp_ptr, dy.ptr, dy.exp_ptr,
+                      g.ptr, g.exp_ptr)
         return (g,)
 
     def conv2d_weight_grad(self, node, ctx, x, dy):
         x, dy = self._in(x, np.int8, "conv2d_weight_grad x"), self._in(dy, np.int8, "conv2d_weight_grad dy")
-        (n, h, wd, c), (_, e, f, o) = x.shape, dy.shape
+        (n, h, wd, c), o = x.shape, dy.shape[3]
         k, s, p = node.attr("kernel"), node.attr("stride"), node.attr("padding")
         return self._weight_grad(node, "niti_cuda_conv2d_weight_grad", (n, h, wd, c, o, k, k, s, s, p, p),
-                                 (o, k, k, c), n * e * f, x, dy)
+                                 (o, k, k, c), x, dy)
 
     def linear_input_grad(self, node, ctx, dy, w):
         dy, w = self._in(dy, np.int8, "linear_input_grad dy"), self._in(w, np.int8, "linear_input_grad w")
@@ -210,7 +200,7 @@ class _Kernels:
     def linear_weight_grad(self, node, ctx, x, dy):
         x, dy = self._in(x, np.int8, "linear_weight_grad x"), self._in(dy, np.int8, "linear_weight_grad dy")
         (batch, in_f), (_, out_f) = x.shape, dy.shape
-        return self._weight_grad(node, "niti_cuda_linear_weight_grad", (batch, in_f, out_f), (out_f, in_f), batch, x, dy)
+        return self._weight_grad(node, "niti_cuda_linear_weight_grad", (batch, in_f, out_f), (out_f, in_f), x, dy)
 
     # ---- update -------------------------------------------------------------------------------------
     def update(self, node, ctx, w, g, state=None):
