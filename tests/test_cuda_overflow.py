@@ -59,7 +59,8 @@ def cases(dev, exact: int, overflow: int) -> list[tuple[str, np.ndarray, np.ndar
     targets = (INT32_MAX, INT32_MAX + 1, INT32_MIN, INT32_MIN - 1) if dev.gpu else (exact, overflow)
     out = [(f"sum {t}", *dot_pair(t, K)) for t in targets]
     if dev.gpu:
-        out += [(f"{k} x -128 x -128", np.full(k, -128, np.int8), np.full(k, -128, np.int8)) for k in (131_071, 131_072)]
+        out += [(f"{k} x -128 x -128", np.full(k, -128, np.int8), np.full(k, -128, np.int8))
+                for k in (131_071, 131_072)]
     return out
 
 
@@ -68,13 +69,14 @@ def node(op, **attrs) -> Node:
 
 
 def agree_on_device(dev, n: Node, *inputs, what: str) -> None:
-    """The device op raises IntegerOverflowError at the sync exactly when the reference raises, and
-    otherwise equals it (values and exponent)."""
+    """The kernel-table op raises IntegerOverflowError exactly when the reference raises, and
+    otherwise equals it (values and exponent). Over a reduction this long the op waits for its
+    result, so the overflow is raised by the op call itself (where the executor names the node)."""
     try:
         want = REFERENCE_KERNELS[n.op](n, CTX, *inputs)[0]
     except IntegerOverflowError:
         with pytest.raises(IntegerOverflowError, match="int32 accumulator overflow"):
-            cuda.to_host(dev.table[n.op](n, CTX, *inputs)[0])
+            dev.table[n.op](n, CTX, *inputs)
         return
     got = cuda.to_host(dev.table[n.op](n, CTX, *inputs)[0])
     assert got.m.dtype == want.m.dtype and got.e == want.e, what
@@ -146,3 +148,27 @@ def test_reference_cases_are_what_they_say():
                 check_int32(acc, "reference")
         else:
             assert int(check_int32(acc, "reference")[0, 0]) == t
+
+
+def test_train_step_names_the_overflowing_conv(dev):
+    """A whole train_step on the CUDA table: the conv over 140000 channels of 127 x 127 raises at its
+    own node, which the executor names with the layer and the reduction hint (as numpy and the CPU do,
+    tests/test_overflow_reporting.py)."""
+    from nitisim.executor import NodeOverflowError, train_step
+    from nitisim.graph import NumericsOptions, build_graph
+    from nitisim.init import init_params
+
+    from test_overflow_reporting import conv_model
+
+    graph = build_graph(conv_model(140_000), 1, NumericsOptions(), training=True)
+    params = {k: QTensor(np.full_like(v.m, 127), v.e) if k in graph.weights else v
+              for k, v in init_params(graph, 0).items()}
+    x = QTensor(np.full((1, 1, 1, 140_000), 127, np.int8), -8)
+    dev.lib.gemm_engine = dev.engines[-1]
+    with pytest.raises(NodeOverflowError) as info:
+        train_step(graph, dev.table, params, x, np.array([3], np.int32), StepContext(mu=2))
+    assert (info.value.node, info.value.layer) == ("conv1.fwd", "conv1")
+    text = str(info.value)
+    assert text.startswith("graph node conv1.fwd (conv2d, layer conv1): ") and "int32 accumulator overflow" in text
+    assert text.endswith("(kernel height x width x input channels at most 133144)"), text
+    dev.lib.synchronize()  # the flag was reported once and cleared

@@ -74,7 +74,7 @@ def test_cases_sit_on_the_boundary():
     assert raising == [False, True, False, True, False, True, True, False, True]
 
 
-@pytest.fixture(params=CPU_ENGINES)
+@pytest.fixture(scope="module", params=CPU_ENGINES)
 def engine_lib(request):
     """The C library running one engine; an engine this machine lacks skips with the reason."""
     try:
@@ -224,18 +224,40 @@ def test_conv_input_grad_3x3_padded_at_the_int32_boundary(engine_lib):
         agree(lambda: lib.conv2d_input_grad(dy, w, (1, 1), 1, 2), ref, f"3x3 pad 2: {name}")
 
 
+def test_conv_input_grad_tall_kernel_at_the_int32_boundary(engine_lib):
+    """A 66x1 kernel over 2048 output channels, padding 65 rows, on a 1x1 input with 16 channels:
+    the 66-row output's taps all land on the one input pixel (K = 66 * 2048 = 135168). With AMX this
+    is the stride-1 input gradient the grid conv would take, were the reduction short enough."""
+    lib = engine_lib
+    for name, a, b in value_cases(66 * 2048):
+        dy = a.reshape(1, 66, 1, 2048)  # dy[0, e, 0, o]
+        w = with_rows(np.zeros(66 * 2048, np.int8), 16, seed=7).T.reshape(2048, 66, 1, 16).copy()
+        w[:, :, 0, 0] = b.reshape(66, 2048)[::-1].T  # w[o, 65 - e, 0, 0] = b[e * 2048 + o]
+
+        def ref():  # dx[i] = sum over e, o of dy[e, o] * w[o, 65 - e, i]
+            flipped = w[:, ::-1, 0, :].astype(np.int64)  # (O, E, I)
+            dx = np.einsum("eo,oei->i", dy[0, :, 0, :].astype(np.int64), flipped)
+            return check_int32(dx.reshape(1, 1, 1, 16), "reference")
+
+        agree(lambda: lib.conv2d_input_grad(dy, w, (1, 1), 1, (65, 0)), ref, f"66x1: {name}")
+        agree(lambda: lib.conv2d_input_grad_requantize(dy, w, (1, 1), 1, (65, 0), -9, "nearest"),
+              lambda: requantize(ref(), -9, "nearest"), f"66x1 fused: {name}")
+
+
 WEIGHT_GRAD_MAPS = {"one row of k pixels": lambda k: (1, 1, k), "k images of one pixel": lambda k: (k, 1, 1)}
 
 
+@pytest.mark.parametrize("channels", [(2, 3), (32, 32)], ids=["2 in, 3 out", "32 in, 32 out (AMX grid)"])
 @pytest.mark.parametrize("layout", list(WEIGHT_GRAD_MAPS))
-def test_conv_weight_grad_at_the_int32_boundary(engine_lib, layout):
+def test_conv_weight_grad_at_the_int32_boundary(engine_lib, layout, channels):
     """dw (O, 1, 1, C) = sum over the batch's pixels of dy * x: the reduction runs over N * E * F."""
     lib = engine_lib
+    c, o = channels
     for name, a, b in value_cases() + depth_cases():
         n, h, w_ = WEIGHT_GRAD_MAPS[layout](a.size)
-        x = np.ascontiguousarray(with_rows(a, 2, seed=5).T).reshape(n, h, w_, 2)  # (N, H, W, 2)
-        dy = np.ascontiguousarray(with_rows(b, 3, seed=6).T).reshape(n, h, w_, 3)  # (N, E, F, 3)
-        wide = exact_int_matmul(dy.reshape(-1, 3).T, x.reshape(-1, 2)).reshape(3, 1, 1, 2)
+        x = np.ascontiguousarray(with_rows(a, c, seed=5).T).reshape(n, h, w_, c)  # (N, H, W, C)
+        dy = np.ascontiguousarray(with_rows(b, o, seed=6).T).reshape(n, h, w_, o)  # (N, E, F, O)
+        wide = exact_int_matmul(dy.reshape(-1, o).T, x.reshape(-1, c)).reshape(o, 1, 1, c)
         agree(lambda: lib.conv2d_weight_grad(x, dy, 1, 1, 0, out_dtype=np.int32),
               lambda: check_int32(wide, "reference"), f"{layout}: {name}")
         np.testing.assert_array_equal(lib.conv2d_weight_grad(x, dy, 1, 1, 0), wide)
@@ -245,21 +267,14 @@ def test_conv_weight_grad_at_the_int32_boundary(engine_lib, layout):
 @settings(max_examples=12, deadline=None)
 @given(total=st.integers(INT32_MAX - 40_000, INT32_MAX + 40_000), negate=st.booleans(),
        spare=st.integers(0, 200))
-def test_sums_near_the_limit_agree_with_the_reference(total, negate, spare):
+def test_sums_near_the_limit_agree_with_the_reference(engine_lib, total, negate, spare):
     """Random sums within 40000 of either end of int32, over 2 to 202 spare zero products: the
-    GEMM, the 1x1 conv and its fused form raise exactly when the reference does, on every engine."""
+    GEMM, the 1x1 conv and its fused form raise exactly when the reference does."""
     target = -total - 1 if negate else total
     a, b = dot_pair(target, MAX_INT32_REDUCTION + 4 + spare)
     x, w = a.reshape(1, 1, 1, -1), with_rows(b, 3).reshape(3, 1, 1, -1)
-    for engine in CPU_ENGINES:
-        try:
-            lib = engine_library(engine)
-        except CLibError:
-            continue  # not on this machine: the fixture-driven tests above say so
-        try:
-            agree(lambda: lib.gemm_s8s8s32(a[None], b[None]), lambda: ref_int32(a[None], b[None]), engine)
-            agree(lambda: lib.conv2d_forward(x, w), lambda: ref_conv_forward(x, w), engine)
-            agree(lambda: lib.conv2d_forward_requantize(x, w, 1, 0, 0, "nearest"),
-                  lambda: requantize(ref_conv_forward(x, w), 0, "nearest"), engine)
-        finally:
-            cpu_library().set_engine("auto")
+    lib = engine_lib
+    agree(lambda: lib.gemm_s8s8s32(a[None], b[None]), lambda: ref_int32(a[None], b[None]), "gemm")
+    agree(lambda: lib.conv2d_forward(x, w), lambda: ref_conv_forward(x, w), "conv")
+    agree(lambda: lib.conv2d_forward_requantize(x, w, 1, 0, 0, "nearest"),
+          lambda: requantize(ref_conv_forward(x, w), 0, "nearest"), "fused conv")

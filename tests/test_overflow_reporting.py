@@ -26,7 +26,8 @@ from nitisim.numerics import QTensor
 from nitisim.reference import REFERENCE_KERNELS
 
 HAVE_CC = shutil.which(os.environ.get("CC") or "gcc") is not None
-BACKENDS = ["numpy", pytest.param("cpu", marks=pytest.mark.skipif(not HAVE_CC, reason="no C compiler for the cpu backend"))]
+BACKENDS = ["numpy", pytest.param("cpu", marks=pytest.mark.skipif(not HAVE_CC,
+                                                                  reason="no C compiler for the cpu backend"))]
 
 # Layer 1 (all weights 127) gives every one of its 300000 outputs the same value per image, and the
 # requantize scales the batch's largest to at least 64 in magnitude; layer 2 (all weights 127) then
