@@ -143,12 +143,14 @@ def _overflow_hint(graph: Graph, node: Node) -> str:
         return (f"layer {layer}'s {node.attr('rule')} weight update left int32: use a smaller mu (the update "
                 "bit budget) in the config's mu_schedule")
     if op not in ("conv2d", "conv2d_input_grad", "conv2d_weight_grad", "linear", "linear_input_grad",
-                  "linear_weight_grad"):
-        return ""
+                  "linear_weight_grad") or node.attr("weight") not in graph.tensors:
+        return ""  # (a hand-built node without the shapes: the kernel's own message stands alone)
     bound = MAX_INT32_REDUCTION
     w = graph.tensor(node.attr("weight")).shape  # conv (O, kh, kw, I), linear (out, in)
     conv = op.startswith("conv2d")
     if op.endswith("weight_grad"):
+        if conv and node.attr("output_map") not in graph.tensors:
+            return ""
         pixels = graph.tensor(node.attr("output_map")).shape[1:3] if conv else (1, 1)  # (E, F)
         depth = graph.batch * pixels[0] * pixels[1]
         what = f"weight-gradient reduction sums {depth} products (batch {graph.batch}" + (
