@@ -200,7 +200,8 @@ class CudaLib:
         return out
 
     def gemm(self, a: "DeviceTensor", b: "DeviceTensor", wide: bool = False) -> "DeviceTensor":
-        """a (M, K) @ b (N, K)^T of int8 device matrices, int32 (K <= 131071) or int64 when wide."""
+        """a (M, K) @ b (N, K)^T of int8 device matrices, int32 (an overflow is reported at the next
+        synchronising call) or int64 when wide."""
         (m, k), (n, kb) = a.shape, b.shape
         if a.dtype != np.int8 or b.dtype != np.int8 or k != kb:
             raise ValueError(f"gemm: need int8 (M, K) and (N, K), got {a.dtype}{a.shape} and {b.dtype}{b.shape}")

@@ -7,7 +7,10 @@ memory is allocated and freed in stream order. `to_device()` / `to_host()` move 
 
 Data-dependent checks (int32 overflow of a narrowed weight gradient or a momentum velocity, bad
 labels) run on the device and surface at the next synchronising call (`to_host`, `.m`, `.e`,
-`synchronize()`), not at the op that failed.
+`synchronize()`), not at the op that failed. The exception: a GEMM op whose int32 output sums more
+than LONG_REDUCTION products (summed in int64 and narrowed with the overflow check) synchronises
+before it returns, so an overflow there is raised by the op itself and the executor can name its
+node. Such layers are rare (a 1x1 conv over 131072+ channels); every other op stays asynchronous.
 """
 from __future__ import annotations
 
@@ -22,8 +25,7 @@ from nitisim.numerics import LOSS_VARIANTS, ROUNDING_MODES, SHADOW_FRAC_BITS, QT
 from .cuda_device import CudaLib, DeviceTensor
 from .cuda_loading import cuda_library
 
-MAX_K_INT32 = 131071  # NITI_MAX_K_S32: longest reduction an int32 accumulator provably holds
-
+LONG_REDUCTION = 131071  # NITI_MAX_K_S32: longer int32 reductions are narrowed from int64 with a check
 
 def to_device(t: QTensor | np.ndarray, lib: CudaLib | None = None) -> DeviceTensor:
     """Upload a QTensor (or a bare integer array, e.g. labels) to the GPU."""
@@ -60,6 +62,13 @@ class _Kernels:
     def _new(self, shape, dtype, exp=True) -> DeviceTensor:
         return self.lib.empty(shape, dtype, exp)
 
+    def _checked(self, out: DeviceTensor, reduction: int) -> tuple[DeviceTensor]:
+        """(out,), after waiting for it when its int32 sums were narrowed from int64: an overflow is
+        then raised here, at the op that made it."""
+        if out.dtype == np.int32 and reduction > LONG_REDUCTION:
+            self.lib.synchronize()
+        return (out,)
+
     # ---- forward ----------------------------------------------------------------------------------
     def conv2d(self, node, ctx, x, w):
         x, w = self._in(x, np.int8, "conv2d x"), self._in(w, np.int8, "conv2d w")
@@ -70,7 +79,7 @@ class _Kernels:
         y = self._new((n, (h + 2 * p - kh) // s + 1, (wd + 2 * p - kw) // s + 1, o), np.int32)
         self.lib.call("niti_cuda_conv2d_forward", n, h, wd, c, o, kh, kw, s, s, p, p,
                       x.ptr, x.exp_ptr, w.ptr, w.exp_ptr, y.ptr, y.exp_ptr)
-        return (y,)
+        return self._checked(y, kh * kw * c)
 
     def linear(self, node, ctx, x, w):
         x, w = self._in(x, np.int8, "linear x"), self._in(w, np.int8, "linear w")
@@ -79,7 +88,7 @@ class _Kernels:
             raise ValueError(f"{node.name}: x {x.shape} and w {w.shape} differ in features")
         y = self._new((batch, out_f), np.int32)
         self.lib.call("niti_cuda_linear_forward", batch, in_f, out_f, x.ptr, x.exp_ptr, w.ptr, w.exp_ptr, y.ptr, y.exp_ptr)
-        return (y,)
+        return self._checked(y, in_f)
 
     def requantize(self, node, ctx, acc):
         acc = self._in(acc, np.int32, "requantize acc")
@@ -170,25 +179,18 @@ class _Kernels:
         dx = self._new((n, h, wd, c), np.int32)
         self.lib.call("niti_cuda_conv2d_input_grad", n, h, wd, c, o, kh, kw, s, s, p, p,
                       dy.ptr, dy.exp_ptr, w.ptr, w.exp_ptr, dx.ptr, dx.exp_ptr)
-        return (dx,)
+        return self._checked(dx, kh * kw * o)
 
     def _weight_grad(self, node, name: str, args: tuple, shape, reduction: int, x, dy):
-        """int64 as the graph asks, else int32: directly when the reduction provably fits int32's
-        analytic bound for -128 operands too (131071), else int64 then narrowed with an overflow check."""
+        """int32 or int64 as the graph asks (the library sums an int32 gradient over more than 131071
+        products in int64 and narrows it with its overflow check)."""
         dtype = node.attr("dtype")
         if dtype not in ("int32", "int64"):
             raise ValueError(f"{node.name}: weight-gradient dtype must be int32 or int64, got {dtype!r}")
-        if dtype == "int32" and reduction <= MAX_K_INT32:
-            g = self._new(shape, np.int32)
-            self.lib.call(f"{name}_s32", *args, x.ptr, x.exp_ptr, dy.ptr, dy.exp_ptr, g.ptr, g.exp_ptr)
-            return (g,)
-        wide = self._new(shape, np.int64)
-        self.lib.call(f"{name}_s64", *args, x.ptr, x.exp_ptr, dy.ptr, dy.exp_ptr, wide.ptr, wide.exp_ptr)
-        if dtype == "int64":
-            return (wide,)
-        g = self._new(shape, np.int32, exp=wide.exp)
-        self.lib.call("niti_cuda_narrow_s64_s32", wide.size, wide.ptr, g.ptr)
-        return (g,)
+        g = self._new(shape, np.dtype(dtype))
+        self.lib.call(f"{name}_{'s32' if dtype == 'int32' else 's64'}", *args, x.ptr, x.exp_ptr, dy.ptr, dy.exp_ptr,
+                      g.ptr, g.exp_ptr)
+        return self._checked(g, reduction)
 
     def conv2d_weight_grad(self, node, ctx, x, dy):
         x, dy = self._in(x, np.int8, "conv2d_weight_grad x"), self._in(dy, np.int8, "conv2d_weight_grad dy")
@@ -205,12 +207,13 @@ class _Kernels:
         dx = self._new((batch, in_f), np.int32)
         self.lib.call("niti_cuda_linear_input_grad", batch, in_f, out_f, dy.ptr, dy.exp_ptr, w.ptr, w.exp_ptr,
                       dx.ptr, dx.exp_ptr)
-        return (dx,)
+        return self._checked(dx, out_f)
 
     def linear_weight_grad(self, node, ctx, x, dy):
         x, dy = self._in(x, np.int8, "linear_weight_grad x"), self._in(dy, np.int8, "linear_weight_grad dy")
         (batch, in_f), (_, out_f) = x.shape, dy.shape
-        return self._weight_grad(node, "niti_cuda_linear_weight_grad", (batch, in_f, out_f), (out_f, in_f), batch, x, dy)
+        return self._weight_grad(node, "niti_cuda_linear_weight_grad", (batch, in_f, out_f), (out_f, in_f), batch,
+                                 x, dy)
 
     # ---- update -------------------------------------------------------------------------------------
     def update(self, node, ctx, w, g, state=None):

@@ -2,7 +2,9 @@
 
 Each subcommand module provides `add_arguments(parser)` and `main(args) -> int`. A module is
 imported only when its subcommand runs, so `nitisim --help` needs no compiled library, no GPU and
-no torch. A `UserInputError` anywhere becomes one line on stderr and exit status 2.
+no torch. A `UserInputError` anywhere becomes one line on stderr and exit status 2, and so does an
+`IntegerOverflowError` (NITI arithmetic never wraps: a run stops at the first overflow, and the
+executor's message names the graph node and layer and what to change).
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import UserInputError
+from .errors import IntegerOverflowError, UserInputError
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -44,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(importlib.import_module(COMMANDS[args.command][0]).main(args) or 0)
     except UserInputError as err:
         print(f"nitisim: error: {err}", file=sys.stderr)
+        return 2
+    except IntegerOverflowError as err:
+        detail = " ".join(str(err).split())  # one line, whatever the kernel wrote
+        print(f"nitisim: error: integer overflow: {detail}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nitisim: interrupted", file=sys.stderr)

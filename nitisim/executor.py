@@ -10,6 +10,12 @@ Timing is a `NodeClock`: `start` before the first node, `lap` after each, `read`
 host clock here suits backends whose kernels return when their work is done (numpy, the C
 library); an asynchronous backend brings its own (gpu_backend.cuda.DeviceNodeClock records an
 event on the stream per node), since a host clock around an asynchronous call times the launch.
+
+An IntegerOverflowError raised by a kernel leaves `run_graph` as a `NodeOverflowError`: one line
+naming the graph node and layer whose int32 accumulator overflowed, its reduction depth and what to
+change. A backend that fuses a GEMM with the requantize reading it (gpu_backend/pending.py)
+computes the accumulator, and so raises, at the requantize node; the message names the GEMM node
+that produced the accumulator either way, so every backend reports the same place.
 """
 from __future__ import annotations
 
@@ -19,8 +25,13 @@ from typing import Any, Callable, Collection, Mapping, Protocol
 
 import numpy as np
 
-from .graph import Graph
-from .numerics import QTensor
+from .errors import IntegerOverflowError
+from .graph import Graph, Node
+from .numerics import INT8_MAX, INT32_MAX, QTensor
+
+# Longest reduction whose int32 sum provably holds whatever the int8 operands in [-127, 127]:
+# 133144 * 127 * 127 = 2147479576 <= 2**31 - 1 < 133145 * 127 * 127.
+MAX_INT32_REDUCTION = INT32_MAX // (INT8_MAX * INT8_MAX)
 
 
 @dataclass(frozen=True)
@@ -88,7 +99,12 @@ def run_graph(
         fn = kernels.get(node.op)
         if fn is None:
             raise NotImplementedError(f"backend has no kernel for op {node.op!r}")
-        outs = fn(node, ctx, *(env[name] for name in node.inputs))
+        try:
+            outs = fn(node, ctx, *(env[name] for name in node.inputs))
+        except NodeOverflowError:
+            raise
+        except IntegerOverflowError as err:
+            raise NodeOverflowError.at(graph, node, err) from err
         if clock:
             clock.lap()
         for name, value in zip(node.outputs, outs):
@@ -97,6 +113,65 @@ def run_graph(
             if last.get(name) == i and name not in retained and name not in node.outputs:
                 env.pop(name, None)
     return env
+
+
+class NodeOverflowError(IntegerOverflowError):
+    """An int32 accumulator overflow located in the graph: `node` and `layer` say where, the
+    message (one line) what overflowed and what to change."""
+
+    def __init__(self, message: str, node: str, layer: str):
+        super().__init__(message)
+        self.node, self.layer = node, layer
+
+    @classmethod
+    def at(cls, graph: Graph, node: Node, err: IntegerOverflowError) -> "NodeOverflowError":
+        """The error of `node` failing with `err`; a requantize is charged to its accumulator's producer."""
+        if node.op == "requantize":
+            node = next((n for n in graph.nodes if node.inputs[0] in n.outputs), node)
+        detail = " ".join(str(err).split())  # one line, whatever the kernel wrote
+        if detail.startswith(f"{node.name}: "):  # the numpy reference names the node itself
+            detail = detail[len(node.name) + 2:]
+        hint = _overflow_hint(graph, node)
+        message = f"graph node {node.name} ({node.op}, layer {node.layer}): {detail}" + (f"; {hint}" if hint else "")
+        return cls(message, node.name, node.layer)
+
+
+def _overflow_hint(graph: Graph, node: Node) -> str:
+    """What the user can change after `node` overflowed int32 (empty when the shapes do not explain it)."""
+    layer, op = node.layer, node.op
+    if op == "update":
+        return (f"layer {layer}'s {node.attr('rule')} weight update left int32: use a smaller mu (the update "
+                "bit budget) in the config's mu_schedule")
+    if op not in ("conv2d", "conv2d_input_grad", "conv2d_weight_grad", "linear", "linear_input_grad",
+                  "linear_weight_grad") or node.attr("weight") not in graph.tensors:
+        return ""  # (a hand-built node without the shapes: the kernel's own message stands alone)
+    bound = MAX_INT32_REDUCTION
+    w = graph.tensor(node.attr("weight")).shape  # conv (O, kh, kw, I), linear (out, in)
+    conv = op.startswith("conv2d")
+    if op.endswith("weight_grad"):
+        if conv and node.attr("output_map") not in graph.tensors:
+            return ""
+        pixels = graph.tensor(node.attr("output_map")).shape[1:3] if conv else (1, 1)  # (E, F)
+        depth = graph.batch * pixels[0] * pixels[1]
+        what = f"weight-gradient reduction sums {depth} products (batch {graph.batch}" + (
+            f" x {pixels[0]}x{pixels[1]} output pixels)" if conv else ")")
+        change = f"use a smaller batch (batch x output pixels at most {bound})"
+    elif conv:
+        forward = op == "conv2d"
+        channels, side = (w[3], "input") if forward else (w[0], "output")
+        depth = w[1] * w[2] * channels
+        what = (f"{'forward' if forward else 'input-gradient'} reduction sums {depth} products "
+                f"(kernel {w[1]}x{w[2]} x {channels} {side} channels)")
+        change = (f"give layer {layer} a smaller kernel or fewer {side} channels (kernel height x width x "
+                  f"{side} channels at most {bound})")
+    else:
+        forward = op == "linear"
+        depth, side = (w[1], "input") if forward else (w[0], "output")
+        what = f"{'forward' if forward else 'input-gradient'} reduction sums {depth} products (its {side} features)"
+        change = f"give layer {layer} at most {bound} {side} features"
+    if depth <= bound:
+        return ""
+    return f"layer {layer}'s {what}, more than the {bound} products of 127 x 127 that always fit int32: {change}"
 
 
 def train_step(

@@ -318,8 +318,9 @@ int niti_amx_forward_applies(const niti_conv_shape *s) {
      * most 64 output channels: narrow outputs, where the patch GEMM's A gather is spread over few
      * columns (and the direct kernels' vectors run part-empty). On wider outputs the packed GEMM
      * measured faster (docs/results.md, kernels: AMX stride-1 conv paths). */
-    return niti_active_engine() == &niti_amx_engine && s->stride_h == 1 && s->stride_w == 1 && s->k_h > s->pad_h &&
-           s->k_w > s->pad_w && 3 * k_row_pad <= 4 * k_row && k_row_pad <= NITI_AMX_KC_MAX && s->out_c >= 16 &&
+    /* int32 tiles: a longer reduction goes to the GEMM path's int64 accumulation and its check */
+    return niti_active_engine() == &niti_amx_engine && niti_k_fits_s32(s->k_h * k_row) && s->stride_h == 1 &&
+           s->stride_w == 1 && s->k_h > s->pad_h && s->k_w > s->pad_w && 3 * k_row_pad <= 4 * k_row && k_row_pad <= NITI_AMX_KC_MAX && s->out_c >= 16 &&
            s->out_c <= 64;
 }
 

@@ -77,7 +77,7 @@ static inline void add_s32(int32_t *d, const int32_t *s, int64_t n) {
 
 int niti_scatter_input_grad_applies(const niti_conv_shape *s) {
     int64_t taps = s->k_h * s->k_w;
-    if (!NITI_DIRECT_KERNELS || taps * s->out_c > NITI_MAX_K_S32) return 0; /* every partial sum must provably fit int32 */
+    if (!NITI_DIRECT_KERNELS || !niti_k_fits_s32(taps * s->out_c)) return 0; /* every partial sum must provably fit int32 */
     /* packed W and a tile row block stay cache-sized */
     if (niti_round_up(taps * s->in_c, NITI_NR) * niti_round_up(s->out_c, 4) > (2 << 20)) return 0;
     double gather = (double)(s->in_h * s->in_w) * (double)(taps * s->out_c) * (double)niti_round_up(s->in_c, NITI_NR);
@@ -210,7 +210,9 @@ static void padded_rows(const niti_conv_shape *s, const int8_t *img, int64_t Hp,
 static int64_t fwd_words(const niti_conv_shape *s) { return s->k_h * ((s->k_w * s->in_c + 3) / 4); }
 
 int niti_direct_forward_applies(const niti_conv_shape *s) {
-    return NITI_DIRECT_KERNELS && (s->out_c <= 64 || fwd_words(s) * 4 * niti_round_up(s->out_c, 32) <= FWD_TABLE_BYTES);
+    /* int32 lane sums: a longer reduction goes to the GEMM path's int64 accumulation and its check */
+    return NITI_DIRECT_KERNELS && niti_k_fits_s32(s->k_h * s->k_w * s->in_c) &&
+           (s->out_c <= 64 || fwd_words(s) * 4 * niti_round_up(s->out_c, 32) <= FWD_TABLE_BYTES);
 }
 
 #define FWD_PX 8 /* output pixels per register block: 8 x 2 accumulators, 2 weight vectors */

@@ -411,6 +411,10 @@ int niti_gemm_run(const niti_operand *A, const niti_operand *B, int64_t M, int64
 int niti_gemm_run_threads(const niti_operand *A, const niti_operand *B, int64_t M, int64_t N, int64_t K, void *C,
                           int64_t ldc, int out_wide, int threads) {
     if (M == 0 || N == 0) return NITI_OK;
+    /* an int32 C over a longer K could wrap: callers take the int64 form and narrow it with a check */
+    if (!out_wide && !niti_k_fits_s32(K))
+        return niti_fail(NITI_E_ARG, "gemm: int32 output over K = %lld > %d products (use the int64 form)",
+                         (long long)K, NITI_MAX_K_S32);
     if (K == 0) { /* empty sum */
         size_t elem = out_wide ? sizeof(int64_t) : sizeof(int32_t);
         for (int64_t i = 0; i < M; i++) memset((char *)C + i * ldc * (int64_t)elem, 0, (size_t)N * elem);

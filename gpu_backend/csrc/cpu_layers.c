@@ -35,7 +35,7 @@
  * is an overflow error, never a wrap. */
 static int gemm_s32(const char *fn, const niti_operand *A, const niti_operand *B, int64_t M, int64_t N, int64_t K,
                     int32_t *C) {
-    if (K <= NITI_MAX_K_S32 || M == 0 || N == 0) return niti_gemm_run(A, B, M, N, K, C, N, 0);
+    if (niti_k_fits_s32(K) || M == 0 || N == 0) return niti_gemm_run(A, B, M, N, K, C, N, 0);
     int64_t *wide = malloc(sizeof(int64_t) * (size_t)(M * N));
     if (!wide) return niti_fail(NITI_E_NOMEM, "%s: out of memory for the int64 accumulator", fn);
     int st = niti_gemm_run(A, B, M, N, K, wide, N, 1);
@@ -221,6 +221,7 @@ static int requantize_by_slices(const char *fn, const conv_shape *s, conv_slice_
     uint32_t key = niti_hash_key(seed, step, tensor_id);
     int32_t hi = 0, lo = 0;
     int failed = NITI_OK, threads = (int)niti_min64(niti_threads(), slices); /* failed: a worker's status */
+    char detail[256] = ""; /* a failed worker's message: niti_last_error is per thread */
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         int32_t *acc = aligned_alloc(64, (size_t)niti_round_up(4 * per_slice * image_out, 64));
@@ -230,8 +231,11 @@ static int requantize_by_slices(const char *fn, const conv_shape *s, conv_slice_
             int64_t n0 = sl * per_slice, nb = niti_min64(per_slice, batch - n0), count = nb * image_out;
             int status = acc ? slice(s, src, w, n0, nb, acc) : NITI_E_NOMEM;
             if (status != NITI_OK) {
-#pragma omp atomic write
-                failed = status;
+#pragma omp critical(niti_fused_failure)
+                {
+                    failed = status;
+                    snprintf(detail, sizeof detail, "%s", acc ? niti_last_error() : "out of memory for the conv scratch");
+                }
                 continue;
             }
             for (int64_t i = 0; i < count; i++) {
@@ -251,8 +255,11 @@ static int requantize_by_slices(const char *fn, const conv_shape *s, conv_slice_
             int64_t n0 = sl * per_slice, nb = niti_min64(per_slice, batch - n0);
             int status = slice(s, src, w, n0, nb, acc);
             if (status != NITI_OK) {
-#pragma omp atomic write
-                failed = status;
+#pragma omp critical(niti_fused_failure)
+                {
+                    failed = status;
+                    snprintf(detail, sizeof detail, "%s", acc ? niti_last_error() : "out of memory for the conv scratch");
+                }
                 continue;
             }
             niti_requant_block(acc, out + n0 * image_out, nb * image_out, n0 * image_out, final_shift, mode, key);
@@ -261,8 +268,7 @@ static int requantize_by_slices(const char *fn, const conv_shape *s, conv_slice_
     }
     free(used);
     /* a worker's own message stays in its thread (niti_last_error is per thread): say it again here */
-    if (failed == NITI_E_OVERFLOW) return niti_fail(failed, "%s: a conv output left int32", fn);
-    if (failed) return niti_fail(failed, "%s: out of memory for the conv scratch", fn);
+    if (failed) return niti_fail(failed, "%s: %s", fn, detail);
     *shift_out = niti_requant_shift(hi, lo);
     return NITI_OK;
 }
@@ -348,7 +354,7 @@ static int conv_weight_grad(const char *fn, const conv_shape *s, const int8_t *x
     if (niti_direct_weight_grad_applies(s))
         return wide ? niti_direct_weight_grad(s, x, dy, dw) : weight_grad_via_s64(fn, s, x, dy, dw, niti_direct_weight_grad);
     if (niti_amx_weight_grad_applies(s)) {
-        if (wide || M <= NITI_MAX_K_S32) return niti_amx_weight_grad(s, x, dy, dw, wide);
+        if (wide || niti_k_fits_s32(M)) return niti_amx_weight_grad(s, x, dy, dw, wide);
         return weight_grad_via_s64(fn, s, x, dy, dw, amx_weight_grad64);
     }
     niti_im2col g = forward_patches(s, x);

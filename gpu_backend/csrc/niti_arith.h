@@ -33,6 +33,13 @@ typedef int16_t niti_shadow_t; /* 16-bit shadow weight: int8 weight << 8 plus 8 
  * 131071 * 128 * 128 = 2147467264 < 2**31 - 1 (even with -128 operands). */
 #define NITI_MAX_K_S32 131071
 
+/* The one test of whether a reduction of K products may be accumulated in int32. Every kernel that
+ * accumulates in int32 (GEMM engines, direct, AMX grid and scatter convs, the CUDA engines) takes a
+ * reduction only when this holds; a longer one is accumulated exactly in int64 and narrowed with a
+ * check of every value, so an output outside int32 is an overflow error exactly where the numpy
+ * reference's check_int32 raises, and never a wrapped value. */
+NITI_HD static inline int niti_k_fits_s32(int64_t K) { return K <= NITI_MAX_K_S32; }
+
 /* Rounding modes, in the order of nitisim.numerics.ROUNDING_MODES. */
 typedef enum {
     NITI_ROUND_NEAREST = 0,           /* half away from zero */

@@ -79,8 +79,10 @@ int niti_cuda_requantize_s32(int64_t n, const int32_t *acc, const int32_t *exp_i
                              uint32_t step, uint32_t tensor_id, int8_t *out, int32_t *exp_out);
 int niti_cuda_narrow_s64_s32(int64_t n, const int64_t *x, int32_t *out); /* overflow: deferred status 2 */
 
-/* ---- GEMM: C (M x N) = A (M x K) * B^T, B stored N x K (both K-contiguous) ------------------------------ */
-int niti_cuda_gemm_s8s8s32(int64_t M, int64_t N, int64_t K, const int8_t *A, const int8_t *B, int32_t *C); /* K <= 131071 */
+/* ---- GEMM: C (M x N) = A (M x K) * B^T, B stored N x K (both K-contiguous) ------------------------------
+ * Every op with an int32 output accumulates a reduction longer than 131071 (niti_k_fits_s32) in int64 and
+ * narrows it with the device check: a value outside int32 is a deferred status 2 (overflow), never a wrap. */
+int niti_cuda_gemm_s8s8s32(int64_t M, int64_t N, int64_t K, const int8_t *A, const int8_t *B, int32_t *C);
 int niti_cuda_gemm_s8s8s64(int64_t M, int64_t N, int64_t K, const int8_t *A, const int8_t *B, int64_t *C); /* any K */
 
 /* ---- linear: x (batch, in), w (out, in), y / dy (batch, out); output exponent = sum of the inputs' --- */
@@ -92,7 +94,7 @@ int niti_cuda_linear_input_grad(int64_t batch, int64_t in_features, int64_t out_
                                 int32_t *dx, int32_t *exp_dx);
 int niti_cuda_linear_weight_grad_s32(int64_t batch, int64_t in_features, int64_t out_features,
                                      const int8_t *x, const int32_t *exp_x, const int8_t *dy, const int32_t *exp_dy,
-                                     int32_t *dw, int32_t *exp_dw); /* batch <= 131071 */
+                                     int32_t *dw, int32_t *exp_dw);
 int niti_cuda_linear_weight_grad_s64(int64_t batch, int64_t in_features, int64_t out_features,
                                      const int8_t *x, const int32_t *exp_x, const int8_t *dy, const int32_t *exp_dy,
                                      int64_t *dw, int32_t *exp_dw); /* int32 partial sums per K chunk, added in int64 */
@@ -109,7 +111,7 @@ int niti_cuda_conv2d_input_grad(int64_t batch, int64_t in_h, int64_t in_w, int64
 int niti_cuda_conv2d_weight_grad_s32(int64_t batch, int64_t in_h, int64_t in_w, int64_t in_c, int64_t out_c,
                                      int64_t k_h, int64_t k_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
                                      int64_t pad_w, const int8_t *x, const int32_t *exp_x, const int8_t *dy,
-                                     const int32_t *exp_dy, int32_t *dw, int32_t *exp_dw); /* batch*E*F <= 131071 */
+                                     const int32_t *exp_dy, int32_t *dw, int32_t *exp_dw);
 int niti_cuda_conv2d_weight_grad_s64(int64_t batch, int64_t in_h, int64_t in_w, int64_t in_c, int64_t out_c,
                                      int64_t k_h, int64_t k_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
                                      int64_t pad_w, const int8_t *x, const int32_t *exp_x, const int8_t *dy,
