@@ -176,6 +176,24 @@ def pass_cycles(host: HostSpec, ops: Iterable[tuple[str, int]], largest_input_el
     return sum(math.ceil(count / (host.vector_ops_per_cycle[width] * workers)) for width, count in ops)
 
 
+def peak_macs_per_cycle(host: HostSpec, pes: int, node_rates: Iterable[float]) -> float:
+    """The MAC rate a host model's utilisation is a fraction of: the fastest it prices any GEMM at.
+
+    A host's cycles are measured seconds x the clock /proc/cpuinfo names, and its array (4 x 16 x
+    cores: one 4-deep int8 dot product on 16 lanes per core per cycle) is nominal. A core that boosts
+    above that clock, or issues two dot products a cycle, is measured above the array's PEs, so MACs
+    / (cycles x PEs) can pass 100 %. The peak is therefore the largest of the array's PEs, the
+    measured class rates, and each priced node's MACs per cycle (a kernel-table probe can beat its
+    class rate); no node, and so no layer or total, is then above 100 %.
+
+    >>> from hwmodels.spec import HostSpec
+    >>> h = HostSpec("avx512vnni", 2, 0, (12, 4, 32), {"narrow": 50.0, "conv_forward": 150.0}, {}, {}, "")
+    >>> peak_macs_per_cycle(h, 128, [90.0, 170.5]), peak_macs_per_cycle(h, 256, [])
+    (170.5, 256)
+    """
+    return max(pes, *host.gemm_macs_per_cycle.values(), *node_rates)
+
+
 def parse_host(r: Any) -> HostSpec:
     """The `host:` section, read through config.py's strict reader `r` (errors name file and key)."""
     r.keys({"engine", "cores", "parallel_min_elements", "gemm_tile", "gemm_macs_per_cycle", "vector_ops_per_cycle",

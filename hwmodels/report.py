@@ -119,6 +119,17 @@ def _pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.1f} %" if whole else "-"
 
 
+def peak_sentence(arch: dict, total: dict) -> str:
+    """Why a calibrated host's utilisation is not over its array's PEs, when the two differ ('' else)."""
+    pes = arch["array"]["rows"] * arch["array"]["cols"]
+    peak = total.get("peak_macs_per_cycle", pes)
+    if peak <= pes:
+        return ""
+    return (f"Utilisation is of {peak:,.1f} MACs per cycle, the fastest this calibrated host is measured at, not "
+            f"of its nominal {pes} PEs (one int8 dot product per lane per cycle at the clock /proc/cpuinfo names): "
+            "the cores run faster than that clock or issue more than one dot product a cycle.")
+
+
 def markdown(doc: dict) -> str:
     """report.md from a summary document."""
     a, t = doc["arch"], doc["total"]
@@ -142,6 +153,7 @@ def markdown(doc: dict) -> str:
         f"| {_si(t['dram_read_bytes'], 'B')} | {_si(t['dram_write_bytes'], 'B')} | {_si(t['dram_spill_bytes'], 'B')} "
         f"| {_si(t['peak_storage_bytes'], 'B')} | {_si(t['activation_stash_bytes'], 'B')} |",
         "",
+        *([peak_sentence(a, t), ""] if peak_sentence(a, t) else []),
         "Energy by component: " + ", ".join(
             f"{c} {_pct(t['energy_by_component_pj'][c], t['energy_pj'])}" for c in COMPONENTS) + ".",
         "",

@@ -68,7 +68,7 @@ class LayerStats:
     cycles: int
     compute_cycles: int
     stall_cycles: int
-    utilization: float  # MACs / (cycles x PEs): 0 for vector-only rows
+    utilization: float  # MACs / (cycles x peak MACs per cycle): 0 for vector-only rows
     energy_pj: float
     energy_by_component_pj: Mapping[str, float]
     sram_read_bytes: int
@@ -91,7 +91,8 @@ class LayerStats:
         }
 
 
-def aggregate(name: str, phase: str, nodes: list[NodeStats], pes: int) -> LayerStats:
+def aggregate(name: str, phase: str, nodes: list[NodeStats], pes: float) -> LayerStats:
+    """Sums over `nodes`; `pes` is the peak MACs per cycle utilisation is a fraction of."""
     energy = {c: sum(n.energy_pj[c] for n in nodes) for c in COMPONENTS}
     macs, cycles = sum(n.macs for n in nodes), sum(n.cycles for n in nodes)
     return LayerStats(
@@ -131,13 +132,25 @@ class SimResult:
     def energy_pj(self) -> float:
         return sum(n.energy_total_pj for n in self.nodes)
 
+    @property
+    def peak_macs_per_cycle(self) -> float:
+        """What utilisation is a fraction of: the array's PEs, or for a calibrated host the fastest
+        rate the model prices a GEMM at, when that is above its nominal array (hwmodels.host)."""
+        pes = self.arch.array.pes
+        if self.arch.host is None:
+            return pes
+        from .host import peak_macs_per_cycle
+
+        return peak_macs_per_cycle(self.arch.host, pes, (n.macs / n.cycles for n in self.nodes if n.macs and n.cycles))
+
     def layers(self) -> list[LayerStats]:
         """One row per (layer, report phase), in order of first execution; views omitted."""
         groups: dict[tuple[str, str], list[NodeStats]] = {}
         for n in self.nodes:
             if n.kind != "view":
                 groups.setdefault((n.layer, n.phase), []).append(n)
-        return [aggregate(layer, phase, nodes, self.arch.array.pes) for (layer, phase), nodes in groups.items()]
+        peak = self.peak_macs_per_cycle
+        return [aggregate(layer, phase, nodes, peak) for (layer, phase), nodes in groups.items()]
 
     def phases_summary(self) -> list[LayerStats]:
         """One row per report phase over all layers."""
@@ -145,15 +158,16 @@ class SimResult:
         for phase in REPORT_PHASES:
             nodes = [n for n in self.nodes if n.phase == phase and n.kind != "view"]
             if nodes:
-                rows.append(aggregate("all", phase, nodes, self.arch.array.pes))
+                rows.append(aggregate("all", phase, nodes, self.peak_macs_per_cycle))
         return rows
 
     def total(self) -> dict:
-        t = aggregate("total", "all", [n for n in self.nodes if n.kind != "view"], self.arch.array.pes)
+        peak = self.peak_macs_per_cycle
+        t = aggregate("total", "all", [n for n in self.nodes if n.kind != "view"], peak)
         d = t.as_dict()
         del d["nodes"], d["name"], d["phase"]
         d.update(cycles=self.cycles, stall_cycles=self.cycles - t.compute_cycles,
-                 utilization=t.macs / (self.cycles * self.arch.array.pes) if self.cycles else 0.0,
+                 utilization=t.macs / (self.cycles * peak) if self.cycles else 0.0, peak_macs_per_cycle=peak,
                  seconds=self.seconds, peak_storage_bytes=self.peak_storage_bytes,
                  activation_stash_bytes=self.activation_stash_bytes, weight_bytes=self.weight_bytes,
                  buffer_peak_bytes=dict(self.buffer_peak_bytes))
