@@ -104,18 +104,25 @@ def int_backend(args: argparse.Namespace) -> str:
     return args.backend or ("numpy" if args.tiny else "auto")
 
 
-def _check_training(doc: dict, source: Path | None, subset_flag: bool) -> None:
+def _check_training(doc: dict, source: Path | None, subset_flag: bool, backend: str) -> None:
     """Parse the training config as `nitisim train` will, naming the user's file (not the copy this
     command writes): a bad field stops the run before anything trains. A train_subset that came from
-    --train-subset is that flag's problem, not the file's."""
+    --train-subset is that flag's problem, not the file's. Then both trainings' memory: the float32
+    twin needs more than the integer run, and would otherwise fail only after it (a backend that
+    may be a GPU holds only the parameters on the host)."""
+    from .memory_estimate import check_training_fits
     from .train.config import parse_config
 
+    src = str(source) if source else "--tiny"
     try:
-        parse_config(doc, str(source) if source else "--tiny")
+        cfg = parse_config(doc, src)
     except UserInputError as err:
         if subset_flag and err.field in ("train_subset", "synthetic.train"):
             raise UserInputError("--train-subset", None, err.message) from None
         raise
+    on_device = backend not in ("numpy", "cpu")
+    check_training_fits(cfg.model, cfg.batch, "int8", src, update_rule=cfg.numerics.update_rule, on_device=on_device)
+    check_training_fits(cfg.model, cfg.batch, "fp32", src, momentum=cfg.fp32.momentum != 0, on_device=on_device)
 
 
 def check_machine_configs(arches: list[str], backend: str) -> None:
@@ -141,7 +148,7 @@ def plan(args: argparse.Namespace, out: Path) -> Plan:
         doc, stem, source = tiny_config(), "tiny-mlp", None
         if args.train_subset:
             doc["synthetic"] = {**doc["synthetic"], "train": args.train_subset}
-        _check_training(doc, None, bool(args.train_subset))
+        _check_training(doc, None, bool(args.train_subset), int_backend(args))
     else:
         source = Path(args.config) if args.config else DEFAULT_CONFIG
         if not source.exists():
@@ -157,7 +164,7 @@ def plan(args: argparse.Namespace, out: Path) -> Plan:
             doc["train_subset"] = subset or None  # 0 means the whole training set
         if is_default and doc.get("test_subset") is None:
             doc["test_subset"] = DEFAULT_TEST_SUBSET
-        _check_training(doc, source, args.train_subset is not None)  # the model as the user wrote it
+        _check_training(doc, source, args.train_subset is not None, int_backend(args))  # the model as written
         doc["model"] = _model_ref(doc, source)
     epochs = args.epochs if args.epochs is not None else (DEFAULT_EPOCHS if not args.tiny and not args.config else None)
     config = out / "configs" / f"{stem}.yaml"
