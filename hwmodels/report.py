@@ -120,14 +120,20 @@ def _pct(part: float, whole: float) -> str:
 
 
 def peak_sentence(arch: dict, total: dict) -> str:
-    """Why a calibrated host's utilisation is not over its array's PEs, when the two differ ('' else)."""
+    """What a calibrated host's utilisation is of, when that is not its array's PEs, and which rows
+    count a fused requantize's cycles ('' for neither)."""
     pes = arch["array"]["rows"] * arch["array"]["cols"]
     peak = total.get("peak_macs_per_cycle", pes)
-    if peak <= pes:
-        return ""
-    return (f"Utilisation is of {peak:,.1f} MACs per cycle, the fastest this calibrated host is measured at, not "
-            f"of its nominal {pes} PEs (one int8 dot product per lane per cycle at the clock /proc/cpuinfo names): "
-            "the cores run faster than that clock or issue more than one dot product a cycle.")
+    out = []
+    if peak > pes:
+        out.append(f"Utilisation is of {peak:,.1f} MACs per cycle, the fastest this calibrated host is measured at, "
+                   f"not of its nominal {pes} PEs (one int8 dot product per lane per cycle at the clock /proc/cpuinfo "
+                   "names): the cores run faster than that clock or issue more than one dot product a cycle.")
+    if total.get("fused_gemms"):
+        out.append(f"{total['fused_gemms']} conv GEMMs (forward and input gradient) run inside the requantize that "
+                   "follows each (the C backend fuses them), so their rows' utilisation counts that requantize's "
+                   "cycles, which the vector rows list.")
+    return " ".join(out)
 
 
 def markdown(doc: dict) -> str:

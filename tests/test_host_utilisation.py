@@ -16,11 +16,11 @@ FAST = 500.0  # MACs per cycle of a probed kernel: about 4x the nominal array
 
 
 def _lenet_with_a_fast_probe(batch=16):
-    """LeNet and a host whose kernel table has conv2's forward call at FAST MACs per cycle."""
+    """LeNet and a host whose kernel table has fc1's forward call at FAST MACs per cycle."""
     graph = build_graph(builtin_models()["lenet"], batch)
-    conv2 = next(n for n in graph.nodes if n.name == "conv2.fwd")
-    macs = node_macs(graph, conv2)
-    arch = host_arch(**{"host.kernels": {kernel_key(graph, conv2): math.ceil(macs / FAST)}})
+    fc1 = next(n for n in graph.nodes if n.name == "fc1.fwd")
+    macs = node_macs(graph, fc1)
+    arch = host_arch(**{"host.kernels": {kernel_key(graph, fc1): math.ceil(macs / FAST)}})
     return arch, graph, macs / math.ceil(macs / FAST)
 
 
@@ -32,14 +32,37 @@ def _all_utilisations(result):
 def test_a_probe_faster_than_the_array_sets_the_peak_and_nothing_passes_100_percent():
     arch, graph, rate = _lenet_with_a_fast_probe()
     result = simulate(arch, graph)
-    conv2 = next(n for n in result.nodes if n.name == "conv2.fwd")
-    assert conv2.macs / (conv2.cycles * PES) > 1  # against the nominal array this node was over 100 %
+    fc1 = next(n for n in result.nodes if n.name == "fc1.fwd")
+    assert fc1.macs / (fc1.cycles * PES) > 1  # against the nominal array this node was over 100 %
     assert result.peak_macs_per_cycle == rate > PES
     assert result.total()["peak_macs_per_cycle"] == rate
     utils = _all_utilisations(result)
     assert all(0 <= u <= 1 for u in utils) and max(utils) > 0
+    row = next(r for r in result.layers() if r.name == "fc1" and r.phase == "forward")
+    assert row.utilization == row.macs / (row.cycles * rate) == 1.0
+
+
+def test_a_fused_conv_counts_its_requantize(capsys):
+    """A calibrated CPU host times a conv's GEMM call as its deferred set-up (the C backend runs the
+    GEMM inside the requantize that reads it): the conv rows' utilisation counts that requantize."""
+    graph = build_graph(builtin_models()["lenet"], 16)
+    nodes = {n.name: n for n in graph.nodes}
+    conv2 = nodes["conv2.fwd"]
+    macs = node_macs(graph, conv2)
+    # the GEMM call: 100 cycles; its requantize: the GEMM's work at 100 MACs per cycle and more
+    kernels = {kernel_key(graph, conv2): 100, kernel_key(graph, nodes["conv2.requant"]): macs // 100}
+    result = simulate(host_arch(**{"host.kernels": kernels}), graph)
+    stats = {n.name: n for n in result.nodes}
+    assert stats["conv2.fwd"].cycles == 100 and stats["conv2.requant"].cycles == macs // 100
+    assert "conv2.fwd" in result.fused_gemms and "fc1.fwd" not in result.fused_gemms
+    assert macs / (100 * PES) > 100  # the call alone would claim over 10,000 %
+    assert result.peak_macs_per_cycle == PES  # the pair runs at under 100 MACs per cycle: no new peak
     row = next(r for r in result.layers() if r.name == "conv2" and r.phase == "forward")
-    assert row.utilization == row.macs / (row.cycles * rate)
+    assert row.utilization == macs / ((100 + macs // 100) * PES)
+    assert all(0 <= u <= 1 for u in _all_utilisations(result))
+    from hwmodels.report import summary
+
+    assert "conv GEMMs (forward and input gradient) run inside the requantize" in markdown(summary(result))
 
 
 def test_class_rates_above_the_array_set_the_peak():
