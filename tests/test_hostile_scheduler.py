@@ -71,9 +71,14 @@ def silent_listener():
     srv.close()
 
 
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):  # the server's own request log would land in the stderr under test
+        pass
+
+
 @pytest.fixture
 def http_server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), QuietHandler)
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     t.start()
     yield f"tcp://127.0.0.1:{srv.server_address[1]}"
