@@ -1,8 +1,9 @@
 """Kernel and training-step throughput of the CPU backend, per GEMM engine, side by side with torch.
 
 Measures, in one process and interleaved (best of several repetitions, so that drift on a shared
-machine hits every contender alike), on every GEMM engine this machine runs (AMX-INT8, AVX-512
-VNNI, ...; the C backend's default engine first):
+machine hits every contender alike), on two GEMM engines: the default one (the best this
+machine runs, or the one $NITISIM_CPU_ENGINE forces) and the next one below it (AMX-INT8 -> AVX-512
+VNNI -> AVX2 -> scalar), each on the library build that holds it:
   1. int8 GEMM (int32 accumulate) against torch bfloat16 and float32 matmul at the GEMM shapes of
      vgg-small-7's convolutions (forward im2col view, batch --gemm-batch), operands cache-line
      aligned on both sides; on AMX also the same engine built to pack every A block;
@@ -54,18 +55,36 @@ def conv_layers(model, batch: int):
     return out
 
 
+def engine_mix() -> dict:
+    """engine -> the library that runs it, default engine first: the engine $NITISIM_CPU_ENGINE forces
+    (else the best this machine runs), then the next engine below it, what the default replaced.
+
+    AMX and the native SIMD micro-kernel share the native build; an older ISA's engine (avx2 on an
+    AVX-512 machine, scalar below avx2) is its own build (gpu_backend.lib.engine_library), so each
+    engine is raced on its own library, never set on another build that lacks it.
+    """
+    from gpu_backend.lib import available_engines, engine_library
+
+    default = engine_library().engine
+    order = available_engines()
+    below = order[order.index(default) + 1:] if default in order else []
+    return {engine: engine_library(engine) for engine in [default, *below[:1]]}
+
+
 def on_engine(clib, engine: str, fn):
-    """fn run with the native library's GEMMs on `engine` (the engine is process-wide, so each
-    contender sets its own before every call)."""
+    """fn run with `clib`'s GEMMs on `engine` (the engine is process-wide per library, and AMX and
+    the native SIMD engine share one, so each contender sets its own before every call)."""
     def run():
         clib.set_engine(engine)
         return fn()
     return run
 
 
-def gemm_and_conv_tables(clib, engines, torch, batch: int, repeats: int, packed_clib=None) -> tuple[str, str, dict]:
-    """GEMM and conv tables; the summary holds each contender's total seconds over all layers. With
-    `packed_clib` (the library built to pack every A block) the GEMM table has that contender too."""
+def gemm_and_conv_tables(libs: dict, torch, batch: int, repeats: int, packed_clib=None) -> tuple[str, str, dict]:
+    """GEMM and conv tables of the engines in `libs` (engine -> library, default first); the summary
+    holds each contender's total seconds over all layers. With `packed_clib` (the library built to
+    pack every A block) the GEMM table has that contender too."""
+    engines = list(libs)
     rng = np.random.default_rng(0)
     names = [*engines, "torch bf16", "torch fp32"]
     gemm_names = [*engines, *([PACKED_A] if packed_clib else []), "torch bf16", "torch fp32"]
@@ -92,7 +111,7 @@ def gemm_and_conv_tables(clib, engines, torch, batch: int, repeats: int, packed_
         b = aligned_copy(rng.integers(-127, 128, (nn_, k), dtype=np.int8))
         af, bf = torch.from_numpy(a.astype(np.float32)), torch.from_numpy(b.astype(np.float32)).T.contiguous()
         ah, bh = af.to(torch.bfloat16), bf.to(torch.bfloat16)
-        contenders = {eng: on_engine(clib, eng, lambda: clib.gemm_s8s8s32(a, b)) for eng in engines}
+        contenders = {eng: on_engine(lib, eng, lambda lib=lib: lib.gemm_s8s8s32(a, b)) for eng, lib in libs.items()}
         contenders |= {"torch bf16": lambda: torch.matmul(ah, bh), "torch fp32": lambda: torch.matmul(af, bf)}
         if packed_clib:
             contenders[PACKED_A] = on_engine(packed_clib, engines[0], lambda: packed_clib.gemm_s8s8s32(a, b))
@@ -108,8 +127,8 @@ def gemm_and_conv_tables(clib, engines, torch, batch: int, repeats: int, packed_
         wtt = torch.from_numpy(wt.astype(np.float32)).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
         xh, wth = xt.to(torch.bfloat16), wtt.to(torch.bfloat16)
         conv_fn = torch.nn.functional.conv2d
-        contenders = {eng: on_engine(clib, eng, lambda: clib.conv2d_forward(x, wt, conv.stride, conv.padding))
-                      for eng in engines}
+        contenders = {eng: on_engine(lib, eng, lambda lib=lib: lib.conv2d_forward(x, wt, conv.stride, conv.padding))
+                      for eng, lib in libs.items()}
         contenders |= {"torch bf16": lambda: conv_fn(xh, wth, stride=conv.stride, padding=conv.padding),
                        "torch fp32": lambda: conv_fn(xt, wtt, stride=conv.stride, padding=conv.padding)}
         t = race(contenders, repeats)
@@ -117,7 +136,6 @@ def gemm_and_conv_tables(clib, engines, torch, batch: int, repeats: int, packed_
         for n_ in names:
             totals["conv"][n_] += t[n_]
         totals["ops"] += ops
-    clib.set_engine("auto")
     gemm_rows.append(f"| **all layers** | | | | {row(totals['gemm'], totals['ops'], bold=True)}")
     conv_rows.append(f"| **all layers** | | {row(totals['conv'], totals['ops'], bold=True)}")
     return "\n".join(gemm_rows), "\n".join(conv_rows), totals
@@ -163,12 +181,14 @@ def conv_paths_table(clib, repeats: int, vgg_batch: int, fmnist_batch: int) -> s
     return "\n".join(rows)
 
 
-def training_table(clib, engines, torch, model_name: str, batch: int, repeats: int, with_numpy: bool,
+def training_table(libs: dict, torch, model_name: str, batch: int, repeats: int, with_numpy: bool,
                    with_bf16: bool) -> tuple[str, dict[str, float]]:
-    """Seconds per training step of `model_name` on each engine, numpy (optional) and torch."""
+    """Seconds per training step of `model_name` on each engine in `libs` (engine -> library, default
+    first), numpy (optional) and torch."""
     from gpu_backend.backends import cpu_kernel_table
     from nitisim.train.fp32 import SpecNet
 
+    engines = list(libs)
     model = builtin_models()[model_name]
     graph = build_graph(model, batch)
     rng = np.random.default_rng(0)
@@ -181,7 +201,7 @@ def training_table(clib, engines, torch, model_name: str, batch: int, repeats: i
     def int_step(name, table, engine=None):
         def run():
             if engine:
-                clib.set_engine(engine)
+                libs[engine].set_engine(engine)
             state["step"] += 1
             ctx = StepContext(seed=0, step=state["step"], mu=3)
             state[name] = train_step(graph, table, state[name], x, labels, ctx).params
@@ -201,9 +221,9 @@ def training_table(clib, engines, torch, model_name: str, batch: int, repeats: i
             opt.step()
         return run
 
-    contenders = {eng: int_step(eng, cpu_kernel_table(clib.num_threads(), engine=eng), eng) for eng in engines}
+    contenders = {eng: int_step(eng, cpu_kernel_table(lib.num_threads(), engine=eng), eng) for eng, lib in libs.items()}
     # the same engine with every conv's int32 output written and requantized after (gpu_backend/pending.py)
-    contenders[unfused] = int_step(unfused, cpu_kernel_table(clib.num_threads(), engine=engines[0],
+    contenders[unfused] = int_step(unfused, cpu_kernel_table(libs[engines[0]].num_threads(), engine=engines[0],
                                                              fuse_requantize=False), engines[0])
     if with_numpy:
         contenders["numpy"] = int_step("numpy", REFERENCE_KERNELS)
@@ -212,7 +232,6 @@ def training_table(clib, engines, torch, model_name: str, batch: int, repeats: i
     contenders["torch fp32"] = torch_step(False)
     # four interleaved rounds: on this shared machine a slow spell of seconds can cover a whole round
     t = race(contenders, repeats, rounds=4)
-    clib.set_engine("auto")
     labels_of = {"numpy": "numpy reference (int8)", "torch bf16": "torch bfloat16 autocast", "torch fp32": "torch float32",
                  unfused: f"C backend int8, `{engines[0]}` engine, conv and requantize unfused"}
     rows = [f"| executor | seconds per step | images/s | {engines[0]} speed-up |", "|---|---|---|---|"]
@@ -232,22 +251,22 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from gpu_backend.lib import available_engines, cpu_library
+    from gpu_backend.lib import ENGINE_ENV, cpu_library
 
     threads = torch.get_num_threads()
-    clib = cpu_library()
-    clib.set_num_threads(threads)
-    clib.set_engine("auto")
-    default = clib.engine
-    # the default engine and the SIMD engine of the same build: what AMX replaced, on the same library
-    engines = [default] + [e for e in available_engines() if e != default][:1]
+    libs = engine_mix()
+    for lib in libs.values():
+        lib.set_num_threads(threads)
+    engines = list(libs)
+    default = engines[0]
+    clib = libs[default]
     repeats = 1 if args.quick else 3
     gemm_batch = 1 if args.quick else args.gemm_batch
     packed_clib = None
     if default == "amx":
         packed_clib = cpu_library("native", ("-DNITI_A_IN_PLACE=0",))
         packed_clib.set_num_threads(threads)
-    gemm, conv, totals = gemm_and_conv_tables(clib, engines, torch, gemm_batch, repeats, packed_clib)
+    gemm, conv, totals = gemm_and_conv_tables(libs, torch, gemm_batch, repeats, packed_clib)
     paths = conv_paths_table(clib, repeats, vgg_batch=1 if args.quick else args.vgg_batch,
                              fmnist_batch=2 if args.quick else 128) if "amx" in engines else ""
     steps = []
@@ -256,7 +275,7 @@ def main(argv=None) -> int:
     step_times = {}
     for model_name, batch, with_numpy, with_bf16 in (("vgg-small-7", vgg_batch, False, True),
                                                      ("lenet", small_batch, True, False), ("mlp", small_batch, True, False)):
-        table, t = training_table(clib, engines, torch, model_name, batch, repeats, with_numpy, with_bf16)
+        table, t = training_table(libs, torch, model_name, batch, repeats, with_numpy, with_bf16)
         step_times[model_name] = t
         steps.append(f"**{model_name}, batch {batch}**\n\n{table}")
     load = os.getloadavg()[0]
@@ -264,18 +283,22 @@ def main(argv=None) -> int:
     headline = (
         f"int8 GEMM on `{default}`: {ops / gemm_t[default] / 1e12:.2f} T ops/s over the vgg-small-7 shapes, "
         f"{gemm_t['torch bf16'] / gemm_t[default]:.2f}x torch bf16 matmul and "
-        f"{gemm_t[engines[-1]] / gemm_t[default]:.2f}x the `{engines[-1]}` engine"
+        + (f"{gemm_t[engines[-1]] / gemm_t[default]:.2f}x the `{engines[-1]}` engine" if len(engines) > 1
+           else "no engine below it to race")
         + (f" and {gemm_t[PACKED_A] / gemm_t[default]:.2f}x the same engine with every A block packed" if packed_clib else "")
         + f"; vgg-small-7 training "
         f"{step_times['vgg-small-7']['torch bf16'] / step_times['vgg-small-7'][default]:.2f}x torch bf16-autocast "
-        f"images/s; LeNet step {step_times['lenet'][engines[-1]] / step_times['lenet'][default]:.2f}x the "
-        f"`{engines[-1]}` engine's speed."
+        f"images/s"
+        + (f"; LeNet step {step_times['lenet'][engines[-1]] / step_times['lenet'][default]:.2f}x the "
+           f"`{engines[-1]}` engine's speed." if len(engines) > 1 else ".")
     )
+    builds = ", ".join(f"`{e}`" + (" (its own build)" if libs[e] is not clib else "") for e in engines)
     body = (
         f"Load average {load:.1f} at the end on {os.cpu_count()} cores (a shared machine: threaded kernels wait for "
         "descheduled threads). "
-        f"CPU backend: engines {', '.join(f'`{e}`' for e in engines)} (default `{default}`; SIMD micro-kernel "
-        f"`{clib.kernel_isa}`), {threads} threads; torch {torch.__version__} with {threads} threads. "
+        f"CPU backend: engines {builds} (default `{default}`"
+        + (f" forced by ${ENGINE_ENV}" if os.environ.get(ENGINE_ENV) else "")
+        + f"; its build's SIMD micro-kernel `{clib.kernel_isa}`), {threads} threads; torch {torch.__version__} with {threads} threads. "
         f"Best of {repeats} repetitions x interleaved rounds.\n\n{headline}\n\n"
         f"### int8 GEMM vs torch bfloat16 and float32 matmul, vgg-small-7 conv shapes (batch {gemm_batch})\n\n{gemm}\n\n"
         f"### int8 conv2d forward vs torch bfloat16 and float32 conv2d (channels_last)\n\n{conv}\n\n"

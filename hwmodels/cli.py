@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", action="store_true", help="also write trace.json (Chrome/Perfetto trace)")
 
 
+def peak_note(arch, total: dict) -> str:
+    """' of the measured peak ...' when a calibrated host's utilisation is of a rate above its array's PEs."""
+    peak, pes = total["peak_macs_per_cycle"], arch.array.pes
+    return f" of the measured peak {peak:,.1f} MACs/cycle (nominal array: {pes} PEs)" if peak > pes else ""
+
+
 def main(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise UserInputError("--batch", None, f"must be a positive integer, got {args.batch}")
@@ -50,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
     area = (f", {total_mm2(arch):.3f} mm^2 at {arch.node_nm:g} nm (float32 twin {total_mm2(fp32.arch):.3f} mm^2)"
             if has_area(arch) else "")
     print(f"{model.name} batch {args.batch} on {arch.name}: {t['cycles']:,} cycles ({t['seconds'] * 1e3:.3f} ms), "
-          f"{t['energy_pj'] * 1e-6:.1f} uJ, utilisation {100 * t['utilization']:.1f} %; "
+          f"{t['energy_pj'] * 1e-6:.1f} uJ, utilisation {100 * t['utilization']:.1f} %{peak_note(arch, t)}; "
           f"float32/int8 energy {fp32.energy_pj / result.energy_pj:.2f}x{area}")
     for p in paths:
         print(f"wrote {p}")

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from types import MappingProxyType
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from .spec import HostSpec
 
@@ -174,6 +174,41 @@ def pass_cycles(host: HostSpec, ops: Iterable[tuple[str, int]], largest_input_el
     library's threshold, the same element count for int8 and int32 kernels)."""
     workers = host.cores if largest_input_elements > host.parallel_min_elements else 1
     return sum(math.ceil(count / (host.vector_ops_per_cycle[width] * workers)) for width, count in ops)
+
+
+# The C backend runs these GEMMs inside the requantize that reads their int32 output
+# (gpu_backend/pending.py): a calibrated host's probe of the GEMM call times only its deferred set-up,
+# and the GEMM's work is in the probe of that requantize.
+FUSED_GEMM_OPS = frozenset({"conv2d", "conv2d_input_grad"})
+
+
+def fused_requantize_cycles(host: HostSpec, nodes: Sequence[Any]) -> dict[str, int]:
+    """GEMM node name -> cycles of the requantize its work is priced in, for a host measured with a
+    kernel table (the probed library fuses them): a FUSED_GEMM_OPS node followed directly by a
+    requantize of the same layer, as the graph builder places it. Empty for a formula-priced host."""
+    if not host.kernels:
+        return {}
+    return {g.name: r.cycles for g, r in zip(nodes, nodes[1:])
+            if g.op in FUSED_GEMM_OPS and r.op == "requantize" and r.layer == g.layer}
+
+
+def peak_macs_per_cycle(host: HostSpec, pes: int, gemm_rates: Iterable[float]) -> float:
+    """The MAC rate a host model's utilisation is a fraction of: the fastest it prices any GEMM at.
+
+    A host's cycles are measured seconds x the clock /proc/cpuinfo names, and its array (4 x 16 x
+    cores: one 4-deep int8 dot product on 16 lanes per core per cycle) is nominal. A core that boosts
+    above that clock, or issues two dot products a cycle, is measured above the array's PEs, so MACs
+    / (cycles x PEs) can pass 100 %. The peak is therefore the largest of the array's PEs, the
+    measured class rates, and each priced GEMM's MACs per cycle (`gemm_rates`, a fused GEMM's over
+    its requantize's cycles too: a kernel-table probe can beat its class rate); no GEMM, and so no
+    row or total, is then above 100 %.
+
+    >>> from hwmodels.spec import HostSpec
+    >>> h = HostSpec("avx512vnni", 2, 0, (12, 4, 32), {"narrow": 50.0, "conv_forward": 150.0}, {}, {}, "")
+    >>> peak_macs_per_cycle(h, 128, [90.0, 170.5]), peak_macs_per_cycle(h, 256, [])
+    (170.5, 256)
+    """
+    return max(pes, *host.gemm_macs_per_cycle.values(), *gemm_rates)
 
 
 def parse_host(r: Any) -> HostSpec:

@@ -168,6 +168,23 @@ def _pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.1f} %" if whole else "-"
 
 
+def peak_sentence(arch: dict, total: dict) -> str:
+    """What a calibrated host's utilisation is of, when that is not its array's PEs, and which rows
+    count a fused requantize's cycles ('' for neither)."""
+    pes = arch["array"]["rows"] * arch["array"]["cols"]
+    peak = total.get("peak_macs_per_cycle", pes)
+    out = []
+    if peak > pes:
+        out.append(f"Utilisation is of {peak:,.1f} MACs per cycle, the fastest this calibrated host is measured at, "
+                   f"not of its nominal {pes} PEs (one int8 dot product per lane per cycle at the clock /proc/cpuinfo "
+                   "names): the cores run faster than that clock or issue more than one dot product a cycle.")
+    if total.get("fused_gemms"):
+        out.append(f"{total['fused_gemms']} conv GEMMs (forward and input gradient) run inside the requantize that "
+                   "follows each (the C backend fuses them), so their rows' utilisation counts that requantize's "
+                   "cycles, which the vector rows list.")
+    return " ".join(out)
+
+
 def markdown(doc: dict) -> str:
     """report.md from a summary document."""
     a, t = doc["arch"], doc["total"]
@@ -191,6 +208,7 @@ def markdown(doc: dict) -> str:
         f"| {_si(t['dram_read_bytes'], 'B')} | {_si(t['dram_write_bytes'], 'B')} | {_si(t['dram_spill_bytes'], 'B')} "
         f"| {_si(t['peak_storage_bytes'], 'B')} | {_si(t['activation_stash_bytes'], 'B')} |",
         "",
+        *([peak_sentence(a, t), ""] if peak_sentence(a, t) else []),
         "Energy by component: " + ", ".join(
             f"{c} {_pct(t['energy_by_component_pj'][c], t['energy_pj'])}" for c in COMPONENTS) + ".",
         "",

@@ -3,6 +3,7 @@ re-pricing with another energy table (no re-simulation: energy is counts x table
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Mapping
 
 from .energy import COMPONENTS, price
@@ -68,7 +69,7 @@ class LayerStats:
     cycles: int
     compute_cycles: int
     stall_cycles: int
-    utilization: float  # MACs / (cycles x PEs): 0 for vector-only rows
+    utilization: float  # MACs / ((cycles + fused requantize cycles) x peak MACs per cycle): 0 for vector-only rows
     energy_pj: float
     energy_by_component_pj: Mapping[str, float]
     sram_read_bytes: int
@@ -91,13 +92,17 @@ class LayerStats:
         }
 
 
-def aggregate(name: str, phase: str, nodes: list[NodeStats], pes: int) -> LayerStats:
+def aggregate(name: str, phase: str, nodes: list[NodeStats], pes: float,
+              fused: Mapping[str, int] = MappingProxyType({})) -> LayerStats:
+    """Sums over `nodes`; utilisation is of `pes` MACs per cycle, over the nodes' cycles plus those of
+    the requantize each fused GEMM's work is priced in (`fused`, hwmodels.host.fused_requantize_cycles)."""
     energy = {c: sum(n.energy_pj[c] for n in nodes) for c in COMPONENTS}
     macs, cycles = sum(n.macs for n in nodes), sum(n.cycles for n in nodes)
+    busy = cycles + sum(fused.get(n.name, 0) for n in nodes)
     return LayerStats(
         name=name, phase=phase, nodes=tuple(n.name for n in nodes), macs=macs, cycles=cycles,
         compute_cycles=sum(n.compute_cycles for n in nodes), stall_cycles=sum(n.stall_cycles for n in nodes),
-        utilization=macs / (cycles * pes) if cycles and macs else 0.0,
+        utilization=macs / (busy * pes) if busy and macs else 0.0,
         energy_pj=sum(energy.values()), energy_by_component_pj=energy,
         sram_read_bytes=sum(n.sram_read_bytes for n in nodes),
         sram_write_bytes=sum(n.sram_write_bytes for n in nodes),
@@ -131,29 +136,55 @@ class SimResult:
     def energy_pj(self) -> float:
         return sum(n.energy_total_pj for n in self.nodes)
 
+    @property
+    def fused_gemms(self) -> dict[str, int]:
+        """GEMM node -> cycles of the requantize its work is priced in (a calibrated host's fused
+        convs, hwmodels.host.fused_requantize_cycles); empty for an accelerator."""
+        if self.arch.host is None:
+            return {}
+        from .host import fused_requantize_cycles
+
+        return fused_requantize_cycles(self.arch.host, self.nodes)
+
+    @property
+    def peak_macs_per_cycle(self) -> float:
+        """What utilisation is a fraction of: the array's PEs, or for a calibrated host the fastest
+        rate the model prices a GEMM at, when that is above its nominal array (hwmodels.host)."""
+        pes = self.arch.array.pes
+        if self.arch.host is None:
+            return pes
+        from .host import peak_macs_per_cycle
+
+        fused = self.fused_gemms
+        return peak_macs_per_cycle(self.arch.host, pes, (n.macs / (n.cycles + fused.get(n.name, 0))
+                                                         for n in self.nodes if n.macs and n.cycles))
+
     def layers(self) -> list[LayerStats]:
         """One row per (layer, report phase), in order of first execution; views omitted."""
         groups: dict[tuple[str, str], list[NodeStats]] = {}
         for n in self.nodes:
             if n.kind != "view":
                 groups.setdefault((n.layer, n.phase), []).append(n)
-        return [aggregate(layer, phase, nodes, self.arch.array.pes) for (layer, phase), nodes in groups.items()]
+        peak, fused = self.peak_macs_per_cycle, self.fused_gemms
+        return [aggregate(layer, phase, nodes, peak, fused) for (layer, phase), nodes in groups.items()]
 
     def phases_summary(self) -> list[LayerStats]:
         """One row per report phase over all layers."""
-        rows = []
+        rows, peak, fused = [], self.peak_macs_per_cycle, self.fused_gemms
         for phase in REPORT_PHASES:
             nodes = [n for n in self.nodes if n.phase == phase and n.kind != "view"]
             if nodes:
-                rows.append(aggregate("all", phase, nodes, self.arch.array.pes))
+                rows.append(aggregate("all", phase, nodes, peak, fused))
         return rows
 
     def total(self) -> dict:
-        t = aggregate("total", "all", [n for n in self.nodes if n.kind != "view"], self.arch.array.pes)
+        peak = self.peak_macs_per_cycle
+        t = aggregate("total", "all", [n for n in self.nodes if n.kind != "view"], peak)
         d = t.as_dict()
         del d["nodes"], d["name"], d["phase"]
         d.update(cycles=self.cycles, stall_cycles=self.cycles - t.compute_cycles,
-                 utilization=t.macs / (self.cycles * self.arch.array.pes) if self.cycles else 0.0,
+                 utilization=t.macs / (self.cycles * peak) if self.cycles else 0.0, peak_macs_per_cycle=peak,
+                 fused_gemms=len(self.fused_gemms),
                  seconds=self.seconds, peak_storage_bytes=self.peak_storage_bytes,
                  activation_stash_bytes=self.activation_stash_bytes, weight_bytes=self.weight_bytes,
                  buffer_peak_bytes=dict(self.buffer_peak_bytes))

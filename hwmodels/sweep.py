@@ -369,14 +369,83 @@ def run_local(tasks: list[PointTask], workers: int, progress: Callable[[int, int
     return sorted(results, key=lambda r: r["index"])
 
 
-def run_dask(tasks: list[PointTask], address: str, progress: Callable[[int, int], None]) -> list[dict]:
+SCHEDULER_TIMEOUT_S = 10.0  # connect + handshake; a live scheduler on a LAN answers in milliseconds
+_EXPECTED = "expected a Dask scheduler's comm port (tcp://HOST:8786 by default, not the 8787 dashboard)"
+
+
+def _refuse(address: str, problem: str) -> UserInputError:
+    return UserInputError("--scheduler", address, f"{problem}; {_EXPECTED}")
+
+
+def _tcp_reachable(address: str, timeout_s: float) -> None:
+    """Fail at once on a refused or unresolvable TCP address (Dask itself retries those until its timeout)."""
+    import socket
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, loc = parse_address(address)
+        if scheme not in ("tcp", "tls"):
+            return  # inproc/ucx/ws: only Dask's own connect knows how to reach them
+        host, port = parse_host_port(loc)
+    except (ValueError, TypeError) as err:
+        raise _refuse(address, f"not a scheduler address ({err})") from None
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except ConnectionRefusedError:
+        raise _refuse(address, "connection refused (nothing listens there)") from None
+    except socket.gaierror as err:
+        raise _refuse(address, f"cannot resolve host {host!r} ({err.strerror})") from None
+    except (OSError, TimeoutError) as err:
+        raise _refuse(address, f"cannot connect within {timeout_s:g} s ({err})") from None
+
+
+async def _identity(address: str, timeout_s: float) -> dict:
+    """Dask's handshake plus the `identity` RPC; Dask's own connect waits on the handshake forever."""
+    from distributed.comm import connect
+
+    comm = await connect(address, timeout=timeout_s)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        return await comm.read()
+    finally:
+        comm.abort()
+
+
+def check_scheduler(address: str, timeout_s: float = SCHEDULER_TIMEOUT_S) -> None:
+    """Raise a one-line UserInputError unless a Dask scheduler answers at `address` within `timeout_s`.
+
+    A service that is not a Dask scheduler (an HTTP server, the dashboard port, a listener that
+    accepts and never speaks) would otherwise hang the sweep: distributed's `connect` bounds the TCP
+    connect but not the handshake read that follows it.
+    """
+    import asyncio
+
+    _tcp_reachable(address, timeout_s)
+    try:
+        reply = asyncio.run(asyncio.wait_for(_identity(address, timeout_s), timeout_s))
+    except (asyncio.TimeoutError, TimeoutError):
+        raise _refuse(address, f"no Dask handshake within {timeout_s:g} s") from None
+    except ValueError as err:  # not an address Dask can parse
+        raise _refuse(address, f"not a scheduler address ({err})") from None
+    except Exception as err:  # noqa: BLE001 - whatever a foreign protocol makes Dask's decoder raise
+        raise _refuse(address, f"the service there does not speak Dask's protocol "
+                      f"({type(err).__name__}: {err})") from None
+    kind = reply.get("type") if isinstance(reply, dict) else None
+    if kind != "Scheduler":
+        raise _refuse(address, f"a Dask {kind or 'peer'} answered, not a scheduler")
+
+
+def run_dask(tasks: list[PointTask], address: str, progress: Callable[[int, int], None],
+             timeout_s: float = SCHEDULER_TIMEOUT_S) -> list[dict]:
     """The points as Dask futures on the cluster whose scheduler is at `address`."""
     from dask.distributed import Client, as_completed
 
-    try:  # the connect timeout is Dask's own setting: distributed.comm.timeouts.connect
-        client = Client(address)
-    except (OSError, TimeoutError, ValueError) as err:  # unreachable, or not an address (ValueError)
-        raise UserInputError("--scheduler", address, f"cannot connect to a Dask scheduler: {err}") from None
+    check_scheduler(address, timeout_s)
+    try:
+        client = Client(address, timeout=timeout_s)
+    except (OSError, TimeoutError, ValueError) as err:  # went away between the check and the connect
+        raise _refuse(address, f"cannot connect to a Dask scheduler: {err}") from None
     with client:
         futures = client.map(run_point, tasks, pure=False)
         results = []
@@ -449,6 +518,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("grid", metavar="GRID.yaml", help="sweep grid (see configs/sweeps/example.yaml)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="run on the Dask distributed cluster at ADDRESS (e.g. tcp://host:8786)")
+    parser.add_argument("--scheduler-timeout", type=float, default=SCHEDULER_TIMEOUT_S, metavar="SECONDS",
+                        help=f"give up if no Dask scheduler answers within SECONDS (default {SCHEDULER_TIMEOUT_S:g})")
     parser.add_argument("--workers", type=int, help="local worker processes (default: one per core; 1 = inline)")
     parser.add_argument("--out", metavar="DIR", help="output folder (default nitisim-out/sweep-<grid name>)")
 
@@ -458,6 +529,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserInputError("--workers", None, f"must be a positive integer, got {args.workers}")
     if args.workers is not None and args.scheduler:
         raise UserInputError("--workers", None, "sets local processes; with --scheduler the cluster has its own")
+    if not (args.scheduler_timeout > 0) or math.isinf(args.scheduler_timeout):
+        raise UserInputError("--scheduler-timeout", None, f"must be a positive number of seconds, got {args.scheduler_timeout}")
     grid = load_grid(args.grid)
     tasks = expand(grid)
     out = Path(args.out) if args.out else Path("nitisim-out") / f"sweep-{grid.name}"
@@ -473,7 +546,7 @@ def main(args: argparse.Namespace) -> int:
 
     if args.scheduler:
         executor = f"dask {args.scheduler}"
-        results = run_dask(tasks, args.scheduler, progress)
+        results = run_dask(tasks, args.scheduler, progress, args.scheduler_timeout)
     else:
         workers = args.workers or os.cpu_count() or 1
         executor = f"local, {min(workers, len(tasks))} process(es)"

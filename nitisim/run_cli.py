@@ -100,14 +100,55 @@ def _model_ref(doc: dict, config_path: Path) -> str:
     return str((config_path.parent / ref).resolve())
 
 
+def int_backend(args: argparse.Namespace) -> str:
+    return args.backend or ("numpy" if args.tiny else "auto")
+
+
+def _check_training(doc: dict, source: Path | None, subset_flag: bool, backend: str) -> None:
+    """Parse the training config as `nitisim train` will, naming the user's file (not the copy this
+    command writes): a bad field stops the run before anything trains. A train_subset that came from
+    --train-subset is that flag's problem, not the file's. Then both trainings' memory: the float32
+    twin needs more than the integer run, and would otherwise fail only after it (a backend that
+    may be a GPU holds only the parameters on the host)."""
+    from .memory_estimate import check_training_fits
+    from .train.config import parse_config
+
+    src = str(source) if source else "--tiny"
+    try:
+        cfg = parse_config(doc, src)
+    except UserInputError as err:
+        if subset_flag and err.field in ("train_subset", "synthetic.train"):
+            raise UserInputError("--train-subset", None, err.message) from None
+        raise
+    on_device = backend not in ("numpy", "cpu")
+    check_training_fits(cfg.model, cfg.batch, "int8", src, update_rule=cfg.numerics.update_rule, on_device=on_device)
+    check_training_fits(cfg.model, cfg.batch, "fp32", src, momentum=cfg.fp32.momentum != 0, on_device=on_device)
+
+
+def check_machine_configs(arches: list[str], backend: str) -> None:
+    """Load every accelerator config to simulate, and the GPU's machine model when the run may end up
+    on CUDA, with the simulator's own strict loader: errors name the file and the field, before any
+    training (the calibrated host model is written by this run, and checked when it is)."""
+    from hwmodels.config import resolve_accelerator
+
+    for arch in arches:
+        resolve_accelerator(arch)
+    if backend in ("cuda", "auto"):
+        resolve_accelerator(str(GPU_MODEL))
+
+
 def plan(args: argparse.Namespace, out: Path) -> Plan:
-    """Write the training config to run into out/configs and decide backends, epochs and model."""
+    """Check the training config, write the one to run into out/configs, and decide backends, epochs
+    and model."""
     _check_positive(args.epochs, "--epochs")
     _check_positive(args.train_subset, "--train-subset", allow_zero=True)
     if args.tiny:
         if args.config:
             raise UserInputError("--tiny", None, "uses its own synthetic config; leave out --config")
         doc, stem, source = tiny_config(), "tiny-mlp", None
+        if args.train_subset:
+            doc["synthetic"] = {**doc["synthetic"], "train": args.train_subset}
+        _check_training(doc, None, bool(args.train_subset), int_backend(args))
     else:
         source = Path(args.config) if args.config else DEFAULT_CONFIG
         if not source.exists():
@@ -117,25 +158,21 @@ def plan(args: argparse.Namespace, out: Path) -> Plan:
         if not isinstance(doc, dict):
             raise UserInputError(str(source), None, "a training config must be a mapping")
         doc, stem = dict(doc), source.stem
-        doc["model"] = _model_ref(doc, source)
         is_default = args.config is None
         subset = args.train_subset if args.train_subset is not None else (DEFAULT_TRAIN_SUBSET if is_default else None)
         if subset is not None:
             doc["train_subset"] = subset or None  # 0 means the whole training set
         if is_default and doc.get("test_subset") is None:
             doc["test_subset"] = DEFAULT_TEST_SUBSET
-    if args.tiny and args.train_subset:
-        doc["synthetic"] = {**doc["synthetic"], "train": args.train_subset}
+        _check_training(doc, source, args.train_subset is not None, int_backend(args))  # the model as written
+        doc["model"] = _model_ref(doc, source)
     epochs = args.epochs if args.epochs is not None else (DEFAULT_EPOCHS if not args.tiny and not args.config else None)
     config = out / "configs" / f"{stem}.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     header = f"# written by nitisim run from {source or 'its --tiny settings'}\n"
     config.write_text(header + yaml.safe_dump(doc, sort_keys=False))
-    batch = doc.get("batch")
-    if not isinstance(batch, int) or isinstance(batch, bool):
-        raise UserInputError(str(source), "batch", f"must be an integer, got {batch!r}")
-    backend = args.backend or ("numpy" if args.tiny else "auto")
-    return Plan(config, stem, doc["model"], batch, epochs, backend,
+    backend = int_backend(args)
+    return Plan(config, stem, doc["model"], doc["batch"], epochs, backend,
                 {"numpy": "cpu", "cpu": "cpu", "cuda": "cuda", "auto": "auto"}[backend])
 
 
@@ -199,8 +236,9 @@ def main(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     busy = os.getloadavg()[0]  # before our own work: what else was running
-    p = plan(args, out)
     arches = _accelerators(args)
+    check_machine_configs(arches, int_backend(args))  # before plan() writes anything
+    p = plan(args, out)
     epochs = ["--epochs", str(p.epochs)] if p.epochs is not None else []
     data = ["--data", args.data] if args.data else []
     int_dir, fp32_dir = out / "runs" / f"{p.stem}-int8", out / "runs" / f"{p.stem}-fp32"

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from ..datasets.transforms import INPUT_EXP
 from ..errors import UserInputError
 from ..graph import build_graph
+from ..memory_estimate import check_training_fits
 from ..models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU
 from ..numerics import hash_key
 from ..shapes import infer_shapes
@@ -166,6 +167,8 @@ class Fp32Trainer:
         self.device, self.backend = resolve_device(backend)
         torch.set_num_threads(threads or default_threads())
         torch.manual_seed(cfg.seed)
+        check_training_fits(cfg.model, cfg.batch, "fp32", cfg.source, momentum=cfg.fp32.momentum != 0,
+                            on_device=self.device.type == "cuda")
         self.model = SpecNet(cfg.model).to(self.device)
         opts = cfg.fp32
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=opts.lr, momentum=opts.momentum,

@@ -22,6 +22,7 @@ from ..errors import UserInputError
 from ..executor import NodeClock, StepContext, forward_logits, predict, train_step
 from ..graph import Graph, build_graph
 from ..init import init_params
+from ..memory_estimate import check_training_fits
 from ..numerics import QTensor
 from .averaging import IntegerWeightAverage
 from .checkpoint import load_int8, save_int8
@@ -44,6 +45,8 @@ class IntegerTrainer:
         self.backend = backend
         self.timer = timer
         self._clock = clock  # None: the backend's own, made when a timer first needs it
+        check_training_fits(cfg.model, cfg.batch, "int8", cfg.source, update_rule=cfg.numerics.update_rule,
+                            on_device=backend == "cuda")
         self.graph = build_graph(cfg.model, cfg.batch, cfg.numerics, training=True)
         self.params: dict[str, QTensor] = with_headroom(self.graph, init_params(self.graph, cfg.seed),
                                                         cfg.weight_headroom_bits)

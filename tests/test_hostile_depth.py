@@ -1,0 +1,76 @@
+"""A 10,000-layer model goes through the contract floor without recursion: the YAML loader, shape
+inference, the graph builder and the numpy reference's training step all walk the layers in loops.
+Each runs under a recursion limit far below the depth, so a recursive rewrite would fail here."""
+import sys
+from contextlib import contextmanager
+
+import numpy as np
+
+from nitisim.cli import main
+from nitisim.executor import StepContext, train_step
+from nitisim.graph import build_graph
+from nitisim.init import init_params
+from nitisim.models import resolve_model
+from nitisim.numerics import QTensor
+from nitisim.reference import REFERENCE_KERNELS
+from nitisim.shapes import infer_shapes
+
+DEPTH = 10_000  # linear + relu pairs
+
+
+@contextmanager
+def shallow_stack(extra_frames: int = 150):
+    """Allow only `extra_frames` frames beyond pytest's own: far below one frame per layer."""
+    def depth():
+        f, n = sys._getframe(), 0
+        while f is not None:
+            f, n = f.f_back, n + 1
+        return n
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(depth() + extra_frames)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def _deep_yaml(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: deep\ninput: [4, 4, 1]\nclasses: 10\nlayers:\n  - flatten\n"
+                    + "  - linear: {out: 16}\n  - relu\n" * DEPTH + "  - linear: {out: 10}\n")
+    return path
+
+
+def test_load_shapes_and_graph_of_a_10000_layer_model_are_iterative(tmp_path):
+    path = _deep_yaml(tmp_path)
+    with shallow_stack():
+        model = resolve_model(str(path))
+        shapes = infer_shapes(model, 2)
+        graph = build_graph(model, 2)
+        last_uses = graph.last_uses()
+    assert len(model.layers) == 2 * DEPTH + 2 and shapes[-1] == (2, 10)
+    assert len(graph.weights) == DEPTH + 1
+    assert graph.macs("forward") == 2 * (16 * 16 + (DEPTH - 1) * 16 * 16 + 16 * 10)
+    assert len(last_uses) > 0
+
+
+def test_reference_training_step_of_a_10000_layer_model(tmp_path):
+    model = resolve_model(str(_deep_yaml(tmp_path)))
+    graph = build_graph(model, 2)
+    params = init_params(graph, 0)
+    rng = np.random.default_rng(0)
+    x = QTensor(rng.integers(-127, 128, (2, 4, 4, 1), dtype=np.int8), -8)
+    with shallow_stack():
+        result = train_step(graph, REFERENCE_KERNELS, params, x, np.array([1, 2], np.int32), StepContext(0, 0, 2),
+                            keep=(graph.logits_name,))
+    assert set(result.params) == set(params)
+    assert all(result.params[w].m.dtype == np.int8 for w in graph.weights)
+    # 10,000 requantized layers drift the logits' exponent far below -1024, the floor of the C
+    # backend's loss kernel; the reference's integer softmax is exact there (uniform)
+    assert result.tensors[graph.logits_name].e < -1024
+
+
+def test_models_lists_a_10000_layer_model(tmp_path, capsys):
+    assert main(["models", str(_deep_yaml(tmp_path)), "--batch", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:3] == ["deep", "4x4x1", f"{16 * 16 * DEPTH + 160:,}"]
