@@ -225,6 +225,11 @@ def check_int32(acc: np.ndarray, what: str) -> np.ndarray:
 _LOG2E_Q15 = 47274  # round(log2(e) * 2**15)
 _SOFTMAX_WINDOW = 10  # octaves kept below the row max in the base-2 softmax
 _TAYLOR_MIN_EXP = -24  # below this, logits are < 2**-17 in magnitude and the softmax is uniform to p's LSB
+# Logit exponents above this overflow the int64 intermediates (z << e) of the base-2 softmax: an
+# overflow error in every reader. Below LOSS_MIN_EXP nothing changes (every logit already shifts to
+# 0 below _TAYLOR_MIN_EXP - 8: the uniform softmax), so readers with int-sized shift counts clamp there.
+LOSS_MAX_EXP = 40
+LOSS_MIN_EXP = -1024
 FINE_FRAC_BITS = 8  # fixed-point fraction bits of the base-2 exponent in the "fine" variant
 FINE_WINDOW = 16  # octaves kept below the row max in the "fine" variant
 # 2**(i / 256) in Q16 for i in 0..255; integer constants (generated once, mirrored in C).
@@ -292,6 +297,9 @@ def loss_grad(
     a = np.asarray(logits).astype(np.int64)
     if a.ndim != 2:
         raise ValueError(f"logits must be (N, C), got shape {a.shape}")
+    if exp > LOSS_MAX_EXP:
+        raise IntegerOverflowError(f"logit exponent {exp} above {LOSS_MAX_EXP}: the softmax's int64 intermediates "
+                                   "would overflow")
     labels = np.asarray(labels).astype(np.int64)
     if variant == "niti":
         u = _niti_softmax_weights(a, exp)

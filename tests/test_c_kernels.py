@@ -748,6 +748,28 @@ def test_loss_grad_property(lib, n, c, e, variant, seed, data):
     assert err.dtype == np.int8 and np.array_equal(err, nm.loss_grad(logits, e, labels, **kw))
 
 
+@pytest.mark.parametrize("variant", nm.LOSS_VARIANTS)
+@pytest.mark.parametrize("e", [-(2**31), -70_000, -5000, -1025, nm.LOSS_MIN_EXP, -33])
+def test_loss_grad_of_far_below_exponents_equals_the_reference(lib, variant, e):
+    """A deep net's logits may carry any exponent below: the C kernel clamps it, exactly."""
+    logits = np.concatenate([SPEC_LOGITS, np.full((1, 10), 127, np.int8), np.zeros((1, 10), np.int8)])
+    labels = np.array([3, 0, 9])
+    kw = dict(variant=variant, seed=4, step=5, tensor_id=77)
+    want = nm.loss_grad(logits, e, labels, return_p=True, **kw)
+    assert np.array_equal(lib.loss_grad(logits, e, labels, return_p=True, **kw), want)
+    assert want[0].tolist() == [204, 204, 204, -1836, 204, 204, 204, 204, 204, 204]  # the uniform softmax
+
+
+@pytest.mark.parametrize("e", [nm.LOSS_MAX_EXP + 1, 60, 2**31 - 1])
+def test_loss_grad_above_the_max_exponent_is_an_overflow_in_both(lib, e):
+    with pytest.raises(IntegerOverflowError, match=f"logit exponent {e} above {nm.LOSS_MAX_EXP}"):
+        nm.loss_grad(SPEC_LOGITS, e, np.array([3]))
+    with pytest.raises(IntegerOverflowError, match=f"logit exponent {e} above {nm.LOSS_MAX_EXP}"):
+        lib.loss_grad(SPEC_LOGITS, e, np.array([3]))
+    assert lib.loss_grad(SPEC_LOGITS, nm.LOSS_MAX_EXP, np.array([3]), return_p=True).tolist() == \
+        nm.loss_grad(SPEC_LOGITS, nm.LOSS_MAX_EXP, np.array([3]), return_p=True).tolist()
+
+
 # ------------------------------------------------------------------------------------ updates
 def _grad_array(dtype):
     bound = 2**31 - 1 if dtype == np.int32 else 2**40

@@ -423,7 +423,7 @@ def test_dropout_masks_from_the_counter_hash(dev, shift):
 
 
 @pytest.mark.parametrize("variant", nm.LOSS_VARIANTS)
-@pytest.mark.parametrize("e", [-40, -24, -10, -7, -6, -4, 0, 3])
+@pytest.mark.parametrize("e", [-5000, -1025, -40, -24, -10, -7, -6, -4, 0, 3, 40])
 def test_loss_grad(dev, variant, e):
     logits = q((9, 10), e)
     logits.m[0] = [100, -20, 30, 127, -127, 0, 5, 60, 90, -50]
@@ -485,6 +485,13 @@ def test_momentum_velocity_overflow_raises(dev):
     w_out, _ = dev.table["update"](node("update", rule="momentum"), ctx, w, g, v)
     with pytest.raises(IntegerOverflowError, match="velocity"):
         w_out.m
+
+
+def test_logit_exponent_above_the_max_is_an_overflow(dev):
+    (err,) = dev.table["loss_grad"](node("loss_grad", variant="niti"), CTX, q((3, 10), nm.LOSS_MAX_EXP + 1),
+                                    np.array([1, 2, 3]))
+    with pytest.raises(IntegerOverflowError, match="logit exponent was above 40"):
+        err.m
 
 
 def test_bad_label_and_bad_arguments(dev):

@@ -66,11 +66,30 @@ def test_reference_training_step_of_a_10000_layer_model(tmp_path):
                             keep=(graph.logits_name,))
     assert set(result.params) == set(params)
     assert all(result.params[w].m.dtype == np.int8 for w in graph.weights)
-    # 10,000 requantized layers drift the logits' exponent far below -1024, the floor of the C
-    # backend's loss kernel; the reference's integer softmax is exact there (uniform)
+    # 10,000 requantized layers drift the logits' exponent far below -1024, where the C loss kernel
+    # clamps it; the reference's integer softmax is exact there (uniform)
     assert result.tensors[graph.logits_name].e < -1024
 
 
 def test_models_lists_a_10000_layer_model(tmp_path, capsys):
     assert main(["models", str(_deep_yaml(tmp_path)), "--batch", "2"]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[:3] == ["deep", "4x4x1", f"{16 * 16 * DEPTH + 160:,}"]
+
+
+def test_a_deep_models_step_on_the_c_backend_equals_the_reference():
+    """Past about 150 requantized layers the logits' exponent drops below -1024; the C loss kernel
+    clamps it there (exactly: the softmax is uniform from -32 down) instead of refusing the step."""
+    import pytest
+
+    pytest.importorskip("cffi")
+    from gpu_backend.backends import kernel_table
+    from gpu_backend.parity import compare_steps
+    from nitisim.models import Flatten, Linear, ModelSpec, ReLU
+
+    layers = (Flatten(),) + (Linear(8), ReLU()) * 300 + (Linear(10),)
+    graph = build_graph(ModelSpec("deep300", (4, 4, 1), layers), 4)
+    logits_e = train_step(graph, REFERENCE_KERNELS, init_params(graph, 0),
+                          QTensor(np.full((4, 4, 4, 1), 100, np.int8), -8), np.arange(4, dtype=np.int32),
+                          StepContext(0, 0, 2), keep=(graph.logits_name,)).tensors[graph.logits_name].e
+    assert logits_e < -1024  # the case the C kernel used to refuse
+    assert compare_steps(graph, REFERENCE_KERNELS, kernel_table("cpu"), steps=2) == []

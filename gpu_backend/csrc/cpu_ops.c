@@ -510,8 +510,9 @@ int niti_loss_grad(int64_t batch, int64_t classes, const int8_t *logits, int exp
     REQUIRE(batch == 0 || (logits && labels && err), "%s: NULL array", __func__);
     REQUIRE(variant == NITI_LOSS_NITI || variant == NITI_LOSS_FINE, "%s: unknown variant %d (0 niti, 1 fine)",
             __func__, variant);
-    REQUIRE(exp >= -1024 && exp <= NITI_LOSS_MAX_EXP, "%s: logit exponent %d outside [-1024, %d]", __func__, exp,
-            NITI_LOSS_MAX_EXP);
+    if (exp > NITI_LOSS_MAX_EXP)
+        return niti_fail(NITI_E_OVERFLOW, "%s: logit exponent %d above %d: the softmax's int64 intermediates would "
+                         "overflow", __func__, exp, NITI_LOSS_MAX_EXP);
     for (int64_t r = 0; r < batch; r++)
         REQUIRE(labels[r] >= 0 && labels[r] < classes, "%s: label %d of row %lld outside [0, %lld)", __func__,
                 (int)labels[r], (long long)r, (long long)classes);

@@ -188,7 +188,7 @@ __global__ void __launch_bounds__(THREADS) loss_grad_kernel(const int8_t *__rest
                                                             int64_t *p, unsigned *flags) {
     if (blockIdx.x == 0 && threadIdx.x == 0 && exp_err) *exp_err = NITI_LOSS_ERR_SHIFT - NITI_LOSS_P_BITS; /* -7 */
     const int e = exp_logits ? *exp_logits : 0;
-    const bool e_ok = e >= -1024 && e <= NITI_LOSS_MAX_EXP;
+    const bool e_ok = e <= NITI_LOSS_MAX_EXP; /* below NITI_LOSS_MIN_EXP the row function clamps, exactly */
     GRID_STRIDE(r, batch) {
         const int64_t label = labels[r];
         if (!e_ok || label < 0 || label >= classes) {

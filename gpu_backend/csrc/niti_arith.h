@@ -170,6 +170,7 @@ NITI_HD static inline int64_t niti_momentum_velocity(int64_t v, int64_t step) {
 #define NITI_LOSS_P_BITS 11         /* p = 2**11 * (softmax - onehot) */
 #define NITI_LOSS_ERR_SHIFT 4       /* error = stochastic_round(p / 2**4) */
 #define NITI_LOSS_MAX_EXP 40        /* larger logit exponents would overflow int64 intermediates */
+#define NITI_LOSS_MIN_EXP (-1024)   /* exact clamp: below NITI_TAYLOR_MIN_EXP - 8 every logit shifts to 0 */
 
 /* 2**(i / 256) in Q16 for i in 0..255 (nitisim.numerics.FINE_EXP2_TABLE_Q16), then 2**17 at 256.
  * Generated from the Python table; tests/test_c_kernels.py asserts equality. */
@@ -261,6 +262,9 @@ NITI_HD static inline int64_t niti_loss_weight(niti_loss_variant variant, int64_
 NITI_HD static inline void niti_loss_grad_row(const niti_elem_t *a, int64_t classes, int e, int64_t label,
                                               niti_loss_variant variant, uint32_t key, uint32_t index0,
                                               niti_elem_t *err, int64_t *p) {
+    /* a deep net's logits may carry any exponent below: the softmax is uniform from -32 down, and the
+     * clamp keeps 1 - 2e and 15 - NITI_FINE_FRAC_BITS - e far inside int (nitisim.numerics.LOSS_MIN_EXP) */
+    if (e < NITI_LOSS_MIN_EXP) e = NITI_LOSS_MIN_EXP;
     int64_t row_max = niti_loss_exponent(variant, a[0], e);
     for (int64_t c = 1; c < classes; c++) {
         int64_t z = niti_loss_exponent(variant, a[c], e);

@@ -18,7 +18,7 @@
  *     synchronisation per layer. Exponent pointers may be NULL when not wanted (an input exponent
  *     read as NULL counts as 0);
  *   - checks that depend on data (an int64 -> int32 narrowing or a momentum velocity leaving int32,
- *     a label outside [0, classes), a logit exponent outside [-1024, 40]) run on the device: the op
+ *     a label outside [0, classes), a logit exponent above 40) run on the device: the op
  *     raises a sticky device flag and its outputs are undefined; the next niti_cuda_copy_out or
  *     niti_cuda_synchronize returns 2 (overflow) or 1 (invalid data) with the reason, and clears it;
  *   - outputs never alias inputs (the exponent slots included).
