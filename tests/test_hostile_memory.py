@@ -107,6 +107,21 @@ def test_train_refuses_in_one_line_before_allocating(tmp_path, capsys, monkeypat
 
 
 @pytest.mark.parametrize("arith", ["int8", "fp32"])
+def test_train_refuses_before_reading_or_making_the_data_set(tmp_path, capsys, monkeypatch, arith):
+    """A synthetic data set of huge images would itself exhaust memory: the refusal comes first."""
+    import nitisim.train.cli as train_cli
+
+    def no_data(*args):
+        raise AssertionError("the data set was loaded before the memory check")
+
+    monkeypatch.setattr(train_cli, "load_for_config", no_data)
+    cfg = _config(tmp_path, _model(tmp_path, "  - flatten\n  - linear: {out: 10}\n", input_shape="[100000, 100000, 3]"))
+    assert main(["train", str(cfg), "--arith", arith, "--backend", "numpy" if arith == "int8" else "cpu",
+                 "--out", str(tmp_path / "run")]) == 2
+    assert "bytes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arith", ["int8", "fp32"])
 def test_train_refuses_on_this_machines_real_memory(tmp_path, capsys, arith):
     cfg = _config(tmp_path, _model(tmp_path, PETABYTE_LINEAR), batch=2)
     assert main(["train", str(cfg), "--arith", arith, "--backend", "numpy" if arith == "int8" else "cpu",

@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
     if args.arith == "int8" and cfg.input_path == "float":
         raise UserInputError(cfg.source, "input_path", "float inputs are for --arith fp32 comparisons only; "
                              "integer training reads int8")
-    ds = load_for_config(cfg, args.data)
+    # the trainer first: it refuses a model this machine cannot hold before the data set is read or made
     if args.arith == "int8":
         from .integer import IntegerTrainer
 
@@ -57,6 +57,7 @@ def main(args: argparse.Namespace) -> int:
         from .fp32 import Fp32Trainer  # torch is imported only here
 
         trainer = Fp32Trainer(cfg, args.backend)
+    ds = load_for_config(cfg, args.data)
     run = RunFolder(Path(args.out or Path("runs") / f"{cfg.stem}-{args.arith}"), args.arith)
     progress = Progress()
     steps = steps_per_epoch(ds, cfg.batch)
