@@ -307,7 +307,10 @@ def main(argv=None) -> int:
     )
     print(body)
     if not args.no_write and not args.quick:
-        write_section("kernels", "CPU kernels and training steps (benchmarks/kernels.py)", body)
+        # one section per default engine, so an AMX machine's record and a VNNI- or AVX2-only
+        # machine's stand side by side instead of the last run replacing the other's
+        name, where = ("kernels", "") if default == "amx" else (f"kernels-{default}", f", `{default}` machines")
+        write_section(name, f"CPU kernels and training steps{where} (benchmarks/kernels.py)", body)
     return 0
 
 
