@@ -31,6 +31,7 @@ import yaml
 
 from .errors import UserInputError
 from .models import builtin_models, load_yaml
+from .train.folder_lock import locked_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "train" / "fashion-lenet.yaml"
@@ -61,7 +62,8 @@ def tiny_config() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Plan:
-    config: Path  # the derived training config written into the output folder
+    config: Path  # the derived training config, written into the output folder by write_plan
+    config_text: str  # its YAML
     stem: str
     model: str  # built-in name or absolute model YAML path, for the simulator
     batch: int
@@ -138,8 +140,8 @@ def check_machine_configs(arches: list[str], backend: str) -> None:
 
 
 def plan(args: argparse.Namespace, out: Path) -> Plan:
-    """Check the training config, write the one to run into out/configs, and decide backends, epochs
-    and model."""
+    """Check the training config, derive the one to run (out/configs, written by write_plan once the
+    output folder is locked), and decide backends, epochs and model."""
     _check_positive(args.epochs, "--epochs")
     _check_positive(args.train_subset, "--train-subset", allow_zero=True)
     if args.tiny:
@@ -167,13 +169,15 @@ def plan(args: argparse.Namespace, out: Path) -> Plan:
         _check_training(doc, source, args.train_subset is not None, int_backend(args))  # the model as written
         doc["model"] = _model_ref(doc, source)
     epochs = args.epochs if args.epochs is not None else (DEFAULT_EPOCHS if not args.tiny and not args.config else None)
-    config = out / "configs" / f"{stem}.yaml"
-    config.parent.mkdir(parents=True, exist_ok=True)
     header = f"# written by nitisim run from {source or 'its --tiny settings'}\n"
-    config.write_text(header + yaml.safe_dump(doc, sort_keys=False))
     backend = int_backend(args)
-    return Plan(config, stem, doc["model"], doc["batch"], epochs, backend,
-                {"numpy": "cpu", "cpu": "cpu", "cuda": "cuda", "auto": "auto"}[backend])
+    return Plan(out / "configs" / f"{stem}.yaml", header + yaml.safe_dump(doc, sort_keys=False), stem, doc["model"],
+                doc["batch"], epochs, backend, {"numpy": "cpu", "cpu": "cpu", "cuda": "cuda", "auto": "auto"}[backend])
+
+
+def write_plan(p: Plan) -> None:
+    p.config.parent.mkdir(parents=True, exist_ok=True)
+    p.config.write_text(p.config_text)
 
 
 def _accelerators(args: argparse.Namespace) -> list[str]:
@@ -229,16 +233,23 @@ def _stage(text: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    busy = os.getloadavg()[0]  # before our own work: what else was running
+    arches = _accelerators(args)
+    check_machine_configs(arches, int_backend(args))
+    p = plan(args, out)  # every config is checked before anything is written
+    # one `nitisim run` per output folder: a second one would rewrite the first's configs and report
+    with locked_folder(out, "output folder"):
+        write_plan(p)
+        return _run(args, p, out, arches, busy)
+
+
+def _run(args: argparse.Namespace, p: Plan, out: Path, arches: list[str], busy: float) -> int:
     from .cli import main as nitisim  # the subcommands, in-process
     from .report.cli import build
     from .report.tables import headline
     from .report.write import write_report
 
-    out = Path(args.out)
-    busy = os.getloadavg()[0]  # before our own work: what else was running
-    arches = _accelerators(args)
-    check_machine_configs(arches, int_backend(args))  # before plan() writes anything
-    p = plan(args, out)
     epochs = ["--epochs", str(p.epochs)] if p.epochs is not None else []
     data = ["--data", args.data] if args.data else []
     int_dir, fp32_dir = out / "runs" / f"{p.stem}-int8", out / "runs" / f"{p.stem}-fp32"

@@ -1,5 +1,6 @@
 """`nitisim run` checks every config it will use before it trains: a bad accelerator, host or training
 config is one line naming the user's file and field, exit 2, and nothing is trained or written."""
+import os
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,15 @@ def test_bad_gpu_machine_model_is_checked_when_the_run_may_use_cuda(tmp_path, ca
     assert _one_line(capsys).startswith(f"nitisim: error: {bad}: clock_mhz: ")
     assert trainings == []
     run_cli.check_machine_configs(["edge-16x16"], "cpu")  # a CPU run never reads the GPU's model
+
+
+def test_a_second_run_into_a_busy_output_folder_is_refused(tmp_path, capsys):
+    """`nitisim run` holds its output folder's lock: another run there would rewrite its configs and report."""
+    from nitisim.train.folder_lock import locked_folder
+
+    out = tmp_path / "out"
+    with locked_folder(out):  # another holder (a flock is per open file, so this process counts as one)
+        assert main(["run", "--tiny", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"nitisim: error: {out}: in use by process {os.getpid()}") and "\n" not in err
+    assert sorted(p.name for p in out.iterdir()) == [".nitisim.lock"]  # nothing else was written

@@ -68,11 +68,14 @@ def test_default_config_gets_the_short_run_overrides(tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     run_cli.add_arguments(parser)
     p = run_cli.plan(parser.parse_args([]), tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # planning writes nothing
+    run_cli.write_plan(p)
     doc = yaml.safe_load(p.config.read_text())
     assert doc["train_subset"] == (run_cli.DEFAULT_TRAIN_SUBSET or None)  # 0 is written as None: all images
     assert doc["test_subset"] == run_cli.DEFAULT_TEST_SUBSET
     assert p.epochs == run_cli.DEFAULT_EPOCHS and p.batch == 256 and p.int_backend == "auto"
     assert doc["model"] == p.model == str(tmp_path / "cfg" / "net.yaml")
     everything = run_cli.plan(parser.parse_args(["--train-subset", "0", "--epochs", "3"]), tmp_path / "out2")
+    run_cli.write_plan(everything)
     doc = yaml.safe_load(everything.config.read_text())
     assert doc["train_subset"] is None and everything.epochs == 3
