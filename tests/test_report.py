@@ -12,6 +12,7 @@ import pytest
 
 from hwmodels.lowering import report_phase as sim_report_phase
 from nitisim.cli import main
+from nitisim.report.runs import load_run
 from nitisim.errors import UserInputError
 from nitisim.graph import build_graph, node_macs
 from nitisim.models import builtin_models
@@ -208,6 +209,20 @@ def test_bad_metrics_line_is_named(capsys, runs, tmp_path):
                                        '"seconds": 1, "images_per_second": 3}\n')
     err = _one_line_error(capsys, ["compare", str(bad)])
     assert "metrics.jsonl: line 1.train_accuracy: must be a fraction" in err
+
+
+def test_a_torn_last_metrics_line_is_read_as_resume_reads_it(capsys, runs, tmp_path):
+    """A run killed in the middle of appending its metrics line compares like the epochs it finished."""
+    torn = tmp_path / "torn-int8"
+    torn.mkdir()
+    (torn / "summary.json").write_text((runs / "tiny-int8" / "summary.json").read_text())
+    whole = (runs / "tiny-int8" / "metrics.jsonl").read_text()
+    (torn / "metrics.jsonl").write_text(whole + '{"epoch": 9, "train_acc')
+    assert main(["compare", str(torn), "--out", str(tmp_path / "r")]) == 0
+    assert load_run(torn).epochs == load_run(runs / "tiny-int8").epochs  # the torn epoch 9 is not among them
+    (torn / "metrics.jsonl").write_text('{"epoch": 0, "train_acc\n' + whole)  # torn, then more: not a kill
+    err = _one_line_error(capsys, ["compare", str(torn)])
+    assert "metrics.jsonl: line 1: is not JSON" in err
 
 
 def test_bad_sim_folder(capsys, runs, tmp_path):

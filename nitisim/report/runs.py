@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import UserInputError
+from ..train.runfiles import RunFolder
 
 
 @dataclass(frozen=True)
@@ -144,32 +145,22 @@ def _read_json(path: Path, required: bool) -> Any:
 
 
 def _read_metrics(path: Path) -> tuple[Epoch, ...]:
+    """The epochs of metrics.jsonl, read as `nitisim train --resume` reads them (a torn last line,
+    left by a run killed mid-append, is dropped; any other bad line is one error line)."""
     if not path.exists():
         raise UserInputError(str(path), None, "missing (is this the output folder of `nitisim train`?)")
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserInputError(str(path), None, f"cannot read: {err}") from None
-    epochs = []
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        where = f"line {number}"
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserInputError(str(path), where, f"malformed JSON: {err.msg}") from None
-        if not isinstance(doc, dict):
-            raise UserInputError(str(path), where, "must be a JSON object")
-        src = str(path)
-        epochs.append(Epoch(
-            epoch=_int(doc, "epoch", src, f"{where}.epoch", minimum=0),
-            train_accuracy=_fraction(doc, "train_accuracy", src, f"{where}.train_accuracy"),
-            test_accuracy=_fraction(doc, "test_accuracy", src, f"{where}.test_accuracy"),
-            seconds=_number(doc, "seconds", src, f"{where}.seconds"),
-            images_per_second=_number(doc, "images_per_second", src, f"{where}.images_per_second"),
-        ))
-    return tuple(epochs)
+        lines = RunFolder(path.parent, "int8").read_metrics()
+    except OSError as err:
+        raise UserInputError(str(path), None, f"cannot read: {err.strerror}") from None
+    src = str(path)
+    return tuple(Epoch(
+        epoch=_int(doc, "epoch", src, f"line {i}.epoch", minimum=0),
+        train_accuracy=_fraction(doc, "train_accuracy", src, f"line {i}.train_accuracy"),
+        test_accuracy=_fraction(doc, "test_accuracy", src, f"line {i}.test_accuracy"),
+        seconds=_number(doc, "seconds", src, f"line {i}.seconds"),
+        images_per_second=_number(doc, "images_per_second", src, f"line {i}.images_per_second"),
+    ) for i, doc in enumerate(lines, start=1))
 
 
 def _parse_timing(doc: Any, src: str) -> tuple[tuple[NodeTime, ...], int | None]:
