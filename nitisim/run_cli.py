@@ -31,6 +31,7 @@ import yaml
 
 from .errors import UserInputError
 from .models import builtin_models, load_yaml
+from .values import quote
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "configs" / "train" / "fashion-lenet.yaml"
@@ -133,7 +134,7 @@ def plan(args: argparse.Namespace, out: Path) -> Plan:
     config.write_text(header + yaml.safe_dump(doc, sort_keys=False))
     batch = doc.get("batch")
     if not isinstance(batch, int) or isinstance(batch, bool):
-        raise UserInputError(str(source), "batch", f"must be an integer, got {batch!r}")
+        raise UserInputError(str(source), "batch", f"must be an integer, got {quote(batch)}")
     backend = args.backend or ("numpy" if args.tiny else "auto")
     return Plan(config, stem, doc["model"], batch, epochs, backend,
                 {"numpy": "cpu", "cpu": "cpu", "cuda": "cuda", "auto": "auto"}[backend])
