@@ -16,13 +16,15 @@ have 10000). Problems raise `UserInputError(path, field, message)`.
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserInputError
-from .discovery import CIFAR_BATCHES, cifar_format
+from ..values import quote
+from .discovery import CIFAR_BATCHES, cifar_format, is_file
 from .idx import NUM_CLASSES, check_labels
 
 HEIGHT = WIDTH = 32
@@ -118,6 +120,7 @@ def read_cifar_pickle_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     where = str(path)
     try:
         with open(path, "rb") as f:
+            file_bytes = os.fstat(f.fileno()).st_size
             batch = _CifarUnpickler(f, encoding="bytes").load()
     except OSError as err:
         raise UserInputError(where, "file", f"cannot read: {err.strerror or err}") from None
@@ -129,13 +132,19 @@ def read_cifar_pickle_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != PIXELS:
         got = f"{data.dtype} array {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise UserInputError(where, "data", f"b'data' must be a uint8 (N, {PIXELS}) array, got {got}")
+    if data.nbytes > file_bytes:  # numpy's ndarray() can declare an array no byte of the file holds
+        raise UserInputError(where, "data", f"b'data' claims {data.nbytes} bytes, more than the file's {file_bytes}")
     raw_labels = _field(batch, "labels")
     if not isinstance(raw_labels, (list, tuple, np.ndarray)) or not all(
         isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in raw_labels
     ):
         raise UserInputError(where, "labels", "b'labels' must be a list of integers")
-    labels = np.array([int(v) for v in raw_labels], dtype=np.int64)  # (N,); python ints, so no wrap
-    return _checked(where, data, labels)
+    values = [int(v) for v in raw_labels]  # python ints: checked before int64 could overflow
+    bad = [i for i, v in enumerate(values) if not 0 <= v < NUM_CLASSES]
+    if bad:
+        raise UserInputError(where, "labels", f"label {quote(values[bad[0]])} at index {bad[0]} is outside "
+                             f"0..{NUM_CLASSES - 1} ({len(bad)} bad in all)")
+    return _checked(where, data, np.array(values, dtype=np.int64))  # (N,)
 
 
 def read_cifar_bin_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +183,7 @@ def load_cifar_folder(folder: str | Path) -> tuple[np.ndarray, np.ndarray, np.nd
     parts = []
     for batch in CIFAR_BATCHES:
         path = folder / f"{batch}{ext}"
-        if not path.is_file():
+        if not is_file(path):
             raise UserInputError(str(folder), batch, f"missing file {path.name}")
         parts.append(reader(path))
     train_x = np.concatenate([x for x, _ in parts[:-1]])  # (N, 32, 32, 3)
