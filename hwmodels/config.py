@@ -32,7 +32,7 @@ from typing import Any
 
 from nitisim.errors import UserInputError
 from nitisim.models import load_yaml
-from nitisim.values import finite_number, quote
+from nitisim.values import finite_number, path_exists, quote
 
 from .energy import ACTIONS, DRAM_PJ_PER_BIT, DRAM_SOURCE, default_table
 from .host import parse_calibration, parse_host
@@ -242,9 +242,9 @@ def shipped_accelerators() -> list[str]:
 def resolve_accelerator(name_or_path: str) -> AcceleratorSpec:
     """A path to a YAML file, or the name of a shipped config (`edge-16x16`, `tpu-like-128x128`, ...)."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path_exists(path):
         return load_accelerator(path)
     shipped = CONFIG_DIR / f"{name_or_path}.yaml"
-    if shipped.exists():
+    if path_exists(shipped):
         return load_accelerator(shipped)
     raise UserInputError(name_or_path, "arch", f"not a YAML file nor a shipped accelerator {shipped_accelerators()}")

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from nitisim.errors import UserInputError
 from nitisim.models import ModelSpec, builtin_models, load_yaml, resolve_model
-from nitisim.values import finite_number, quote
+from nitisim.values import finite_number, path_exists, quote
 
 from .spec import DATAFLOWS
 
@@ -161,9 +161,9 @@ def parse_grid(doc: Any, src: str) -> Grid:
     if not isinstance(base, str) or not base:
         raise _fail(src, "base", f"must be a shipped accelerator name or a YAML path, got {quote(base)}")
     base_path = _relative(base, grid_path)
-    if not (base_path.suffix in (".yaml", ".yml") or base_path.exists()):
+    if not (base_path.suffix in (".yaml", ".yml") or path_exists(base_path)):
         base_path = Path(CONFIG_DIR) / f"{base}.yaml"
-    if not base_path.exists():
+    if not path_exists(base_path):
         raise _fail(src, "base", f"{quote(base)} is neither a YAML file nor a shipped accelerator in {CONFIG_DIR}")
     base_doc = load_yaml(base_path)
     parse_accelerator(base_doc, str(base_path))  # the base must be valid on its own

@@ -24,7 +24,7 @@ from typing import Any, Union
 
 from .errors import UserInputError
 from .strict_yaml import load_yaml_file
-from .values import quote
+from .values import path_exists, quote
 
 
 @dataclass(frozen=True)
@@ -211,6 +211,6 @@ def resolve_model(name_or_path: str) -> ModelSpec:
     if name_or_path in models:
         return models[name_or_path]
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path_exists(path):
         return parse_model(load_yaml(path), str(path))
     raise UserInputError(name_or_path, "model", f"not a built-in model {sorted(models)} nor a YAML file")

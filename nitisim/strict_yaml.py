@@ -11,7 +11,8 @@ lets through or crashes on:
   describes gigabytes once anything walks or prints it), and an alias to the node that encloses
   it (a cyclic document no config can mean);
 - the same key twice in one mapping (plain YAML keeps the last one silently);
-- a scalar Python cannot build (`2026-13-40` read as a date, an int of more than 4300 digits).
+- a scalar Python cannot build (`2026-13-40` read as a date, an int of more than 4300 digits,
+  an empty `!!float`).
 
 Valid documents load exactly as `yaml.safe_load` loads them: the same tags, the same values.
 """
@@ -27,7 +28,7 @@ from yaml.events import AliasEvent, MappingStartEvent, SequenceStartEvent
 from yaml.nodes import MappingNode, SequenceNode
 
 from .errors import UserInputError
-from .values import quote
+from .values import quote, shorten
 
 MAX_DEPTH = 64  # shipped configs nest 4 deep; Python's default recursion limit allows ~450 levels
 MAX_ALIAS_NODES = 10_000  # nodes that alias uses may add in all; shipped configs add none
@@ -104,9 +105,13 @@ class StrictLoader(yaml.SafeLoader):
     def construct_object(self, node: Any, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep=deep)
-        except (ValueError, OverflowError) as err:  # datetime(2026, 13, 40), int('1' * 5000)
-            raise ConstructorError(None, None, f"cannot read this {node.tag.rsplit(':', 1)[-1]} ({err})",
-                                   node.start_mark) from None
+        except yaml.YAMLError:
+            raise
+        except Exception as err:  # noqa: BLE001 - datetime(2026, 13, 40), int('1' * 5000), `!!float ''`
+            # PyYAML's scalar constructors run Python conversions on the text and let their
+            # exceptions escape; whatever they raise, the scalar is what is wrong
+            raise ConstructorError(None, None, f"cannot read this {node.tag.rsplit(':', 1)[-1]} "
+                                   f"({type(err).__name__}: {shorten(str(err))})", node.start_mark) from None
 
 
 def _one_line(err: yaml.YAMLError, text: str) -> tuple[str | None, str]:

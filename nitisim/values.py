@@ -4,13 +4,18 @@
 range checks: YAML reads `.inf`, `.nan` and `1e999` as floats, and an integer too large for a
 float overflows the first time a simulator divides by it, so all of them are refused up front.
 
+`path_exists` is Path.exists() for a path a config names: a name the OS cannot even look up (too
+long, or holding a NUL byte, which YAML's "\0" escape writes) does not exist, rather than raising.
+
 `quote` is how an error message shows a value: its repr, cut to QUOTE_CHARS characters with an
 ellipsis, built by `reprlib` so a huge or deeply nested value costs no more than a short one.
 """
 from __future__ import annotations
 
 import math
+import os
 import reprlib
+from pathlib import Path
 from typing import Any
 
 QUOTE_CHARS = 80  # one terminal line minus the file and field the message already names
@@ -27,6 +32,18 @@ def finite_number(value: Any) -> bool:
     try:
         return math.isfinite(float(value))
     except OverflowError:  # an int beyond the float range
+        return False
+
+
+def path_exists(path: str | os.PathLike) -> bool:
+    """Path(path).exists(), False (not an exception) for a name too long or holding a NUL byte.
+
+    >>> path_exists("/"), path_exists("a\\x00b"), path_exists("a" * 5000)
+    (True, False, False)
+    """
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):  # ENAMETOOLONG, ELOOP, EACCES on a parent; embedded null byte
         return False
 
 
@@ -56,5 +73,14 @@ def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
     >>> len(quote("x" * 10_000))
     80
     """
-    text = _BoundedRepr().repr(value)
+    return shorten(_BoundedRepr().repr(value), limit)
+
+
+def shorten(text: str, limit: int = QUOTE_CHARS) -> str:
+    """`text` on one line, at most `limit` characters (cut text ends in '...').
+
+    >>> shorten("could not convert string to float: '" + "9" * 200 + "'", 40)
+    "could not convert string to float: '9..."
+    """
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -188,3 +188,28 @@ def test_cifar_pickle_array_larger_than_its_file(tmp_path):
         read_cifar_pickle_batch(path)
     size = path.stat().st_size
     assert str(info.value) == f"{path}: data: b'data' claims {100_000 * 3072} bytes, more than the file's {size}"
+
+
+def test_cifar_pickle_dtype_with_forged_flags_is_refused(tmp_path):
+    """numpy's dtype.__setstate__ believes the flags it is given; a uint8 dtype flagged as holding
+    object references (flags 157 here, found by the fuzzer) would make numpy treat pixels as
+    pointers. Only the state numpy itself writes for a plain numeric dtype is accepted."""
+    good = pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [1]}, protocol=2)
+    state = b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t"  # ... elsize -1, alignment -1, flags 0)
+    assert good.count(state) == 1
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(good.replace(state, state[:-2] + b"\x9dt"))
+    with pytest.raises(UserInputError) as info:
+        read_cifar_pickle_batch(path)
+    assert str(info.value) == (f"{path}: pickle: not a CIFAR-10 python batch (UnpicklingError: dtype state "
+                               "(3, '|', None, None, None, -1, -1, 157) is not numpy's own for uint8)")
+    path.write_bytes(good)
+    images, labels = read_cifar_pickle_batch(path)
+    assert images.shape == (1, 32, 32, 3) and labels.tolist() == [1]
+
+
+def test_cifar_pickle_object_dtype_is_refused(tmp_path):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": np.array([[None]], dtype=object), b"labels": [1]}, protocol=2))
+    with pytest.raises(UserInputError, match=r"dtype 'O8' is not a plain numeric dtype"):
+        read_cifar_pickle_batch(path)

@@ -16,9 +16,10 @@ have 10000). Problems raise `UserInputError(path, field, message)`.
 from __future__ import annotations
 
 import importlib
-import os
+import io
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ def _allowed_global(module: str, name: str):
     if module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray") and name == "ndarray":
         return np.ndarray
     if module == "numpy" and name == "dtype":
-        return np.dtype
+        return _numeric_dtype
     if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
         return _numpy_attr("multiarray", "_reconstruct")
     if module in ("numpy.core.numeric", "numpy._core.numeric") and name == "_frombuffer":
@@ -94,8 +95,27 @@ def _allowed_global(module: str, name: str):
     return None
 
 
-class _CifarUnpickler(pickle.Unpickler):
-    """Resolves only `_allowed_global`; every other class or function is refused unresolved."""
+_NUMERIC_DTYPES = frozenset({"b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f4", "f8"})
+_BYTE_ORDERS = frozenset({"<", ">", "=", "|"})
+
+
+def _numeric_dtype(name: Any, align: Any = False, copy: Any = True) -> np.dtype:
+    """Stand-in for `numpy.dtype` when a pickle calls it: plain numeric dtypes only (no objects,
+    records or subarrays, whose state numpy trusts)."""
+    if not isinstance(name, str) or name not in _NUMERIC_DTYPES:
+        raise pickle.UnpicklingError(f"dtype {name!r:.40} is not a plain numeric dtype")
+    return np.dtype(name, bool(align), bool(copy))
+
+
+class _CifarUnpickler(pickle._Unpickler):  # noqa: SLF001 - the pure-Python unpickler lets BUILD be checked
+    """Resolves only `_allowed_global`; every other class or function is refused unresolved.
+
+    The pure-Python unpickler, so that BUILD (which hands a pickled state to `__setstate__`) can
+    be checked: numpy's dtype.__setstate__ believes the flags it is given, and a uint8 dtype
+    flagged as holding object references makes numpy treat pixel bytes as pointers.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
 
     def find_class(self, module: str, name: str):
         obj = _allowed_global(module, name)
@@ -105,6 +125,19 @@ class _CifarUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         raise pickle.UnpicklingError("persistent ids are not allowed")
+
+    def load_build(self) -> None:
+        inst, state = self.stack[-2], self.stack[-1]
+        if isinstance(inst, np.dtype):
+            canonical = inst.__reduce__()[2]  # the state numpy itself writes for this dtype
+            if not (isinstance(state, tuple) and len(state) == len(canonical) and state[0] == canonical[0]
+                    and state[1] in _BYTE_ORDERS and state[2:] == canonical[2:]):
+                raise pickle.UnpicklingError(f"dtype state {state!r:.60} is not numpy's own for {inst}")
+        elif not isinstance(inst, np.ndarray):  # ndarray.__setstate__ checks its data against shape and dtype
+            raise pickle.UnpicklingError(f"BUILD of a {type(inst).__name__} is not allowed")
+        pickle._Unpickler.load_build(self)  # noqa: SLF001
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 def _field(batch: dict, key: str):
@@ -120,8 +153,11 @@ def read_cifar_pickle_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     where = str(path)
     try:
         with open(path, "rb") as f:
-            file_bytes = os.fstat(f.fileno()).st_size
-            batch = _CifarUnpickler(f, encoding="bytes").load()
+            raw = f.read()
+        file_bytes = len(raw)
+        # from memory, not the file: a length field in a corrupt pickle then cannot make the
+        # unpickler allocate more than the file holds before it notices the data is short
+        batch = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except OSError as err:
         raise UserInputError(where, "file", f"cannot read: {err.strerror or err}") from None
     except Exception as err:  # noqa: BLE001 - any failure decoding an untrusted file is bad input

@@ -22,6 +22,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import UserInputError
+from ..values import quote
 
 GZIP_MAGIC = b"\x1f\x8b"
 IDX_UBYTE = 0x08  # the only element type MNIST-family files use
@@ -83,7 +84,7 @@ def read_idx(path: str | Path, ndim: int | None = None, max_bytes: int = MAX_PAY
 
 def _size_error(where: str, got: int | str, need: int, dims: tuple[int, ...], trailing: bool) -> UserInputError:
     kind = "trailing bytes" if trailing else "truncated"
-    return UserInputError(where, "size", f"{kind}: payload is {got} bytes, dims {dims} need {need}")
+    return UserInputError(where, "size", f"{kind}: payload is {got} bytes, dims {quote(dims)} need {quote(need)}")
 
 
 def _read_idx_stream(where: str, stream: BinaryIO, file_bytes: int | None, ndim: int | None,
@@ -111,7 +112,7 @@ def _read_idx_stream(where: str, stream: BinaryIO, file_bytes: int | None, ndim:
     if file_bytes is not None and file_bytes - header != need:  # a raw file's size is known up front
         raise _size_error(where, file_bytes - header, need, dims, trailing=file_bytes - header > need)
     if need > max_bytes:
-        raise UserInputError(where, "size", f"dims {dims} declare {need} bytes, over the {max_bytes} an "
+        raise UserInputError(where, "size", f"dims {quote(dims)} declare {quote(need)} bytes, over the {max_bytes} an "
                              "MNIST-family file can hold")
     payload = np.empty(need + 1, dtype=np.uint8)  # one spare byte: filling it means trailing data
     got = _read_up_to(stream, memoryview(payload))

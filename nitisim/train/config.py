@@ -45,7 +45,7 @@ from typing import Any
 from ..errors import UserInputError
 from ..graph import NumericsOptions
 from ..models import ModelSpec, builtin_models, parse_model, load_yaml
-from ..values import finite_number, quote
+from ..values import finite_number, path_exists, quote
 from ..numerics import LOSS_VARIANTS, ROUNDING_MODES, UPDATE_RULES
 from .headroom import MAX_HEADROOM_BITS
 
@@ -334,7 +334,7 @@ def _resolve_model(ref: str, src: str) -> ModelSpec:
     if ref in models:
         return models[ref]
     path = Path(src).parent / ref
-    if Path(ref).suffix not in (".yaml", ".yml") and not path.exists():
+    if Path(ref).suffix not in (".yaml", ".yml") and not path_exists(path):
         raise UserInputError(src, "model", f"{quote(ref)} is neither a built-in model ({', '.join(models)}) "
                              "nor a model YAML file")
     return parse_model(load_yaml(path), str(path))  # errors there name the model file
