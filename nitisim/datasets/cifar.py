@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserInputError
-from ..values import quote
+from ..values import quote, shorten
 from .discovery import CIFAR_BATCHES, cifar_format, is_file
 from .idx import NUM_CLASSES, check_labels
 
@@ -161,7 +161,8 @@ def read_cifar_pickle_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     except OSError as err:
         raise UserInputError(where, "file", f"cannot read: {err.strerror or err}") from None
     except Exception as err:  # noqa: BLE001 - any failure decoding an untrusted file is bad input
-        raise UserInputError(where, "pickle", f"not a CIFAR-10 python batch ({type(err).__name__}: {err})") from None
+        why = f"{type(err).__name__}: {shorten(str(err), 120)}"  # one line, whatever the pickle held
+        raise UserInputError(where, "pickle", f"not a CIFAR-10 python batch ({why})") from None
     if not isinstance(batch, dict):
         raise UserInputError(where, "pickle", f"not a CIFAR-10 python batch: holds a {type(batch).__name__}, not a dict")
     data = _field(batch, "data")

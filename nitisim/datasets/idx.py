@@ -22,7 +22,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import UserInputError
-from ..values import quote
+from ..values import quote, shorten
 
 GZIP_MAGIC = b"\x1f\x8b"
 IDX_UBYTE = 0x08  # the only element type MNIST-family files use
@@ -77,7 +77,7 @@ def read_idx(path: str | Path, ndim: int | None = None, max_bytes: int = MAX_PAY
     except UserInputError:
         raise
     except (gzip.BadGzipFile, EOFError, zlib.error) as err:  # truncated stream, bad CRC, not gzip after all
-        raise UserInputError(where, "gzip", f"corrupt gzip data ({err})") from None
+        raise UserInputError(where, "gzip", f"corrupt gzip data ({shorten(str(err), 120)})") from None
     except OSError as err:  # missing, a directory, unreadable: the user's file, so a one-line error
         raise UserInputError(where, "file", f"cannot read: {err.strerror or err}") from None
 
