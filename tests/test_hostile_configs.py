@@ -118,8 +118,10 @@ def test_duplicate_key_in_a_nested_mapping(tmp_path):
 
 
 @pytest.mark.parametrize("scalar, words", [
-    ("2026-13-40", "cannot read this timestamp (month must be in 1..12)"),
-    ("1" * 5000, "cannot read this int"),
+    ("2026-13-40", "cannot read this timestamp (ValueError: month must be in 1..12)"),
+    ("1" * 5000, "cannot read this int (ValueError: Exceeds the limit (4300 digits)"),
+    ("!!float", "cannot read this float (IndexError: string index out of range)"),  # PyYAML indexes ''[0]
+    ("!!bool", "cannot read this bool (KeyError: '')"),
 ])
 def test_scalars_python_cannot_build_are_refused(tmp_path, scalar, words):
     path = tmp_path / "scalar.yaml"
