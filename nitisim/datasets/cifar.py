@@ -19,6 +19,7 @@ import importlib
 import io
 import pickle
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -103,7 +104,7 @@ def _numeric_dtype(name: Any, align: Any = False, copy: Any = True) -> np.dtype:
     """Stand-in for `numpy.dtype` when a pickle calls it: plain numeric dtypes only (no objects,
     records or subarrays, whose state numpy trusts)."""
     if not isinstance(name, str) or name not in _NUMERIC_DTYPES:
-        raise pickle.UnpicklingError(f"dtype {name!r:.40} is not a plain numeric dtype")
+        raise pickle.UnpicklingError(f"dtype {quote(name)} is not a plain numeric dtype")
     return np.dtype(name, bool(align), bool(copy))
 
 
@@ -114,8 +115,6 @@ class _CifarUnpickler(pickle._Unpickler):  # noqa: SLF001 - the pure-Python unpi
     be checked: numpy's dtype.__setstate__ believes the flags it is given, and a uint8 dtype
     flagged as holding object references makes numpy treat pixel bytes as pointers.
     """
-
-    dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
 
     def find_class(self, module: str, name: str):
         obj = _allowed_global(module, name)
@@ -132,12 +131,13 @@ class _CifarUnpickler(pickle._Unpickler):  # noqa: SLF001 - the pure-Python unpi
             canonical = inst.__reduce__()[2]  # the state numpy itself writes for this dtype
             if not (isinstance(state, tuple) and len(state) == len(canonical) and state[0] == canonical[0]
                     and state[1] in _BYTE_ORDERS and state[2:] == canonical[2:]):
-                raise pickle.UnpicklingError(f"dtype state {state!r:.60} is not numpy's own for {inst}")
+                raise pickle.UnpicklingError(f"dtype state {quote(state)} is not numpy's own for {inst}")
         elif not isinstance(inst, np.ndarray):  # ndarray.__setstate__ checks its data against shape and dtype
             raise pickle.UnpicklingError(f"BUILD of a {type(inst).__name__} is not allowed")
         pickle._Unpickler.load_build(self)  # noqa: SLF001
 
-    dispatch[pickle.BUILD[0]] = load_build
+    # read-only: the opcode table is shared by every load
+    dispatch = MappingProxyType({**pickle._Unpickler.dispatch, pickle.BUILD[0]: load_build})  # noqa: SLF001
 
 
 def _field(batch: dict, key: str):
