@@ -36,6 +36,7 @@ from typing import Any
 
 from nitisim.errors import UserInputError
 from nitisim.models import load_yaml
+from nitisim.values import finite_number, path_exists, quote
 
 from . import area
 from .energy import ACTIONS, DRAM_PJ_PER_BIT, DRAM_SOURCE, default_table
@@ -46,6 +47,9 @@ from .tiling import min_buffer_bytes
 
 SCHEMA_VERSION = 1
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "accelerators"
+# Sizes and counts meet floats in the cost model (bandwidths, energies, seconds); past 2**53 a float
+# no longer holds them exactly, and far past it float() overflows, so larger integers are refused.
+MAX_INT = 2**53
 
 class _Reader:
     """Checks one YAML mapping level: unknown keys, missing keys, and typed values, naming paths."""
@@ -79,37 +83,39 @@ class _Reader:
     def int(self, key: str, *, minimum: int = 1) -> int:
         v = self.doc[key]
         if isinstance(v, bool) or not isinstance(v, int):
-            raise self.error(key, f"must be an integer, got {v!r}")
+            raise self.error(key, f"must be an integer, got {quote(v)}")
         if v < minimum:
             raise self.error(key, f"must be at least {minimum}, got {v}")
+        if v > MAX_INT:
+            raise self.error(key, f"must be at most {MAX_INT} (2**53), got {quote(v)}")
         return v
 
     def number(self, key: str, *, positive: bool = True) -> float:
         v = self.doc[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-            raise self.error(key, f"must be a number, got {v!r}")
+        if not finite_number(v):  # .inf and .nan parse as floats; every use divides or multiplies by them
+            raise self.error(key, f"must be a finite number, got {quote(v)}")
         if positive and not v > 0:
-            raise self.error(key, f"must be positive, got {v!r}")
+            raise self.error(key, f"must be positive, got {quote(v)}")
         if not positive and v < 0:
-            raise self.error(key, f"must not be negative, got {v!r}")
+            raise self.error(key, f"must not be negative, got {quote(v)}")
         return float(v)
 
     def bool(self, key: str) -> bool:
         v = self.doc[key]
         if not isinstance(v, bool):
-            raise self.error(key, f"must be true or false, got {v!r}")
+            raise self.error(key, f"must be true or false, got {quote(v)}")
         return v
 
     def choice(self, key: str, allowed: tuple[str, ...]) -> str:
         v = self.doc[key]
         if v not in allowed:
-            raise self.error(key, f"must be one of {list(allowed)}, got {v!r}")
+            raise self.error(key, f"must be one of {list(allowed)}, got {quote(v)}")
         return v
 
     def str(self, key: str) -> str:
         v = self.doc[key]
         if not isinstance(v, str) or not v.strip():
-            raise self.error(key, f"must be a non-empty string, got {v!r}")
+            raise self.error(key, f"must be a non-empty string, got {quote(v)}")
         return v
 
 
@@ -248,9 +254,9 @@ def shipped_accelerators() -> list[str]:
 def resolve_accelerator(name_or_path: str) -> AcceleratorSpec:
     """A path to a YAML file, or the name of a shipped config (`edge-16x16`, `tpu-like-128x128`, ...)."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path_exists(path):
         return load_accelerator(path)
     shipped = CONFIG_DIR / f"{name_or_path}.yaml"
-    if shipped.exists():
+    if path_exists(shipped):
         return load_accelerator(shipped)
     raise UserInputError(name_or_path, "arch", f"not a YAML file nor a shipped accelerator {shipped_accelerators()}")

@@ -51,6 +51,8 @@ import math
 from types import MappingProxyType
 from typing import Any, Iterable, Sequence
 
+from nitisim.values import finite_number
+
 from .spec import HostSpec
 
 # Shape classes: any GEMM dimension below NARROW_DIM leaves most of a SIMD register (16 int32
@@ -241,10 +243,9 @@ def _curves(r: Any):
     out = {}
     for name, points in r.doc.items():
         ok = isinstance(points, list) and len(points) >= 2 and all(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                         and v > 0 for v in p) for p in points)
+            isinstance(p, list) and len(p) == 2 and all(finite_number(v) and v > 0 for v in p) for p in points)
         if not ok:
-            raise r.error(name, "must be a list of at least two [elements, cycles] pairs of positive numbers")
+            raise r.error(name, "must be a list of at least two [elements, cycles] pairs of finite positive numbers")
         if any(a[0] >= b[0] for a, b in zip(points, points[1:])):
             raise r.error(name, "elements must increase from point to point")
         out[str(name)] = tuple((int(n), float(c)) for n, c in points)

@@ -48,6 +48,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from nitisim.errors import UserInputError
 from nitisim.models import ModelSpec, builtin_models, load_yaml, resolve_model
+from nitisim.values import finite_number, path_exists, quote
 
 from .area import total_mm2
 from .spec import DATAFLOWS
@@ -112,13 +113,13 @@ def _fail(src: str, key: str | None, problem: str) -> UserInputError:
 
 def _int_value(v: Any, src: str, where: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise _fail(src, where, f"must be a positive integer, got {v!r}")
+        raise _fail(src, where, f"must be a positive integer, got {quote(v)}")
     return v
 
 
 def _number_value(v: Any, src: str, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0) or math.isinf(v):
-        raise _fail(src, where, f"must be a positive number, got {v!r}")
+    if not finite_number(v) or not v > 0:
+        raise _fail(src, where, f"must be a positive number, got {quote(v)}")
     return v
 
 
@@ -128,7 +129,7 @@ def _array_value(v: Any, src: str, where: str) -> tuple[int, int]:
         if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
             v = [int(p) for p in parts]
     if not (isinstance(v, list) and len(v) == 2):
-        raise _fail(src, where, f"must be \"ROWSxCOLS\" or [ROWS, COLS], got {v!r}")
+        raise _fail(src, where, f"must be \"ROWSxCOLS\" or [ROWS, COLS], got {quote(v)}")
     return (_int_value(v[0], src, where), _int_value(v[1], src, where))
 
 
@@ -143,7 +144,7 @@ def _node_value(v: Any, src: str, where: str) -> float:
 
 def _dataflow_value(v: Any, src: str, where: str) -> str:
     if v not in DATAFLOWS:
-        raise _fail(src, where, f"must be one of {list(DATAFLOWS)}, got {v!r}")
+        raise _fail(src, where, f"must be one of {list(DATAFLOWS)}, got {quote(v)}")
     return v
 
 
@@ -175,23 +176,23 @@ def parse_grid(doc: Any, src: str) -> Grid:
             raise _fail(src, key, "missing required key")
     name = doc.get("name", Path(src).stem)
     if not isinstance(name, str) or not name:
-        raise _fail(src, "name", f"must be a non-empty string, got {name!r}")
+        raise _fail(src, "name", f"must be a non-empty string, got {quote(name)}")
     grid_path = Path(src)
 
     base = doc["base"]
     if not isinstance(base, str) or not base:
-        raise _fail(src, "base", f"must be a shipped accelerator name or a YAML path, got {base!r}")
+        raise _fail(src, "base", f"must be a shipped accelerator name or a YAML path, got {quote(base)}")
     base_path = _relative(base, grid_path)
-    if not (base_path.suffix in (".yaml", ".yml") or base_path.exists()):
+    if not (base_path.suffix in (".yaml", ".yml") or path_exists(base_path)):
         base_path = Path(CONFIG_DIR) / f"{base}.yaml"
-    if not base_path.exists():
-        raise _fail(src, "base", f"{base!r} is neither a YAML file nor a shipped accelerator in {CONFIG_DIR}")
+    if not path_exists(base_path):
+        raise _fail(src, "base", f"{quote(base)} is neither a YAML file nor a shipped accelerator in {CONFIG_DIR}")
     base_doc = load_yaml(base_path)
     parse_accelerator(base_doc, str(base_path))  # the base must be valid on its own
 
     model_ref = doc["model"]
     if not isinstance(model_ref, str) or not model_ref:
-        raise _fail(src, "model", f"must be a built-in model name or a model YAML path, got {model_ref!r}")
+        raise _fail(src, "model", f"must be a built-in model name or a model YAML path, got {quote(model_ref)}")
     if model_ref not in builtin_models():
         model_ref = str(_relative(model_ref, grid_path))
     model = resolve_model(model_ref)

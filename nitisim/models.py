@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-import yaml
-
 from .errors import UserInputError
+from .strict_yaml import load_yaml_file
+from .values import path_exists, quote
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ _LAYER_FIELDS: dict[str, tuple[type, dict[str, str], tuple[str, ...]]] = {
 def _positive_int(value: Any, src: str, where: str, *, allow_zero: bool = False) -> int:
     ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
     if not ok:
-        raise UserInputError(src, where, f"must be a {'non-negative' if allow_zero else 'positive'} integer, got {value!r}")
+        raise UserInputError(src, where, f"must be a {'non-negative' if allow_zero else 'positive'} integer, got {quote(value)}")
     return value
 
 
@@ -151,7 +151,7 @@ def _parse_layer(item: Any, src: str, where: str) -> Layer:
     else:
         raise UserInputError(src, where, "must be a layer name or a one-key mapping like {conv: {...}}")
     if kind not in _LAYER_FIELDS:
-        raise UserInputError(src, where, f"unknown layer {kind!r}; expected one of {sorted(_LAYER_FIELDS)}")
+        raise UserInputError(src, where, f"unknown layer {quote(kind)}; expected one of {sorted(_LAYER_FIELDS)}")
     cls, names, required = _LAYER_FIELDS[kind]
     for key in fields:
         if key not in names:
@@ -164,7 +164,7 @@ def _parse_layer(item: Any, src: str, where: str) -> Layer:
         path = f"{where}.{kind}.{key}"
         if kind == "dropout":
             if not (isinstance(value, float) and value in (0.5, 0.75, 0.875)):
-                raise UserInputError(src, path, f"must be 0.5, 0.75 or 0.875 (1 - 2**-k), got {value!r}")
+                raise UserInputError(src, path, f"must be 0.5, 0.75 or 0.875 (1 - 2**-k), got {quote(value)}")
             kwargs[names[key]] = value
         else:
             kwargs[names[key]] = _positive_int(value, src, path, allow_zero=(key == "padding"))
@@ -201,18 +201,8 @@ def parse_model(doc: Any, src: str) -> ModelSpec:
 
 
 def load_yaml(path: str | Path) -> Any:
-    """Read a YAML file; a missing file or a syntax error becomes one UserInputError line."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise UserInputError(str(path), None, f"cannot read: {err.strerror}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else None
-        raise UserInputError(str(path), where, f"malformed YAML: {getattr(err, 'problem', err)}") from None
+    """Read a YAML file strictly (nitisim.strict_yaml): any problem becomes one UserInputError line."""
+    return load_yaml_file(path)
 
 
 def resolve_model(name_or_path: str) -> ModelSpec:
@@ -221,6 +211,6 @@ def resolve_model(name_or_path: str) -> ModelSpec:
     if name_or_path in models:
         return models[name_or_path]
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path_exists(path):
         return parse_model(load_yaml(path), str(path))
     raise UserInputError(name_or_path, "model", f"not a built-in model {sorted(models)} nor a YAML file")

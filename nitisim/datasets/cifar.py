@@ -16,13 +16,17 @@ have 10000). Problems raise `UserInputError(path, field, message)`.
 from __future__ import annotations
 
 import importlib
+import io
 import pickle
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
 from ..errors import UserInputError
-from .discovery import CIFAR_BATCHES, cifar_format
+from ..values import quote, shorten
+from .discovery import CIFAR_BATCHES, cifar_format, is_file
 from .idx import NUM_CLASSES, check_labels
 
 HEIGHT = WIDTH = 32
@@ -80,7 +84,7 @@ def _allowed_global(module: str, name: str):
     if module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray") and name == "ndarray":
         return np.ndarray
     if module == "numpy" and name == "dtype":
-        return np.dtype
+        return _numeric_dtype
     if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
         return _numpy_attr("multiarray", "_reconstruct")
     if module in ("numpy.core.numeric", "numpy._core.numeric") and name == "_frombuffer":
@@ -92,8 +96,25 @@ def _allowed_global(module: str, name: str):
     return None
 
 
-class _CifarUnpickler(pickle.Unpickler):
-    """Resolves only `_allowed_global`; every other class or function is refused unresolved."""
+_NUMERIC_DTYPES = frozenset({"b1", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f4", "f8"})
+_BYTE_ORDERS = frozenset({"<", ">", "=", "|"})
+
+
+def _numeric_dtype(name: Any, align: Any = False, copy: Any = True) -> np.dtype:
+    """Stand-in for `numpy.dtype` when a pickle calls it: plain numeric dtypes only (no objects,
+    records or subarrays, whose state numpy trusts)."""
+    if not isinstance(name, str) or name not in _NUMERIC_DTYPES:
+        raise pickle.UnpicklingError(f"dtype {quote(name)} is not a plain numeric dtype")
+    return np.dtype(name, bool(align), bool(copy))
+
+
+class _CifarUnpickler(pickle._Unpickler):  # noqa: SLF001 - the pure-Python unpickler lets BUILD be checked
+    """Resolves only `_allowed_global`; every other class or function is refused unresolved.
+
+    The pure-Python unpickler, so that BUILD (which hands a pickled state to `__setstate__`) can
+    be checked: numpy's dtype.__setstate__ believes the flags it is given, and a uint8 dtype
+    flagged as holding object references makes numpy treat pixel bytes as pointers.
+    """
 
     def find_class(self, module: str, name: str):
         obj = _allowed_global(module, name)
@@ -103,6 +124,20 @@ class _CifarUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         raise pickle.UnpicklingError("persistent ids are not allowed")
+
+    def load_build(self) -> None:
+        inst, state = self.stack[-2], self.stack[-1]
+        if isinstance(inst, np.dtype):
+            canonical = inst.__reduce__()[2]  # the state numpy itself writes for this dtype
+            if not (isinstance(state, tuple) and len(state) == len(canonical) and state[0] == canonical[0]
+                    and state[1] in _BYTE_ORDERS and state[2:] == canonical[2:]):
+                raise pickle.UnpicklingError(f"dtype state {quote(state)} is not numpy's own for {inst}")
+        elif not isinstance(inst, np.ndarray):  # ndarray.__setstate__ checks its data against shape and dtype
+            raise pickle.UnpicklingError(f"BUILD of a {type(inst).__name__} is not allowed")
+        pickle._Unpickler.load_build(self)  # noqa: SLF001
+
+    # read-only: the opcode table is shared by every load
+    dispatch = MappingProxyType({**pickle._Unpickler.dispatch, pickle.BUILD[0]: load_build})  # noqa: SLF001
 
 
 def _field(batch: dict, key: str):
@@ -118,24 +153,35 @@ def read_cifar_pickle_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     where = str(path)
     try:
         with open(path, "rb") as f:
-            batch = _CifarUnpickler(f, encoding="bytes").load()
+            raw = f.read()
+        file_bytes = len(raw)
+        # from memory, not the file: a length field in a corrupt pickle then cannot make the
+        # unpickler allocate more than the file holds before it notices the data is short
+        batch = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except OSError as err:
         raise UserInputError(where, "file", f"cannot read: {err.strerror or err}") from None
     except Exception as err:  # noqa: BLE001 - any failure decoding an untrusted file is bad input
-        raise UserInputError(where, "pickle", f"not a CIFAR-10 python batch ({type(err).__name__}: {err})") from None
+        why = f"{type(err).__name__}: {shorten(str(err), 120)}"  # one line, whatever the pickle held
+        raise UserInputError(where, "pickle", f"not a CIFAR-10 python batch ({why})") from None
     if not isinstance(batch, dict):
         raise UserInputError(where, "pickle", f"not a CIFAR-10 python batch: holds a {type(batch).__name__}, not a dict")
     data = _field(batch, "data")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != PIXELS:
         got = f"{data.dtype} array {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise UserInputError(where, "data", f"b'data' must be a uint8 (N, {PIXELS}) array, got {got}")
+    if data.nbytes > file_bytes:  # numpy's ndarray() can declare an array no byte of the file holds
+        raise UserInputError(where, "data", f"b'data' claims {data.nbytes} bytes, more than the file's {file_bytes}")
     raw_labels = _field(batch, "labels")
     if not isinstance(raw_labels, (list, tuple, np.ndarray)) or not all(
         isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in raw_labels
     ):
         raise UserInputError(where, "labels", "b'labels' must be a list of integers")
-    labels = np.array([int(v) for v in raw_labels], dtype=np.int64)  # (N,); python ints, so no wrap
-    return _checked(where, data, labels)
+    values = [int(v) for v in raw_labels]  # python ints: checked before int64 could overflow
+    bad = [i for i, v in enumerate(values) if not 0 <= v < NUM_CLASSES]
+    if bad:
+        raise UserInputError(where, "labels", f"label {quote(values[bad[0]])} at index {bad[0]} is outside "
+                             f"0..{NUM_CLASSES - 1} ({len(bad)} bad in all)")
+    return _checked(where, data, np.array(values, dtype=np.int64))  # (N,)
 
 
 def read_cifar_bin_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +220,7 @@ def load_cifar_folder(folder: str | Path) -> tuple[np.ndarray, np.ndarray, np.nd
     parts = []
     for batch in CIFAR_BATCHES:
         path = folder / f"{batch}{ext}"
-        if not path.is_file():
+        if not is_file(path):
             raise UserInputError(str(folder), batch, f"missing file {path.name}")
         parts.append(reader(path))
     train_x = np.concatenate([x for x, _ in parts[:-1]])  # (N, 32, 32, 3)

@@ -48,6 +48,33 @@ CIFAR_BATCHES: tuple[str, ...] = tuple(f"data_batch_{i}" for i in range(1, 6)) +
 _CIFAR_SUBDIRS: tuple[str, ...] = ("cifar-10-batches-bin", "cifar-10-batches-py")  # bin first, as in cifar_format
 
 
+def _probe(path: Path, check: str) -> bool:
+    """path.is_dir() / is_file() / exists(), with an OS refusal (no permission to look into the
+    folder, a name too long) turned into one line naming the folder that could not be read."""
+    try:
+        return getattr(path, check)()
+    except OSError as err:  # pathlib answers False only for "no such file"; EACCES and friends raise
+        blocked = path.parent if isinstance(err, PermissionError) else path  # searching a folder needs its x bit
+        raise UserInputError(str(blocked), "dataset", f"cannot read this folder: {err.strerror or err}") from None
+    except ValueError as err:  # a NUL byte in the name
+        raise UserInputError(str(path), "dataset", f"not a usable path ({err})") from None
+
+
+def is_dir(path: Path) -> bool:
+    """Path.is_dir(), but a folder the OS will not let us look into is a UserInputError naming it."""
+    return _probe(path, "is_dir")
+
+
+def is_file(path: Path) -> bool:
+    """Path.is_file(), but a folder the OS will not let us look into is a UserInputError naming it."""
+    return _probe(path, "is_file")
+
+
+def exists(path: Path) -> bool:
+    """Path.exists(), but a folder the OS will not let us look into is a UserInputError naming it."""
+    return _probe(path, "exists")
+
+
 def idx_names(role: str) -> tuple[str, ...]:
     """Accepted file names for one MNIST-family file, preferred first.
 
@@ -60,7 +87,7 @@ def idx_names(role: str) -> tuple[str, ...]:
 def find_idx_file(folder: Path, role: str) -> Path | None:
     """The first existing file for `role` in `folder`, or None."""
     for name in idx_names(role):
-        if (folder / name).is_file():
+        if is_file(folder / name):
             return folder / name
     return None
 
@@ -70,16 +97,16 @@ def cifar_format(folder: Path) -> str | None:
 
     The binary batches win when both are present: reading them involves no unpickling at all.
     """
-    if any((folder / f"{b}.bin").is_file() for b in CIFAR_BATCHES):
+    if any(is_file(folder / f"{b}.bin") for b in CIFAR_BATCHES):
         return "bin"
-    if any((folder / b).is_file() for b in CIFAR_BATCHES):
+    if any(is_file(folder / b) for b in CIFAR_BATCHES):
         return "py"
     return None
 
 
 def _holds(name: str, folder: Path) -> Path | None:
     """The folder with `name`'s files: `folder` itself, or (CIFAR) its extracted-tarball subfolder."""
-    if not folder.is_dir():
+    if not is_dir(folder):
         return None
     if name == "cifar10":
         if cifar_format(folder):
@@ -140,6 +167,14 @@ def check_name(name: str) -> str:
     return name
 
 
+def _expand(value: str | Path, what: str) -> Path:
+    """Path(value) with a leading ~ or ~user expanded; an unknown user is the user's error."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError as err:  # "Could not determine home directory."
+        raise UserInputError(str(value), what, f"cannot expand ~: {err}") from None
+
+
 def find_dataset(
     name: str,
     data_path: str | Path | None = None,
@@ -159,22 +194,25 @@ def find_dataset(
     system_dirs = SYSTEM_DIRS if system_dirs is None else system_dirs
     wanted = _looked_for(name)
 
-    if data_path is not None and str(data_path) != "":
-        root = Path(data_path).expanduser()
+    if data_path is not None:
+        if str(data_path).strip() == "":
+            raise UserInputError("--data", None, "is empty; give the dataset folder, or leave --data out to search "
+                                 f"${ENV_VAR}, the system copy and ~/.cache/nitisim")
+        root = _expand(data_path, "--data")
         hit = _search_root(name, root, shared=False)
         if hit:
             return hit
-        why = "does not exist" if not root.exists() else f"holds no {name} files (looked for {wanted})"
+        why = "does not exist" if not exists(root) else f"holds no {name} files (looked for {wanted})"
         raise UserInputError(str(root), "--data", f"{why}; point --data at the {name} folder or its parent")
 
     tried: list[str] = ["--data: not given"]
     env_root = environ.get(ENV_VAR, "")
     if env_root:
-        root = Path(env_root).expanduser()
+        root = _expand(env_root, f"${ENV_VAR}")
         hit = _search_root(name, root, shared=True)
         if hit:
             return hit
-        tried.append(f"${ENV_VAR}={root}: " + ("does not exist" if not root.exists() else f"no {name} folder"))
+        tried.append(f"${ENV_VAR}={root}: " + ("does not exist" if not exists(root) else f"no {name} folder"))
     else:
         tried.append(f"${ENV_VAR}: not set")
 
@@ -183,11 +221,11 @@ def find_dataset(
         hit = _holds(name, Path(system))
         if hit:
             return hit
-        tried.append(f"{system}: " + ("absent" if not Path(system).exists() else "no files"))
+        tried.append(f"{system}: " + ("absent" if not exists(Path(system)) else "no files"))
 
     cache = home / ".cache" / "nitisim" / name
     hit = _holds(name, cache)
     if hit:
         return hit
-    tried.append(f"{cache}: " + ("absent" if not cache.exists() else "no files"))
+    tried.append(f"{cache}: " + ("absent" if not exists(cache) else "no files"))
     raise UserInputError(name, "dataset", f"not found; tried {'; '.join(tried)}; {_fix_hint(name, cache)}")

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 from ..errors import UserInputError
 from ..ops import REPORT_PHASES, report_phase
+from ..values import quote
 
 COST_FIELDS: tuple[str, ...] = (
     "macs", "cycles", "compute_cycles", "stall_cycles", "energy_pj",
@@ -177,7 +178,7 @@ def _layer(row: Any, src: str, where: str) -> LayerCost:
         raise UserInputError(src, f"{where}.name", "missing or not a string")
     phase = row.get("phase")
     if phase not in REPORT_PHASES:
-        raise UserInputError(src, f"{where}.phase", f"must be one of {', '.join(REPORT_PHASES)}, got {phase!r}")
+        raise UserInputError(src, f"{where}.phase", f"must be one of {', '.join(REPORT_PHASES)}, got {quote(phase)}")
     return LayerCost(layer=name, phase=phase, **_costs(row, src, where))
 
 

@@ -45,6 +45,7 @@ from typing import Any
 from ..errors import UserInputError
 from ..graph import NumericsOptions
 from ..models import ModelSpec, builtin_models, parse_model, load_yaml
+from ..values import finite_number, path_exists, quote
 from ..numerics import LOSS_VARIANTS, ROUNDING_MODES, UPDATE_RULES
 from .headroom import MAX_HEADROOM_BITS
 
@@ -210,7 +211,7 @@ class _Reader:
 
     def int_(self, value: Any, key: str, *, minimum: int = 0, maximum: int | None = None) -> int:
         if not isinstance(value, int) or isinstance(value, bool):
-            raise self.fail(key, f"must be an integer, got {_kind(value)} {value!r}")
+            raise self.fail(key, f"must be an integer, got {_kind(value)} {quote(value)}")
         if value < minimum or (maximum is not None and value > maximum):
             span = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
             raise self.fail(key, f"must be {span}, got {value}")
@@ -227,9 +228,9 @@ class _Reader:
             try:
                 value = float(value)
             except ValueError:
-                raise self.fail(key, f"must be a number, got {value!r}") from None
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-            raise self.fail(key, f"must be a number, got {_kind(value)} {value!r}")
+                raise self.fail(key, f"must be a number, got {quote(value)}") from None
+        if not finite_number(value):  # `.inf`, `.nan`, `1e999` and a string of them parse as floats
+            raise self.fail(key, f"must be a finite number, got {_kind(value)} {quote(value)}")
         low_ok = value > minimum if strict_min else value >= minimum
         if not low_ok or (maximum is not None and value > maximum):
             bound = f"{'>' if strict_min else '>='} {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
@@ -238,7 +239,7 @@ class _Reader:
 
     def choice(self, value: Any, key: str, allowed: tuple[str, ...]) -> str:
         if value not in allowed:
-            raise self.fail(key, f"must be one of {', '.join(allowed)}, got {value!r}")
+            raise self.fail(key, f"must be one of {', '.join(allowed)}, got {quote(value)}")
         return value
 
 
@@ -276,7 +277,7 @@ def parse_config(doc: Any, src: str) -> TrainConfig:
     defaults = NumericsOptions()
     model_ref = doc["model"]
     if not isinstance(model_ref, str) or not model_ref:
-        raise r.fail("model", f"must be a built-in model name or a model YAML path, got {model_ref!r}")
+        raise r.fail("model", f"must be a built-in model name or a model YAML path, got {quote(model_ref)}")
     model = _resolve_model(model_ref, src)
     cfg = dict(
         source=src,
@@ -333,8 +334,8 @@ def _resolve_model(ref: str, src: str) -> ModelSpec:
     if ref in models:
         return models[ref]
     path = Path(src).parent / ref
-    if Path(ref).suffix not in (".yaml", ".yml") and not path.exists():
-        raise UserInputError(src, "model", f"{ref!r} is neither a built-in model ({', '.join(models)}) "
+    if Path(ref).suffix not in (".yaml", ".yml") and not path_exists(path):
+        raise UserInputError(src, "model", f"{quote(ref)} is neither a built-in model ({', '.join(models)}) "
                              "nor a model YAML file")
     return parse_model(load_yaml(path), str(path))  # errors there name the model file
 
