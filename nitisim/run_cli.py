@@ -252,12 +252,13 @@ def _run(args: argparse.Namespace, p: Plan, out: Path, arches: list[str], busy: 
 
     epochs = ["--epochs", str(p.epochs)] if p.epochs is not None else []
     data = ["--data", args.data] if args.data else []
+    fresh = ["--overwrite"]  # a run redoes its own trainings; the lock on `out` keeps others out
     int_dir, fp32_dir = out / "runs" / f"{p.stem}-int8", out / "runs" / f"{p.stem}-fp32"
     train_int = (f"training {p.stem} in integers (backend {p.int_backend}) -> {int_dir}",
-                 ["train", str(p.config), "--backend", p.int_backend, "--out", str(int_dir), *epochs, *data])
+                 ["train", str(p.config), "--backend", p.int_backend, "--out", str(int_dir), *epochs, *data, *fresh])
     train_fp32 = (f"training its float32 twin (torch, {p.fp32_backend}) -> {fp32_dir}",
                   ["train", str(p.config), "--arith", "fp32", "--backend", p.fp32_backend, "--out", str(fp32_dir),
-                   *epochs, *data])
+                   *epochs, *data, *fresh])
     # stages: two trainings, the simulations, the comparison, and three for the machine model (two
     # calibration windows, its simulation) unless the run turns out to be on the numpy reference
     total = 3 + len(arches) + (3 if p.int_backend != "numpy" else 0)

@@ -66,7 +66,7 @@ def test_second_writer_is_refused_and_touches_nothing(tmp_path, capsys, arith):
     before = _snapshot(out)  # the holder has written its PID into the lock file
     try:
         capsys.readouterr()
-        for extra in ([], ["--resume", "--epochs", "2"]):
+        for extra in (["--overwrite"], ["--resume", "--epochs", "2"]):
             assert main([*train, "--out", str(out), *extra]) == 2
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and "Traceback" not in err
@@ -75,7 +75,7 @@ def test_second_writer_is_refused_and_touches_nothing(tmp_path, capsys, arith):
             assert _snapshot(out) == before
     finally:
         holder.release()
-    assert main([*train, "--out", str(out)]) == 0  # a released lock lets the next run in
+    assert main([*train, "--out", str(out), "--overwrite"]) == 0  # a released lock lets the next run in
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):

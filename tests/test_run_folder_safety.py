@@ -217,7 +217,7 @@ NOT_OURS = [".checkpoint.npz.keep.tmp", ".checkpoint.npz.ABCDEFGH.tmp", "notes.t
 def test_stale_temp_files_of_this_run_are_cleaned(one_epoch, resume):
     for name in STALE + NOT_OURS:
         (one_epoch / name).write_bytes(b"x")
-    assert _train(one_epoch, *(["--resume"] if resume else ["--epochs", "1"])) == 0
+    assert _train(one_epoch, *(["--resume"] if resume else ["--epochs", "1", "--overwrite"])) == 0
     left = sorted(p.name for p in one_epoch.iterdir())
     assert left == sorted(NOT_OURS + [".nitisim.lock", "checkpoint.npz", "metrics.jsonl", "summary.json",
                                       "timing.json"])
@@ -284,3 +284,16 @@ def test_resume_asking_for_fewer_epochs_leaves_the_folder_untouched(straight, tm
         assert after == before
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["epochs"] == summary["epochs_done"] == 2
+
+
+def test_a_fresh_run_into_a_trained_folder_is_refused_unless_overwrite(one_epoch, capsys):
+    """A second `nitisim train` into the same --out used to delete the first run's trained weights."""
+    before = {p.name: p.read_bytes() for p in one_epoch.iterdir() if p.is_file() and p.name != ".nitisim.lock"}
+    assert _train(one_epoch) == 2
+    assert _one_line(capsys) == (f"nitisim: error: {one_epoch}: holds a trained run (1 epoch in metrics.jsonl); "
+                                 "--resume continues it, --overwrite starts afresh and deletes it, or pass another --out")
+    assert {n: (one_epoch / n).read_bytes() for n in before} == before
+    assert _train(one_epoch, "--resume", "--overwrite") == 2
+    assert "--overwrite: deletes the run that --resume would continue" in _one_line(capsys)
+    assert _train(one_epoch, "--overwrite", "--epochs", "2") == 0
+    assert _epochs(one_epoch) == [0, 1]

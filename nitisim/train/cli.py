@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from ..errors import UserInputError
@@ -30,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="dataset folder (or a folder holding it); default: discovery")
     parser.add_argument("--out", help="run folder (default runs/<config stem>-<arith>)")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in a run folder that holds a trained run, deleting it (without it such a "
+                             "folder is refused)")
     parser.add_argument("--arith", choices=("int8", "fp32"), default="int8",
                         help="int8: integer-only NITI training (default); fp32: the float32 torch baseline")
 
@@ -47,24 +51,31 @@ def main(args: argparse.Namespace) -> int:
     if args.arith == "int8" and cfg.input_path == "float":
         raise UserInputError(cfg.source, "input_path", "float inputs are for --arith fp32 comparisons only; "
                              "integer training reads int8")
-    # the trainer first: it refuses a model this machine cannot hold before the data set is read or made
+    # The trainer first: it refuses a model this machine cannot hold before the data set is read or
+    # made. What `auto` chose is said after the data loaded, so a bad data set stays one error line.
+    chosen: list[str] = []
     if args.arith == "int8":
         from .integer import IntegerTrainer
 
-        kernels, backend = resolve_backend(args.backend)
+        kernels, backend = resolve_backend(args.backend, log=chosen.append)
         trainer = IntegerTrainer(cfg, kernels, backend)
     else:
         from .fp32 import Fp32Trainer  # torch is imported only here
 
         trainer = Fp32Trainer(cfg, args.backend)
     ds = load_for_config(cfg, args.data)
+    for line in chosen:
+        print(line, file=sys.stderr, flush=True)
     run = RunFolder(Path(args.out or Path("runs") / f"{cfg.stem}-{args.arith}"), args.arith)
     progress = Progress()
     steps = steps_per_epoch(ds, cfg.batch)
     header = (f"nitisim train: {cfg.model.name} on {cfg.dataset} ({ds.train_labels.shape[0]} train / "
                   f"{ds.test_labels.shape[0]} test), {args.arith}, backend {trainer.backend}, {cfg.epochs} epochs "
                   f"x {steps} steps of {cfg.batch} -> {run.path}")
-    summary = run_training(cfg, trainer, ds, run, resume=args.resume, progress=progress, header=header)
+    if args.resume and args.overwrite:
+        raise UserInputError("--overwrite", None, "deletes the run that --resume would continue; pass one of them")
+    summary = run_training(cfg, trainer, ds, run, resume=args.resume, overwrite=args.overwrite, progress=progress,
+                           header=header)
     if summary["final_test_accuracy"] is not None:
         progress.line(f"done: test accuracy final {summary['final_test_accuracy']:.4f} best "
                       f"{summary['best_test_accuracy']:.4f} (epoch {summary['best_epoch']}), "

@@ -61,11 +61,13 @@ class Trainer(Protocol):
 
 
 def run_training(cfg: TrainConfig, trainer: Trainer, ds: Dataset, run: RunFolder, *, resume: bool = False,
-                 progress: Progress | None = None, header: str | None = None) -> dict[str, Any]:
+                 overwrite: bool = False, progress: Progress | None = None,
+                 header: str | None = None) -> dict[str, Any]:
     """Train `trainer` for cfg.epochs epochs (continuing from the checkpoint when `resume`); returns the summary.
 
-    `header` is printed once the run folder is ready (after a resume was checked), so a refused
-    resume stays a single error line.
+    A fresh run into a folder that holds a checkpoint is refused unless `overwrite`: the trained
+    weights there are the user's. `header` is printed once the run folder is ready (after a resume
+    was checked), so a refused run stays a single error line.
     """
     progress = progress or Progress()
     try:
@@ -75,7 +77,18 @@ def run_training(cfg: TrainConfig, trainer: Trainer, ds: Dataset, run: RunFolder
     if missing:
         raise UserInputError(str(run.checkpoint), None, "no checkpoint to resume from (run without --resume first)")
     with locked_folder(run.path):
+        if not resume and not overwrite and run.checkpoint.exists():
+            raise UserInputError(str(run.path), None, f"holds a trained run ({_epochs_held(run)}); --resume continues "
+                                 "it, --overwrite starts afresh and deletes it, or pass another --out")
         return _locked_run(cfg, trainer, ds, run, resume, progress, header)
+
+
+def _epochs_held(run: RunFolder) -> str:
+    try:
+        n = len(run.read_metrics())
+        return f"{n} epoch{'' if n == 1 else 's'} in {run.metrics.name}"
+    except (UserInputError, OSError):
+        return f"a {run.checkpoint.name}"
 
 
 def _locked_run(cfg: TrainConfig, trainer: Trainer, ds: Dataset, run: RunFolder, resume: bool, progress: Progress,
