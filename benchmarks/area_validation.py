@@ -131,8 +131,9 @@ The config is a quarter of TPU v1's array (128 x 128 of its 256 x 256) with 24.2
 
 The published figures: die "< 331 mm^2" at 28 nm (Table 2), the unified buffer "almost a third of the die" and
 the matrix unit "a quarter" (text), and the per-block shares 29 % / 24 % / 6 % as labelled on the floor plan
-(Figure 2; its caption: buffers 37 %, compute 30 %, I/O 10 %, control 2 %). The shares were quoted from memory
-of the paper in this session, which could not reach it: medium confidence, to be re-checked.
+(Figure 2; its caption: buffers 37 %, compute 30 %, I/O 10 %, control 2 %). The three block shares and the 2 %
+of control agree with a secondary account of the floor plan (Mynavi News, 2017-04-11, on the ISCA paper); the
+caption's group shares and the die size are as recalled from the paper, not re-read.
 
 Why the chip is larger, block by block:
 
