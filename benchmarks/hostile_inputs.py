@@ -274,8 +274,9 @@ def second_writer(d: Path) -> Outcome:
                               "--out", "run", "--seed", "1"], cwd=d, env=_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not (d / "run" / ".nitisim.lock").exists() and time.monotonic() < deadline:
+    while not (d / "run").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    time.sleep(1.0)  # well inside the first run's 3 epochs (about 20 s)
     second = nitisim(d, "train", str(config), "--backend", "numpy", "--out", "run", "--seed", "2", "--overwrite")
     running = first.poll() is None  # the refusal must have met a live first run, not a finished one
     first_out, first_err = first.communicate(timeout=TIME_LIMIT_S)
