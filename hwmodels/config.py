@@ -36,6 +36,7 @@ from typing import Any
 
 from nitisim.errors import UserInputError
 from nitisim.models import load_yaml
+from nitisim.shipped import CONFIGS
 from nitisim.values import finite_number, path_exists, quote
 
 from . import area
@@ -46,7 +47,7 @@ from .spec import (BUFFER_NAMES, DATAFLOWS, FORMATS, AcceleratorSpec, ArraySpec,
 from .tiling import min_buffer_bytes
 
 SCHEMA_VERSION = 1
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "accelerators"
+CONFIG_DIR = CONFIGS / "accelerators"  # the shipped accelerators, package data of nitisim
 # Sizes and counts meet floats in the cost model (bandwidths, energies, seconds); past 2**53 a float
 # no longer holds them exactly, and far past it float() overflows, so larger integers are refused.
 MAX_INT = 2**53

@@ -31,10 +31,10 @@ import yaml
 
 from .errors import UserInputError
 from .models import builtin_models, load_yaml
+from .shipped import CONFIGS
 from .train.folder_lock import locked_folder
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = ROOT / "configs" / "train" / "fashion-lenet.yaml"
+DEFAULT_CONFIG = CONFIGS / "train" / "fashion-lenet.yaml"
 DEFAULT_OUT = "nitisim-out"
 # The default: LeNet on all of Fashion-MNIST for two epochs: about 15 s of integer training on the
 # C backend and under a minute for the float32 twin on 2 cores (numpy reference: about 5 minutes).
@@ -42,7 +42,7 @@ DEFAULT_TRAIN_SUBSET = 0  # 0: the whole training set
 DEFAULT_TEST_SUBSET = None  # None: the whole test set
 DEFAULT_EPOCHS = 2
 BUSY_LOAD = 0.5  # 1-minute load average above which the measured times are flagged as shared
-GPU_MODEL = ROOT / "configs" / "hosts" / "h200-sxm.yaml"  # the machine model of a CUDA run (public specs)
+GPU_MODEL = CONFIGS / "hosts" / "h200-sxm.yaml"  # the machine model of a CUDA run (public specs)
 
 
 def tiny_config() -> dict[str, Any]:
@@ -224,7 +224,7 @@ def machine_model_step(backend: str | None, out: Path, model: str | None = None,
                  *(["--model", model, "--batch", str(batch)] if model is not None else []),
                  *(["--numerics-from", str(numerics_from)] if model is not None and numerics_from else [])], path)
     if backend == "cuda":
-        return (f"the GPU's machine model: {GPU_MODEL.relative_to(ROOT)} (public specifications)", None, GPU_MODEL)
+        return (f"the GPU's machine model: configs/{GPU_MODEL.relative_to(CONFIGS)} (public specifications)", None, GPU_MODEL)
     return None
 
 
