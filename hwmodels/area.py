@@ -32,6 +32,8 @@ import math
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from nitisim.values import finite_number, quote
+
 from . import scaling, sram_area
 from .spec import BUFFER_NAMES, AcceleratorSpec, AreaEntry
 
@@ -134,14 +136,24 @@ def total_mm2(arch: AcceleratorSpec) -> float:
 # ------------------------------------------------------------------------------------------------
 # YAML: node_nm and area overrides, read through config.py's strict reader
 # ------------------------------------------------------------------------------------------------
+def node_problem(v: Any) -> str | None:
+    """Why `v` is not a node_nm the scaling equations cover, or None: the one check of the config
+    loader and the sweep grid. Values are compared as they are (never float()ed first, which
+    overflows on a huge YAML integer): NaN is the one number unequal to itself."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        return f"must be a number of nanometres, got {quote(v)}"
+    if not scaling.in_range(v):
+        return (f"must be between {scaling.MIN_NODE_NM:g} and {scaling.MAX_NODE_NM:g} nm "
+                f"(the range of {scaling.SOURCE}), got {quote(v)}")
+    return None
+
+
 def parse_node(r: Any) -> float:
     """`node_nm`: a number inside the scaling equations' range."""
     v = r.doc["node_nm"]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-        raise r.error("node_nm", f"must be a number of nanometres, got {v!r}")
-    if not scaling.in_range(v):
-        raise r.error("node_nm", f"must be between {scaling.MIN_NODE_NM:g} and {scaling.MAX_NODE_NM:g} nm "
-                                 f"(the range of {scaling.SOURCE}), got {v!r}")
+    problem = node_problem(v)
+    if problem:
+        raise r.error("node_nm", problem)
     return float(v)
 
 
@@ -153,7 +165,7 @@ def parse_overrides(r: Any, table: dict[str, AreaEntry]) -> dict[str, AreaEntry]
         e = r.sub(instance)
         e.keys({"um2", "source"})
         v = e.doc["um2"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise e.error("um2", f"must be a non-negative number of square micrometres, got {v!r}")
+        if not finite_number(v) or v < 0:
+            raise e.error("um2", f"must be a non-negative number of square micrometres, got {quote(v)}")
         table[instance] = AreaEntry(float(v), table[instance].unit, e.str("source"))
     return table

@@ -50,7 +50,7 @@ from nitisim.errors import UserInputError
 from nitisim.models import ModelSpec, builtin_models, load_yaml, resolve_model
 from nitisim.values import finite_number, path_exists, quote
 
-from .area import total_mm2
+from .area import node_problem, total_mm2
 from .spec import DATAFLOWS
 
 MAX_POINTS = 4096  # a typo like `sram_kib: [1..4096]` should not start a week of simulation
@@ -134,11 +134,9 @@ def _array_value(v: Any, src: str, where: str) -> tuple[int, int]:
 
 
 def _node_value(v: Any, src: str, where: str) -> float:
-    from .scaling import MAX_NODE_NM, MIN_NODE_NM, SOURCE, in_range
-
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or not in_range(v):
-        raise _fail(src, where, f"must be a node between {MIN_NODE_NM:g} and {MAX_NODE_NM:g} nm (the range of "
-                    f"{SOURCE}), got {v!r}")
+    problem = node_problem(v)
+    if problem:
+        raise _fail(src, where, problem)
     return v
 
 

@@ -175,6 +175,16 @@ def test_bad_node_or_area_is_one_line_naming_file_and_key(tmp_path, key, value, 
     assert words in msg and "\n" not in msg
 
 
+@pytest.mark.parametrize("key,value,path,words", [
+    ("node_nm", 10**400, "node_nm", "between 7 and 130 nm"),
+    ("area", {"mac_int8": {"um2": 10**400, "source": "x"}}, "area.mac_int8.um2", "non-negative number"),
+], ids=["node_nm", "area.um2"])
+def test_integer_past_the_float_range_is_one_line_not_an_overflow(tmp_path, key, value, path, words):
+    """A YAML integer too large for a float (float() of it raises OverflowError) is refused like
+    any other bad value: one line naming the file and key."""
+    test_bad_node_or_area_is_one_line_naming_file_and_key(tmp_path, key, value, path, words)
+
+
 def test_cli_bad_node_exits_2_with_one_line(tmp_path, capsys):
     doc = base_doc()
     doc["node_nm"] = "5nm"
