@@ -29,7 +29,6 @@ Schema (version 1):
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
