@@ -35,10 +35,9 @@ from typing import Any, Mapping
 from nitisim.values import finite_number, quote
 
 from . import scaling, sram_area
+from .energy import HOROWITZ
+from .scaling import SOURCE_NODE_NM
 from .spec import BUFFER_NAMES, AcceleratorSpec, AreaEntry
-
-HOROWITZ = "Horowitz, ISSCC 2014, 45 nm"
-SOURCE_NODE_NM = 45.0  # every default entry is a 45 nm figure
 
 # Horowitz 2014, area of one operator at 45 nm in um^2.
 INT_ADD_UM2: Mapping[int, float] = MappingProxyType({8: 36.0, 16: 67.0, 32: 137.0})
@@ -80,7 +79,7 @@ def _at_node(entries: dict[str, AreaEntry], node_nm: float) -> dict[str, AreaEnt
     if node_nm == SOURCE_NODE_NM:
         return entries
     f = scaling.area_factor(SOURCE_NODE_NM, node_nm)
-    note = f"; x{f:.3g} from 45 to {node_nm:g} nm ({scaling.SOURCE})"
+    note = f"; x{f:.3g} from {SOURCE_NODE_NM:g} to {node_nm:g} nm ({scaling.SOURCE})"
     return {k: AreaEntry(e.um2 * f, e.unit, e.source + note) for k, e in entries.items()}
 
 
