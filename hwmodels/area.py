@@ -104,10 +104,6 @@ def default_table(operand_bits: int, accumulator_bits: int, banks: Mapping[str, 
     return _at_node(table, node_nm)
 
 
-def freeze(table: Mapping[str, AreaEntry]) -> Mapping[str, AreaEntry]:
-    return MappingProxyType(dict(sorted(table.items())))
-
-
 def counts(arch: AcceleratorSpec) -> dict[str, int]:
     """Instances of each priced kind in this accelerator (its format picks int or float32 units)."""
     out = {arch.mac_action: arch.array.pes, arch.lane_action: arch.vector.lanes}

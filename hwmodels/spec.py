@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Mapping
+from typing import Mapping, TypeVar
 
 DATAFLOWS: tuple[str, ...] = ("ws", "os", "is")  # weight, output, input stationary (SCALE-Sim names)
 FORMATS: tuple[str, ...] = ("int", "fp32")  # integer NITI arithmetic, or the float32 baseline
@@ -170,7 +170,11 @@ class AcceleratorSpec:
         return cycles / (self.clock_mhz * 1e6)
 
 
-def freeze_energy(table: Mapping[str, EnergyEntry]) -> Mapping[str, EnergyEntry]:
+Entry = TypeVar("Entry", EnergyEntry, AreaEntry)
+
+
+def freeze_table(table: Mapping[str, Entry]) -> Mapping[str, Entry]:
+    """A read-only copy of an energy or area table, its keys in sorted order."""
     return MappingProxyType(dict(sorted(table.items())))
 
 
