@@ -188,6 +188,7 @@ def peak_sentence(arch: dict, total: dict) -> str:
 def markdown(doc: dict) -> str:
     """report.md from a summary document."""
     a, t = doc["arch"], doc["total"]
+    utilisation_note = peak_sentence(a, t)
     lines = [
         f"# Simulation: {doc['model']} (batch {doc['batch']}) on {a['name']}",
         "",
@@ -208,7 +209,7 @@ def markdown(doc: dict) -> str:
         f"| {_si(t['dram_read_bytes'], 'B')} | {_si(t['dram_write_bytes'], 'B')} | {_si(t['dram_spill_bytes'], 'B')} "
         f"| {_si(t['peak_storage_bytes'], 'B')} | {_si(t['activation_stash_bytes'], 'B')} |",
         "",
-        *([peak_sentence(a, t), ""] if peak_sentence(a, t) else []),
+        *([utilisation_note, ""] if utilisation_note else []),
         "Energy by component: " + ", ".join(
             f"{c} {_pct(t['energy_by_component_pj'][c], t['energy_pj'])}" for c in COMPONENTS) + ".",
         "",
@@ -288,8 +289,8 @@ def _twin_area_lines(doc: dict) -> list[str]:
     i8, f32 = c["int8"], c["fp32"]
     ia = doc["area"]["instances"]
     fa = doc["fp32"]["area"]["instances"]
-    pe_i = next(v for k, v in ia.items() if v["component"] == "mac_array")
-    pe_f = next(v for k, v in fa.items() if v["component"] == "mac_array")
+    pe_i = next(v for v in ia.values() if v["component"] == "mac_array")
+    pe_f = next(v for v in fa.values() if v["component"] == "mac_array")
     return [
         f"| area | {_mm2(i8['area_mm2'])} | {_mm2(f32['area_mm2'])} | {c['area_ratio']:.2f} |",
         f"| MAC array area | {_mm2(i8['mac_array_area_mm2'])} | {_mm2(f32['mac_array_area_mm2'])} "
