@@ -124,6 +124,12 @@ def area_um2(arch: AcceleratorSpec) -> dict[str, float]:
     return price(counts(arch), arch.area)
 
 
+def has_area(arch: AcceleratorSpec) -> bool:
+    """A machine model (host:) is priced from a real machine's measured rates: the MAC-array area
+    model does not describe its silicon, so it has no area."""
+    return arch.host is None and bool(arch.area)
+
+
 def total_mm2(arch: AcceleratorSpec) -> float:
     return sum(area_um2(arch).values()) * 1e-6
 

@@ -50,7 +50,7 @@ from nitisim.errors import UserInputError
 from nitisim.models import ModelSpec, builtin_models, load_yaml, resolve_model
 from nitisim.values import finite_number, path_exists, quote
 
-from .area import node_problem, total_mm2
+from .area import has_area, node_problem, total_mm2
 from .spec import DATAFLOWS
 
 MAX_POINTS = 4096  # a typo like `sram_kib: [1..4096]` should not start a week of simulation
@@ -291,7 +291,6 @@ def expand(grid: Grid) -> list[PointTask]:
 def run_point(task: PointTask) -> dict[str, Any]:
     """Simulate one design point; an infeasible one comes back with status and reason, not raised."""
     from .config import parse_accelerator
-    from .report import has_area
 
     row: dict[str, Any] = {"index": task.index, "label": task.label, **_flat_values(task.values)}
     try:

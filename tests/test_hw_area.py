@@ -13,7 +13,8 @@ import yaml
 
 from hwmodels import area, float32_variant, load_accelerator, parse_accelerator, resolve_accelerator, scaling
 from hwmodels.config import CONFIG_DIR
-from hwmodels.report import has_area, summary
+from hwmodels.area import has_area
+from hwmodels.report import summary
 from hwmodels.spec import AreaEntry
 from hwmodels.sram_area import AREA_UM2, bank_area_um2
 from nitisim.cli import main as nitisim_main
