@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping, TypeVar
 
+from .scaling import SOURCE_NODE_NM
+
 DATAFLOWS: tuple[str, ...] = ("ws", "os", "is")  # weight, output, input stationary (SCALE-Sim names)
 FORMATS: tuple[str, ...] = ("int", "fp32")  # integer NITI arithmetic, or the float32 baseline
 BUFFER_NAMES: tuple[str, ...] = ("ifmap", "filter", "ofmap")  # GEMM operand A, operand B, output C
@@ -131,7 +133,7 @@ class AcceleratorSpec:
     vector: VectorSpec
     energy: Mapping[str, EnergyEntry]  # action -> energy per action (MappingProxyType)
     host: HostSpec | None = None  # a calibrated machine model: replaces the fold and lane cycle counts
-    node_nm: float = 45.0  # technology node the energy and area tables are priced at
+    node_nm: float = SOURCE_NODE_NM  # technology node the energy and area tables are priced at
     area: Mapping[str, AreaEntry] = field(  # instance -> area per instance (hwmodels.area)
         default_factory=lambda: MappingProxyType({}))
 
