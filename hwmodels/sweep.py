@@ -398,7 +398,7 @@ def _tcp_reachable(address: str, timeout_s: float) -> None:
     except ConnectionRefusedError:
         raise _refuse(address, "connection refused (nothing listens there)") from None
     except socket.gaierror as err:
-        raise _refuse(address, f"cannot resolve host {host!r} ({err.strerror})") from None
+        raise _refuse(address, f"cannot resolve host {quote(host)} ({err.strerror})") from None
     except (OSError, TimeoutError) as err:
         raise _refuse(address, f"cannot connect within {timeout_s:g} s ({err})") from None
 
