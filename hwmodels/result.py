@@ -93,9 +93,9 @@ class LayerStats:
         }
 
 
-def aggregate(name: str, phase: str, nodes: list[NodeStats], pes: float,
+def aggregate(name: str, phase: str, nodes: list[NodeStats], peak_macs_per_cycle: float,
               fused: Mapping[str, int] = MappingProxyType({})) -> LayerStats:
-    """Sums over `nodes`; utilisation is of `pes` MACs per cycle, over the nodes' cycles plus those of
+    """Sums over `nodes`; utilisation is of `peak_macs_per_cycle`, over the nodes' cycles plus those of
     the requantize each fused GEMM's work is priced in (`fused`, hwmodels.host.fused_requantize_cycles)."""
     energy = {c: sum(n.energy_pj[c] for n in nodes) for c in COMPONENTS}
     macs, cycles = sum(n.macs for n in nodes), sum(n.cycles for n in nodes)
@@ -103,7 +103,7 @@ def aggregate(name: str, phase: str, nodes: list[NodeStats], pes: float,
     return LayerStats(
         name=name, phase=phase, nodes=tuple(n.name for n in nodes), macs=macs, cycles=cycles,
         compute_cycles=sum(n.compute_cycles for n in nodes), stall_cycles=sum(n.stall_cycles for n in nodes),
-        utilization=macs / (busy * pes) if busy and macs else 0.0,
+        utilization=macs / (busy * peak_macs_per_cycle) if busy and macs else 0.0,
         energy_pj=sum(energy.values()), energy_by_component_pj=energy,
         sram_read_bytes=sum(n.sram_read_bytes for n in nodes),
         sram_write_bytes=sum(n.sram_write_bytes for n in nodes),
