@@ -32,11 +32,12 @@ import math
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from . import scaling, sram_area
-from .spec import BUFFER_NAMES, AcceleratorSpec, AreaEntry
+from nitisim.values import finite_number, quote
 
-HOROWITZ = "Horowitz, ISSCC 2014, 45 nm"
-SOURCE_NODE_NM = 45.0  # every default entry is a 45 nm figure
+from . import scaling, sram_area
+from .energy import HOROWITZ
+from .scaling import SOURCE_NODE_NM
+from .spec import BUFFER_NAMES, AcceleratorSpec, AreaEntry
 
 # Horowitz 2014, area of one operator at 45 nm in um^2.
 INT_ADD_UM2: Mapping[int, float] = MappingProxyType({8: 36.0, 16: 67.0, 32: 137.0})
@@ -78,7 +79,7 @@ def _at_node(entries: dict[str, AreaEntry], node_nm: float) -> dict[str, AreaEnt
     if node_nm == SOURCE_NODE_NM:
         return entries
     f = scaling.area_factor(SOURCE_NODE_NM, node_nm)
-    note = f"; x{f:.3g} from 45 to {node_nm:g} nm ({scaling.SOURCE})"
+    note = f"; x{f:.3g} from {SOURCE_NODE_NM:g} to {node_nm:g} nm ({scaling.SOURCE})"
     return {k: AreaEntry(e.um2 * f, e.unit, e.source + note) for k, e in entries.items()}
 
 
@@ -103,10 +104,6 @@ def default_table(operand_bits: int, accumulator_bits: int, banks: Mapping[str, 
     return _at_node(table, node_nm)
 
 
-def freeze(table: Mapping[str, AreaEntry]) -> Mapping[str, AreaEntry]:
-    return MappingProxyType(dict(sorted(table.items())))
-
-
 def counts(arch: AcceleratorSpec) -> dict[str, int]:
     """Instances of each priced kind in this accelerator (its format picks int or float32 units)."""
     out = {arch.mac_action: arch.array.pes, arch.lane_action: arch.vector.lanes}
@@ -127,6 +124,12 @@ def area_um2(arch: AcceleratorSpec) -> dict[str, float]:
     return price(counts(arch), arch.area)
 
 
+def has_area(arch: AcceleratorSpec) -> bool:
+    """A machine model (host:) is priced from a real machine's measured rates: the MAC-array area
+    model does not describe its silicon, so it has no area."""
+    return arch.host is None and bool(arch.area)
+
+
 def total_mm2(arch: AcceleratorSpec) -> float:
     return sum(area_um2(arch).values()) * 1e-6
 
@@ -134,14 +137,24 @@ def total_mm2(arch: AcceleratorSpec) -> float:
 # ------------------------------------------------------------------------------------------------
 # YAML: node_nm and area overrides, read through config.py's strict reader
 # ------------------------------------------------------------------------------------------------
+def node_problem(v: Any) -> str | None:
+    """Why `v` is not a node_nm the scaling equations cover, or None: the one check of the config
+    loader and the sweep grid. Values are compared as they are (never float()ed first, which
+    overflows on a huge YAML integer): NaN is the one number unequal to itself."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        return f"must be a number of nanometres, got {quote(v)}"
+    if not scaling.in_range(v):
+        return (f"must be between {scaling.MIN_NODE_NM:g} and {scaling.MAX_NODE_NM:g} nm "
+                f"(the range of {scaling.SOURCE}), got {quote(v)}")
+    return None
+
+
 def parse_node(r: Any) -> float:
     """`node_nm`: a number inside the scaling equations' range."""
     v = r.doc["node_nm"]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-        raise r.error("node_nm", f"must be a number of nanometres, got {v!r}")
-    if not scaling.in_range(v):
-        raise r.error("node_nm", f"must be between {scaling.MIN_NODE_NM:g} and {scaling.MAX_NODE_NM:g} nm "
-                                 f"(the range of {scaling.SOURCE}), got {v!r}")
+    problem = node_problem(v)
+    if problem:
+        raise r.error("node_nm", problem)
     return float(v)
 
 
@@ -153,7 +166,7 @@ def parse_overrides(r: Any, table: dict[str, AreaEntry]) -> dict[str, AreaEntry]
         e = r.sub(instance)
         e.keys({"um2", "source"})
         v = e.doc["um2"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise e.error("um2", f"must be a non-negative number of square micrometres, got {v!r}")
+        if not finite_number(v) or v < 0:
+            raise e.error("um2", f"must be a non-negative number of square micrometres, got {quote(v)}")
         table[instance] = AreaEntry(float(v), table[instance].unit, e.str("source"))
     return table

@@ -13,10 +13,10 @@ from nitisim.graph import build_graph
 from nitisim.train.config import numerics_of
 from nitisim.models import resolve_model
 
-from .area import total_mm2
+from .area import has_area, total_mm2
 from .config import resolve_accelerator
 from .plan import COMPAT_MODES
-from .report import has_area, write_outputs
+from .report import write_outputs
 from .sim import PHASES, simulate_with_fp32
 
 DEFAULT_BATCH = 256

@@ -29,7 +29,6 @@ Schema (version 1):
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from . import area
 from .energy import ACTIONS, DRAM_PJ_PER_BIT, DRAM_SOURCE, default_table
 from .host import parse_calibration, parse_host
 from .spec import (BUFFER_NAMES, DATAFLOWS, FORMATS, AcceleratorSpec, ArraySpec, BufferSpec, DramSpec,
-                   EnergyEntry, VectorSpec, freeze_energy)
+                   EnergyEntry, VectorSpec, freeze_table)
 from .tiling import min_buffer_bytes
 
 SCHEMA_VERSION = 1
@@ -238,8 +237,8 @@ def parse_accelerator(doc: Any, src: str) -> AcceleratorSpec:
     return AcceleratorSpec(
         name=name, version=version, source=src, array=array, clock_mhz=clock, format=fmt,
         operand_bits=op_bits, accumulator_bits=acc_bits, ifmap=buffers["ifmap"], filter=buffers["filter"],
-        ofmap=buffers["ofmap"], dram=dram, vector=vector, energy=freeze_energy(table), host=host,
-        node_nm=node, area=area.freeze(areas),
+        ofmap=buffers["ofmap"], dram=dram, vector=vector, energy=freeze_table(table), host=host,
+        node_nm=node, area=freeze_table(areas),
     )
 
 

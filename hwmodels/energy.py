@@ -82,15 +82,15 @@ def sram_defaults(name: str, bank_bytes: int) -> dict[str, EnergyEntry]:
 
 def at_node(table: Mapping[str, EnergyEntry], node_nm: float) -> dict[str, EnergyEntry]:
     """45 nm entries scaled to node_nm (unchanged, sources included, at 45 nm)."""
-    if node_nm == 45:
+    if node_nm == scaling.SOURCE_NODE_NM:
         return dict(table)
-    f = scaling.energy_factor(45, node_nm)
-    note = f"; x{f:.3g} from 45 to {node_nm:g} nm ({scaling.SOURCE}, at {scaling.VDD_V:g} V)"
+    f = scaling.energy_factor(scaling.SOURCE_NODE_NM, node_nm)
+    note = f"; x{f:.3g} from {scaling.SOURCE_NODE_NM:g} to {node_nm:g} nm ({scaling.SOURCE}, at {scaling.VDD_V:g} V)"
     return {k: EnergyEntry(e.pj * f, e.unit, e.source + note) for k, e in table.items()}
 
 
 def default_table(bank_bytes: Mapping[str, int], dram_technology: str,
-                  node_nm: float = 45.0) -> dict[str, EnergyEntry]:
+                  node_nm: float = scaling.SOURCE_NODE_NM) -> dict[str, EnergyEntry]:
     """The spec's defaults for one configuration (SRAM entries depend on each buffer's bank size),
     at node_nm (DRAM unscaled)."""
     table = dict(FIXED_DEFAULTS)

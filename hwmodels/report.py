@@ -69,12 +69,6 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
-def has_area(arch: AcceleratorSpec) -> bool:
-    """A machine model (host:) is priced from a real machine's measured rates: the MAC-array area
-    model does not describe its silicon, so its report has no area."""
-    return arch.host is None and bool(arch.area)
-
-
 def area_block(arch: AcceleratorSpec) -> dict:
     """summary.json `area`: instances, per-instance entries and the area by component."""
     counts = area.counts(arch)
@@ -92,7 +86,7 @@ def totals(result: SimResult) -> dict:
     area_mm2 (and by component), images per second and per second per mm^2, energy per image,
     EDP = energy x time per step (J s) and EDAP = EDP x area (J s mm^2)."""
     t = result.total()
-    if not has_area(result.arch):
+    if not area.has_area(result.arch):
         return t
     by_component = {c: v * 1e-6 for c, v in area.area_um2(result.arch).items()}
     mm2 = sum(by_component.values())
@@ -120,7 +114,7 @@ def int8_vs_fp32(result: SimResult, fp32: SimResult) -> dict:
     out["dram_bytes_ratio"] = _ratio(dram_f, dram_t)
     out["int8"] = {key: t[key] for _, key in _COMPARED} | {"dram_bytes": dram_t}
     out["fp32"] = {key: f[key] for _, key in _COMPARED} | {"dram_bytes": dram_f}
-    if has_area(result.arch):
+    if area.has_area(result.arch):
         a_t, a_f = area.area_um2(result.arch), area.area_um2(fp32.arch)
         out["area_ratio"] = _ratio(sum(a_f.values()), sum(a_t.values()))
         out["mac_array_area_ratio"] = _ratio(a_f["mac_array"], a_t["mac_array"])
@@ -141,14 +135,14 @@ def summary(result: SimResult, fp32: SimResult | None = None) -> dict:
         "layers": [layer.as_dict() for layer in result.layers()],
         "phase_totals": [p.as_dict() for p in result.phases_summary()],
         "total": totals(result),
-        "area": area_block(result.arch) if has_area(result.arch) else None,
+        "area": area_block(result.arch) if area.has_area(result.arch) else None,
         "nodes": [node_dict(n) for n in result.nodes],
     }
     if fp32 is not None:
         doc["int8_vs_fp32"] = int8_vs_fp32(result, fp32)
         doc["fp32"] = {"arch": arch_echo(fp32.arch),
-                       "total": totals(fp32) if has_area(result.arch) else fp32.total(),
-                       "area": area_block(fp32.arch) if has_area(result.arch) else None,
+                       "total": totals(fp32) if area.has_area(result.arch) else fp32.total(),
+                       "area": area_block(fp32.arch) if area.has_area(result.arch) else None,
                        "layers": [layer.as_dict() for layer in fp32.layers()]}
     return doc
 
@@ -188,6 +182,7 @@ def peak_sentence(arch: dict, total: dict) -> str:
 def markdown(doc: dict) -> str:
     """report.md from a summary document."""
     a, t = doc["arch"], doc["total"]
+    utilisation_note = peak_sentence(a, t)
     lines = [
         f"# Simulation: {doc['model']} (batch {doc['batch']}) on {a['name']}",
         "",
@@ -208,7 +203,7 @@ def markdown(doc: dict) -> str:
         f"| {_si(t['dram_read_bytes'], 'B')} | {_si(t['dram_write_bytes'], 'B')} | {_si(t['dram_spill_bytes'], 'B')} "
         f"| {_si(t['peak_storage_bytes'], 'B')} | {_si(t['activation_stash_bytes'], 'B')} |",
         "",
-        *([peak_sentence(a, t), ""] if peak_sentence(a, t) else []),
+        *([utilisation_note, ""] if utilisation_note else []),
         "Energy by component: " + ", ".join(
             f"{c} {_pct(t['energy_by_component_pj'][c], t['energy_pj'])}" for c in COMPONENTS) + ".",
         "",
@@ -288,8 +283,8 @@ def _twin_area_lines(doc: dict) -> list[str]:
     i8, f32 = c["int8"], c["fp32"]
     ia = doc["area"]["instances"]
     fa = doc["fp32"]["area"]["instances"]
-    pe_i = next(v for k, v in ia.items() if v["component"] == "mac_array")
-    pe_f = next(v for k, v in fa.items() if v["component"] == "mac_array")
+    pe_i = next(v for v in ia.values() if v["component"] == "mac_array")
+    pe_f = next(v for v in fa.values() if v["component"] == "mac_array")
     return [
         f"| area | {_mm2(i8['area_mm2'])} | {_mm2(f32['area_mm2'])} | {c['area_ratio']:.2f} |",
         f"| MAC array area | {_mm2(i8['mac_array_area_mm2'])} | {_mm2(f32['mac_array_area_mm2'])} "

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Mapping
 
+from . import host as host_model
 from .energy import COMPONENTS, price
 from .spec import BUFFER_NAMES, AcceleratorSpec, EnergyEntry
 from .tiling import GemmShape, Tiling
@@ -92,9 +93,9 @@ class LayerStats:
         }
 
 
-def aggregate(name: str, phase: str, nodes: list[NodeStats], pes: float,
+def aggregate(name: str, phase: str, nodes: list[NodeStats], peak_macs_per_cycle: float,
               fused: Mapping[str, int] = MappingProxyType({})) -> LayerStats:
-    """Sums over `nodes`; utilisation is of `pes` MACs per cycle, over the nodes' cycles plus those of
+    """Sums over `nodes`; utilisation is of `peak_macs_per_cycle`, over the nodes' cycles plus those of
     the requantize each fused GEMM's work is priced in (`fused`, hwmodels.host.fused_requantize_cycles)."""
     energy = {c: sum(n.energy_pj[c] for n in nodes) for c in COMPONENTS}
     macs, cycles = sum(n.macs for n in nodes), sum(n.cycles for n in nodes)
@@ -102,7 +103,7 @@ def aggregate(name: str, phase: str, nodes: list[NodeStats], pes: float,
     return LayerStats(
         name=name, phase=phase, nodes=tuple(n.name for n in nodes), macs=macs, cycles=cycles,
         compute_cycles=sum(n.compute_cycles for n in nodes), stall_cycles=sum(n.stall_cycles for n in nodes),
-        utilization=macs / (busy * pes) if busy and macs else 0.0,
+        utilization=macs / (busy * peak_macs_per_cycle) if busy and macs else 0.0,
         energy_pj=sum(energy.values()), energy_by_component_pj=energy,
         sram_read_bytes=sum(n.sram_read_bytes for n in nodes),
         sram_write_bytes=sum(n.sram_write_bytes for n in nodes),
@@ -142,22 +143,21 @@ class SimResult:
         convs, hwmodels.host.fused_requantize_cycles); empty for an accelerator."""
         if self.arch.host is None:
             return {}
-        from .host import fused_requantize_cycles
-
-        return fused_requantize_cycles(self.arch.host, self.nodes)
+        return host_model.fused_requantize_cycles(self.arch.host, self.nodes)
 
     @property
     def peak_macs_per_cycle(self) -> float:
         """What utilisation is a fraction of: the array's PEs, or for a calibrated host the fastest
         rate the model prices a GEMM at, when that is above its nominal array (hwmodels.host)."""
+        return self._peak(self.fused_gemms)
+
+    def _peak(self, fused: Mapping[str, int]) -> float:
+        """peak_macs_per_cycle, given fused_gemms (which the callers also need: computed once)."""
         pes = self.arch.array.pes
         if self.arch.host is None:
             return pes
-        from .host import peak_macs_per_cycle
-
-        fused = self.fused_gemms
-        return peak_macs_per_cycle(self.arch.host, pes, (n.macs / (n.cycles + fused.get(n.name, 0))
-                                                         for n in self.nodes if n.macs and n.cycles))
+        return host_model.peak_macs_per_cycle(self.arch.host, pes, (n.macs / (n.cycles + fused.get(n.name, 0))
+                                                                    for n in self.nodes if n.macs and n.cycles))
 
     def layers(self) -> list[LayerStats]:
         """One row per (layer, report phase), in order of first execution; views omitted."""
@@ -165,12 +165,14 @@ class SimResult:
         for n in self.nodes:
             if n.kind != "view":
                 groups.setdefault((n.layer, n.phase), []).append(n)
-        peak, fused = self.peak_macs_per_cycle, self.fused_gemms
+        fused = self.fused_gemms
+        peak = self._peak(fused)
         return [aggregate(layer, phase, nodes, peak, fused) for (layer, phase), nodes in groups.items()]
 
     def phases_summary(self) -> list[LayerStats]:
         """One row per report phase over all layers."""
-        rows, peak, fused = [], self.peak_macs_per_cycle, self.fused_gemms
+        rows, fused = [], self.fused_gemms
+        peak = self._peak(fused)
         for phase in REPORT_PHASES:
             nodes = [n for n in self.nodes if n.phase == phase and n.kind != "view"]
             if nodes:
@@ -178,13 +180,14 @@ class SimResult:
         return rows
 
     def total(self) -> dict:
-        peak = self.peak_macs_per_cycle
+        fused = self.fused_gemms
+        peak = self._peak(fused)
         t = aggregate("total", "all", [n for n in self.nodes if n.kind != "view"], peak)
         d = t.as_dict()
         del d["nodes"], d["name"], d["phase"]
         d.update(cycles=self.cycles, stall_cycles=self.cycles - t.compute_cycles,
                  utilization=t.macs / (self.cycles * peak) if self.cycles else 0.0, peak_macs_per_cycle=peak,
-                 fused_gemms=len(self.fused_gemms),
+                 fused_gemms=len(fused),
                  seconds=self.seconds, peak_storage_bytes=self.peak_storage_bytes,
                  activation_stash_bytes=self.activation_stash_bytes, weight_bytes=self.weight_bytes,
                  buffer_peak_bytes=dict(self.buffer_peak_bytes))

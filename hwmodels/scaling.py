@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 SOURCE = "Stillmaker & Baas 2017 (Integration 58:74-81) scaling"
+SOURCE_NODE_NM = 45.0  # the node of every default energy and area entry (Horowitz 2014; CACTI at 45 nm)
 VDD_V = 0.8  # supply voltage at which both nodes' energy fits are evaluated (hwcomponents' default)
 
 NODES_NM: tuple[float, ...] = (130, 90, 65, 45, 32, 20, 16, 14, 10, 7)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Mapping
+from typing import Mapping, TypeVar
+
+from .scaling import SOURCE_NODE_NM
 
 DATAFLOWS: tuple[str, ...] = ("ws", "os", "is")  # weight, output, input stationary (SCALE-Sim names)
 FORMATS: tuple[str, ...] = ("int", "fp32")  # integer NITI arithmetic, or the float32 baseline
@@ -131,7 +133,7 @@ class AcceleratorSpec:
     vector: VectorSpec
     energy: Mapping[str, EnergyEntry]  # action -> energy per action (MappingProxyType)
     host: HostSpec | None = None  # a calibrated machine model: replaces the fold and lane cycle counts
-    node_nm: float = 45.0  # technology node the energy and area tables are priced at
+    node_nm: float = SOURCE_NODE_NM  # technology node the energy and area tables are priced at
     area: Mapping[str, AreaEntry] = field(  # instance -> area per instance (hwmodels.area)
         default_factory=lambda: MappingProxyType({}))
 
@@ -170,7 +172,11 @@ class AcceleratorSpec:
         return cycles / (self.clock_mhz * 1e6)
 
 
-def freeze_energy(table: Mapping[str, EnergyEntry]) -> Mapping[str, EnergyEntry]:
+Entry = TypeVar("Entry", EnergyEntry, AreaEntry)
+
+
+def freeze_table(table: Mapping[str, Entry]) -> Mapping[str, Entry]:
+    """A read-only copy of an energy or area table, its keys in sorted order."""
     return MappingProxyType(dict(sorted(table.items())))
 
 

@@ -27,7 +27,6 @@ from typing import Mapping
 
 SOURCE = ("CACTI 7.0 (hwcomponents-cacti 1.0.40 default config: 1 RW port, ITRS LSTP cells), 45 nm, "
           "one bank")
-NODE_NM = 45.0
 
 # word width in bytes -> ((bank capacity in bytes, area in um^2), ...), capacities increasing
 AREA_UM2: Mapping[int, tuple[tuple[int, int], ...]] = MappingProxyType({

@@ -50,7 +50,7 @@ from nitisim.errors import UserInputError
 from nitisim.models import ModelSpec, builtin_models, load_yaml, resolve_model
 from nitisim.values import finite_number, path_exists, quote
 
-from .area import total_mm2
+from .area import has_area, node_problem, total_mm2
 from .spec import DATAFLOWS
 
 MAX_POINTS = 4096  # a typo like `sram_kib: [1..4096]` should not start a week of simulation
@@ -134,11 +134,9 @@ def _array_value(v: Any, src: str, where: str) -> tuple[int, int]:
 
 
 def _node_value(v: Any, src: str, where: str) -> float:
-    from .scaling import MAX_NODE_NM, MIN_NODE_NM, SOURCE, in_range
-
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or not in_range(v):
-        raise _fail(src, where, f"must be a node between {MIN_NODE_NM:g} and {MAX_NODE_NM:g} nm (the range of "
-                    f"{SOURCE}), got {v!r}")
+    problem = node_problem(v)
+    if problem:
+        raise _fail(src, where, problem)
     return v
 
 
@@ -294,25 +292,29 @@ def run_point(task: PointTask) -> dict[str, Any]:
     """Simulate one design point; an infeasible one comes back with status and reason, not raised."""
     from .config import parse_accelerator
 
-    from .report import has_area
-
     row: dict[str, Any] = {"index": task.index, "label": task.label, **_flat_values(task.values)}
-    empty = {k: None for k in RESULT_FIELDS}
     try:
         arch = parse_accelerator(json.loads(task.doc_json), task.source)
     except UserInputError as err:
-        return {**row, "status": "infeasible", "reason": err.message if err.field is None
-                else f"{err.field}: {err.message}", **empty, "area_mm2": None}
+        return {**_infeasible(row, _reason(err)), "area_mm2": None}
     row["area_mm2"] = total_mm2(arch) if has_area(arch) else None
     if task.max_area_mm2 is not None and row["area_mm2"] is not None and row["area_mm2"] > task.max_area_mm2:
-        return {**row, "status": "infeasible", "reason": f"max_area_mm2: area {row['area_mm2']:.4g} mm^2 exceeds "
-                f"the cap of {task.max_area_mm2:g} mm^2", **empty}
+        return _infeasible(row, f"max_area_mm2: area {row['area_mm2']:.4g} mm^2 exceeds the cap of "
+                                f"{task.max_area_mm2:g} mm^2")
     try:
         totals = _simulate_totals(arch, task.model, task.batch)
     except UserInputError as err:
-        return {**row, "status": "infeasible", "reason": err.message if err.field is None
-                else f"{err.field}: {err.message}", **empty}
+        return _infeasible(row, _reason(err))
     return {**row, "status": "ok", "reason": "", **totals}
+
+
+def _reason(err: UserInputError) -> str:
+    return err.message if err.field is None else f"{err.field}: {err.message}"
+
+
+def _infeasible(row: dict[str, Any], reason: str) -> dict[str, Any]:
+    """`row` marked infeasible: the reason, and every result field empty."""
+    return {**row, "status": "infeasible", "reason": reason, **{k: None for k in RESULT_FIELDS}}
 
 
 def _flat_values(values: Iterable[tuple[str, Any]]) -> dict[str, Any]:
@@ -396,7 +398,7 @@ def _tcp_reachable(address: str, timeout_s: float) -> None:
     except ConnectionRefusedError:
         raise _refuse(address, "connection refused (nothing listens there)") from None
     except socket.gaierror as err:
-        raise _refuse(address, f"cannot resolve host {host!r} ({err.strerror})") from None
+        raise _refuse(address, f"cannot resolve host {quote(host)} ({err.strerror})") from None
     except (OSError, TimeoutError) as err:
         raise _refuse(address, f"cannot connect within {timeout_s:g} s ({err})") from None
 
@@ -530,7 +532,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserInputError("--workers", None, f"must be a positive integer, got {args.workers}")
     if args.workers is not None and args.scheduler:
         raise UserInputError("--workers", None, "sets local processes; with --scheduler the cluster has its own")
-    if not (args.scheduler_timeout > 0) or math.isinf(args.scheduler_timeout):
+    if not finite_number(args.scheduler_timeout) or not args.scheduler_timeout > 0:
         raise UserInputError("--scheduler-timeout", None, f"must be a positive number of seconds, got {args.scheduler_timeout}")
     grid = load_grid(args.grid)
     tasks = expand(grid)

@@ -91,5 +91,5 @@ def test_a_deep_models_step_on_the_c_backend_equals_the_reference():
     logits_e = train_step(graph, REFERENCE_KERNELS, init_params(graph, 0),
                           QTensor(np.full((4, 4, 4, 1), 100, np.int8), -8), np.arange(4, dtype=np.int32),
                           StepContext(0, 0, 2), keep=(graph.logits_name,)).tensors[graph.logits_name].e
-    assert logits_e < -1024  # the case the C kernel used to refuse
+    assert logits_e < -1024  # below NITI_LOSS_MIN_EXP: the C loss kernel takes its clamp
     assert compare_steps(graph, REFERENCE_KERNELS, kernel_table("cpu"), steps=2) == []

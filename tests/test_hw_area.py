@@ -13,7 +13,8 @@ import yaml
 
 from hwmodels import area, float32_variant, load_accelerator, parse_accelerator, resolve_accelerator, scaling
 from hwmodels.config import CONFIG_DIR
-from hwmodels.report import has_area, summary
+from hwmodels.area import has_area
+from hwmodels.report import summary
 from hwmodels.spec import AreaEntry
 from hwmodels.sram_area import AREA_UM2, bank_area_um2
 from nitisim.cli import main as nitisim_main
@@ -173,6 +174,16 @@ def test_bad_node_or_area_is_one_line_naming_file_and_key(tmp_path, key, value, 
     msg = str(err.value)
     assert msg.startswith(f"{f}: {path}:"), msg
     assert words in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("key,value,path,words", [
+    ("node_nm", 10**400, "node_nm", "between 7 and 130 nm"),
+    ("area", {"mac_int8": {"um2": 10**400, "source": "x"}}, "area.mac_int8.um2", "non-negative number"),
+], ids=["node_nm", "area.um2"])
+def test_integer_past_the_float_range_is_one_line_not_an_overflow(tmp_path, key, value, path, words):
+    """A YAML integer too large for a float (float() of it raises OverflowError) is refused like
+    any other bad value: one line naming the file and key."""
+    test_bad_node_or_area_is_one_line_naming_file_and_key(tmp_path, key, value, path, words)
 
 
 def test_cli_bad_node_exits_2_with_one_line(tmp_path, capsys):

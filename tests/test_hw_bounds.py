@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hwmodels.config import CONFIG_DIR, load_accelerator
 from hwmodels.energy import FIXED_DEFAULTS
 from hwmodels.sim import simulate
-from hwmodels.spec import EnergyEntry, freeze_energy, with_buffer_sizes
+from hwmodels.spec import EnergyEntry, freeze_table, with_buffer_sizes
 from hwmodels.tiling import GemmShape, choose_tiling, min_buffer_bytes
 from nitisim.graph import NumericsOptions, build_graph, node_macs
 from nitisim.models import resolve_model
@@ -168,7 +168,7 @@ def test_reprice_without_resimulating(runs):
     result = results["edge-16x16"]
     table = dict(result.arch.energy)
     table["dram"] = EnergyEntry(2 * table["dram"].pj, "bit", "test: doubled")
-    again = result.reprice(freeze_energy(table))
+    again = result.reprice(freeze_table(table))
     for a, b in zip(result.nodes, again.nodes):
         assert a.counts == b.counts and a.cycles == b.cycles
         assert b.energy_pj["dram"] == 2 * a.energy_pj["dram"]

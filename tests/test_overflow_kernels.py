@@ -74,6 +74,17 @@ def test_cases_sit_on_the_boundary():
     assert raising == [False, True, False, True, False, True, True, False, True]
 
 
+def test_python_bound_is_the_headers():
+    """gpu_backend.lib.MAX_K_INT32 (also the CUDA table's threshold for synchronising after an op
+    whose int32 output was narrowed from int64) is NITI_MAX_K_S32 as niti_arith.h defines it."""
+    import re
+
+    from gpu_backend.build import CSRC
+
+    (value,) = re.findall(r"^#define NITI_MAX_K_S32 (\d+)\b", (CSRC / "niti_arith.h").read_text(), re.M)
+    assert int(value) == MAX_K_INT32
+
+
 @pytest.fixture(scope="module", params=CPU_ENGINES)
 def engine_lib(request):
     """The C library running one engine; an engine this machine lacks skips with the reason."""

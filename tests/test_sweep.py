@@ -110,6 +110,12 @@ def test_bad_grid_values_name_the_key(tmp_path, edit, field):
     assert err.value.field == field
 
 
+def test_node_past_the_float_range_names_the_key(tmp_path):
+    """node_nm: an integer too large for a float is refused naming the key, not an OverflowError."""
+    test_bad_grid_values_name_the_key(tmp_path, "parameters:\n  node_nm: [1" + "0" * 400 + "]",
+                                      "parameters.node_nm[0]")
+
+
 def test_bad_grid_is_one_line_and_exit_2(capsys, tmp_path, grid):
     bad = tmp_path / "bad.yaml"
     bad.write_text(TINY_GRID.replace("batch: 8", "batch: 8\nspeed: fast"))

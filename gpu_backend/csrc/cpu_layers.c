@@ -198,6 +198,18 @@ static int input_grad_slice(const conv_shape *s, const int8_t *dy, const int8_t 
                                   s->pad_h, s->pad_w, dy + n0 * s->out_h * s->out_w * s->out_c, w, acc);
 }
 
+#define FAILURE_CHARS 256
+
+/* Called by a worker whose slice failed: its status and message, kept for the calling thread to
+ * report (niti_last_error is per thread, so the worker's own message would not reach the caller). */
+static void note_failure(int status, const char *message, int *failed, char detail[FAILURE_CHARS]) {
+#pragma omp critical(niti_fused_failure)
+    {
+        *failed = status;
+        snprintf(detail, FAILURE_CHARS, "%s", message);
+    }
+}
+
 static int requantize_by_slices(const char *fn, const conv_shape *s, conv_slice_fn slice, int64_t image_out,
                                 const int8_t *src, const int8_t *w, int mode, uint32_t seed, uint32_t step,
                                 uint32_t tensor_id, int8_t *out, int *shift_out) {
@@ -221,7 +233,7 @@ static int requantize_by_slices(const char *fn, const conv_shape *s, conv_slice_
     uint32_t key = niti_hash_key(seed, step, tensor_id);
     int32_t hi = 0, lo = 0;
     int failed = NITI_OK, threads = (int)niti_min64(niti_threads(), slices); /* failed: a worker's status */
-    char detail[256] = ""; /* a failed worker's message: niti_last_error is per thread */
+    char detail[FAILURE_CHARS] = ""; /* a failed worker's message: niti_last_error is per thread */
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         int32_t *acc = aligned_alloc(64, (size_t)niti_round_up(4 * per_slice * image_out, 64));
@@ -231,11 +243,7 @@ static int requantize_by_slices(const char *fn, const conv_shape *s, conv_slice_
             int64_t n0 = sl * per_slice, nb = niti_min64(per_slice, batch - n0), count = nb * image_out;
             int status = acc ? slice(s, src, w, n0, nb, acc) : NITI_E_NOMEM;
             if (status != NITI_OK) {
-#pragma omp critical(niti_fused_failure)
-                {
-                    failed = status;
-                    snprintf(detail, sizeof detail, "%s", acc ? niti_last_error() : "out of memory for the conv scratch");
-                }
+                note_failure(status, acc ? niti_last_error() : "out of memory for the conv scratch", &failed, detail);
                 continue;
             }
             for (int64_t i = 0; i < count; i++) {
@@ -255,11 +263,7 @@ static int requantize_by_slices(const char *fn, const conv_shape *s, conv_slice_
             int64_t n0 = sl * per_slice, nb = niti_min64(per_slice, batch - n0);
             int status = slice(s, src, w, n0, nb, acc);
             if (status != NITI_OK) {
-#pragma omp critical(niti_fused_failure)
-                {
-                    failed = status;
-                    snprintf(detail, sizeof detail, "%s", acc ? niti_last_error() : "out of memory for the conv scratch");
-                }
+                note_failure(status, niti_last_error(), &failed, detail);
                 continue;
             }
             niti_requant_block(acc, out + n0 * image_out, nb * image_out, n0 * image_out, final_shift, mode, key);

@@ -135,7 +135,9 @@ int sync_and_check(const char *fn) {
         strcat(what, " a momentum velocity left int32 (int32 accumulator overflow; nothing was written);");
     if (flags & NITI_FLAG_LABEL) strcat(what, " a label was outside [0, classes);");
     if (flags & NITI_FLAG_LOSS_EXP)
-        strcat(what, " a logit exponent was above 40 (the softmax's int64 intermediates would overflow);");
+        snprintf(what + strlen(what), sizeof what - strlen(what),
+                 " a logit exponent was above %d (the softmax's int64 intermediates would overflow);",
+                 NITI_LOSS_MAX_EXP);
     int status = (flags & (NITI_FLAG_NARROW | NITI_FLAG_VELOCITY | NITI_FLAG_LOSS_EXP)) ? NITI_E_OVERFLOW : NITI_E_ARG;
     return niti_cu_fail(status, "%s: a device check failed in an earlier call:%s", fn, what);
 }
