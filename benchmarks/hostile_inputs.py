@@ -96,6 +96,7 @@ class Ran:
     rc: int | None  # None: killed at the time limit
     stdout: str
     stderr: str
+    limit_s: float  # the time limit it ran under
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -119,8 +120,8 @@ def _run(cmd: list[str], cwd: Path, limit_s: float, env: dict[str, str] | None) 
         p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=limit_s, env=env or _env(),
                            stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as err:
-        return Ran(None, _text(err.stdout), _text(err.stderr))
-    return Ran(p.returncode, p.stdout, p.stderr)
+        return Ran(None, _text(err.stdout), _text(err.stderr), limit_s)
+    return Ran(p.returncode, p.stdout, p.stderr, limit_s)
 
 
 def _text(b: bytes | str | None) -> str:
@@ -130,7 +131,7 @@ def _text(b: bytes | str | None) -> str:
 def _broke(ran: Ran) -> Outcome | None:
     """'hang' or 'traceback' when the command ended either way, else None."""
     if ran.rc is None:
-        return Outcome("hang", f"still running after {TIME_LIMIT_S} s")
+        return Outcome("hang", f"still running after {ran.limit_s:g} s")
     if "Traceback" in ran.stderr:
         return Outcome("traceback", _last_line(ran.stderr))
     return None
