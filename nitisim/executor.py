@@ -26,13 +26,9 @@ from typing import Any, Callable, Collection, Mapping, Protocol
 import numpy as np
 
 from .errors import IntegerOverflowError
-from .graph import Graph, Node
-from .numerics import INT8_MAX, INT32_MAX, QTensor
+from .graph import MAX_INT32_REDUCTION, Graph, Node
+from .numerics import QTensor
 from .values import one_line
-
-# Longest reduction whose int32 sum provably holds whatever the int8 operands in [-127, 127]:
-# 133144 * 127 * 127 = 2147479576 <= 2**31 - 1 < 133145 * 127 * 127.
-MAX_INT32_REDUCTION = INT32_MAX // (INT8_MAX * INT8_MAX)
 
 
 @dataclass(frozen=True)
