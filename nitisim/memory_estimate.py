@@ -25,14 +25,15 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from .errors import UserInputError
 from .graph import weight_grad_dtype
 from .models import Conv, Linear, ModelSpec
 from .shapes import infer_shapes
 
-_STATE_BYTES = {"plain": 0, "momentum": 4, "shadow16": 2}  # int8 update rule -> state bytes per weight
-_DTYPE_BYTES = {"int32": 4, "int64": 8}
+_STATE_BYTES = MappingProxyType({"plain": 0, "momentum": 4, "shadow16": 2})  # int8 update rule -> state B per weight
+_DTYPE_BYTES = MappingProxyType({"int32": 4, "int64": 8})
 FLOAT64_BYTES = 8
 
 
