@@ -29,7 +29,6 @@ import contextlib
 import gzip
 import json
 import os
-import shutil
 import socket
 import struct
 import subprocess
