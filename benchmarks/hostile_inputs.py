@@ -29,7 +29,6 @@ import contextlib
 import gzip
 import json
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -45,6 +44,7 @@ from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))  # idx_folder writes its fixtures with nitisim's own IDX writer
 from results_md import write_section  # noqa: E402
 
 TIME_LIMIT_S = 120  # per command; a clean refusal takes a second or two
@@ -95,6 +95,7 @@ class Ran:
     rc: int | None  # None: killed at the time limit
     stdout: str
     stderr: str
+    limit_s: float  # the time limit it ran under
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -118,20 +119,28 @@ def _run(cmd: list[str], cwd: Path, limit_s: float, env: dict[str, str] | None) 
         p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=limit_s, env=env or _env(),
                            stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as err:
-        return Ran(None, _text(err.stdout), _text(err.stderr))
-    return Ran(p.returncode, p.stdout, p.stderr)
+        return Ran(None, _text(err.stdout), _text(err.stderr), limit_s)
+    return Ran(p.returncode, p.stdout, p.stderr, limit_s)
 
 
 def _text(b: bytes | str | None) -> str:
     return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
 
 
-def refused(ran: Ran, *must_name: str) -> Outcome:
-    """The verdict for a command that must refuse its input with one line naming `must_name`."""
+def _broke(ran: Ran) -> Outcome | None:
+    """'hang' or 'traceback' when the command ended either way, else None."""
     if ran.rc is None:
-        return Outcome("hang", f"still running after {TIME_LIMIT_S} s")
+        return Outcome("hang", f"still running after {ran.limit_s:g} s")
     if "Traceback" in ran.stderr:
         return Outcome("traceback", _last_line(ran.stderr))
+    return None
+
+
+def refused(ran: Ran, *must_name: str) -> Outcome:
+    """The verdict for a command that must refuse its input with one line naming `must_name`."""
+    broke = _broke(ran)
+    if broke:
+        return broke
     if ran.rc == 0:
         return Outcome("silent", "exit 0: " + (_last_line(ran.stderr) or _last_line(ran.stdout)))
     errors = [ln for ln in ran.stderr.splitlines() if ln.startswith("nitisim: error:")]
@@ -152,11 +161,7 @@ def succeeded(ran: Ran) -> Outcome | None:
     """None when the command ran to exit 0; else the verdict of its failure."""
     if ran.rc == 0:
         return None
-    if ran.rc is None:
-        return Outcome("hang", f"still running after {TIME_LIMIT_S} s")
-    if "Traceback" in ran.stderr:
-        return Outcome("traceback", _last_line(ran.stderr))
-    return Outcome("other", f"exit {ran.rc}: {_last_line(ran.stderr)}")
+    return _broke(ran) or Outcome("other", f"exit {ran.rc}: {_last_line(ran.stderr)}")
 
 
 # ---------------------------------------------------------------- inputs
@@ -176,7 +181,6 @@ def model_config(folder: Path, layers: str, input_shape: str = "[28, 28, 1]") ->
 
 def idx_folder(folder: Path, seed: int, n_train: int = 256, n_test: int = 64, white: bool = False) -> Path:
     """An MNIST-format folder of random images (or all pixels 255, `white`) and labels."""
-    sys.path.insert(0, str(REPO))
     import numpy as np
 
     from nitisim.datasets.idx import write_idx_folder

@@ -14,6 +14,7 @@ import os
 import sys
 
 from .errors import IntegerOverflowError, UserInputError
+from .values import one_line
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nitisim: error: {err}", file=sys.stderr)
         return 2
     except IntegerOverflowError as err:
-        detail = " ".join(str(err).split())  # one line, whatever the kernel wrote
+        detail = one_line(str(err))  # whatever the kernel wrote
         print(f"nitisim: error: integer overflow: {detail}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -26,12 +26,9 @@ from typing import Any, Callable, Collection, Mapping, Protocol
 import numpy as np
 
 from .errors import IntegerOverflowError
-from .graph import Graph, Node
-from .numerics import INT8_MAX, INT32_MAX, QTensor
-
-# Longest reduction whose int32 sum provably holds whatever the int8 operands in [-127, 127]:
-# 133144 * 127 * 127 = 2147479576 <= 2**31 - 1 < 133145 * 127 * 127.
-MAX_INT32_REDUCTION = INT32_MAX // (INT8_MAX * INT8_MAX)
+from .graph import MAX_INT32_REDUCTION, Graph, Node
+from .numerics import QTensor
+from .values import one_line
 
 
 @dataclass(frozen=True)
@@ -128,7 +125,7 @@ class NodeOverflowError(IntegerOverflowError):
         """The error of `node` failing with `err`; a requantize is charged to its accumulator's producer."""
         if node.op == "requantize":
             node = next((n for n in graph.nodes if node.inputs[0] in n.outputs), node)
-        detail = " ".join(str(err).split())  # one line, whatever the kernel wrote
+        detail = one_line(str(err))  # whatever the kernel wrote
         if detail.startswith(f"{node.name}: "):  # the numpy reference names the node itself
             detail = detail[len(node.name) + 2:]
         hint = _overflow_hint(graph, node)

@@ -23,6 +23,10 @@ from .numerics import INT8_MAX, INT32_MAX, LOSS_VARIANTS, ROUNDING_MODES, UPDATE
 from .ops import OPS
 from .shapes import infer_shapes
 
+# Longest reduction whose int32 sum provably holds whatever the int8 operands in [-127, 127]:
+# 133144 * 127 * 127 = 2147479576 <= 2**31 - 1 < 133145 * 127 * 127.
+MAX_INT32_REDUCTION = INT32_MAX // (INT8_MAX * INT8_MAX)
+
 
 @dataclass(frozen=True)
 class NumericsOptions:
@@ -131,9 +135,9 @@ def node_macs(graph: Graph, node: Node) -> int:
 
 
 def weight_grad_dtype(reduction: int) -> str:
-    """int32 when the weight-gradient sum is provably inside int32 (K * 127 * 127 <= 2**31 - 1),
+    """int32 when the weight-gradient sum is provably inside int32 (K <= MAX_INT32_REDUCTION),
     else int64: a long reduction (batch * output pixels) can exceed int32 and must never wrap."""
-    return "int32" if reduction * INT8_MAX * INT8_MAX <= INT32_MAX else "int64"
+    return "int32" if reduction <= MAX_INT32_REDUCTION else "int64"
 
 
 def dropout_shift(rate: float) -> int:

@@ -21,17 +21,19 @@ exists) and activations plus the largest accumulator (during a step). Available 
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from .errors import UserInputError
 from .graph import weight_grad_dtype
 from .models import Conv, Linear, ModelSpec
 from .shapes import infer_shapes
 
-_STATE_BYTES = {"plain": 0, "momentum": 4, "shadow16": 2}  # int8 update rule -> state bytes per weight
-_DTYPE_BYTES = {"int32": 4, "int64": 8}
+_STATE_BYTES = MappingProxyType({"plain": 0, "momentum": 4, "shadow16": 2})  # int8 update rule -> state B per weight
+_DTYPE_BYTES = MappingProxyType({"int32": 4, "int64": 8})
 FLOAT64_BYTES = 8
 
 
@@ -47,13 +49,6 @@ class MemoryEstimate:
         return self.weights_bytes + max(self.init_bytes, self.activations_bytes + self.accumulator_bytes)
 
 
-def _elements(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 def training_estimate(model: ModelSpec, batch: int, arith: str, update_rule: str = "plain",
                       momentum: bool = True) -> MemoryEstimate:
     """What one training step of `model` at `batch` holds at least; arith 'int8' (with `update_rule`)
@@ -63,7 +58,7 @@ def training_estimate(model: ModelSpec, batch: int, arith: str, update_rule: str
     shapes = infer_shapes(model, batch)  # shapes[i]: layer i's input; shapes[i + 1]: its output
     weights = largest_weight = activations = accumulator = 0
     for layer, x, y in zip(model.layers, shapes, shapes[1:]):
-        activations += _elements(y)
+        activations += math.prod(y)
         if not isinstance(layer, (Conv, Linear)):
             continue
         if isinstance(layer, Conv):
@@ -75,13 +70,13 @@ def training_estimate(model: ModelSpec, batch: int, arith: str, update_rule: str
         weights += w
         largest_weight = max(largest_weight, w)
         if arith == "fp32":  # the weight gradient is counted with the weights; autograd's error maps here
-            accumulator = max(accumulator, 4 * _elements(y), 4 * _elements(x))
+            accumulator = max(accumulator, 4 * math.prod(y), 4 * math.prod(x))
             continue
         # the weight gradient is always written whole (the update reads it); a conv's int32 output
         # and input-error maps may not be (the C backend fuses them with their requantize)
         accumulator = max(accumulator, _DTYPE_BYTES[weight_grad_dtype(reduction)] * w)
         if isinstance(layer, Linear):
-            accumulator = max(accumulator, 4 * _elements(y), 4 * _elements(x))
+            accumulator = max(accumulator, 4 * math.prod(y), 4 * math.prod(x))
     if arith == "int8":
         return MemoryEstimate(weights_bytes=weights * (1 + _STATE_BYTES[update_rule]), activations_bytes=activations,
                               accumulator_bytes=accumulator, init_bytes=FLOAT64_BYTES * largest_weight)

@@ -97,8 +97,8 @@ def _model_ref(doc: dict, config_path: Path) -> str:
     """The config's model as the simulator and a relocated config can read it: a built-in name or
     an absolute path (a relative path in a config is relative to that config's folder)."""
     ref = doc.get("model")
-    if not isinstance(ref, str) or ref in builtin_models() or "\x00" in ref:
-        return ref  # a NUL byte ("\0" in YAML) names no file; the training config reader says so
+    if not isinstance(ref, str) or ref in builtin_models():
+        return ref
     return str((config_path.parent / ref).resolve())
 
 

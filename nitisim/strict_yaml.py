@@ -28,7 +28,7 @@ from yaml.events import AliasEvent, MappingStartEvent, SequenceStartEvent
 from yaml.nodes import MappingNode, SequenceNode
 
 from .errors import UserInputError
-from .values import quote, shorten
+from .values import one_line, quote, shorten
 
 MAX_DEPTH = 64  # shipped configs nest 4 deep; the composer uses 2 stack frames per level, Python allows 1000
 MAX_ALIAS_NODES = 10_000  # nodes that alias uses may add in all; shipped configs add none
@@ -123,7 +123,7 @@ def _one_line(err: yaml.YAMLError, text: str) -> tuple[str | None, str]:
     mark = getattr(err, "problem_mark", None)
     problem, context = getattr(err, "problem", None), getattr(err, "context", None)
     message = f"{context}: {problem}" if problem and context else (problem or context or str(err))
-    return (f"line {mark.line + 1}" if mark is not None else None), " ".join(str(message).split())
+    return (f"line {mark.line + 1}" if mark is not None else None), one_line(str(message))
 
 
 def load_yaml_file(path: str | Path) -> Any:

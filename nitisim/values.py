@@ -9,6 +9,8 @@ long, or holding a NUL byte, which YAML's "\0" escape writes) does not exist, ra
 
 `quote` is how an error message shows a value: its repr, cut to QUOTE_CHARS characters with an
 ellipsis, built by `reprlib` so a huge or deeply nested value costs no more than a short one.
+`shorten` cuts text the same way; `one_line` only folds its whitespace, for text whose every word
+the message needs (an exception's own description).
 """
 from __future__ import annotations
 
@@ -82,5 +84,14 @@ def shorten(text: str, limit: int = QUOTE_CHARS) -> str:
     >>> shorten("could not convert string to float: '" + "9" * 200 + "'", 40)
     "could not convert string to float: '9..."
     """
-    text = " ".join(text.split())
+    text = one_line(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def one_line(text: str) -> str:
+    """`text` with every run of whitespace, newlines included, folded to one space.
+
+    >>> one_line(" int32 overflow\\n  in layer fc2 ")
+    'int32 overflow in layer fc2'
+    """
+    return " ".join(text.split())

@@ -211,6 +211,17 @@ def test_bad_metrics_line_is_named(capsys, runs, tmp_path):
     assert "metrics.jsonl: line 1.train_accuracy: must be a fraction" in err
 
 
+def test_bad_metrics_line_after_a_blank_line_is_named_by_its_line_in_the_file(capsys, runs, tmp_path):
+    """Blank lines are skipped, yet the error names the line of the file, not the count of metric lines."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "summary.json").write_text((runs / "tiny-int8" / "summary.json").read_text())
+    (bad / "metrics.jsonl").write_text('\n\n{"epoch": 0, "train_accuracy": 1.5, "test_accuracy": 0.5, '
+                                       '"seconds": 1, "images_per_second": 3}\n')
+    err = _one_line_error(capsys, ["compare", str(bad)])
+    assert "metrics.jsonl: line 3.train_accuracy: must be a fraction" in err
+
+
 def test_a_torn_last_metrics_line_is_read_as_resume_reads_it(capsys, runs, tmp_path):
     """A run killed in the middle of appending its metrics line compares like the epochs it finished."""
     torn = tmp_path / "torn-int8"

@@ -176,12 +176,9 @@ def read_cifar_pickle_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in raw_labels
     ):
         raise UserInputError(where, "labels", "b'labels' must be a list of integers")
-    values = [int(v) for v in raw_labels]  # python ints: checked before int64 could overflow
-    bad = [i for i, v in enumerate(values) if not 0 <= v < NUM_CLASSES]
-    if bad:
-        raise UserInputError(where, "labels", f"label {quote(values[bad[0]])} at index {bad[0]} is outside "
-                             f"0..{NUM_CLASSES - 1} ({len(bad)} bad in all)")
-    return _checked(where, data, np.array(values, dtype=np.int64))  # (N,)
+    labels = np.array([int(v) for v in raw_labels], dtype=object)  # (N,) python ints: range-checked before int64
+    check_labels(labels, NUM_CLASSES, where)
+    return _checked(where, data, labels.astype(np.int64))
 
 
 def read_cifar_bin_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

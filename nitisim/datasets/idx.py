@@ -136,13 +136,17 @@ def read_idx_images(path: str | Path) -> np.ndarray:
 
 
 def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
-    """Raise UserInputError(where, 'labels', ...) naming the first label outside 0..num_classes-1."""
+    """Raise UserInputError(where, 'labels', ...) naming the first label outside 0..num_classes-1.
+
+    `labels` may be an object array of Python ints (a pickle's labels, which int64 could not hold):
+    the bad one is then quoted, so even a label of thousands of digits stays one short line.
+    """
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
         i = int(bad[0])
         raise UserInputError(
             where, "labels",
-            f"label {int(labels[i])} at index {i} is outside 0..{num_classes - 1} ({bad.size} bad in all)",
+            f"label {quote(int(labels[i]))} at index {i} is outside 0..{num_classes - 1} ({bad.size} bad in all)",
         )
 
 

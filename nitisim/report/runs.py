@@ -150,9 +150,9 @@ def _read_metrics(path: Path) -> tuple[Epoch, ...]:
     if not path.exists():
         raise UserInputError(str(path), None, "missing (is this the output folder of `nitisim train`?)")
     try:
-        lines = RunFolder(path.parent, "int8").read_metrics()
+        lines = RunFolder(path.parent, "int8").numbered_metrics()  # the arith names only the checkpoint
     except OSError as err:
-        raise UserInputError(str(path), None, f"cannot read: {err.strerror}") from None
+        raise UserInputError(str(path), None, f"cannot read: {err.strerror or err}") from None
     src = str(path)
     return tuple(Epoch(
         epoch=_int(doc, "epoch", src, f"line {i}.epoch", minimum=0),
@@ -160,7 +160,7 @@ def _read_metrics(path: Path) -> tuple[Epoch, ...]:
         test_accuracy=_fraction(doc, "test_accuracy", src, f"line {i}.test_accuracy"),
         seconds=_number(doc, "seconds", src, f"line {i}.seconds"),
         images_per_second=_number(doc, "images_per_second", src, f"line {i}.images_per_second"),
-    ) for i, doc in enumerate(lines, start=1))
+    ) for i, doc in lines)
 
 
 def _parse_timing(doc: Any, src: str) -> tuple[tuple[NodeTime, ...], int | None]:

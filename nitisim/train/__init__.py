@@ -10,6 +10,7 @@ Files, one job each:
   averaging.py   the integer weight average over the last epochs (average_epochs)
   checkpoint.py  atomic checkpoint files
   runfiles.py    metrics.jsonl, summary.json, timing.json
+  folder_lock.py the run folder's lock: one writer at a time, and the folder proven writable first
   progress.py    the plain-text progress line on stderr
   cli.py         `nitisim train`
 """

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import UserInputError
 from ..numerics import QTensor
+from ..values import shorten
 
 FORMAT = "nitisim-int8-checkpoint-1"
 _ZIP_MAGIC = b"PK\x03\x04"  # a local file header: how every zip numpy writes starts
@@ -83,7 +84,7 @@ def error_text(err: BaseException) -> str:
         text = f"{text} {lines[1]}"
     if len(text) > 120 and ". " in text:  # torch appends paragraphs of advice after the first sentence
         text = text[:text.index(". ") + 1]
-    text = text if len(text) <= 200 else text[:197] + "..."
+    text = shorten(text, 200)
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 

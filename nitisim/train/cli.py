@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.resume and args.overwrite:  # before the config, the data and torch or the C library are loaded
+        raise UserInputError("--overwrite", None, "deletes the run that --resume would continue; pass one of them")
     cfg = load_config(args.config)
     if args.epochs is not None:
         if args.epochs < 1:
@@ -72,8 +74,6 @@ def main(args: argparse.Namespace) -> int:
     header = (f"nitisim train: {cfg.model.name} on {cfg.dataset} ({ds.train_labels.shape[0]} train / "
                   f"{ds.test_labels.shape[0]} test), {args.arith}, backend {trainer.backend}, {cfg.epochs} epochs "
                   f"x {steps} steps of {cfg.batch} -> {run.path}")
-    if args.resume and args.overwrite:
-        raise UserInputError("--overwrite", None, "deletes the run that --resume would continue; pass one of them")
     summary = run_training(cfg, trainer, ds, run, resume=args.resume, overwrite=args.overwrite, progress=progress,
                            header=header)
     if summary["final_test_accuracy"] is not None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import UserInputError
+from ..values import shorten
 
 LOCK_NAME = ".nitisim.lock"
 _COMMAND_CHARS = 300  # the holder's command line is cut to this for the one-line refusal
@@ -94,4 +95,4 @@ def _command() -> str:
     argv = getattr(sys, "orig_argv", None) or sys.argv
     text = shlex.join(argv)
     text = "".join(c if c.isprintable() else "?" for c in text)  # one line, whatever the arguments hold
-    return text if len(text) <= _COMMAND_CHARS else text[:_COMMAND_CHARS - 3] + "..."
+    return shorten(text, _COMMAND_CHARS)

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..datasets import Dataset
 from ..errors import UserInputError
+from .checkpoint import error_text
 from .config import TrainConfig
 from .data import epoch_batches, steps_per_epoch
 from .folder_lock import describe_os_error, locked_folder
@@ -198,7 +199,7 @@ def _node_timer(run: RunFolder, resume: bool) -> NodeTimer:
     try:
         return NodeTimer(run.read_timing_nodes())
     except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise UserInputError(str(run.timing), "nodes", f"cannot read ({type(err).__name__}: {err})") from None
+        raise UserInputError(str(run.timing), "nodes", f"cannot read ({error_text(err)})") from None
 
 
 def _resume(cfg: TrainConfig, trainer: Trainer, ds: Dataset, run: RunFolder, config_hash: str,

@@ -72,17 +72,21 @@ class RunFolder:
         A torn last line (the file does not end in a newline and its last line is no metric line)
         is dropped; a bad line anywhere else is a UserInputError.
         """
+        return [m for _, m in self.numbered_metrics() if before_epoch is None or m["epoch"] < before_epoch]
+
+    def numbered_metrics(self) -> list[tuple[int, dict[str, Any]]]:
+        """(line number in the file, metric line) of every metric line, read as read_metrics reads them."""
         if not self.metrics.exists():
             return []
         chunks = self.metrics.read_bytes().split(b"\n")
         tail = chunks.pop()  # after the last newline: empty unless the last append was cut short
-        lines = [self._metric_line(raw, i) for i, raw in enumerate(chunks, 1) if raw.strip()]
+        lines = [(i, self._metric_line(raw, i)) for i, raw in enumerate(chunks, 1) if raw.strip()]
         if tail.strip():
             try:
-                lines.append(self._metric_line(tail, len(chunks) + 1))
+                lines.append((len(chunks) + 1, self._metric_line(tail, len(chunks) + 1)))
             except UserInputError:
                 pass  # the half-written line of a killed run; its epoch has no checkpoint either
-        return [m for m in lines if before_epoch is None or m["epoch"] < before_epoch]
+        return lines
 
     def _metric_line(self, raw: bytes, number: int) -> dict[str, Any]:
         try:
