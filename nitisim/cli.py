@@ -14,7 +14,7 @@ import os
 import sys
 
 from .errors import IntegerOverflowError, UserInputError
-from .values import one_line
+from .values import terminal_line
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,11 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(importlib.import_module(COMMANDS[args.command][0]).main(args) or 0)
     except UserInputError as err:
-        print(f"nitisim: error: {err}", file=sys.stderr)
+        print(f"nitisim: error: {terminal_line(str(err))}", file=sys.stderr)
         return 2
     except IntegerOverflowError as err:
-        detail = one_line(str(err))  # whatever the kernel wrote
-        print(f"nitisim: error: integer overflow: {detail}", file=sys.stderr)
+        print(f"nitisim: error: integer overflow: {terminal_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nitisim: interrupted", file=sys.stderr)

@@ -95,3 +95,13 @@ def one_line(text: str) -> str:
     'int32 overflow in layer fc2'
     """
     return " ".join(text.split())
+
+
+def terminal_line(text: str) -> str:
+    """`text` as one line safe to print: whitespace folded, and any other character a terminal would
+    act on (NUL, escape sequences) shown as its Python escape, since error lines quote user input.
+
+    >>> print(terminal_line("lenet\\x00.yaml: \\x1b[2J gone"))
+    lenet\\x00.yaml: \\x1b[2J gone
+    """
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in one_line(text))
