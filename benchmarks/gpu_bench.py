@@ -11,7 +11,7 @@ Sections, each on its own (a failure prints its traceback and the run goes on):
      auto (the mma kernel reads the patches straight from the NHWC map where that applies) and
      gather (patches materialised by a gather kernel first), the difference the implicit path makes;
   4. training images/s of vgg-small-9 at batch 256: the integer graph on the CUDA kernel table
-     (nitisim.executor.train_step, no host synchronisation inside a step), once per conv mode (auto:
+     (nitisim.contract.executor.train_step, no host synchronisation inside a step), once per conv mode (auto:
      the mma kernel reads conv A operands straight from the activation map where that applies;
      gather: every conv operand materialised first), against the same network in torch
      (Conv2d/ReLU/MaxPool2d/Flatten/Dropout/Linear, no bias, SGD) under bf16 autocast, channels-last,
@@ -336,11 +336,11 @@ def conv_rate(lib, op, batch, hw, c, o, iters) -> float:
 # ------------------------------------------------------------------------------------------- training
 def niti_training_rate(lib, model_name, batch, steps, state) -> float:
     from gpu_backend import cuda
-    from nitisim.executor import StepContext, train_step
-    from nitisim.graph import build_graph
-    from nitisim.init import init_params
-    from nitisim.models import builtin_models
-    from nitisim.numerics import QTensor
+    from nitisim.contract.executor import StepContext, train_step
+    from nitisim.contract.graph import build_graph
+    from nitisim.contract.init import init_params
+    from nitisim.contract.models import builtin_models
+    from nitisim.contract.numerics import QTensor
 
     model = builtin_models()[model_name]
     graph = build_graph(model, batch)
@@ -380,7 +380,7 @@ def conv_paths(lib, graph) -> str:
 
 
 def torch_model(spec, torch):
-    from nitisim.models import Conv, Dropout, Flatten, Linear, MaxPool, ReLU
+    from nitisim.contract.models import Conv, Dropout, Flatten, Linear, MaxPool, ReLU
 
     nn = torch.nn
     layers, (h, w, c) = [], spec.input_shape
@@ -411,7 +411,7 @@ def torch_training_rate(model_name, batch, steps) -> float:
     torch = torch_or_none()
     if torch is None:
         raise RuntimeError("torch with CUDA is not available")
-    from nitisim.models import builtin_models
+    from nitisim.contract.models import builtin_models
 
     spec = builtin_models()[model_name]
     torch.backends.cudnn.benchmark = True
@@ -438,7 +438,7 @@ def torch_training_rate(model_name, batch, steps) -> float:
 
 def profile_step(lib, state) -> dict[str, float]:
     """Device ms per op over one step, each node timed alone (timer around every kernel call)."""
-    from nitisim.executor import StepContext, run_graph
+    from nitisim.contract.executor import StepContext, run_graph
 
     graph, table = state["graph"], state["table"]
     env = dict(state["params"])

@@ -224,7 +224,7 @@ def overflow_library(engine: str, fused: bool) -> Callable[[Path], Outcome]:
         ran = python(d, f"""
             import numpy as np
             from gpu_backend.lib import engine_library
-            from nitisim.errors import IntegerOverflowError
+            from nitisim.contract.errors import IntegerOverflowError
             lib = engine_library({engine!r})
             x = np.full((1, 1, 1, 140000), 127, np.int8)   # K = 140,000 > 133,144 = INT32_MAX // 127**2
             w = np.full((4, 1, 1, 140000), 127, np.int8)

@@ -29,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_md import write_section  # noqa: E402
 from timing import race  # noqa: E402
 
-from nitisim.executor import StepContext, train_step  # noqa: E402
-from nitisim.graph import build_graph  # noqa: E402
-from nitisim.init import init_params  # noqa: E402
-from nitisim.models import Conv, builtin_models  # noqa: E402
-from nitisim.numerics import QTensor  # noqa: E402
-from nitisim.reference import REFERENCE_KERNELS  # noqa: E402
-from nitisim.shapes import infer_shapes  # noqa: E402
+from nitisim.contract.executor import StepContext, train_step  # noqa: E402
+from nitisim.contract.graph import build_graph  # noqa: E402
+from nitisim.contract.init import init_params  # noqa: E402
+from nitisim.contract.models import Conv, builtin_models  # noqa: E402
+from nitisim.contract.numerics import QTensor  # noqa: E402
+from nitisim.contract.reference import REFERENCE_KERNELS  # noqa: E402
+from nitisim.contract.models import infer_shapes  # noqa: E402
 from gpu_backend.aligned import aligned_copy  # noqa: E402
 
 # the default engine built to pack every A block (NITI_A_IN_PLACE=0): the path that reading A's rows
@@ -146,7 +146,7 @@ def conv_paths_table(clib, repeats: int, vgg_batch: int, fmnist_batch: int) -> s
     GEMM (the same library built with -DNITI_NO_AMX_GRID) on every stride-1 conv of vgg-small-7 and
     of the Fashion-MNIST VGG, for the three conv ops of a training step, interleaved."""
     from gpu_backend.lib import cpu_library
-    from nitisim.models import load_yaml, parse_model
+    from nitisim.contract.models import load_yaml, parse_model
 
     patch = cpu_library("native", ("-DNITI_NO_AMX_GRID",))
     patch.set_num_threads(clib.num_threads())

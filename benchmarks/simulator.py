@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from hwmodels import resolve_accelerator, simulate, simulate_with_fp32  # noqa: E402
-from nitisim.graph import build_graph  # noqa: E402
-from nitisim.models import resolve_model  # noqa: E402
+from nitisim.contract.graph import build_graph  # noqa: E402
+from nitisim.contract.models import resolve_model  # noqa: E402
 from results_md import machine, write_section  # noqa: E402
 
 SCALESIM_CYCLES_PER_S = 5_000  # spec §2: ~25 s for a 115 M-MAC layer on 2 cores

@@ -33,11 +33,11 @@ EPOCH_IMAGES = 60_000  # Fashion-MNIST's training set
 
 def int8_step(widths: list, batch: int, threads: int):
     from gpu_backend.backends import cpu_kernel_table
-    from nitisim.executor import StepContext, train_step
-    from nitisim.graph import NumericsOptions, build_graph
-    from nitisim.init import init_params
-    from nitisim.models import _vgg
-    from nitisim.numerics import QTensor
+    from nitisim.contract.executor import StepContext, train_step
+    from nitisim.contract.graph import NumericsOptions, build_graph
+    from nitisim.contract.init import init_params
+    from nitisim.contract.models import _vgg
+    from nitisim.contract.numerics import QTensor
 
     kernels = cpu_kernel_table(threads)
     graph = build_graph(_vgg("vgg", widths, input_shape=(28, 28, 1)), batch, NumericsOptions(loss_variant="fine"))
@@ -57,7 +57,7 @@ def int8_step(widths: list, batch: int, threads: int):
 def fp32_step(widths: list, batch: int, threads: int):
     import torch
 
-    from nitisim.models import _vgg
+    from nitisim.contract.models import _vgg
     from nitisim.train.fp32 import SpecNet
 
     torch.set_num_threads(threads)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from gpu_backend.backends import kernel_table  # noqa: E402
-from nitisim.numerics import QTensor, clamp_int8, round_shift  # noqa: E402
+from nitisim.contract.numerics import QTensor, clamp_int8, round_shift  # noqa: E402
 from nitisim.train.config import load_config  # noqa: E402
 from nitisim.train.data import load_for_config  # noqa: E402
 from nitisim.train.integer import IntegerTrainer  # noqa: E402

@@ -1,7 +1,7 @@
 """The backend registry: a plain dict from backend name to a function returning its kernel table.
 
-A kernel table maps every op of `nitisim.ops.OPS` to `fn(node, ctx, *inputs) -> tuple of outputs`,
-exactly like `nitisim.reference.REFERENCE_KERNELS`, so `nitisim.executor.train_step` runs any of
+A kernel table maps every op of `nitisim.contract.ops.OPS` to `fn(node, ctx, *inputs) -> tuple of outputs`,
+exactly like `nitisim.contract.reference.REFERENCE_KERNELS`, so `nitisim.contract.executor.train_step` runs any of
 them unchanged. The `cpu` table wraps the C library (host numpy arrays, so its tensors are plain
 QTensors); the `cuda` table lives in `gpu_backend.cuda_kernels`, re-exported by `gpu_backend.cuda`
 (device-resident tensors). Loading a table compiles or opens its library on first use; importing
@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from nitisim.numerics import LOSS_ERROR_EXP, SHADOW_FRAC_BITS, QTensor
+from nitisim.contract.numerics import LOSS_ERROR_EXP, SHADOW_FRAC_BITS, QTensor
 
 
 def cpu_kernel_table(num_threads: int = 0, engine: str | None = None, fuse_requantize: bool = True
@@ -139,7 +139,7 @@ def cuda_kernel_table() -> Mapping[str, Callable]:
 
 
 def numpy_kernel_table() -> Mapping[str, Callable]:
-    from nitisim.reference import REFERENCE_KERNELS
+    from nitisim.contract.reference import REFERENCE_KERNELS
 
     return REFERENCE_KERNELS
 

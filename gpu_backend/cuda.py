@@ -7,7 +7,7 @@ that do, one job each, so `from gpu_backend import cuda` is all a caller needs:
   missing): `Binding`, `prototypes`, `cdef_text`.
 - cuda_device.py: `CudaLib`, the loaded library on one device (status codes become exceptions;
   device queries, memory, copies, GEMM engine, conv mode, timers), and `DeviceTensor`, the device
-  counterpart of nitisim.numerics.QTensor.
+  counterpart of nitisim.contract.numerics.QTensor.
 - cuda_loading.py: getting a library: `cuda_library()` (nvcc build, load, device init),
   `emulated_library()` (the same sources on the host emulator), `cuda_status()`.
 - cuda_kernels.py: `cuda_kernel_table()`, the CUDA REFERENCE_KERNELS, and `to_device` / `to_host`.

@@ -6,7 +6,7 @@ message: IntegerOverflowError (2), MemoryError (3), CudaError otherwise. Its met
 interface (tinygrad style): device queries, memory, copies, the GEMM engine and conv mode, timers
 and stream marks, and raw `call`s of any entry point.
 
-`DeviceTensor` is the device counterpart of `nitisim.numerics.QTensor`: a device buffer, a shape,
+`DeviceTensor` is the device counterpart of `nitisim.contract.numerics.QTensor`: a device buffer, a shape,
 an integer dtype and an exponent slot (an int32 in device memory, shared by tensors whose exponent
 is the same, e.g. a ReLU's output and input). Its `m` and `e` properties copy to the host (and
 wait), so code written for QTensor (predict, checkpoints) keeps working. Buffers are freed in
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nitisim.errors import IntegerOverflowError
-from nitisim.numerics import QTensor
+from nitisim.contract.errors import IntegerOverflowError
+from nitisim.contract.numerics import QTensor
 
 from .cuda_binding import Binding, _addr
 from .lib import CLibError

@@ -1,4 +1,4 @@
-"""The CUDA kernel table: the ops of `nitisim.reference.REFERENCE_KERNELS` run on device tensors.
+"""The CUDA kernel table: the ops of `nitisim.contract.reference.REFERENCE_KERNELS` run on device tensors.
 
 `cuda_kernel_table()` has the op names and signature of REFERENCE_KERNELS; its kernels accept
 device tensors, and host QTensors / label arrays, which they upload, so a whole training step runs
@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from nitisim.numerics import LOSS_VARIANTS, ROUNDING_MODES, SHADOW_FRAC_BITS, QTensor
+from nitisim.contract.numerics import LOSS_VARIANTS, ROUNDING_MODES, SHADOW_FRAC_BITS, QTensor
 
 from .cuda_device import CudaLib, DeviceTensor
 from .cuda_loading import cuda_library
@@ -46,7 +46,7 @@ def _mu(mu: int) -> int:
 
 
 class _Kernels:
-    """One method per op, each (node, ctx, *inputs) -> tuple of DeviceTensors, as in nitisim.reference."""
+    """One method per op, each (node, ctx, *inputs) -> tuple of DeviceTensors, as in nitisim.contract.reference."""
 
     def __init__(self, lib: CudaLib):
         self.lib = lib

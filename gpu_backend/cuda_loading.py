@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from nitisim.errors import IntegerOverflowError
+from nitisim.contract.errors import IntegerOverflowError
 
 from . import build
 from .cuda_device import CudaError, CudaLib

@@ -1,4 +1,4 @@
-"""Per-node timing for the CUDA backend: `DeviceNodeClock`, nitisim.executor's NodeClock on the stream.
+"""Per-node timing for the CUDA backend: `DeviceNodeClock`, nitisim.contract.executor's NodeClock on the stream.
 
 The kernels return at launch, so host laps would time the launches, not the work; this clock
 records an event on the stream after each node instead and reads the times back once at the end.
@@ -10,7 +10,7 @@ from .cuda_loading import cuda_library
 
 
 class DeviceNodeClock:
-    """nitisim.executor.NodeClock on the stream: an event recorded after each node, so a node's time
+    """nitisim.contract.executor.NodeClock on the stream: an event recorded after each node, so a node's time
     is the stream time between its mark and the previous one (its kernels, plus any wait for the host
     to queue them), not the microseconds its asynchronous launch took on the host."""
 

@@ -19,8 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from nitisim.errors import IntegerOverflowError
-from nitisim.numerics import LOSS_VARIANTS, ROUNDING_MODES
+from nitisim.contract.errors import IntegerOverflowError
+from nitisim.contract.numerics import LOSS_VARIANTS, ROUNDING_MODES
 
 from . import build
 from .aligned import empty_aligned

@@ -10,11 +10,11 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from nitisim.executor import StepContext, train_step
-from nitisim.graph import Graph, NumericsOptions, build_graph
-from nitisim.init import init_params
-from nitisim.models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU, builtin_models
-from nitisim.numerics import QTensor
+from nitisim.contract.executor import StepContext, train_step
+from nitisim.contract.graph import Graph, NumericsOptions, build_graph
+from nitisim.contract.init import init_params
+from nitisim.contract.models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU, builtin_models
+from nitisim.contract.numerics import QTensor
 
 
 def small_vgg() -> ModelSpec:

@@ -32,7 +32,7 @@ import math
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from nitisim.values import finite_number, quote
+from nitisim.contract.values import finite_number, quote
 
 from . import scaling, sram_area
 from .energy import HOROWITZ

@@ -1,7 +1,7 @@
 """Strict loader of accelerator YAML files (configs/accelerators/*.yaml) into frozen specs.
 
 Every problem (unknown key, missing key, wrong type, impossible size, malformed YAML) raises
-`nitisim.errors.UserInputError(file, "key.path", "problem")`, which the CLI prints as one line and
+`nitisim.contract.errors.UserInputError(file, "key.path", "problem")`, which the CLI prints as one line and
 exits 2. Nothing is defaulted silently except the documented optional keys.
 
 Schema (version 1):
@@ -33,10 +33,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nitisim.errors import UserInputError
-from nitisim.models import load_yaml
-from nitisim.shipped import CONFIGS
-from nitisim.values import finite_number, path_exists, quote
+from nitisim.contract.errors import UserInputError
+from nitisim.contract.models import load_yaml
+from nitisim.contract.shipped import CONFIGS
+from nitisim.contract.values import finite_number, path_exists, quote
 
 from . import area
 from .energy import ACTIONS, DRAM_PJ_PER_BIT, DRAM_SOURCE, default_table

@@ -51,7 +51,7 @@ import math
 from types import MappingProxyType
 from typing import Any, Iterable, Sequence
 
-from nitisim.values import finite_number
+from nitisim.contract.values import finite_number
 
 from .spec import HostSpec
 
@@ -79,7 +79,7 @@ KEY_ATTRS = ("kernel", "stride", "padding", "dtype", "input_shape", "variant", "
 def kernel_key(graph: Any, node: Any) -> str:
     """The table key of a node's kernel call: op, input dtypes and shapes, shape attributes.
 
-    >>> from nitisim.graph import build_graph; from nitisim.models import builtin_models
+    >>> from nitisim.contract.graph import build_graph; from nitisim.contract.models import builtin_models
     >>> g = build_graph(builtin_models()["lenet"], 8)
     >>> kernel_key(g, g.nodes[0])
     'conv2d int8[8x28x28x1] int8[20x5x5x1] kernel=5,padding=0,stride=1'

@@ -18,7 +18,7 @@ requantize is an identity (the GEMM's float output is the activation; its output
 and the update is one SGD pass, w -= lr * g, with no range reduction.
 
 Vector work is counted in element operations per pass over a tensor. The operation counts per
-element below come from the integer kernels in nitisim/numerics.py (one op = one ALU operation of
+element below come from the integer kernels in nitisim/contract/numerics.py (one op = one ALU operation of
 one lane: add, compare, shift, mask, select, multiply).
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Union
 
-from nitisim.graph import Graph, Node
+from nitisim.contract.graph import Graph, Node
 
 # Rounding a shifted magnitude (numerics.round_shift): abs, shift, remainder mask, the rounding
 # decision, increment, sign restore, and the int8 clamp (2 compares).
@@ -182,7 +182,7 @@ def lower_vector(graph: Graph, node: Node, float32: bool = False) -> VectorWork:
 
 
 def lower_node(graph: Graph, node: Node, *, float32: bool = False) -> Work:
-    """The hardware work of one node, by the op's kind (nitisim.ops): gemm, vector or view."""
+    """The hardware work of one node, by the op's kind (nitisim.contract.ops): gemm, vector or view."""
     if is_alias(node, float32):
         return ViewWork(node.name)
     if node.kind == "gemm":

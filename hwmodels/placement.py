@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nitisim.graph import Graph, Node
+from nitisim.contract.graph import Graph, Node
 
 from .lowering import is_alias
 from .spec import AcceleratorSpec

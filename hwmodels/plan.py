@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from nitisim.errors import UserInputError
-from nitisim.graph import Graph, Node
+from nitisim.contract.errors import UserInputError
+from nitisim.contract.graph import Graph, Node
 
 from . import host as host_model
 from .lowering import GemmWork, VectorWork, Work, lower_node, report_phase

@@ -16,8 +16,8 @@ from typing import Iterable
 
 import simpy
 
-from nitisim.errors import UserInputError
-from nitisim.graph import Graph
+from nitisim.contract.errors import UserInputError
+from nitisim.contract.graph import Graph
 
 from .components import DramChannel, Dma, MacArray, SramBuffer, Tracer, VectorUnit
 from .energy import price

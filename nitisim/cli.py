@@ -13,17 +13,17 @@ import importlib
 import os
 import sys
 
-from .errors import IntegerOverflowError, UserInputError
-from .values import terminal_line
+from .contract.errors import IntegerOverflowError, UserInputError
+from .contract.values import terminal_line
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("nitisim.train.cli", "train a model with integer-only NITI arithmetic (or --arith fp32)"),
-    "simulate": ("hwmodels.cli", "simulate a training step on an accelerator config"),
+    "simulate": ("nitisim.simulate_cli", "simulate a training step on an accelerator config"),
     "compare": ("nitisim.report.cli", "join a training run with simulations into report.html/report.md"),
     "calibrate": ("nitisim.calibrate.cli", "probe this host and write an accelerator YAML that models it"),
     "run": ("nitisim.run_cli", "the main job: train, simulate the shipped accelerators, compare"),
-    "sweep": ("hwmodels.sweep", "design-space sweep over accelerator parameters"),
+    "sweep": ("nitisim.sweep_cli", "design-space sweep over accelerator parameters"),
     "models": ("nitisim.models_cli", "list the built-in models with their shapes and MAC counts"),
 }
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from .errors import UserInputError
-from .graph import weight_grad_dtype
-from .models import Conv, Linear, ModelSpec
-from .shapes import infer_shapes
+from .contract.errors import UserInputError
+from .contract.graph import weight_grad_dtype
+from .contract.models import Conv, Linear, ModelSpec
+from .contract.models import infer_shapes
 
 _STATE_BYTES = MappingProxyType({"plain": 0, "momentum": 4, "shadow16": 2})  # int8 update rule -> state B per weight
 _DTYPE_BYTES = MappingProxyType({"int32": 4, "int64": 8})

@@ -1,9 +1,9 @@
 """`nitisim models`: the built-in networks with their input shape, weights and MACs per step."""
 from __future__ import annotations
 
-from .errors import UserInputError
-from .graph import build_graph
-from .models import builtin_models, resolve_model
+from .contract.errors import UserInputError
+from .contract.graph import build_graph
+from .contract.models import builtin_models, resolve_model
 
 
 def add_arguments(parser) -> None:

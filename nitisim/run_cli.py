@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
-from .errors import UserInputError
-from .models import builtin_models, load_yaml
-from .shipped import CONFIGS
+from .contract.errors import UserInputError
+from .contract.models import builtin_models, load_yaml
+from .contract.shipped import CONFIGS
 from .train.folder_lock import locked_folder
 
 DEFAULT_CONFIG = CONFIGS / "train" / "fashion-lenet.yaml"

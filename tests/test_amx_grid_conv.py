@@ -24,8 +24,8 @@ if shutil.which(os.environ.get("CC") or "gcc") is None:  # pragma: no cover - ma
     pytest.skip("no C compiler to build the CPU kernel library", allow_module_level=True)
 
 from gpu_backend.lib import available_engines, engine_library  # noqa: E402
-from nitisim import numerics as nm  # noqa: E402
-from nitisim.errors import IntegerOverflowError  # noqa: E402
+from nitisim.contract import numerics as nm  # noqa: E402
+from nitisim.contract.errors import IntegerOverflowError  # noqa: E402
 from test_c_kernels import rand_i8, ref_conv_forward, ref_conv_input_grad, ref_conv_weight_grad  # noqa: E402
 
 if "amx" not in available_engines():

@@ -10,7 +10,7 @@ import yaml
 
 from nitisim.cli import main
 from nitisim.datasets.transforms import crop_flip_draws, random_crop_flip
-from nitisim.numerics import hash_bits
+from nitisim.contract.numerics import hash_bits
 from nitisim.train.config import parse_config
 from nitisim.train.data import epoch_batches, load_for_config
 

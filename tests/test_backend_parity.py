@@ -3,9 +3,9 @@ import pytest
 
 from gpu_backend.backends import kernel_table
 from gpu_backend.parity import compare_steps, parity_models
-from nitisim.graph import NumericsOptions, build_graph
-from nitisim.models import Conv, Flatten, Linear, ModelSpec, ReLU
-from nitisim.reference import REFERENCE_KERNELS
+from nitisim.contract.graph import NumericsOptions, build_graph
+from nitisim.contract.models import Conv, Flatten, Linear, ModelSpec, ReLU
+from nitisim.contract.reference import REFERENCE_KERNELS
 from nitisim.train.backends import resolve_backend
 
 pytestmark = pytest.mark.cpu_lib

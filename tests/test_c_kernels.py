@@ -2,7 +2,7 @@
 
 GEMM and conv kernels are checked against plain numpy written here (int64 matmul, an im2col /
 col2im reference) on every micro-kernel variant this machine can build (AVX-512 VNNI, AVX2,
-portable C); the elementwise kernels against nitisim.numerics and nitisim.reference. No timing here.
+portable C); the elementwise kernels against nitisim.contract.numerics and nitisim.contract.reference. No timing here.
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from nitisim import numerics as nm
-from nitisim.errors import IntegerOverflowError
-from nitisim.reference import dropout_mask as ref_dropout_mask
+from nitisim.contract import numerics as nm
+from nitisim.contract.errors import IntegerOverflowError
+from nitisim.contract.reference import dropout_mask as ref_dropout_mask
 
 pytestmark = pytest.mark.cpu_lib
 
@@ -404,7 +404,7 @@ def test_empty_batch(lib):
 
 
 def test_conv2d_matches_the_reference_executor(lib):
-    from nitisim import reference
+    from nitisim.contract import reference
 
     rng = np.random.default_rng(11)
     x, w = rand_i8(rng, (2, 6, 6, 3)), rand_i8(rng, (4, 3, 3, 3))
@@ -712,7 +712,7 @@ def test_maxpool_large_threaded(lib):
 
 
 def test_dropout_matches_reference(lib):
-    from nitisim.executor import StepContext
+    from nitisim.contract.executor import StepContext
 
     ctx = StepContext(seed=9, step=31)
     for shift in (1, 2, 3):

@@ -169,8 +169,8 @@ def test_real_calibration_writes_a_model_the_simulator_loads(tmp_path, capsys):
 def test_real_calibration_with_a_model_measures_each_of_its_kernels(tmp_path):
     from hwmodels.host import TABLE_OPS, curve_key, kernel_key, node_cycles
     from nitisim.calibrate.kernels import _gemm_producer
-    from nitisim.graph import build_graph
-    from nitisim.models import builtin_models
+    from nitisim.contract.graph import build_graph
+    from nitisim.contract.models import builtin_models
 
     out = tmp_path / "host.yaml"
     assert main(["calibrate", "--out", str(out), "--repeats", "1", "--passes", "1", "--model", "lenet", "--batch", "2"]) == 0
@@ -206,8 +206,8 @@ def test_the_graph_is_the_one_the_training_config_trains(tmp_path, capsys):
     so a shadow-weight run is priced with the shadow update's curve."""
     from hwmodels.host import curve_key
     from nitisim.calibrate.kernels import needed_curves
-    from nitisim.graph import NumericsOptions, build_graph
-    from nitisim.models import builtin_models
+    from nitisim.contract.graph import NumericsOptions, build_graph
+    from nitisim.contract.models import builtin_models
     from nitisim.train.config import load_config, numerics_of
 
     config = Path(__file__).resolve().parents[1] / "configs" / "train" / "fashion-lenet.yaml"
@@ -277,8 +277,8 @@ def test_each_probe_rewrites_the_input_the_step_has_just_produced():
     """In a training step a node's error (backward) or activation (forward) was just written by the
     node before it, so its probe writes that input again after evicting the caches."""
     from nitisim.calibrate.kernels import _fresh_input
-    from nitisim.graph import build_graph
-    from nitisim.models import builtin_models
+    from nitisim.contract.graph import build_graph
+    from nitisim.contract.models import builtin_models
 
     graph = build_graph(builtin_models()["lenet"], 2)
     fresh = {(n.op, n.inputs[_fresh_input(graph, n)]) for n in graph.nodes
@@ -334,9 +334,9 @@ def test_a_requantize_probe_times_each_call_on_the_fresh_output_of_its_gemm():
     import numpy as np
 
     from nitisim.calibrate.kernels import table_probes
-    from nitisim.graph import build_graph
-    from nitisim.models import builtin_models
-    from nitisim.numerics import QTensor
+    from nitisim.contract.graph import build_graph
+    from nitisim.contract.models import builtin_models
+    from nitisim.contract.numerics import QTensor
 
     graph = build_graph(builtin_models()["mlp"], 4)
     calls = {"linear": 0, "evict": 0}

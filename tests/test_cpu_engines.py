@@ -24,9 +24,9 @@ from gpu_backend.backends import cpu_kernel_table  # noqa: E402
 from gpu_backend.lib import (CPU_ENGINES, ENGINE_ENV, CLibError, available_engines, cpu_library,  # noqa: E402
                              engine_library)
 from gpu_backend.parity import compare_steps, parity_models  # noqa: E402
-from nitisim.errors import UserInputError  # noqa: E402
-from nitisim.graph import NumericsOptions, build_graph  # noqa: E402
-from nitisim.reference import REFERENCE_KERNELS  # noqa: E402
+from nitisim.contract.errors import UserInputError  # noqa: E402
+from nitisim.contract.graph import NumericsOptions, build_graph  # noqa: E402
+from nitisim.contract.reference import REFERENCE_KERNELS  # noqa: E402
 from nitisim.train.backends import resolve_backend  # noqa: E402
 
 X86 = platform.machine() in ("x86_64", "AMD64")

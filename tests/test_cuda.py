@@ -4,7 +4,7 @@ Three groups:
   - build and binding checks that need no GPU: the sources compile with nvcc wherever nvcc exists
     and export every entry point of niti_cuda_api.h, the header binds through cffi and ctypes, the
     module loads nothing at import, and a missing GPU is reported with what was tried;
-  - parity tests of every op, the GEMM engines and whole training steps against nitisim.reference,
+  - parity tests of every op, the GEMM engines and whole training steps against nitisim.contract.reference,
     bit for bit, each run twice: on the GPU (marker `gpu`; skipped, with the reason, where no CUDA
     device is usable) and on the host emulator (the same .cu sources compiled by g++ against
     csrc/cuda_emulation.cu: CUDA threads as fibers with real barriers, mma and cp.async per the PTX
@@ -22,14 +22,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from nitisim import numerics as nm
-from nitisim.errors import IntegerOverflowError
-from nitisim.executor import StepContext, train_step
-from nitisim.graph import Node, NumericsOptions, build_graph
-from nitisim.init import init_params
-from nitisim.models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU, builtin_models
-from nitisim.numerics import QTensor
-from nitisim.reference import REFERENCE_KERNELS, exact_int_matmul
+from nitisim.contract import numerics as nm
+from nitisim.contract.errors import IntegerOverflowError
+from nitisim.contract.executor import StepContext, train_step
+from nitisim.contract.graph import Node, NumericsOptions, build_graph
+from nitisim.contract.init import init_params
+from nitisim.contract.models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU, builtin_models
+from nitisim.contract.numerics import QTensor
+from nitisim.contract.reference import REFERENCE_KERNELS, exact_int_matmul
 
 from gpu_backend import build, cuda
 

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from gpu_backend import cuda
-from nitisim.errors import IntegerOverflowError
-from nitisim.executor import StepContext
-from nitisim.graph import Node
-from nitisim.numerics import INT32_MAX, QTensor, check_int32
-from nitisim.reference import REFERENCE_KERNELS, exact_int_matmul
+from nitisim.contract.errors import IntegerOverflowError
+from nitisim.contract.executor import StepContext
+from nitisim.contract.graph import Node
+from nitisim.contract.numerics import INT32_MAX, QTensor, check_int32
+from nitisim.contract.reference import REFERENCE_KERNELS, exact_int_matmul
 
 from test_overflow_kernels import INT32_MIN, dot_pair
 
@@ -154,9 +154,9 @@ def test_train_step_names_the_overflowing_conv(dev):
     """A whole train_step on the CUDA table: the conv over 140000 channels of 127 x 127 raises at its
     own node, which the executor names with the layer and the reduction hint (as numpy and the CPU do,
     tests/test_overflow_reporting.py)."""
-    from nitisim.executor import NodeOverflowError, train_step
-    from nitisim.graph import NumericsOptions, build_graph
-    from nitisim.init import init_params
+    from nitisim.contract.executor import NodeOverflowError, train_step
+    from nitisim.contract.graph import NumericsOptions, build_graph
+    from nitisim.contract.init import init_params
 
     from test_overflow_reporting import conv_model
 

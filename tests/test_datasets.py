@@ -32,7 +32,7 @@ from nitisim.datasets.transforms import (
     to_int8,
     to_int8_normalized,
 )
-from nitisim.errors import UserInputError
+from nitisim.contract.errors import UserInputError
 
 SYSTEM_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 

@@ -7,7 +7,7 @@ import pytest
 
 from nitisim.cli import main
 from nitisim.datasets.transforms import erase_box, erase_draws, random_erase
-from nitisim.numerics import hash_bits
+from nitisim.contract.numerics import hash_bits
 from nitisim.train.data import epoch_batches, load_for_config
 
 ERASE_TAG = 0x45524153  # transforms._TAG_ERASE, restated: the draws are part of a run's definition

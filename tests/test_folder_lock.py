@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from nitisim.cli import main
-from nitisim.errors import UserInputError
+from nitisim.contract.errors import UserInputError
 from nitisim.train import folder_lock
 from nitisim.train.folder_lock import LOCK_NAME, locked_folder
 

@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from nitisim.datasets.transforms import float_normalized, to_int8  # noqa: E402
-from nitisim.models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU  # noqa: E402
-from nitisim.numerics import hash_key  # noqa: E402
+from nitisim.contract.models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU  # noqa: E402
+from nitisim.contract.numerics import hash_key  # noqa: E402
 from nitisim.train.config import load_config  # noqa: E402
 from nitisim.train.data import float_stats  # noqa: E402
 from nitisim.train.fp32 import _DROPOUT_STREAM, Fp32Trainer, SpecNet  # noqa: E402

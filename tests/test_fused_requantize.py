@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nitisim import numerics as nm
-from nitisim.executor import StepContext, train_step
-from nitisim.graph import NumericsOptions, build_graph
-from nitisim.init import init_params
-from nitisim.models import builtin_models
+from nitisim.contract import numerics as nm
+from nitisim.contract.executor import StepContext, train_step
+from nitisim.contract.graph import NumericsOptions, build_graph
+from nitisim.contract.init import init_params
+from nitisim.contract.models import builtin_models
 
 from test_c_kernels import any_lib, lib, rand_i8, ref_conv_forward  # noqa: F401 (fixtures)
 

@@ -24,7 +24,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nitisim.errors import UserInputError
+from nitisim.contract.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ_EXAMPLES = int(os.environ.get("NITISIM_FUZZ_EXAMPLES", "120"))
@@ -146,7 +146,7 @@ SWEEP_SEEDS = _seeds("configs/sweeps/*.yaml") + [
 @FUZZ
 @given(data=inputs(MODEL_SEEDS))
 def test_fuzz_model_yaml(work, data):
-    from nitisim.models import resolve_model
+    from nitisim.contract.models import resolve_model
 
     path = _write(work, "models", data)
     parses_or_refuses(lambda: resolve_model(str(path)))

@@ -1,9 +1,9 @@
 """The training graph: shapes, dtypes, node order and MAC counts of every built-in model."""
 import pytest
 
-from nitisim.graph import NumericsOptions, build_graph, node_macs, weight_grad_dtype
-from nitisim.models import builtin_models
-from nitisim.ops import OPS, PHASES
+from nitisim.contract.graph import NumericsOptions, build_graph, node_macs, weight_grad_dtype
+from nitisim.contract.models import builtin_models
+from nitisim.contract.ops import OPS, PHASES
 
 
 def _vgg_forward_macs(widths, classes=10, hw=32, c_in=3, classifier=()):

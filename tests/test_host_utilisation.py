@@ -7,8 +7,8 @@ from hwmodels.host import kernel_key
 from hwmodels.report import markdown
 from hwmodels.sim import simulate
 from nitisim.cli import main
-from nitisim.graph import build_graph, node_macs
-from nitisim.models import builtin_models
+from nitisim.contract.graph import build_graph, node_macs
+from nitisim.contract.models import builtin_models
 from test_hw_host import HOST_DOC, host_arch
 
 PES = HOST_DOC["array"]["rows"] * HOST_DOC["array"]["cols"]  # 128

@@ -1,7 +1,7 @@
 """Hostile config files: each is refused with one `nitisim: error:` line and exit status 2.
 
-Covers the strict YAML loader (nitisim/strict_yaml.py: encoding, depth, alias bombs, duplicate
-keys, unbuildable scalars), the shortening of quoted values (nitisim/values.py quote) and the
+Covers the strict YAML loader (nitisim/contract/strict_yaml.py: encoding, depth, alias bombs, duplicate
+keys, unbuildable scalars), the shortening of quoted values (nitisim/contract/values.py quote) and the
 refusal of non-finite numbers in every reader that takes a float.
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from nitisim.cli import main
-from nitisim.errors import UserInputError
-from nitisim.models import load_yaml
-from nitisim.strict_yaml import MAX_ALIAS_NODES, MAX_DEPTH
-from nitisim.values import QUOTE_CHARS, quote
+from nitisim.contract.errors import UserInputError
+from nitisim.contract.models import load_yaml
+from nitisim.contract.strict_yaml import MAX_ALIAS_NODES, MAX_DEPTH
+from nitisim.contract.values import QUOTE_CHARS, quote
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "configs").rglob("*.yaml"))

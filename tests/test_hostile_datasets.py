@@ -20,7 +20,7 @@ from nitisim.datasets import load_dataset
 from nitisim.datasets.cifar import load_cifar_folder, read_cifar_pickle_batch, write_cifar_folder
 from nitisim.datasets.discovery import find_dataset
 from nitisim.datasets.idx import MAX_PAYLOAD_BYTES, read_idx, read_idx_labels, write_idx_folder
-from nitisim.errors import UserInputError
+from nitisim.contract.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_CONFIG = ROOT / "configs" / "train" / "fashion-lenet.yaml"

@@ -7,13 +7,13 @@ from contextlib import contextmanager
 import numpy as np
 
 from nitisim.cli import main
-from nitisim.executor import StepContext, train_step
-from nitisim.graph import build_graph
-from nitisim.init import init_params
-from nitisim.models import resolve_model
-from nitisim.numerics import QTensor
-from nitisim.reference import REFERENCE_KERNELS
-from nitisim.shapes import infer_shapes
+from nitisim.contract.executor import StepContext, train_step
+from nitisim.contract.graph import build_graph
+from nitisim.contract.init import init_params
+from nitisim.contract.models import resolve_model
+from nitisim.contract.numerics import QTensor
+from nitisim.contract.reference import REFERENCE_KERNELS
+from nitisim.contract.models import infer_shapes
 
 DEPTH = 10_000  # linear + relu pairs
 
@@ -84,7 +84,7 @@ def test_a_deep_models_step_on_the_c_backend_equals_the_reference():
     pytest.importorskip("cffi")
     from gpu_backend.backends import kernel_table
     from gpu_backend.parity import compare_steps
-    from nitisim.models import Flatten, Linear, ModelSpec, ReLU
+    from nitisim.contract.models import Flatten, Linear, ModelSpec, ReLU
 
     layers = (Flatten(),) + (Linear(8), ReLU()) * 300 + (Linear(10),)
     graph = build_graph(ModelSpec("deep300", (4, 4, 1), layers), 4)

@@ -9,8 +9,8 @@ import yaml
 
 from nitisim.cli import main
 from nitisim.memory_estimate import available_bytes, check_training_fits, training_estimate
-from nitisim.errors import UserInputError
-from nitisim.models import builtin_models, resolve_model
+from nitisim.contract.errors import UserInputError
+from nitisim.contract.models import builtin_models, resolve_model
 from nitisim.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]

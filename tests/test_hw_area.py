@@ -18,7 +18,7 @@ from hwmodels.report import summary
 from hwmodels.spec import AreaEntry
 from hwmodels.sram_area import AREA_UM2, bank_area_um2
 from nitisim.cli import main as nitisim_main
-from nitisim.errors import UserInputError
+from nitisim.contract.errors import UserInputError
 
 SHIPPED = ("edge-16x16", "array-32x32", "tpu-like-128x128", "eyeriss-like")
 # Horowitz, ISSCC 2014, 45 nm, um^2: the table the MAC-array area is priced from.
@@ -199,8 +199,8 @@ def test_cli_bad_node_exits_2_with_one_line(tmp_path, capsys):
 
 def test_summary_of_a_scaled_twin_keeps_both_areas():
     from hwmodels import simulate_with_fp32
-    from nitisim.graph import build_graph
-    from nitisim.models import builtin_models
+    from nitisim.contract.graph import build_graph
+    from nitisim.contract.models import builtin_models
 
     arch = resolve_accelerator("tpu-like-128x128")
     result, fp32 = simulate_with_fp32(arch, build_graph(builtin_models()["mlp"], 4))

@@ -14,8 +14,8 @@ from hwmodels.energy import FIXED_DEFAULTS
 from hwmodels.sim import simulate
 from hwmodels.spec import EnergyEntry, freeze_table, with_buffer_sizes
 from hwmodels.tiling import GemmShape, choose_tiling, min_buffer_bytes
-from nitisim.graph import NumericsOptions, build_graph, node_macs
-from nitisim.models import resolve_model
+from nitisim.contract.graph import NumericsOptions, build_graph, node_macs
+from nitisim.contract.models import resolve_model
 
 ARCHS = ("edge-16x16", "array-32x32", "eyeriss-like", "tpu-like-128x128")
 

@@ -6,7 +6,7 @@ import json
 import yaml
 
 from nitisim.cli import main as nitisim_main
-from nitisim.ops import REPORT_PHASES
+from nitisim.contract.ops import REPORT_PHASES
 
 LAYER_FIELDS = ("name", "phase", "macs", "cycles", "compute_cycles", "stall_cycles", "energy_pj",
                 "sram_read_bytes", "sram_write_bytes", "dram_read_bytes", "dram_write_bytes")

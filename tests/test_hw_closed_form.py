@@ -16,9 +16,9 @@ from hwmodels.config import CONFIG_DIR, load_accelerator
 from hwmodels.sim import simulate
 from hwmodels.spec import unbounded_dram, with_buffer_sizes
 from hwmodels.tiling import scalesim_cycles
-from nitisim.graph import build_graph
-from nitisim.models import Conv, Flatten, Linear, MaxPool, ModelSpec, ReLU, resolve_model
-from nitisim.shapes import infer_shapes
+from nitisim.contract.graph import build_graph
+from nitisim.contract.models import Conv, Flatten, Linear, MaxPool, ModelSpec, ReLU, resolve_model
+from nitisim.contract.models import infer_shapes
 
 
 def closed_form(dataflow: str, rows: int, cols: int, m: int, k: int, n: int) -> int:

@@ -10,7 +10,7 @@ import yaml
 from hwmodels.config import CONFIG_DIR, load_accelerator, parse_accelerator, shipped_accelerators
 from hwmodels.energy import ACTIONS
 from nitisim.cli import main as nitisim_main
-from nitisim.errors import UserInputError
+from nitisim.contract.errors import UserInputError
 
 SHIPPED = ("edge-16x16", "array-32x32", "tpu-like-128x128", "eyeriss-like")
 

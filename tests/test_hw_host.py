@@ -12,9 +12,9 @@ from hwmodels.lowering import GemmWork, VectorWork, lower_node
 from hwmodels.sim import simulate
 from hwmodels.spec import float32_variant
 from nitisim.cli import main
-from nitisim.errors import UserInputError
-from nitisim.graph import build_graph, node_macs
-from nitisim.models import builtin_models
+from nitisim.contract.errors import UserInputError
+from nitisim.contract.graph import build_graph, node_macs
+from nitisim.contract.models import builtin_models
 
 H200 = CONFIG_DIR.parents[0] / "hosts" / "h200-sxm.yaml"
 

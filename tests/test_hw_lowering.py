@@ -8,9 +8,9 @@ from hwmodels.lowering import GemmWork, VectorWork, ViewWork, lower_node, report
 from hwmodels.placement import activation_stash, place, tensor_roots
 from hwmodels.sim import simulate
 from hwmodels.spec import float32_variant
-from nitisim.graph import NumericsOptions, build_graph
-from nitisim.models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU, resolve_model
-from nitisim.ops import OPS
+from nitisim.contract.graph import NumericsOptions, build_graph
+from nitisim.contract.models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU, resolve_model
+from nitisim.contract.ops import OPS
 
 # 17x17x5 input, conv 3x3 stride 2 pad 1 -> 9x9x8; 1x1 conv -> 9x9x12; pool -> 4x4x12; 192 -> 10
 STRIDED = ModelSpec("strided", (17, 17, 5), (

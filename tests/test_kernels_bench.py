@@ -10,7 +10,7 @@ import pytest
 
 from benchmark_scripts import load_benchmark
 from gpu_backend.lib import ENGINE_ENV, available_engines, cpu_library
-from nitisim.models import Conv, Flatten, Linear, MaxPool, ModelSpec, ReLU
+from nitisim.contract.models import Conv, Flatten, Linear, MaxPool, ModelSpec, ReLU
 
 TINY = {
     "vgg-small-7": ModelSpec("vgg-small-7", (8, 8, 3), (Conv(8, 3, 1, 1), ReLU(), MaxPool(2, 2), Conv(16, 3, 1, 1),

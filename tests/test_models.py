@@ -2,9 +2,9 @@
 import pytest
 
 from nitisim.cli import main
-from nitisim.errors import UserInputError
-from nitisim.graph import build_graph
-from nitisim.models import Conv, resolve_model
+from nitisim.contract.errors import UserInputError
+from nitisim.contract.graph import build_graph
+from nitisim.contract.models import Conv, resolve_model
 
 GOOD = """
 name: tiny

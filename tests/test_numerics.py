@@ -1,9 +1,9 @@
-"""The spec's test vectors and property tests of the NITI arithmetic (nitisim/numerics.py)."""
+"""The spec's test vectors and property tests of the NITI arithmetic (nitisim/contract/numerics.py)."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from nitisim import numerics as nm
+from nitisim.contract import numerics as nm
 
 PSR_NEAREST_VECTORS = [  # (input, s, PSR, nearest) after the int8 clamp, spec §2
     (1000, 5, 32, 31), (-1000, 5, -32, -31), (7, 1, 4, 4), (7, 2, 1, 2), (6, 2, 2, 2),

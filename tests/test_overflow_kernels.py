@@ -26,10 +26,10 @@ if shutil.which(os.environ.get("CC") or "gcc") is None:  # pragma: no cover - ma
     pytest.skip("no C compiler to build the CPU kernel library", allow_module_level=True)
 
 from gpu_backend.lib import CPU_ENGINES, MAX_K_INT32, CLibError, cpu_library, engine_library  # noqa: E402
-from nitisim.errors import IntegerOverflowError  # noqa: E402
-from nitisim.executor import MAX_INT32_REDUCTION  # noqa: E402
-from nitisim.numerics import INT32_MAX, check_int32, requantize  # noqa: E402
-from nitisim.reference import exact_int_matmul  # noqa: E402
+from nitisim.contract.errors import IntegerOverflowError  # noqa: E402
+from nitisim.contract.executor import MAX_INT32_REDUCTION  # noqa: E402
+from nitisim.contract.numerics import INT32_MAX, check_int32, requantize  # noqa: E402
+from nitisim.contract.reference import exact_int_matmul  # noqa: E402
 
 INT32_MIN = -INT32_MAX - 1
 K = 133_146  # long enough to reach any sum within 127 * 127 * 133144 + 127 * 126 + 127 of zero

@@ -1,7 +1,7 @@
 """A detected int32 overflow reaches the user as one line naming the graph node, the layer and what
 to change, with exit status 2 and no traceback, and leaves the last checkpoint as it was.
 
-The executor (nitisim/executor.py run_graph) turns a kernel's IntegerOverflowError into a
+The executor (nitisim/contract/executor.py run_graph) turns a kernel's IntegerOverflowError into a
 NodeOverflowError naming the node; the CLI prints it as `nitisim: error: integer overflow: ...`.
 Every backend names the same node: a fused conv + requantize (the C table) raises at the requantize,
 and is charged to the conv that produced the accumulator.
@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 from nitisim.cli import main
-from nitisim.errors import IntegerOverflowError
-from nitisim.executor import MAX_INT32_REDUCTION, NodeOverflowError, StepContext, train_step
-from nitisim.graph import NumericsOptions, build_graph
-from nitisim.init import init_params
-from nitisim.models import ModelSpec
-from nitisim.numerics import QTensor
-from nitisim.reference import REFERENCE_KERNELS
+from nitisim.contract.errors import IntegerOverflowError
+from nitisim.contract.executor import MAX_INT32_REDUCTION, NodeOverflowError, StepContext, train_step
+from nitisim.contract.graph import NumericsOptions, build_graph
+from nitisim.contract.init import init_params
+from nitisim.contract.models import ModelSpec
+from nitisim.contract.numerics import QTensor
+from nitisim.contract.reference import REFERENCE_KERNELS
 
 HAVE_CC = shutil.which(os.environ.get("CC") or "gcc") is not None
 BACKENDS = ["numpy", pytest.param("cpu", marks=pytest.mark.skipif(not HAVE_CC,
@@ -171,7 +171,7 @@ def test_overflow_during_a_fresh_two_epoch_run_keeps_epoch_one(tmp_path, capsys,
 
 # ------------------------------------------------------------------------------ executor, per backend
 def conv_model(channels: int) -> ModelSpec:
-    from nitisim.models import parse_model
+    from nitisim.contract.models import parse_model
 
     return parse_model({"name": "wide-conv", "input": [1, 1, channels], "classes": 10,
                         # 3 outputs: the fused C conv runs by slices of images (weights < 512 KB)
@@ -243,7 +243,7 @@ def test_train_step_at_the_bound_is_exact():
 
 def test_hint_names_the_reduction_of_each_gemm_op():
     """The input-gradient and weight-gradient hints, from the node's shapes (no kernel run)."""
-    from nitisim.executor import _overflow_hint
+    from nitisim.contract.executor import _overflow_hint
 
     graph = build_graph(parse_two_conv(), 2, NumericsOptions(), training=True)
     nodes = {n.name: n for n in graph.nodes}
@@ -257,7 +257,7 @@ def test_hint_names_the_reduction_of_each_gemm_op():
 
 
 def parse_two_conv() -> ModelSpec:
-    from nitisim.models import parse_model
+    from nitisim.contract.models import parse_model
 
     return parse_model({"name": "two-conv", "input": [3, 3, 1], "classes": 10,
                         "layers": [{"conv": {"out": 4, "kernel": 3, "padding": 1}},

@@ -1,5 +1,5 @@
 """A non-editable install carries the shipped configs: the wheel built from the tracked files holds
-every file under configs/, inside the nitisim package where nitisim.shipped looks for them."""
+every file under configs/, inside the nitisim package where nitisim.contract.shipped looks for them."""
 import shutil
 import subprocess
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nitisim.shipped import CONFIGS
+from nitisim.contract.shipped import CONFIGS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from nitisim.errors import IntegerOverflowError
-from nitisim.executor import StepContext, forward_logits, predict, train_step
-from nitisim.graph import NumericsOptions, build_graph
-from nitisim.init import init_params
-from nitisim.models import Conv, Flatten, Linear, MaxPool, ModelSpec, ReLU, builtin_models
-from nitisim.numerics import QTensor
-from nitisim.reference import REFERENCE_KERNELS, exact_int_matmul
-from nitisim import reference as ref
+from nitisim.contract.errors import IntegerOverflowError
+from nitisim.contract.executor import StepContext, forward_logits, predict, train_step
+from nitisim.contract.graph import NumericsOptions, build_graph
+from nitisim.contract.init import init_params
+from nitisim.contract.models import Conv, Flatten, Linear, MaxPool, ModelSpec, ReLU, builtin_models
+from nitisim.contract.numerics import QTensor
+from nitisim.contract.reference import REFERENCE_KERNELS, exact_int_matmul
+from nitisim.contract import reference as ref
 
 RNG = np.random.default_rng(1234)
 

@@ -13,10 +13,10 @@ import pytest
 from hwmodels.lowering import report_phase as sim_report_phase
 from nitisim.cli import main
 from nitisim.report.runs import load_run
-from nitisim.errors import UserInputError
-from nitisim.graph import build_graph, node_macs
-from nitisim.models import builtin_models
-from nitisim.ops import report_phase
+from nitisim.contract.errors import UserInputError
+from nitisim.contract.graph import build_graph, node_macs
+from nitisim.contract.models import builtin_models
+from nitisim.contract.ops import report_phase
 
 TINY_RUN = """
 model: mlp
@@ -286,7 +286,7 @@ def test_machine_model_gets_measured_versus_predicted_residuals(runs, tmp_path):
 
 
 def test_node_timer_keeps_each_nodes_median_and_lower_quartile_call():
-    from nitisim.graph import Node
+    from nitisim.contract.graph import Node
     from nitisim.train.timing import NodeTimer
 
     timer = NodeTimer({"old": {"op": "relu", "layer": "r", "phase": "forward", "seconds": 2.0, "calls": 4}})

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hwmodels.sweep import OBJECTIVES, PointTask, expand, load_grid, mark_pareto, run_local, run_point
+from hwmodels.sweep import OBJECTIVES, PointTask, expand, load_grid, mark_pareto, run_point
+from nitisim.sweep_cli import run_local
 from nitisim.cli import main
-from nitisim.errors import UserInputError
-from nitisim.models import builtin_models
+from nitisim.contract.errors import UserInputError
+from nitisim.contract.models import builtin_models
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # 2 arrays x 2 dataflows x 2 SRAM sizes = 8 points; the 64x64 array cannot tile into 4 KiB buffers.

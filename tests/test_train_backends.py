@@ -4,8 +4,8 @@ import types
 
 import pytest
 
-from nitisim.errors import UserInputError
-from nitisim.reference import REFERENCE_KERNELS
+from nitisim.contract.errors import UserInputError
+from nitisim.contract.reference import REFERENCE_KERNELS
 from nitisim.train.backends import resolve_backend
 
 
@@ -70,11 +70,11 @@ def test_host_clock_gives_each_node_its_own_time():
 
     import numpy as np
 
-    from nitisim.executor import HostNodeClock, StepContext, train_step
-    from nitisim.graph import NumericsOptions, build_graph
-    from nitisim.init import init_params
-    from nitisim.models import builtin_models
-    from nitisim.numerics import QTensor
+    from nitisim.contract.executor import HostNodeClock, StepContext, train_step
+    from nitisim.contract.graph import NumericsOptions, build_graph
+    from nitisim.contract.init import init_params
+    from nitisim.contract.models import builtin_models
+    from nitisim.contract.numerics import QTensor
 
     graph = build_graph(builtin_models()["mlp"], 4, NumericsOptions())
     slow = next(n for n in graph.nodes if n.op == "loss_grad")
@@ -95,7 +95,7 @@ def test_host_clock_gives_each_node_its_own_time():
 
 
 def test_node_clock_per_backend(monkeypatch):
-    from nitisim.executor import HostNodeClock
+    from nitisim.contract.executor import HostNodeClock
     from nitisim.train.backends import node_clock
 
     assert isinstance(node_clock("numpy"), HostNodeClock) and isinstance(node_clock("cpu"), HostNodeClock)

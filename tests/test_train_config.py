@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from nitisim.cli import main
-from nitisim.errors import UserInputError
+from nitisim.contract.errors import UserInputError
 from nitisim.train.config import load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "train"

@@ -10,7 +10,7 @@ import pytest
 from nitisim.cli import main
 from nitisim.datasets import synthetic_dataset
 from nitisim.datasets.idx import write_idx_folder
-from nitisim.reference import REFERENCE_KERNELS
+from nitisim.contract.reference import REFERENCE_KERNELS
 from nitisim.train.config import load_config
 from nitisim.train.data import load_for_config
 from nitisim.train.integer import IntegerTrainer
@@ -206,7 +206,7 @@ def test_fp32_network_matches_integer_layout():
     """Flatten order: the torch net, fed NHWC and holding the integer graph's weights, sees the same features."""
     import torch
 
-    from nitisim.models import builtin_models
+    from nitisim.contract.models import builtin_models
     from nitisim.train.fp32 import SpecNet
 
     spec = builtin_models()["lenet"]

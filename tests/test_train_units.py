@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from nitisim.errors import UserInputError
-from nitisim.numerics import QTensor
+from nitisim.contract.errors import UserInputError
+from nitisim.contract.numerics import QTensor
 from nitisim.train import checkpoint
 from nitisim.train.progress import Progress
 
@@ -68,9 +68,9 @@ def test_progress_line_is_plain_text():
 
 
 def test_weight_headroom_keeps_values_and_leaves_room():
-    from nitisim.graph import NumericsOptions, build_graph
-    from nitisim.init import init_params
-    from nitisim.models import builtin_models
+    from nitisim.contract.graph import NumericsOptions, build_graph
+    from nitisim.contract.init import init_params
+    from nitisim.contract.models import builtin_models
     from nitisim.train.headroom import with_headroom
 
     graph = build_graph(builtin_models()["mlp"], 4, NumericsOptions(update_rule="shadow16"))

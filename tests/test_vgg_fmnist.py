@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from nitisim.models import Conv, Dropout, Linear, MaxPool
-from nitisim.reference import REFERENCE_KERNELS
-from nitisim.shapes import infer_shapes
+from nitisim.contract.models import Conv, Dropout, Linear, MaxPool
+from nitisim.contract.reference import REFERENCE_KERNELS
+from nitisim.contract.models import infer_shapes
 from nitisim.train.config import load_config, parse_config
 from nitisim.train.data import load_for_config
 from nitisim.train.integer import IntegerTrainer

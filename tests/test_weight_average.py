@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nitisim.cli import main
-from nitisim.numerics import QTensor
+from nitisim.contract.numerics import QTensor
 from nitisim.train.averaging import IntegerWeightAverage, round_div
 from nitisim.train.config import load_config
 from nitisim.train.fp32 import Fp32Trainer

@@ -1,6 +1,6 @@
 /* cpu_ops.c: the elementwise and small ops: range, shifts and requantization, ReLU, max pooling,
  * dropout, the loss gradient and the weight updates. Each mirrors the numpy function of the same
- * name in nitisim/numerics.py through the per-element arithmetic of niti_arith.h. Loops run on
+ * name in nitisim/contract/numerics.py through the per-element arithmetic of niti_arith.h. Loops run on
  * OpenMP threads above NITI_PARALLEL_MIN_ELEMS; stochastic draws use the flat element index, so the
  * result does not depend on how the loop is split. */
 #include <stdlib.h>

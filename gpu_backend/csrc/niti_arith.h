@@ -1,6 +1,6 @@
 /* niti_arith.h: the integer arithmetic of NITI, shared by the CPU (C11) and CUDA builds.
  *
- * Mirrors nitisim/numerics.py bit-exactly: the counter hash (lowbias32), sign-magnitude shifts with
+ * Mirrors nitisim/contract/numerics.py bit-exactly: the counter hash (lowbias32), sign-magnitude shifts with
  * the three rounding modes, int8 saturation, the integer range b(x), the integer loss-gradient row
  * and the update-rule steps. Every function is `static inline` and decorated with NITI_HD so the
  * same code compiles for host and device (CUTLASS style). Plain C99 arithmetic: no floats, no

@@ -16,7 +16,7 @@ import platform
 import re
 from pathlib import Path
 
-from ..errors import UserInputError
+from ..contract.errors import UserInputError
 
 DEFAULT_REPEATS = 9
 MAX_REPEATS = 1000
@@ -103,8 +103,8 @@ def main(args: argparse.Namespace) -> int:
                f"--threads {args.threads}")
     graph = None
     if args.model is not None:
-        from nitisim.graph import build_graph
-        from nitisim.models import resolve_model
+        from nitisim.contract.graph import build_graph
+        from nitisim.contract.models import resolve_model
 
         from nitisim.train.config import numerics_of
 

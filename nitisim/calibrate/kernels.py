@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import UserInputError
+from ..contract.errors import UserInputError
 from ..report.stats import lower_quartile
 
 GRID_ELEMENTS = tuple(1 << s for s in range(12, 25, 2))  # 4 Ki .. 16 Mi elements, x4 apart
@@ -88,7 +88,7 @@ def probe_call_times(fn: Callable[[], object], repeats: int,
 
 def _operand(rng, shape: tuple[int, ...], dtype: str, below: int | None = None):
     """Random values of a tensor: int8 in [-127, 127], labels in [0, below), wider ones as GEMMs give."""
-    from nitisim.numerics import QTensor
+    from nitisim.contract.numerics import QTensor
 
     if below is not None:  # the executor hands labels over as a plain array
         return rng.integers(0, below, shape, dtype=np.dtype(dtype))
@@ -124,7 +124,7 @@ def table_probes(kernels: Any, graph: Any, repeats: int, rng,
     idle core woken for a kernel cost up to half of a ReLU's time). Also one per AFTER_PRODUCER_OPS
     node that a GEMM feeds, each timed call after `before()` and that GEMM (_after_producer_times)."""
     from hwmodels.host import TABLE_OPS, kernel_key
-    from nitisim.executor import StepContext
+    from nitisim.contract.executor import StepContext
 
     ctx, out, seen = StepContext(), [], set()
     for node in graph.nodes:
@@ -147,7 +147,7 @@ def table_probes(kernels: Any, graph: Any, repeats: int, rng,
 
 def _gemm_producer(graph: Any, node: Any) -> Any | None:
     """The GEMM node whose output is `node`'s first input, or None."""
-    from nitisim.graph import node_macs
+    from nitisim.contract.graph import node_macs
 
     return next((p for p in graph.nodes if node.inputs[0] in p.outputs and node_macs(graph, p) > 0), None)
 
@@ -159,7 +159,7 @@ def _after_producer_times(kernels: Any, graph: Any, node: Any, producer: Any, re
     fresh output, where and as the GEMM leaves it. Rewriting a random input in place instead timed
     LeNet's requantizes of conv1 and conv2 at 0.68 and 0.29 ms, against 0.82-0.85 and 0.38 ms after
     the conv that writes them (0.78 and 0.37-0.45 ms inside a training step)."""
-    from nitisim.executor import StepContext
+    from nitisim.contract.executor import StepContext
 
     ctx = StepContext()
     pins = [_operand(rng, graph.tensor(t).shape, graph.tensor(t).dtype) for t in producer.inputs]
@@ -200,9 +200,9 @@ def _curve_call(kernels: Any, name: str, n: int, rng) -> tuple[Callable[[], obje
     """A call of the curve's kernel on n elements (a synthetic node carries the attributes), and its
     last input: in a training step the tensor the previous node has just written (the activation
     to requantize or rectify, the incoming gradient, the weight gradient to apply)."""
-    from nitisim.executor import StepContext
-    from nitisim.graph import Node
-    from nitisim.numerics import QTensor
+    from nitisim.contract.executor import StepContext
+    from nitisim.contract.graph import Node
+    from nitisim.contract.numerics import QTensor
 
     ctx = StepContext()
     if name == "relu":

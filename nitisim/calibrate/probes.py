@@ -23,7 +23,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import UserInputError
+from ..contract.errors import UserInputError
 from .kernels import kernel_time, timed_median
 
 # The C library runs an elementwise loop on all threads when it has more than NITI_PARALLEL_MIN_ELEMS

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ..errors import UserInputError
+from ..contract.errors import UserInputError
 
 VERSION = 1
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserInputError
+from ..contract.errors import UserInputError
 from .cifar import load_cifar_folder
 from .discovery import DATASET_NAMES, IDX_ROLES, check_name, find_dataset, find_idx_file, idx_names
 from .fingerprint import array_fingerprint

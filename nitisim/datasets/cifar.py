@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserInputError
-from ..values import quote, shorten
+from ..contract.errors import UserInputError
+from ..contract.values import quote, shorten
 from .discovery import CIFAR_BATCHES, cifar_format, is_file
 from .idx import NUM_CLASSES, check_labels
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-from ..errors import UserInputError
+from ..contract.errors import UserInputError
 
 DATASET_NAMES: tuple[str, ...] = ("fashion-mnist", "mnist", "cifar10")
 ENV_VAR = "NITISIM_DATA"

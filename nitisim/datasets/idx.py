@@ -21,8 +21,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..errors import UserInputError
-from ..values import quote, shorten
+from ..contract.errors import UserInputError
+from ..contract.values import quote, shorten
 
 GZIP_MAGIC = b"\x1f\x8b"
 IDX_UBYTE = 0x08  # the only element type MNIST-family files use

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..numerics import clamp_int8, hash_bits, round_shift
+from ..contract.numerics import clamp_int8, hash_bits, round_shift
 
 INPUT_EXP = -8  # exponent of to_int8's output: m * 2**-8 == (p - 128) / 256
 

@@ -10,7 +10,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import UserInputError
+from ..contract.errors import UserInputError
 from .join import Comparison, compare
 from .runs import find_twin, load_run
 from .sims import load_sim

@@ -4,7 +4,7 @@ Returns SVG text per figure; matplotlib is loaded by plots.py only when this run
 """
 from __future__ import annotations
 
-from ..ops import REPORT_PHASES
+from ..contract.ops import REPORT_PHASES
 from . import plots
 from .join import Comparison, phase_matrix
 

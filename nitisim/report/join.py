@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..ops import OPS, REPORT_PHASES, report_phase
+from ..contract.ops import OPS, REPORT_PHASES, report_phase
 from .predict import Prediction, predict
 from .runs import NodeTime, Run
 from .sims import Sim

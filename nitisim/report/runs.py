@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import UserInputError
+from ..contract.errors import UserInputError
 from ..train.runfiles import RunFolder
 
 

@@ -11,7 +11,7 @@ checked: `total.area_by_component_mm2` (silicon area by component, with area_mm2
 mm^2, energy per image, EDP and EDAP among `total`'s numbers) and `area.node_nm`.
 
 `nodes` (optional: one row per graph node, with op, layer and graph_phase) is read into
-`Sim.nodes` grouped as the measured side groups a run's nodes (nitisim.ops.report_phase): a
+`Sim.nodes` grouped as the measured side groups a run's nodes (nitisim.contract.ops.report_phase): a
 requantize with the GEMM it follows, where the simulator's own `layers` rows count it as vector
 work. The join compares those, since a backend that fuses a conv with its requantize (the C
 backend) can only time the pair.
@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import UserInputError
-from ..ops import REPORT_PHASES, report_phase
-from ..values import quote
+from ..contract.errors import UserInputError
+from ..contract.ops import REPORT_PHASES, report_phase
+from ..contract.values import quote
 
 COST_FIELDS: tuple[str, ...] = (
     "macs", "cycles", "compute_cycles", "stall_cycles", "energy_pj",

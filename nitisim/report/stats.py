@@ -7,8 +7,6 @@
   the check SCALE-Sim's authors ran between measured TPU v4 matmul time and simulated cycles.
 - `lower_quartile`: the time a kernel takes when nothing else holds its core (measured node times
   and the host model's probes both use it).
-- `pareto_front`: the non-dominated points of a two-objective minimisation (cycles, energy);
-  `pareto_front_nd` the same for any number of objectives (latency, energy, area).
 
 Degenerate inputs (fewer than two points, a constant series) give `None` rather than a number:
 a report must say "undefined" instead of printing a meaningless 0 or NaN.
@@ -119,50 +117,6 @@ def lower_quartile(values: Sequence[float]) -> float:
     lo = int(pos)
     hi = min(lo + 1, len(xs) - 1)
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats in both coordinates (minimising both), by x.
-
-    A point is dominated when another is <= in both coordinates and < in at least one; exact
-    duplicates are all kept, since neither beats the other.
-
-    >>> pareto_front([(1, 5), (2, 2), (3, 3), (4, 1), (2, 2)])
-    [0, 1, 4, 3]
-    """
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
-    front: list[int] = []
-    best_y = math.inf
-    last: tuple[float, float] | None = None
-    for i in order:
-        p = (float(points[i][0]), float(points[i][1]))
-        if p[1] < best_y or p == last:
-            front.append(i)
-            best_y = min(best_y, p[1])
-            last = p
-    return front
-
-
-def pareto_front_nd(points: Sequence[Sequence[float]]) -> list[int]:
-    """Indices of the points no other point beats in every coordinate (minimising all), in
-    lexicographic order of the points. Dominated: another point is <= in every coordinate and < in
-    at least one; exact duplicates are all kept.
-
-    A point can only be dominated by one that sorts before it, and anything a dominated point
-    dominates the front dominates too, so each point is checked against the front so far.
-
-    >>> pareto_front_nd([(1, 5, 1), (2, 2, 2), (2, 2, 1), (4, 1, 9), (2, 2, 1)])
-    [0, 2, 4, 3]
-    """
-    order = sorted(range(len(points)), key=lambda i: tuple(points[i]))
-    front: list[int] = []
-    for i in order:
-        p = tuple(float(v) for v in points[i])
-        dominated = any(all(a <= b for a, b in zip(q, p)) and q != p
-                        for q in (tuple(float(v) for v in points[j]) for j in front))
-        if not dominated:
-            front.append(i)
-    return front
 
 
 def _check_pair(x: Sequence[float], y: Sequence[float]) -> None:

@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..graph import Graph, NumericsOptions, build_graph
-from ..models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU, resolve_model
+from ..contract.graph import Graph, NumericsOptions, build_graph
+from ..contract.models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU, resolve_model
 
 FP32_BYTES = 4
 CATEGORIES: tuple[str, ...] = (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..ops import REPORT_PHASES
+from ..contract.ops import REPORT_PHASES
 from .join import Comparison, phase_matrix
 
 

@@ -18,7 +18,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..numerics import INT8_MAX, SHADOW_FRAC_BITS, QTensor
+from ..contract.numerics import INT8_MAX, SHADOW_FRAC_BITS, QTensor
 
 
 def round_div(total: np.ndarray, divisor: int) -> np.ndarray:

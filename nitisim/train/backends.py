@@ -1,6 +1,6 @@
 """Choosing the kernel table a training run executes: the single hook for the compiled backends.
 
-`numpy` is the reference executor (nitisim.reference). `cpu` and `cuda` come from
+`numpy` is the reference executor (nitisim.contract.reference). `cpu` and `cuda` come from
 `gpu_backend.backends.kernel_table(name)`, imported only when asked for, so the integer path never
 needs a compiler, a GPU or the gpu_backend package to exist. `auto` takes the first usable of
 cuda, cpu, numpy and says which one it took and why the others were passed over.
@@ -17,8 +17,8 @@ import importlib
 import sys
 from typing import Callable, Mapping
 
-from ..errors import UserInputError
-from ..executor import HostNodeClock, NodeClock
+from ..contract.errors import UserInputError
+from ..contract.executor import HostNodeClock, NodeClock
 
 BACKENDS: tuple[str, ...] = ("numpy", "cpu", "cuda", "auto")
 _AUTO_ORDER: tuple[str, ...] = ("cuda", "cpu")  # fastest first; numpy is always there
@@ -52,7 +52,7 @@ def node_clock(name: str) -> NodeClock:
 
 
 def _numpy_table() -> Mapping:
-    from ..reference import REFERENCE_KERNELS
+    from ..contract.reference import REFERENCE_KERNELS
 
     return REFERENCE_KERNELS
 

@@ -26,9 +26,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..errors import UserInputError
-from ..numerics import QTensor
-from ..values import shorten
+from ..contract.errors import UserInputError
+from ..contract.numerics import QTensor
+from ..contract.values import shorten
 
 FORMAT = "nitisim-int8-checkpoint-1"
 _ZIP_MAGIC = b"PK\x03\x04"  # a local file header: how every zip numpy writes starts

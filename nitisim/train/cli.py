@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ..errors import UserInputError
+from ..contract.errors import UserInputError
 from .backends import BACKENDS, resolve_backend
 from .config import load_config
 from .data import load_for_config, steps_per_epoch

@@ -42,11 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserInputError
-from ..graph import NumericsOptions
-from ..models import ModelSpec, builtin_models, parse_model, load_yaml
-from ..values import finite_number, path_exists, quote
-from ..numerics import LOSS_VARIANTS, ROUNDING_MODES, UPDATE_RULES
+from ..contract.errors import UserInputError
+from ..contract.graph import NumericsOptions
+from ..contract.models import ModelSpec, builtin_models, parse_model, load_yaml
+from ..contract.values import finite_number, path_exists, quote
+from ..contract.numerics import LOSS_VARIANTS, ROUNDING_MODES, UPDATE_RULES
 from .headroom import MAX_HEADROOM_BITS
 
 DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist", "cifar10", "synthetic")

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..datasets import Dataset, load_dataset, synthetic_dataset
 from ..datasets.transforms import batch_order, random_crop_flip, random_erase
-from ..errors import UserInputError
+from ..contract.errors import UserInputError
 from .config import CROPPING_AUGMENTS, TrainConfig
 
 # Per-channel mean and std (0..1 units) for the float-normalised input path of fp32 comparisons.

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import UserInputError
-from ..values import shorten
+from ..contract.errors import UserInputError
+from ..contract.values import shorten
 
 LOCK_NAME = ".nitisim.lock"
 _COMMAND_CHARS = 300  # the holder's command line is cut to this for the one-line refusal

@@ -28,12 +28,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..datasets.transforms import INPUT_EXP
-from ..errors import UserInputError
-from ..graph import build_graph
+from ..contract.errors import UserInputError
+from ..contract.graph import build_graph
 from ..memory_estimate import check_training_fits
-from ..models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU
-from ..numerics import hash_key
-from ..shapes import infer_shapes
+from ..contract.models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU
+from ..contract.numerics import hash_key
+from ..contract.models import infer_shapes
 from .checkpoint import atomic_write, error_text, require_zip
 from .config import TrainConfig
 from .data import eval_batches, float_stats
@@ -78,7 +78,7 @@ class SpecNet(nn.Module):
             else:  # pragma: no cover
                 raise TypeError(layer)
         self.body = nn.Sequential(*layers)
-        for m in self.modules():  # Xavier-uniform, as nitisim.init does before quantizing
+        for m in self.modules():  # Xavier-uniform, as nitisim.contract.init does before quantizing
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
 

@@ -8,13 +8,13 @@ grow heavy tails, which a capped int8 layer can only imitate by saturating at +-
 `with_headroom(graph, params, bits)` shifts every initial weight right by `bits` (round half away
 from zero) and raises its exponent by `bits`: the real values stay the same to within half the new
 LSB, and each layer can grow 2**bits before it saturates. Integer-only; states are re-derived from
-the shifted weights by nitisim.init.init_states (zero velocity, shadow = w << 8).
+the shifted weights by nitisim.contract.init.init_states (zero velocity, shadow = w << 8).
 """
 from __future__ import annotations
 
-from ..graph import Graph
-from ..init import init_states
-from ..numerics import QTensor, clamp_int8, round_shift
+from ..contract.graph import Graph
+from ..contract.init import init_states
+from ..contract.numerics import QTensor, clamp_int8, round_shift
 
 MAX_HEADROOM_BITS = 6  # keeps at least 1 bit of initial weight magnitude
 

@@ -18,12 +18,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..datasets.transforms import to_int8
-from ..errors import UserInputError
-from ..executor import NodeClock, StepContext, forward_logits, predict, train_step
-from ..graph import Graph, build_graph
-from ..init import init_params
+from ..contract.errors import UserInputError
+from ..contract.executor import NodeClock, StepContext, forward_logits, predict, train_step
+from ..contract.graph import Graph, build_graph
+from ..contract.init import init_params
 from ..memory_estimate import check_training_fits
-from ..numerics import QTensor
+from ..contract.numerics import QTensor
 from .averaging import IntegerWeightAverage
 from .checkpoint import load_int8, save_int8
 from .backends import node_clock

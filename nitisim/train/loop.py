@@ -34,7 +34,7 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 
 from ..datasets import Dataset
-from ..errors import UserInputError
+from ..contract.errors import UserInputError
 from .checkpoint import error_text
 from .config import TrainConfig
 from .data import epoch_batches, steps_per_epoch

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserInputError
+from ..contract.errors import UserInputError
 from .checkpoint import atomic_write_text, stale_temp_files
 
 METRIC_FIELDS: tuple[str, ...] = (

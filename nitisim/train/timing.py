@@ -1,6 +1,6 @@
 """Per-node time of the training steps, summed over the run, for timing.json.
 
-After each step the trainer reads its backend's node clock (nitisim.executor.NodeClock: host
+After each step the trainer reads its backend's node clock (nitisim.contract.executor.NodeClock: host
 perf_counter laps for numpy and the C library, stream events for CUDA) and hands each node's
 seconds to `NodeTimer.observe`. A later report joins these seconds with the accelerator model's
 simulated time per (layer, phase, op).
@@ -18,7 +18,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Mapping, Sequence
 
-from ..graph import Node
+from ..contract.graph import Node
 from ..report.stats import lower_quartile
 
 

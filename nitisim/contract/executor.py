@@ -3,7 +3,7 @@
 A backend supplies a kernel table `{op name: fn(node, ctx, *inputs) -> tuple of outputs}` whose
 values are QTensor-like (an array and its exponent). `run_graph` walks the nodes in order, feeds
 each kernel its input tensors, stores its outputs and frees every tensor after its last reader,
-so peak memory follows the graph, not the whole step. The numpy table (nitisim/reference.py) is
+so peak memory follows the graph, not the whole step. The numpy table (nitisim/contract/reference.py) is
 the specification; gpu_backend supplies the C and CUDA tables.
 
 Timing is a `NodeClock`: `start` before the first node, `lap` after each, `read` afterwards. The

@@ -8,16 +8,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nitisim.errors import UserInputError
-from nitisim.graph import build_graph
-from nitisim.train.config import numerics_of
-from nitisim.models import resolve_model
+from hwmodels.area import has_area, total_mm2
+from hwmodels.config import resolve_accelerator
+from hwmodels.plan import COMPAT_MODES
+from hwmodels.report import write_outputs
+from hwmodels.sim import PHASES, simulate_with_fp32
 
-from .area import has_area, total_mm2
-from .config import resolve_accelerator
-from .plan import COMPAT_MODES
-from .report import write_outputs
-from .sim import PHASES, simulate_with_fp32
+from .contract.errors import UserInputError
+from .contract.graph import build_graph
+from .contract.models import resolve_model
+from .train.config import numerics_of
 
 DEFAULT_BATCH = 256
 

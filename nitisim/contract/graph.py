@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from .models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU
 from .numerics import INT8_MAX, INT32_MAX, LOSS_VARIANTS, ROUNDING_MODES, UPDATE_RULES
 from .ops import OPS
-from .shapes import infer_shapes
+from .models import infer_shapes
 
 # Longest reduction whose int32 sum provably holds whatever the int8 operands in [-127, 127]:
 # 133144 * 127 * 127 = 2147479576 <= 2**31 - 1 < 133145 * 127 * 127.
@@ -70,7 +70,7 @@ class TensorSpec:
 @dataclass(frozen=True)
 class Node:
     name: str
-    op: str  # a key of nitisim.ops.OPS
+    op: str  # a key of nitisim.contract.ops.OPS
     phase: str  # forward | loss | backward | update
     layer: str  # the model layer this node belongs to (loss: "loss")
     inputs: tuple[str, ...]

@@ -1,7 +1,7 @@
 """Model descriptions: frozen layer specs, the built-in networks, and the strict YAML model loader.
 
 A model is an input shape (H, W, C) and a list of layers. The training-graph builder
-(`nitisim.graph`) expands it; nothing here knows about integers or executors.
+(`nitisim.contract.graph`) expands it; nothing here knows about integers or executors.
 
 YAML form (configs/models/*.yaml):
 
@@ -194,14 +194,12 @@ def parse_model(doc: Any, src: str) -> ModelSpec:
     if not isinstance(name, str):
         raise UserInputError(src, "name", "must be a string")
     model = ModelSpec(name, input_shape, layers, classes)
-    from .shapes import infer_shapes  # local import: shapes imports this module
-
     infer_shapes(model, batch=1, src=src)  # impossible geometry is a user error here, not later
     return model
 
 
 def load_yaml(path: str | Path) -> Any:
-    """Read a YAML file strictly (nitisim.strict_yaml): any problem becomes one UserInputError line."""
+    """Read a YAML file strictly (nitisim.contract.strict_yaml): any problem becomes one UserInputError line."""
     return load_yaml_file(path)
 
 
@@ -214,3 +212,55 @@ def resolve_model(name_or_path: str) -> ModelSpec:
     if path.suffix in (".yaml", ".yml") or path_exists(path):
         return parse_model(load_yaml(path), str(path))
     raise UserInputError(name_or_path, "model", f"not a built-in model {sorted(models)} nor a YAML file")
+
+
+# --------------------------------------------------------------------------------- shapes
+# Kept with the specs so the YAML loader can reject an impossible model (a kernel larger than its
+# input, a linear layer on a feature map without a flatten) before any graph exists.
+def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output extent of a convolution or pooling window: floor((size + 2p - k) / s) + 1.
+
+    >>> conv_out(32, 3, 1, 1), conv_out(28, 5, 1, 0), conv_out(24, 2, 2, 0)
+    (32, 24, 12)
+    """
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def infer_shapes(model: ModelSpec, batch: int, src: str | None = None) -> list[tuple[int, ...]]:
+    """Shapes after each layer, starting with the input: (N, H, W, C) maps, (N, F) vectors."""
+    src = src or model.name
+    shape: tuple[int, ...] = (batch, *model.input_shape)
+    shapes = [shape]
+    for i, layer in enumerate(model.layers):
+        where = f"layers[{i}]"
+        if isinstance(layer, (Conv, MaxPool)):
+            if len(shape) != 4:
+                raise UserInputError(src, where, f"{type(layer).__name__.lower()} needs an (N, H, W, C) input, got {shape}")
+            pad = layer.padding if isinstance(layer, Conv) else 0
+            n, h, w, c = shape
+            e, f = conv_out(h, layer.kernel, layer.stride, pad), conv_out(w, layer.kernel, layer.stride, pad)
+            if e < 1 or f < 1:
+                raise UserInputError(src, where, f"kernel {layer.kernel} does not fit the {h}x{w} input")
+            shape = (n, e, f, layer.out_channels if isinstance(layer, Conv) else c)
+        elif isinstance(layer, Linear):
+            if len(shape) != 2:
+                raise UserInputError(src, where, f"linear needs an (N, F) input (add a flatten), got {shape}")
+            shape = (shape[0], layer.out_features)
+        elif isinstance(layer, Flatten):
+            n, *rest = shape
+            size = 1
+            for d in rest:
+                size *= d
+            shape = (n, size)
+        elif isinstance(layer, (ReLU, Dropout)):
+            pass
+        else:  # pragma: no cover - the loader admits only the classes above
+            raise TypeError(f"unknown layer {layer!r}")
+        shapes.append(shape)
+    if len(shape) != 2:
+        raise UserInputError(src, "layers", f"the last layer must produce (N, classes) logits, got {shape}")
+    if shape[1] != model.classes:
+        raise UserInputError(src, "layers", f"the last layer has {shape[1]} outputs but classes is {model.classes}")
+    if not any(isinstance(layer, (Conv, Linear)) for layer in model.layers):
+        raise UserInputError(src, "layers", "a model needs at least one conv or linear layer")
+    return shapes

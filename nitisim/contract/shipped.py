@@ -8,4 +8,4 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CONFIGS = Path(__file__).resolve().parent / "configs"  # train/, models/, accelerators/, hosts/, sweeps/
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # train/, models/, accelerators/, hosts/, sweeps/
