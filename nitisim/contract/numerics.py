@@ -2,9 +2,10 @@
 
 Holds the int8 tensor with one power-of-two exponent, the integer range `range_bits`, the
 counter-hash random source, `round_shift` with its three rounding modes, `requantize` (the shift
-back to int8 after an int32 accumulation), `add` (the exponent-aligned sum of two int8 tensors), the integer softmax-cross-entropy gradient `loss_grad`
-and the integer weight update rules. ../shared/spec/niti-numerics.md is the prose specification;
-this file is its executable form. The C/CUDA header `gpu_backend/csrc/niti_arith.h` mirrors it.
+back to int8 after an int32 accumulation), `add` (the exponent-aligned sum of two int8 tensors),
+the integer softmax-cross-entropy gradient `loss_grad` and the integer weight update rules.
+../shared/spec/niti-numerics.md is the prose specification; this file is its executable form. The
+C/CUDA header `gpu_backend/csrc/niti_arith.h` mirrors it.
 
 Everything here is integer arithmetic on numpy integer arrays; no float ever touches a value.
 """
