@@ -60,6 +60,10 @@ def cpu_kernel_table(num_threads: int = 0, engine: str | None = None, fuse_requa
                                   tensor_id=node.tensor_id)
         return (QTensor(m, e),)
 
+    def add(node, ctx, a, b):
+        m, e = lib.add(a.m, a.e, b.m, b.e, node.attr("mode"), seed=ctx.seed, step=ctx.step, tensor_id=node.tensor_id)
+        return (QTensor(m, e),)
+
     def relu(node, ctx, x):
         return (QTensor(lib.relu_forward(x.m), x.e),)
 
@@ -124,7 +128,7 @@ def cpu_kernel_table(num_threads: int = 0, engine: str | None = None, fuse_requa
 
     return MappingProxyType({
         "conv2d": conv2d, "linear": linear, "requantize": requantize, "relu": relu, "maxpool": maxpool,
-        "flatten": flatten, "dropout": _dropout, "loss_grad": loss_grad, "relu_grad": relu_grad,
+        "flatten": flatten, "dropout": _dropout, "add": add, "loss_grad": loss_grad, "relu_grad": relu_grad,
         "maxpool_grad": maxpool_grad, "flatten_grad": flatten_grad, "dropout_grad": _dropout,
         "conv2d_input_grad": conv2d_input_grad, "conv2d_weight_grad": conv2d_weight_grad,
         "linear_input_grad": linear_input_grad, "linear_weight_grad": linear_weight_grad, "update": update,

@@ -28,7 +28,7 @@ from nitisim.contract.numerics import QTensor
 from .cuda_binding import Binding, _addr
 from .lib import CLibError
 
-ABI_VERSION = 3  # must equal NITI_CUDA_ABI_VERSION in csrc/cuda_lib.cu
+ABI_VERSION = 4  # must equal NITI_CUDA_ABI_VERSION in csrc/cuda_lib.cu
 STATUS_INVALID_ARGUMENT, STATUS_OVERFLOW, STATUS_OUT_OF_MEMORY, STATUS_CUDA = 1, 2, 3, 4
 GEMM_ENGINES = ("auto", "mma", "dp4a")  # niti_cuda_set_gemm_kernel codes 0, 1, 2
 CONV_MODES = ("auto", "gather")  # niti_cuda_set_conv_mode codes 0, 1

@@ -97,6 +97,16 @@ class _Kernels:
                       _u32(ctx.seed), _u32(ctx.step), _u32(node.tensor_id), out.ptr, out.exp_ptr)
         return (out,)
 
+    def add(self, node, ctx, a, b):
+        a, b = self._in(a, np.int8, "add a"), self._in(b, np.int8, "add b")
+        if a.shape != b.shape:
+            raise ValueError(f"{node.name}: operand shapes {a.shape} and {b.shape} differ")
+        out = self._new(a.shape, np.int8)
+        self.lib.call("niti_cuda_add_s8", a.size, a.ptr, a.exp_ptr, b.ptr, b.exp_ptr,
+                      ROUNDING_MODES.index(node.attr("mode")), _u32(ctx.seed), _u32(ctx.step), _u32(node.tensor_id),
+                      out.ptr, out.exp_ptr)
+        return (out,)
+
     def relu(self, node, ctx, x):
         x = self._in(x, np.int8, "relu x")
         y = self._new(x.shape, np.int8, exp=x.exp)
@@ -244,7 +254,7 @@ class _Kernels:
         raise ValueError(f"unknown update rule {rule!r}")
 
 
-OPS = ("conv2d", "linear", "requantize", "relu", "maxpool", "flatten", "dropout", "loss_grad", "relu_grad",
+OPS = ("conv2d", "linear", "requantize", "relu", "maxpool", "flatten", "dropout", "add", "loss_grad", "relu_grad",
        "maxpool_grad", "flatten_grad", "dropout_grad", "conv2d_input_grad", "conv2d_weight_grad", "linear_input_grad",
        "linear_weight_grad", "update")
 

@@ -25,7 +25,7 @@ from nitisim.contract.numerics import LOSS_VARIANTS, ROUNDING_MODES
 from . import build
 from .aligned import empty_aligned
 
-ABI_VERSION = 2  # must equal NITI_ABI_VERSION in csrc/cpu_internal.h (and the CUDA library's)
+ABI_VERSION = 3  # must equal NITI_ABI_VERSION in csrc/cpu_internal.h (and the CUDA library's)
 API_HEADER = build.CSRC / "niti_api.h"
 STATUS_INVALID_ARGUMENT, STATUS_OVERFLOW, STATUS_OUT_OF_MEMORY = 1, 2, 3
 MAX_K_INT32 = 131071  # NITI_MAX_K_S32: longest reduction accumulated in int32 (longer: int64, checked)
@@ -268,6 +268,19 @@ class CLib:
         self.check(self.lib.niti_requantize_s32(acc.size, pa, _mode_code(mode), _u32(seed), _u32(step),
                                                 _u32(tensor_id), po, shift))
         return out, exp + shift[0]
+
+    def add(self, a: np.ndarray, exp_a: int, b: np.ndarray, exp_b: int, mode: str, *, seed: int = 0, step: int = 0,
+            tensor_id: int = 0) -> tuple[np.ndarray, int]:
+        """Exponent-aligned sum of two int8 arrays of one shape -> (int8 mantissa, exponent) as
+        numerics.add (IntegerOverflowError when the exponents are more than 55 apart)."""
+        pa, pb = self._in(a, np.int8, "a"), self._in(b, np.int8, "b")
+        if a.shape != b.shape:
+            raise ValueError(f"add: operand shapes {a.shape} and {b.shape} differ")
+        out, po = self._out(a.shape, np.int8)
+        exp = self.ffi.new("int *")
+        self.check(self.lib.niti_add_s8(a.size, pa, int(exp_a), pb, int(exp_b), _mode_code(mode), _u32(seed),
+                                        _u32(step), _u32(tensor_id), po, exp))
+        return out, exp[0]
 
     def narrow_int32(self, x: np.ndarray) -> np.ndarray:
         """int64 -> int32; IntegerOverflowError instead of wrapping (numerics.check_int32)."""

@@ -34,6 +34,9 @@ from nitisim.contract.graph import Graph, Node
 ROUND_OPS = MappingProxyType({"nearest": 7, "pseudo_stochastic": 9, "stochastic": 16})  # stochastic: + mix32 hash
 RANGE_OPS = 2  # range reduction: abs and running max per element (numerics.range_bits)
 HASH_OPS = 8  # mix32: three xor-shifts (2 ops each) and two multiplies
+# Aligning an add's operands (numerics.add, niti_add_s8): widen both int8 to the lane (2), shift the
+# operand with the larger exponent by the tensor-wide gap (1; the other is not shifted), add (1).
+ADD_ALIGN_OPS = 4
 SOFTMAX_OPS = 12  # base-2 softmax row: max, scale, shift, subtract, window, power, sum, divide, ...
 FP32_UPDATE_OPS = MappingProxyType({"plain": 2, "momentum": 4, "shadow16": 2})  # lr * g, subtract (+ momentum)
 
@@ -142,6 +145,19 @@ def lower_vector(graph: Graph, node: Node, float32: bool = False) -> VectorWork:
         # NITI needs the whole int32 tensor's range before any element can be shifted: two passes.
         passes = (VectorPass("range", (ins[0],), (), (("int32", RANGE_OPS * n),)),
                   VectorPass("shift", (ins[0],), (outs[0],), (("int32", ROUND_OPS[node.attr("mode")] * n),)))
+    elif op == "add" and float32:
+        passes = one("add", ins, outs, [("int32", _size(graph, ins[0]))])  # one float add per element
+    elif op == "add":
+        n = _size(graph, ins[0])
+        # As niti_add_s8 and the CUDA kernels run it: the aligned sums are recomputed in each pass
+        # rather than stored (an int64 scratch tensor would cost more traffic than rereading two int8
+        # inputs). The range of the whole sum is needed before any element is rounded: two passes.
+        # Priced on int32 lanes, exact for exponent gaps up to 24 (128 * 2**24 + 128 < 2**31); a wider
+        # gap needs an int64 sum (the C and CUDA kernels' lane), not priced: the two operands of a
+        # residual sum come from the same input through a few layers, so their exponents stay close.
+        passes = (VectorPass("range", tuple(ins), (), (("int32", (ADD_ALIGN_OPS + RANGE_OPS) * n),)),
+                  VectorPass("round", tuple(ins), (outs[0],),
+                             (("int32", (ADD_ALIGN_OPS + ROUND_OPS[node.attr("mode")]) * n),)))
     elif op == "relu":
         passes = one("relu", ins, outs, [("int8", _size(graph, ins[0]))])
     elif op == "relu_grad":

@@ -26,7 +26,7 @@
 #define NITI_AMX 0
 #endif
 
-#define NITI_ABI_VERSION 2
+#define NITI_ABI_VERSION 3
 
 enum { NITI_OK = 0, NITI_E_ARG = 1, NITI_E_OVERFLOW = 2, NITI_E_NOMEM = 3 };
 

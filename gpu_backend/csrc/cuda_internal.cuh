@@ -14,7 +14,8 @@
 
 enum { NITI_OK = 0, NITI_E_ARG = 1, NITI_E_OVERFLOW = 2, NITI_E_NOMEM = 3, NITI_E_CUDA = 4 };
 /* sticky device flags, raised by kernels with atomicOr and reported by the next synchronising call */
-enum { NITI_FLAG_NARROW = 1u, NITI_FLAG_VELOCITY = 2u, NITI_FLAG_LABEL = 4u, NITI_FLAG_LOSS_EXP = 8u };
+enum { NITI_FLAG_NARROW = 1u, NITI_FLAG_VELOCITY = 2u, NITI_FLAG_LABEL = 4u, NITI_FLAG_LOSS_EXP = 8u,
+       NITI_FLAG_ADD_EXP = 16u };
 #define NITI_CU_SCRATCH_WORDS 8 /* uint64 device words an op may use while it runs (zeroed by the op) */
 std::recursive_mutex &niti_cu_lock();
 int niti_cu_fail(int status, const char *fmt, ...);

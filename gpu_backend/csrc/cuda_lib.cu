@@ -19,7 +19,7 @@
 #include "niti_arith.h"
 #include "niti_cuda_api.h"
 
-#define NITI_CUDA_ABI_VERSION 3
+#define NITI_CUDA_ABI_VERSION 4
 
 #include "cuda_internal.cuh"
 
@@ -138,7 +138,12 @@ int sync_and_check(const char *fn) {
         snprintf(what + strlen(what), sizeof what - strlen(what),
                  " a logit exponent was above %d (the softmax's int64 intermediates would overflow);",
                  NITI_LOSS_MAX_EXP);
-    int status = (flags & (NITI_FLAG_NARROW | NITI_FLAG_VELOCITY | NITI_FLAG_LOSS_EXP)) ? NITI_E_OVERFLOW : NITI_E_ARG;
+    if (flags & NITI_FLAG_ADD_EXP)
+        snprintf(what + strlen(what), sizeof what - strlen(what),
+                 " the operand exponents of an add were more than %d apart (the aligned sum would not fit int64);",
+                 NITI_ADD_MAX_EXP_GAP);
+    int status = (flags & (NITI_FLAG_NARROW | NITI_FLAG_VELOCITY | NITI_FLAG_LOSS_EXP | NITI_FLAG_ADD_EXP))
+                         ? NITI_E_OVERFLOW : NITI_E_ARG;
     return niti_cu_fail(status, "%s: a device check failed in an earlier call:%s", fn, what);
 }
 

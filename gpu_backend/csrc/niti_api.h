@@ -48,6 +48,12 @@ int niti_round_shift_s64(int64_t n, const int64_t *x, int shift_bits, int mode,
  * is the exponent increment. */
 int niti_requantize_s32(int64_t n, const int32_t *acc, int mode, uint32_t seed, uint32_t step,
                         uint32_t tensor_id, int8_t *out, int *shift_out);
+/* Exponent-aligned sum of two int8 tensors (nitisim.numerics.add): status 2 if |exp_a - exp_b| > 55;
+ * acc = a * 2**(exp_a - e_lo) + b * 2**(exp_b - e_lo) exact in int64 (e_lo = min of the two), then
+ * s = b(acc) - 7, out = clamp(ROUND(acc, s)) with `mode` when s > 0, else clamp(acc);
+ * *exp_out = e_lo + max(s, 0). out may alias a or b. */
+int niti_add_s8(int64_t n, const int8_t *a, int exp_a, const int8_t *b, int exp_b, int mode, uint32_t seed,
+                uint32_t step, uint32_t tensor_id, int8_t *out, int *exp_out);
 /* int64 -> int32, status 2 if any value is outside int32 (never wraps). */
 int niti_narrow_s64_s32(int64_t n, const int64_t *x, int32_t *out);
 

@@ -18,7 +18,8 @@
  *     synchronisation per layer. Exponent pointers may be NULL when not wanted (an input exponent
  *     read as NULL counts as 0);
  *   - checks that depend on data (an int64 -> int32 narrowing or a momentum velocity leaving int32,
- *     a label outside [0, classes), a logit exponent above 40) run on the device: the op
+ *     a label outside [0, classes), a logit exponent above 40, add exponents more than 55 apart) run
+ *     on the device: the op
  *     raises a sticky device flag and its outputs are undefined; the next niti_cuda_copy_out or
  *     niti_cuda_synchronize returns 2 (overflow) or 1 (invalid data) with the reason, and clears it;
  *   - outputs never alias inputs (the exponent slots included).
@@ -78,6 +79,11 @@ int niti_cuda_range_bits_s64(int64_t n, const int64_t *x, int32_t *bits_out);
 int niti_cuda_requantize_s32(int64_t n, const int32_t *acc, const int32_t *exp_in, int mode, uint32_t seed,
                              uint32_t step, uint32_t tensor_id, int8_t *out, int32_t *exp_out);
 int niti_cuda_narrow_s64_s32(int64_t n, const int64_t *x, int32_t *out); /* overflow: deferred status 2 */
+/* Exponent-aligned sum of two int8 tensors (niti_add_s8), both exponents read on the device: the
+ * range of the exact int64 sums (block max + atomicMax), then each rounded once with `mode`;
+ * *exp_out = min(*exp_a, *exp_b) + max(s, 0). Exponents more than 55 apart: deferred status 2. */
+int niti_cuda_add_s8(int64_t n, const int8_t *a, const int32_t *exp_a, const int8_t *b, const int32_t *exp_b, int mode,
+                     uint32_t seed, uint32_t step, uint32_t tensor_id, int8_t *out, int32_t *exp_out);
 
 /* ---- GEMM: C (M x N) = A (M x K) * B^T, B stored N x K (both K-contiguous) ------------------------------
  * Every op with an int32 output accumulates a reduction longer than 131071 (niti_k_fits_s32) in int64 and

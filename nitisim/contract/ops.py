@@ -29,6 +29,10 @@ _OPS = (
     OpInfo("maxpool", "vector", "x NHWC -> window max (attrs kernel, stride)"),
     OpInfo("flatten", "view", "x NHWC -> (N, H*W*C), channel fastest"),
     OpInfo("dropout", "vector", "x -> x * keep_mask per feature (shared across the batch); e += k"),
+    # add: shortcut sums and the summed errors at a fork (issue 25). Output exponent data-derived, as
+    # requantize's: min(e_a, e_b) + max(b(acc) - 7, 0) (numerics.add); report phase vector.
+    OpInfo("add", "vector", "(a int8, b int8) -> int8: a*2**(e_a-e_lo) + b*2**(e_b-e_lo) exact, requantized "
+                            "with attr mode; e = e_lo + shift, |e_a - e_b| <= 55"),
     # loss
     OpInfo("loss_grad", "vector", "(logits int8, labels) -> error int8 = round(2048 (softmax - onehot) / 16)"),
     # backward

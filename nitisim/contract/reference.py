@@ -17,6 +17,7 @@ from .numerics import (
     QTensor,
     LOSS_ERROR_EXP,
     SHADOW_FRAC_BITS,
+    add as aligned_add,
     check_int32,
     clamp_int8,
     hash_bits,
@@ -99,6 +100,11 @@ def linear(node: Node, ctx: StepContext, x: QTensor, w: QTensor):
 
 def requantize_op(node: Node, ctx: StepContext, acc: QTensor):
     m, e = requantize(acc.m, acc.e, node.attr("mode"), seed=ctx.seed, step=ctx.step, tensor_id=node.tensor_id)
+    return (QTensor(m, e),)
+
+
+def add(node: Node, ctx: StepContext, a: QTensor, b: QTensor):
+    m, e = aligned_add(a.m, a.e, b.m, b.e, node.attr("mode"), seed=ctx.seed, step=ctx.step, tensor_id=node.tensor_id)
     return (QTensor(m, e),)
 
 
@@ -221,6 +227,7 @@ REFERENCE_KERNELS = MappingProxyType({
     "maxpool": maxpool,
     "flatten": flatten,
     "dropout": dropout,
+    "add": add,
     "loss_grad": loss_grad_op,
     "relu_grad": relu_grad,
     "maxpool_grad": maxpool_grad,
