@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu_backend import build, c_binding
+from gpu_backend import c_binding
 from gpu_backend.build import CSRC
 
 pytestmark = pytest.mark.cpu_lib
