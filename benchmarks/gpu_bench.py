@@ -170,7 +170,7 @@ def main() -> int:
                 continue
             print(f"   {label:36s} {m}x{n}x{k}: niti {fmt(rates[0])}  dp4a {fmt(rates[1])}  "
                   f"torch int8 {fmt(rates[2])}  torch bf16 {fmt(rates[3])}  (TOP/s)", flush=True)
-            wide = ", int64 out" if k > 131071 else ""
+            wide = ", int64 out" if k > lib.max_k_int32 else ""
             ROWS.append(("int8 GEMM, TOP/s", f"{label} ({m}x{n}x{k}{wide})", *map(fmt, rates)))
 
     @section("conv ops, conv mode auto (implicit A where it applies) vs gather")
@@ -273,7 +273,7 @@ def main() -> int:
 def gemm_rates(lib, torch, m, n, k, iters, engine="auto", dp4a=False):
     """(niti mma, niti dp4a or None, torch._int_mm, torch bf16) in TOP/s for C = A (MxK) B^T (B is NxK)."""
     ops = 2.0 * m * n * k
-    wide = k > 131071
+    wide = k > lib.max_k_int32  # NITI_MAX_K_S32: longer int32 reductions are summed in int64
     if torch is not None:
         a = torch.randint(-127, 128, (m, k), dtype=torch.int8, device="cuda")
         bt = torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda")
@@ -464,7 +464,7 @@ def write_table(out: Path, command: str, gpu: str) -> None:
         f"- command: `{command}` (from the repository root; `benchmarks/gpu_check.sh` runs it after the parity tests)",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}, host {platform.node()}",
         f"- GPU: {gpu}",
-        "- GEMM: C = A (MxK) * B^T with B stored NxK, int8 operands, int32 output (int64 when K > 131071); "
+        "- GEMM: C = A (MxK) * B^T with B stored NxK, int8 operands, int32 output (int64 when K > NITI_MAX_K_S32); "
         "TOP/s = 2MNK / time; CUDA events after 2 warm-up runs; torch bf16 runs the same shapes in bf16",
         "",
         "| section | what | niti CUDA (mma) | niti CUDA (dp4a) | torch int8 (`_int_mm`) | torch bf16 |",

@@ -97,7 +97,7 @@ def cpu_sources() -> tuple[list[Path], list[Path]]:
     """The CPU library's C files and the headers they include (the CUDA files are not hashed, so
     editing them does not rebuild the CPU library)."""
     sources = sorted(CSRC.glob("cpu_*.c"))
-    headers = sorted([*CSRC.glob("cpu_*.h"), CSRC / "niti_api.h", CSRC / "niti_arith.h"])
+    headers = sorted([*CSRC.glob("cpu_*.h"), CSRC / "niti_api.h", CSRC / "niti_arith.h", CSRC / "niti_constants.h"])
     return sources, [h for h in headers if h.exists()]
 
 

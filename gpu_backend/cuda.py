@@ -3,9 +3,10 @@
 This module is the public face: it holds no code of its own and re-exports the names of the files
 that do, one job each, so `from gpu_backend import cuda` is all a caller needs:
 
-- cuda_binding.py: the binding of csrc/niti_cuda_api.h (cffi in ABI mode, ctypes where cffi is
-  missing): `Binding`, `prototypes`, `cdef_text`.
-- cuda_device.py: `CudaLib`, the loaded library on one device (status codes become exceptions;
+- cuda_binding.py: the binding of csrc/niti_cuda_api.h (cffi in ABI mode through c_binding.Binding,
+  as the CPU library's): `API_HEADER`, `bind`, `cdef_text`.
+- cuda_device.py: `CudaLib`, the loaded library on one device (status codes, read from the library
+  with its other constants, become exceptions;
   device queries, memory, copies, GEMM engine, conv mode, timers), and `DeviceTensor`, the device
   counterpart of nitisim.contract.numerics.QTensor.
 - cuda_loading.py: getting a library: `cuda_library()` (nvcc build, load, device init),
@@ -29,19 +30,17 @@ the next synchronising call, not at the op that failed. Where there is no GPU,
 """
 from __future__ import annotations
 
-from .cuda_binding import API_HEADER, Binding, cdef_text, prototypes
-from .cuda_device import (ABI_VERSION, CONV_MODES, CONV_OPS, CONV_PATHS, GEMM_ENGINES, STATUS_CUDA,
-                          STATUS_INVALID_ARGUMENT, STATUS_OUT_OF_MEMORY, STATUS_OVERFLOW, CudaError, CudaLib,
-                          DeviceTensor)
+from .c_binding import Binding
+from .cuda_binding import API_HEADER, bind, cdef_text
+from .cuda_device import CONV_MODES, CONV_OPS, CONV_PATHS, GEMM_ENGINES, CudaError, CudaLib, DeviceTensor
 from .cuda_kernels import OPS, cuda_kernel_table, to_device, to_host
 from .cuda_loading import (EMULATOR_FLAGS, EMULATOR_LIBRARY, CudaUnavailable, build_emulator, cuda_library,
                            cuda_status, emulated_library)
 from .cuda_node_clock import DeviceNodeClock, device_node_clock
 
 __all__ = [
-    "API_HEADER", "Binding", "cdef_text", "prototypes",
-    "ABI_VERSION", "CONV_MODES", "CONV_OPS", "CONV_PATHS", "GEMM_ENGINES", "STATUS_CUDA", "STATUS_INVALID_ARGUMENT",
-    "STATUS_OUT_OF_MEMORY", "STATUS_OVERFLOW", "CudaError", "CudaLib", "DeviceTensor",
+    "API_HEADER", "Binding", "bind", "cdef_text",
+    "CONV_MODES", "CONV_OPS", "CONV_PATHS", "GEMM_ENGINES", "CudaError", "CudaLib", "DeviceTensor",
     "OPS", "cuda_kernel_table", "to_device", "to_host",
     "EMULATOR_FLAGS", "EMULATOR_LIBRARY", "CudaUnavailable", "build_emulator", "cuda_library", "cuda_status",
     "emulated_library",

@@ -1,8 +1,9 @@
 """The loaded CUDA library on one device (`CudaLib`) and the tensors that live there (`DeviceTensor`).
 
-`CudaLib` wraps a binding (cuda_binding.Binding) of one libniti_cuda.so: it checks the ABI version,
-initialises the device, and turns a nonzero status into an exception carrying the library's
-message: IntegerOverflowError (2), MemoryError (3), CudaError otherwise. Its methods are the device
+`CudaLib` wraps a binding (cuda_binding.bind, the c_binding.Binding the CPU library uses too) of one
+libniti_cuda.so: the binding checks the ABI version, CudaLib initialises the device, and a nonzero
+status becomes an exception carrying the library's message: IntegerOverflowError (NITI_E_OVERFLOW),
+MemoryError (NITI_E_NOMEM), CudaError otherwise. Its methods are the device
 interface (tinygrad style): device queries, memory, copies, the GEMM engine and conv mode, timers
 and stream marks, and raw `call`s of any entry point.
 
@@ -22,14 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nitisim.contract.errors import IntegerOverflowError
+from typing import Mapping
+
 from nitisim.contract.numerics import QTensor
 
-from .cuda_binding import Binding, _addr
-from .lib import CLibError
+from .c_binding import CLibError
+from .cuda_binding import API_HEADER, _addr, bind
 
-ABI_VERSION = 4  # must equal NITI_CUDA_ABI_VERSION in csrc/cuda_lib.cu
-STATUS_INVALID_ARGUMENT, STATUS_OVERFLOW, STATUS_OUT_OF_MEMORY, STATUS_CUDA = 1, 2, 3, 4
 GEMM_ENGINES = ("auto", "mma", "dp4a")  # niti_cuda_set_gemm_kernel codes 0, 1, 2
 CONV_MODES = ("auto", "gather")  # niti_cuda_set_conv_mode codes 0, 1
 CONV_PATHS = ("gather", "implicit")  # niti_cuda_conv_path results 0, 1
@@ -44,25 +44,32 @@ class CudaError(CLibError):
 class CudaLib:
     """The loaded library on one device: the device interface (tinygrad style) and raw calls."""
 
-    def __init__(self, path: Path, device: int = 0, prefer: str = "cffi"):
-        self.path = Path(path)
-        self.bind = Binding(self.path, prefer)
-        found = self.bind("niti_cuda_abi_version")
-        if found != ABI_VERSION:
-            raise CudaError(0, f"{self.path}: ABI version {found}, the Python side expects {ABI_VERSION}; rebuild it")
+    def __init__(self, path: Path, device: int = 0, header: Path = API_HEADER):
+        self.bind = bind(path, CudaError, header)  # refuses another ABI version
+        self.path = self.bind.path
         self.check(self.bind("niti_cuda_init", int(device)))
         self.device = int(device)
 
     # ---- plumbing ---------------------------------------------------------------------------------
     def check(self, status: int) -> None:
-        if status == 0:
-            return
-        message = self.bind("niti_cuda_last_error")
-        if status == STATUS_OVERFLOW:
-            raise IntegerOverflowError(message)
-        if status == STATUS_OUT_OF_MEMORY:
-            raise MemoryError(message)
-        raise CudaError(status, message)
+        """Raise the library's error for a nonzero status."""
+        self.bind.check(status)
+
+    # ---- constants, read from the library's header (csrc/niti_constants.h, niti_cuda_api.h) -----------
+    @property
+    def abi_version(self) -> int:
+        return self.bind("niti_cuda_abi_version")
+
+    @property
+    def status_codes(self) -> Mapping[str, int]:
+        """name -> value of every status code, e.g. status_codes['NITI_E_CUDA']."""
+        return self.bind.status_codes
+
+    @property
+    def max_k_int32(self) -> int:
+        """NITI_MAX_K_S32: an op sums a longer reduction with an int32 output in int64, then narrows
+        it with the (deferred) device check."""
+        return self.bind.constant("NITI_MAX_K_S32")
 
     def call(self, name: str, *args) -> None:
         """Call an entry point and raise its error for a nonzero status."""

@@ -8,9 +8,10 @@ memory is allocated and freed in stream order. `to_device()` / `to_host()` move 
 Data-dependent checks (int32 overflow of a narrowed weight gradient or a momentum velocity, bad
 labels) run on the device and surface at the next synchronising call (`to_host`, `.m`, `.e`,
 `synchronize()`), not at the op that failed. The exception: a GEMM op whose int32 output sums more
-than MAX_K_INT32 products (summed in int64 and narrowed with the overflow check) synchronises
-before it returns, so an overflow there is raised by the op itself and the executor can name its
-node. Such layers are rare (a 1x1 conv over 131072+ channels); every other op stays asynchronous.
+than the library's max_k_int32 products (NITI_MAX_K_S32; summed in int64 and narrowed with the
+overflow check) synchronises before it returns, so an overflow there is raised by the op itself and
+the executor can name its node. Such layers are rare (a 1x1 conv over more channels than that);
+every other op stays asynchronous.
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ from nitisim.contract.numerics import LOSS_VARIANTS, ROUNDING_MODES, SHADOW_FRAC
 
 from .cuda_device import CudaLib, DeviceTensor
 from .cuda_loading import cuda_library
-from .lib import MAX_K_INT32
 
 
 def to_device(t: QTensor | np.ndarray, lib: CudaLib | None = None) -> DeviceTensor:
@@ -65,7 +65,7 @@ class _Kernels:
     def _checked(self, out: DeviceTensor, reduction: int) -> tuple[DeviceTensor]:
         """(out,), after waiting for it when its int32 sums were narrowed from int64: an overflow is
         then raised here, at the op that made it."""
-        if out.dtype == np.int32 and reduction > MAX_K_INT32:
+        if out.dtype == np.int32 and reduction > self.lib.max_k_int32:
             self.lib.synchronize()
         return (out,)
 
@@ -192,7 +192,7 @@ class _Kernels:
         return self._checked(dx, kh * kw * o)
 
     def _weight_grad(self, node, name: str, args: tuple, shape, reduction: int, x, dy):
-        """int32 or int64 as the graph asks (the library sums an int32 gradient over more than MAX_K_INT32
+        """int32 or int64 as the graph asks (the library sums an int32 gradient over more than max_k_int32
         products in int64 and narrows it with its overflow check)."""
         dtype = node.attr("dtype")
         if dtype not in ("int32", "int64"):

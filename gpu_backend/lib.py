@@ -1,11 +1,12 @@
 """cffi (ABI mode) bindings of the kernel libraries, with thin numpy wrappers.
 
-One `FFI` whose single cdef is `csrc/niti_api.h` (declarations only); one `dlopen` per built
-library (`cpu_library()` for libniti_cpu.so; one per `march` variant), each cached by
-`functools.lru_cache`, so nothing is compiled or loaded at import time. (The CUDA library has its
-own API header, niti_cuda_api.h, and its own loader.) Every C entry point returns a status;
-`CLib.check` turns a nonzero one into an exception carrying the library's own message
-(`IntegerOverflowError` for overflow, `CLibError` otherwise).
+Each built library (`cpu_library()` for libniti_cpu.so; one per `march` variant, each cached by
+`functools.lru_cache`, so nothing is compiled or loaded at import time) is bound by
+c_binding.Binding with `csrc/niti_api.h` as the cdef, as the CUDA library is with its own header:
+the ABI version is checked on load, constants (status codes, NITI_MAX_K_S32, the parallel
+threshold) are read through the library, and `CLib.check` turns a nonzero status into an exception
+carrying the library's own message (`IntegerOverflowError` for overflow, `MemoryError`, `CLibError`
+otherwise).
 
 Wrappers take numpy arrays of the exact dtype, C-contiguous (no silent copies or casts), allocate
 their outputs and return them, e.g. `cpu_library().conv2d_forward(x, w, stride=1, padding=1)`.
@@ -15,52 +16,27 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from nitisim.contract.errors import IntegerOverflowError
 from nitisim.contract.numerics import LOSS_VARIANTS, ROUNDING_MODES
 
-from . import build
+from . import build, c_binding
 from .aligned import empty_aligned
+from .c_binding import CLibError
 
-ABI_VERSION = 3  # must equal NITI_ABI_VERSION in csrc/cpu_internal.h (and the CUDA library's)
 API_HEADER = build.CSRC / "niti_api.h"
-STATUS_INVALID_ARGUMENT, STATUS_OVERFLOW, STATUS_OUT_OF_MEMORY = 1, 2, 3
-MAX_K_INT32 = 131071  # NITI_MAX_K_S32: longest reduction accumulated in int32 (longer: int64, checked)
-
-
-class CLibError(RuntimeError):
-    """A kernel-library call failed; `status` is the C status code, the message is the C message."""
-
-    def __init__(self, status: int, message: str):
-        self.status = status
-        super().__init__(message)
 
 
 def cdef_text(header: Path = API_HEADER) -> str:
-    """The header as cffi's cdef reads it: preprocessor lines and the __cplusplus block dropped."""
-    kept, skipping = [], False
-    for line in Path(header).read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#ifdef __cplusplus"):
-            skipping = True
-        elif skipping and stripped.startswith("#endif"):
-            skipping = False
-        elif not skipping and not stripped.startswith("#"):
-            kept.append(line)
-    return "\n".join(kept)
+    """The header as cffi's cdef reads it (c_binding.cdef_text, defaulting to the CPU API header)."""
+    return c_binding.cdef_text(header)
 
 
-@functools.lru_cache(maxsize=None)
 def api_ffi():
-    """The one FFI object, with the API header declared."""
-    import cffi
-
-    ffi = cffi.FFI()
-    ffi.cdef(cdef_text())
-    return ffi
+    """The FFI of the CPU API header (c_binding.header_ffi)."""
+    return c_binding.header_ffi(API_HEADER)
 
 
 @functools.lru_cache(maxsize=None)
@@ -90,7 +66,7 @@ def engine_library(engine: str | None = None) -> "CLib":
         native.set_engine(name)
         return native
     if not cpu_runs(name):
-        raise CLibError(STATUS_INVALID_ARGUMENT, f"CPU engine {name!r}: this CPU lacks its instructions "
+        raise CLibError(native.status_codes["NITI_E_ARG"], f"CPU engine {name!r}: this CPU lacks its instructions "
                         f"(its best SIMD engine is {native.kernel_isa!r})")
     return cpu_library(_SIMD_MARCH[name])
 
@@ -142,25 +118,38 @@ def _u32(v: int) -> int:
 class CLib:
     """One loaded kernel library and its numpy-level API."""
 
-    def __init__(self, path: Path):
-        self.ffi = api_ffi()
-        self.path = Path(path)
-        self.lib = self.ffi.dlopen(str(self.path))
-        found = self.lib.niti_abi_version()
-        if found != ABI_VERSION:
-            raise CLibError(0, f"{self.path}: ABI version {found}, the Python side expects {ABI_VERSION}; rebuild it")
+    def __init__(self, path: Path, header: Path = API_HEADER):
+        self.binding = c_binding.Binding(path, header, "niti_", CLibError)  # refuses another ABI version
+        self.ffi, self.lib, self.path = self.binding.ffi, self.binding.lib, self.binding.path
 
     # ---- plumbing -------------------------------------------------------------------------------
     def check(self, status: int) -> None:
         """Raise the library's error for a nonzero status."""
-        if status == 0:
-            return
-        message = self.ffi.string(self.lib.niti_last_error()).decode(errors="replace")
-        if status == STATUS_OVERFLOW:
-            raise IntegerOverflowError(message)
-        if status == STATUS_OUT_OF_MEMORY:
-            raise MemoryError(message)
-        raise CLibError(status, message)
+        self.binding.check(status)
+
+    # ---- constants, read from the library's header (csrc/niti_constants.h, niti_api.h) -------------------
+    @property
+    def status_codes(self) -> Mapping[str, int]:
+        """name -> value of every status code, e.g. status_codes['NITI_E_OVERFLOW']."""
+        return self.binding.status_codes
+
+    @property
+    def max_k_int32(self) -> int:
+        """NITI_MAX_K_S32: the longest reduction accumulated in int32 (a longer one: int64, then checked)."""
+        return self.binding.constant("NITI_MAX_K_S32")
+
+    @property
+    def parallel_min_elements(self) -> int:
+        """NITI_PARALLEL_MIN_ELEMS: elementwise kernels run on all threads above this many elements of
+        their largest input."""
+        return self.binding.constant("NITI_PARALLEL_MIN_ELEMS")
+
+    @property
+    def gemm_tile(self) -> tuple[int, int, int]:
+        """The (m, k, n) block the engine in use computes in (niti_gemm_tile); a GEMM costs as if padded to it."""
+        out = self.ffi.new("int[3]")
+        self.check(self.lib.niti_gemm_tile(out, out + 1, out + 2))
+        return int(out[0]), int(out[1]), int(out[2])
 
     def _in(self, a: np.ndarray, dtype, name: str, ndim: int | None = None):
         """Pointer to an input array after checking dtype, C-contiguity and rank."""

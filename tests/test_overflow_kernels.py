@@ -25,7 +25,7 @@ pytestmark = pytest.mark.cpu_lib
 if shutil.which(os.environ.get("CC") or "gcc") is None:  # pragma: no cover - machines without a compiler
     pytest.skip("no C compiler to build the CPU kernel library", allow_module_level=True)
 
-from gpu_backend.lib import CPU_ENGINES, MAX_K_INT32, CLibError, cpu_library, engine_library  # noqa: E402
+from gpu_backend.lib import CPU_ENGINES, CLibError, cpu_library, engine_library  # noqa: E402
 from nitisim.contract.errors import IntegerOverflowError  # noqa: E402
 from nitisim.contract.executor import MAX_INT32_REDUCTION  # noqa: E402
 from nitisim.contract.numerics import INT32_MAX, check_int32, requantize  # noqa: E402
@@ -60,29 +60,19 @@ def depth_cases() -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, a, b): the reduction-depth boundaries, every product at its extreme."""
     def full(k, va, vb):
         return f"{k} x {va} x {vb}", np.full(k, va, np.int8), np.full(k, vb, np.int8)
+    max_k_int32 = cpu_library().max_k_int32  # NITI_MAX_K_S32: the longest reduction summed in int32
     return [full(MAX_INT32_REDUCTION, 127, 127), full(MAX_INT32_REDUCTION + 1, 127, 127),
-            full(MAX_INT32_REDUCTION + 1, 127, -127), full(MAX_K_INT32, -128, -128), full(MAX_K_INT32 + 1, -128, -128)]
+            full(MAX_INT32_REDUCTION + 1, 127, -127), full(max_k_int32, -128, -128), full(max_k_int32 + 1, -128, -128)]
 
 
 def test_cases_sit_on_the_boundary():
     """The cases are what their names say: the reference accepts exactly the in-range ones."""
-    assert MAX_INT32_REDUCTION == 133_144 and MAX_K_INT32 == 131_071
+    assert MAX_INT32_REDUCTION == 133_144 and cpu_library().max_k_int32 == 131_071
     raising = []
     for name, a, b in value_cases() + depth_cases():
         total = int(a.astype(np.int64) @ b.astype(np.int64))
         raising.append(not INT32_MIN <= total <= INT32_MAX)
     assert raising == [False, True, False, True, False, True, True, False, True]
-
-
-def test_python_bound_is_the_headers():
-    """gpu_backend.lib.MAX_K_INT32 (also the CUDA table's threshold for synchronising after an op
-    whose int32 output was narrowed from int64) is NITI_MAX_K_S32 as niti_arith.h defines it."""
-    import re
-
-    from gpu_backend.build import CSRC
-
-    (value,) = re.findall(r"^#define NITI_MAX_K_S32 (\d+)\b", (CSRC / "niti_arith.h").read_text(), re.M)
-    assert int(value) == MAX_K_INT32
 
 
 @pytest.fixture(scope="module", params=CPU_ENGINES)

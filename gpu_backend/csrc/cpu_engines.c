@@ -98,6 +98,15 @@ int niti_set_engine(const char *name) {
 
 const char *niti_engine_name(void) { return niti_active_engine()->name; }
 
+int niti_gemm_tile(int *m_out, int *k_out, int *n_out) {
+    if (!m_out || !k_out || !n_out) return niti_fail(NITI_E_ARG, "niti_gemm_tile: NULL output");
+    const niti_engine *e = niti_active_engine();
+    *m_out = e->mr;
+    *k_out = e->k_align;
+    *n_out = e->nr;
+    return NITI_OK;
+}
+
 const char *niti_engine_note(void) {
     niti_active_engine();
     return auto_note;

@@ -26,10 +26,6 @@
 #define NITI_AMX 0
 #endif
 
-#define NITI_ABI_VERSION 3
-
-enum { NITI_OK = 0, NITI_E_ARG = 1, NITI_E_OVERFLOW = 2, NITI_E_NOMEM = 3 };
-
 static inline int64_t niti_round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 static inline int64_t niti_min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t niti_max64(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -71,11 +67,6 @@ int niti_threads(void);
 void niti_requant_block(const int32_t *acc, int8_t *out, int64_t n, int64_t index0, int s, int mode, uint32_t key);
 int niti_requant_shift(int32_t hi, int32_t lo);
 int niti_check_round_mode(const char *fn, int mode);
-
-/* Elementwise loops go parallel above this many elements: about half a millisecond on one thread.
- * Below it, waking the other threads costs more than it saves, and on a busy machine a parallel
- * region can wait a whole time slice (milliseconds) for a thread to be scheduled. */
-#define NITI_PARALLEL_MIN_ELEMS (1 << 20)
 
 /* ---- GEMM operands ------------------------------------------------------------------------------- */
 /* Conv patch gather: row m = (n, y, x) of the output grid, column k = (kh, kw, c) in that order.

@@ -31,6 +31,8 @@ static inline int omp_thread_in_team(void) { return 0; }
  * LeNet step (batch 256, 3 M-element conv1 maps) ran them on one core: 2**20 measured 10.0 -> 7.9 ms
  * per step on 2 cores (vgg-small-7 batch 64: 122.5 -> 120.4 ms), alternated in one process. */
 #define NITI_LIGHT_PARALLEL_MIN_ELEMS (1 << 20)
+/* Calibration reads one threshold for both kinds of loop: the exported NITI_PARALLEL_MIN_ELEMS. */
+_Static_assert(NITI_LIGHT_PARALLEL_MIN_ELEMS == NITI_PARALLEL_MIN_ELEMS, "one parallel threshold (niti_api.h)");
 #define LIGHT_PARALLEL_FOR(n) PRAGMA(omp parallel for if ((n) > NITI_LIGHT_PARALLEL_MIN_ELEMS) num_threads(niti_threads()))
 
 static int check_n(const char *fn, int64_t n, int arrays_ok) {

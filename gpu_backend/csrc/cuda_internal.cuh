@@ -12,7 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { NITI_OK = 0, NITI_E_ARG = 1, NITI_E_OVERFLOW = 2, NITI_E_NOMEM = 3, NITI_E_CUDA = 4 };
+#include "niti_constants.h" /* the status codes */
+
 /* sticky device flags, raised by kernels with atomicOr and reported by the next synchronising call */
 enum { NITI_FLAG_NARROW = 1u, NITI_FLAG_VELOCITY = 2u, NITI_FLAG_LABEL = 4u, NITI_FLAG_LOSS_EXP = 8u,
        NITI_FLAG_ADD_EXP = 16u };

@@ -19,8 +19,6 @@
 #include "niti_arith.h"
 #include "niti_cuda_api.h"
 
-#define NITI_CUDA_ABI_VERSION 4
-
 #include "cuda_internal.cuh"
 
 namespace {

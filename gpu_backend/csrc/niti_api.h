@@ -1,11 +1,14 @@
 /* niti_api.h: the C API of the NITI kernel libraries (libniti_cpu.so, libniti_cuda.so).
  *
- * Declarations only: gpu_backend/lib.py feeds this file to cffi's cdef after dropping the
- * preprocessor lines (and the __cplusplus block), so keep it to plain prototypes over
- * int8_t..int64_t, uint8_t, uint32_t. Conventions:
- *   - every entry point returns an int status: 0 ok, 1 invalid argument, 2 integer overflow (a value
- *     left its declared range), 3 out of memory; niti_last_error() holds the calling thread's last
- *     message; outputs are only meaningful on status 0;
+ * Declarations and constants only: gpu_backend/c_binding.py feeds this file, with the quoted headers
+ * it includes (niti_constants.h), to cffi's cdef, keeping `#define NAME <integer literal>` lines and
+ * dropping every other preprocessor line (and the __cplusplus block), so keep it to plain prototypes
+ * over int8_t..int64_t, uint8_t, uint32_t, enums and integer-literal #defines. Python reads the
+ * constants from here (through the loaded library) and copies none of them. Conventions:
+ *   - every entry point returns an int status (niti_status, niti_constants.h): NITI_OK,
+ *     NITI_E_ARG (invalid argument), NITI_E_OVERFLOW (a value left its declared range) or
+ *     NITI_E_NOMEM; niti_last_error() holds the calling thread's last message; outputs are only
+ *     meaningful on NITI_OK;
  *   - sizes are int64_t (a negative size is an error, not a huge size_t);
  *   - row-major arrays; activations NHWC, conv weights [O, kh, kw, I], linear weights [out, in];
  *   - `mode` is a rounding mode: 0 nearest, 1 pseudo_stochastic, 2 stochastic (the order of
@@ -16,9 +19,22 @@
 #ifndef NITI_API_H
 #define NITI_API_H
 #include <stdint.h>
+
+#include "niti_constants.h"
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The version of this API: niti_abi_version() of a library built from this header returns it, and
+ * the Python binding refuses a library that returns another (a stale build). Raise it on any change
+ * of an entry point or a constant here. */
+#define NITI_ABI_VERSION 3
+
+/* Elementwise loops go parallel above this many elements of the kernel's largest input (1 << 20):
+ * about half a millisecond on one thread. Below it, waking the other threads costs more than it
+ * saves, and on a busy machine a parallel region can wait a whole time slice (milliseconds) for a
+ * thread to be scheduled. Calibration reads it (parallel_min_elements). */
+#define NITI_PARALLEL_MIN_ELEMS 1048576
 
 /* ---- library ------------------------------------------------------------------------------------ */
 int niti_abi_version(void);
@@ -30,6 +46,9 @@ const char *niti_kernel_isa(void);           /* SIMD micro-kernel compiled in: "
 int niti_set_engine(const char *name);
 const char *niti_engine_name(void);          /* the engine GEMMs run on */
 const char *niti_engine_note(void);          /* why "auto" passed over a better engine ("" if it did not) */
+/* The (m, k, n) block the engine in use computes in: its C tile (m x n) and the K granule it reads
+ * (4-byte dot products on the SIMD engines, 64-byte tile rows on AMX); a GEMM costs as if padded to it. */
+int niti_gemm_tile(int *m_out, int *k_out, int *n_out);
 int niti_set_num_threads(int num_threads);   /* 0: the OpenMP default (OMP_NUM_THREADS or all cores) */
 int niti_get_num_threads(int *num_threads_out);
 
@@ -58,7 +77,7 @@ int niti_add_s8(int64_t n, const int8_t *a, int exp_a, const int8_t *b, int exp_
 int niti_narrow_s64_s32(int64_t n, const int64_t *x, int32_t *out);
 
 /* ---- GEMM: C (M x N) = A (M x K) * B^T, B stored N x K (both operands K-contiguous) -------------
- * int32 outputs (here and below): reductions up to 131071 provably fit and accumulate in int32;
+ * int32 outputs (here and below): reductions up to NITI_MAX_K_S32 provably fit and accumulate in int32;
  * longer ones accumulate in int64 and are narrowed with a check: status 2 if a value leaves int32. */
 int niti_gemm_s8s8s32(int64_t M, int64_t N, int64_t K, const int8_t *A, const int8_t *B, int32_t *C);
 int niti_gemm_s8s8s64(int64_t M, int64_t N, int64_t K, const int8_t *A, const int8_t *B, int64_t *C);

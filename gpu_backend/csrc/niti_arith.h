@@ -12,6 +12,8 @@
 
 #include <stdint.h>
 
+#include "niti_constants.h"
+
 #ifdef __CUDACC__
 #define NITI_HD __host__ __device__
 #else
@@ -29,13 +31,9 @@ typedef int16_t niti_shadow_t; /* 16-bit shadow weight: int8 weight << 8 plus 8 
 #define NITI_SHADOW_SAT (NITI_ELEM_SAT << NITI_SHADOW_FRAC_BITS) /* PSR(shadow, 8) stays in int8 */
 #define NITI_MOMENTUM_SHIFT 3 /* beta = 1 - 2**-3 */
 
-/* Longest int32 reduction whose sum of int8 x int8 products provably fits int32:
- * 131071 * 128 * 128 = 2147467264 < 2**31 - 1 (even with -128 operands). */
-#define NITI_MAX_K_S32 131071
-
-/* The one test of whether a reduction of K products may be accumulated in int32. Every kernel that
- * accumulates in int32 (GEMM engines, direct, AMX grid and scatter convs, the CUDA engines) takes a
- * reduction only when this holds; a longer one is accumulated exactly in int64 and narrowed with a
+/* The one test of whether a reduction of K products may be accumulated in int32 (NITI_MAX_K_S32:
+ * niti_constants.h). Every kernel that accumulates in int32 (GEMM engines, direct, AMX grid and
+ * scatter convs, the CUDA engines) takes a reduction only when this holds; a longer one is accumulated exactly in int64 and narrowed with a
  * check of every value, so an output outside int32 is an overflow error exactly where the numpy
  * reference's check_int32 raises, and never a wrapped value. */
 NITI_HD static inline int niti_k_fits_s32(int64_t K) { return K <= NITI_MAX_K_S32; }

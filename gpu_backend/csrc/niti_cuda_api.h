@@ -1,11 +1,11 @@
 /* niti_cuda_api.h: the C API of the CUDA kernel library (libniti_cuda.so).
  *
- * Declarations only: gpu_backend/cuda_binding.py feeds this file to cffi's cdef (or, without cffi, to a
- * ctypes binder) after dropping the preprocessor lines and the __cplusplus block, so keep it to
- * plain prototypes over void, int, double, char, int8_t..int64_t and uint32_t. Conventions, beyond
- * those of niti_api.h (statuses, int64_t sizes, row-major NHWC / OHWI layouts, `mode` and `variant`
- * codes, counter-hash coordinates), whose op semantics these kernels mirror exactly:
- *   - status 4 is a CUDA error (no driver, no device, no machine code for this GPU, a failed launch);
+ * Declarations and constants only: gpu_backend/c_binding.py feeds this file, with the quoted headers
+ * it includes (niti_constants.h), to cffi's cdef, as niti_api.h, so keep it to plain prototypes over
+ * void, int, double, char, int8_t..int64_t and uint32_t, enums and integer-literal #defines.
+ * Conventions, beyond those of niti_api.h (statuses, int64_t sizes, row-major NHWC / OHWI layouts,
+ * `mode` and `variant` codes, counter-hash coordinates), whose op semantics these kernels mirror exactly:
+ *   - NITI_E_CUDA is a CUDA error (no driver, no device, no machine code for this GPU, a failed launch);
  *     niti_cuda_last_error() holds the calling thread's last message;
  *   - one device per process (niti_cuda_init, or device 0 on first use) and one CUDA stream: every
  *     entry point queues its work on that stream in call order and returns without waiting, except
@@ -27,9 +27,15 @@
 #ifndef NITI_CUDA_API_H
 #define NITI_CUDA_API_H
 #include <stdint.h>
+
+#include "niti_constants.h"
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The version of this API: niti_cuda_abi_version() of a library built from this header returns it,
+ * and the Python binding refuses a library that returns another. Raise it on any change here. */
+#define NITI_CUDA_ABI_VERSION 4
 
 /* ---- library and device interface ------------------------------------------------------------------ */
 int niti_cuda_abi_version(void);
@@ -86,7 +92,7 @@ int niti_cuda_add_s8(int64_t n, const int8_t *a, const int32_t *exp_a, const int
                      uint32_t seed, uint32_t step, uint32_t tensor_id, int8_t *out, int32_t *exp_out);
 
 /* ---- GEMM: C (M x N) = A (M x K) * B^T, B stored N x K (both K-contiguous) ------------------------------
- * Every op with an int32 output accumulates a reduction longer than 131071 (niti_k_fits_s32) in int64 and
+ * Every op with an int32 output accumulates a reduction longer than NITI_MAX_K_S32 (niti_k_fits_s32) in int64 and
  * narrows it with the device check: a value outside int32 is a deferred status 2 (overflow), never a wrap. */
 int niti_cuda_gemm_s8s8s32(int64_t M, int64_t N, int64_t K, const int8_t *A, const int8_t *B, int32_t *C);
 int niti_cuda_gemm_s8s8s64(int64_t M, int64_t N, int64_t K, const int8_t *A, const int8_t *B, int64_t *C); /* any K */

@@ -2,7 +2,7 @@
 
 The mapping, unit by unit (hwmodels/host.py says how the simulator uses each):
 
-    host.gemm_tile                    the engine's (m, k, n) block (probes.ENGINE_TILES)
+    host.gemm_tile                    the engine's (m, k, n) block (the C library's gemm_tile)
     host.gemm_macs_per_cycle[class]   measured padded MAC/s of that shape class / clock
     host.vector_ops_per_cycle[width]  measured element ops/s on one core / clock
     host.call_cycles[gemm|vector]     measured seconds of a near-empty call x clock

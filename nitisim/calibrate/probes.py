@@ -26,19 +26,7 @@ import numpy as np
 from ..contract.errors import UserInputError
 from .kernels import kernel_time, timed_median
 
-# The C library runs an elementwise loop on all threads when it has more than NITI_PARALLEL_MIN_ELEMS
-# elements (gpu_backend/csrc/cpu_internal.h: requantize, updates, range scans) or, for the loops
-# that only move bytes (ReLU, pooling, dropout), NITI_LIGHT_PARALLEL_MIN_ELEMS (cpu_ops.c). Both are
-# 1 << 20 elements of the kernel's largest input, whatever their width (4 MiB of int32, 1 MiB of
-# int8). Used when the library does not say it itself.
-DEFAULT_PARALLEL_MIN_ELEMENTS = 1 << 20
 ROUNDING_PROBED = "pseudo_stochastic"  # the rounding mode the requantize probe runs
-# The (m, k, n) block each engine of the C library computes in (gpu_backend/csrc/cpu_internal.h):
-# AMX: a C tile of 2 x 2 16-row tiles (NITI_AMX_MR = NITI_AMX_NR = 32), K in 64-byte tile rows;
-# SIMD: the NITI_MR x NITI_NR micro-kernel, K in 4-byte dot products. A library may say it itself
-# with a `gemm_tile` attribute; an unknown engine gets (1, 1, 1): no padding.
-ENGINE_TILES = MappingProxyType({"amx": (32, 64, 32), "avx512vnni": (12, 4, 32), "avx2": (4, 4, 8),
-                                 "scalar": (4, 4, 4)})
 
 
 @dataclass(frozen=True)
@@ -235,14 +223,6 @@ def gemm_engine(lib) -> str:
     return engine if isinstance(engine, str) and engine else lib.kernel_isa
 
 
-def gemm_tile(lib, engine: str) -> tuple[int, int, int]:
-    """The engine's (m, k, n) block: the library's `gemm_tile` if it has one, else ENGINE_TILES."""
-    tile = getattr(lib, "gemm_tile", None)
-    if isinstance(tile, tuple) and len(tile) == 3 and all(isinstance(t, int) and t > 0 for t in tile):
-        return tile
-    return ENGINE_TILES.get(engine, (1, 1, 1))
-
-
 # Passes of every timed probe: a rate probe keeps its median over the passes, a kernel or curve probe
 # the lower quartile of all its calls (_pooled_times). On a shared machine the speed of the same
 # kernel changes by up to 2x between spells: two back-to-back calibrations of LeNet's kernels on 2
@@ -303,9 +283,11 @@ def probe_host(repeats: int = 9, threads: int = 0, seed: int = 0, graph=None,
     rng = np.random.default_rng(seed)
     name, mhz = cpu_model_and_mhz()
     l1d, l2, l3 = cache_bytes(1, "Data", 32 << 10), cache_bytes(2, "Unified", 1 << 20), cache_bytes(3, "Unified", 8 << 20)
-    parallel = int(getattr(lib, "parallel_min_elements", DEFAULT_PARALLEL_MIN_ELEMENTS))
+    # Both read from the library: its elementwise loops go parallel above NITI_PARALLEL_MIN_ELEMS
+    # elements of a kernel's largest input, and the engine in use computes in (m, k, n) blocks.
+    parallel = lib.parallel_min_elements
     engine = gemm_engine(lib)
-    tile = gemm_tile(lib, engine)
+    tile = lib.gemm_tile
     from gpu_backend.backends import cpu_kernel_table
 
     from .kernels import curve_probes, needed_curves, table_probes
