@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from nitisim.contract.shipped import CONFIGS  # noqa: E402
-from nitisim.contract.strict_yaml import load_yaml_file  # noqa: E402
+from nitisim.contract.config_reader import load_document  # noqa: E402
 from nitisim.train.config import TrainConfig, parse_config  # noqa: E402
 from results_md import write_section  # noqa: E402
 
@@ -58,7 +58,7 @@ VARIANTS["wide40-erase-avg8"] = {**VARIANTS["wide40-erase"], "average_epochs": 8
 
 
 def variant_config(slug: str) -> TrainConfig:
-    doc = load_yaml_file(CONFIG)
+    doc = load_document(CONFIG)
     for key, value in VARIANTS[slug].items():
         if value is None:
             doc.pop(key, None)

@@ -41,11 +41,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
-from nitisim.contract.config_reader import Fields, choice, positive_int, positive_number, read_yaml
+from nitisim.contract.config_reader import Fields, choice, load_document, positive_int, positive_number, read_yaml
 from nitisim.contract.errors import UserInputError
 from nitisim.contract.models import ModelSpec, model_reference, resolve_model
 from nitisim.contract.shipped import find_shipped
-from nitisim.contract.strict_yaml import load_yaml_file
 from nitisim.contract.values import path_exists, quote
 
 from .area import has_area, node_problem, total_mm2
@@ -150,7 +149,7 @@ def parse_grid(doc: Any, src: str) -> Grid:
     if base_path is None or not path_exists(base_path):
         raise f.error("base", f"{quote(base)} is neither a YAML file nor a shipped accelerator "
                       f"({', '.join(shipped_accelerators())})")
-    base_doc = load_yaml_file(base_path)
+    base_doc = load_document(base_path)
     parse_accelerator(base_doc, str(base_path))  # the base must be valid on its own
 
     model_ref = model_reference(f.get("model"), src)  # as a worker or sweep.json can read it from anywhere

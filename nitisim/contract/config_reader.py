@@ -7,6 +7,7 @@ area.py), sweep grids (hwmodels/sweep.py) and the training config `nitisim run` 
 
     read_yaml(path, parse)       the document of `path` (contract/strict_yaml.py) through
                                  parse(doc, source), which must return a frozen dataclass
+    load_document(path)          the document alone, for a caller that edits it before parse
     Fields(src, doc, where)      one mapping level of a document; its readers name the field by
                                  path (`fp32.lr`, `layers[2].conv.kernel`, `buffers.ofmap.kib`)
 
@@ -46,7 +47,13 @@ _DECIMAL = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 
 def read_yaml(path: str | Path, parse: Callable[[Any, str], T]) -> T:
     """parse(document of the YAML file `path`, str(path)): the one way a config file is read."""
-    return frozen(parse(load_yaml_file(path), str(path)))
+    return frozen(parse(load_document(path), str(path)))
+
+
+def load_document(path: str | Path) -> Any:
+    """The parsed document of a config file, for a caller that edits it before parsing (a sweep's
+    base accelerator, the training config `nitisim run` derives); see strict_yaml.py."""
+    return load_yaml_file(path)
 
 
 def frozen(spec: T) -> T:

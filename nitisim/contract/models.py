@@ -19,12 +19,12 @@ YAML form (configs/models/*.yaml):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from os import PathLike, fspath
 from pathlib import Path
 from typing import Any, Union
 
 from .errors import UserInputError
-from .config_reader import Fields, positive_int, read_yaml
-from .strict_yaml import load_yaml_file
+from .config_reader import Fields, load_document, positive_int, read_yaml
 from .values import path_exists, quote
 
 
@@ -179,7 +179,7 @@ def parse_model(doc: Any, src: str) -> ModelSpec:
 
 def load_yaml(path: str | Path) -> Any:
     """Read a YAML file strictly (nitisim.contract.strict_yaml): any problem becomes one UserInputError line."""
-    return load_yaml_file(path)
+    return load_document(path)
 
 
 def load_model(path: str | Path) -> ModelSpec:
@@ -195,7 +195,9 @@ def model_reference(ref: Any, relative_to: str | Path | None = None, *, field: s
                     absolute: bool = False) -> str:
     """`ref` as it can be read from anywhere: a built-in name as is, a path relative to the folder of
     the file `relative_to` that names it (absolute, resolved, with absolute=True). A `ref` that is
-    not a non-empty string is `relative_to`'s `field` error."""
+    not a non-empty string (or path) is `relative_to`'s `field` error."""
+    if isinstance(ref, PathLike):
+        ref = fspath(ref)
     if not isinstance(ref, str) or not ref:
         raise UserInputError(str(relative_to or ref), field,
                              f"must be a built-in model name or a model YAML path, got {quote(ref)}")
@@ -218,7 +220,7 @@ def resolve_model(name_or_path: Any, relative_to: str | Path | None = None, *, f
     path = Path(ref)
     if path.suffix not in (".yaml", ".yml") and not path_exists(path):
         raise UserInputError(str(relative_to or name_or_path), field,
-                             f"{quote(name_or_path)} is neither a built-in model ({', '.join(models)}) "
+                             f"{quote(fspath(name_or_path) if isinstance(name_or_path, PathLike) else name_or_path)} is neither a built-in model ({', '.join(models)}) "
                              "nor a model YAML file")
     return load_model(path)  # errors there name the model file
 
