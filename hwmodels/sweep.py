@@ -166,7 +166,8 @@ def parse_grid(doc: Any, src: str) -> Grid:
         where = params.path(key)
         if key not in _CHECKS:
             raise params.error(key, f"unknown parameter; expected one of {', '.join(PARAMETERS)}")
-        checked = tuple(_CHECKS[key](v, src, w) for w, v in params.items(key, what="must be a non-empty list of values"))
+        values = params.items(key, what="must be a non-empty list of values")
+        checked = tuple(_CHECKS[key](v, src, w) for w, v in values)
         if len(set(checked)) != len(checked):
             raise UserInputError(src, where, "lists a value twice")
         swept.append((key, checked))

@@ -214,14 +214,14 @@ def resolve_model(name_or_path: Any, relative_to: str | Path | None = None, *, f
     folder of the file `relative_to` when one names it (else to the working directory). Errors in the
     model file name that file; a name that is neither names `relative_to` (or the name itself)."""
     models = builtin_models()
-    ref = model_reference(name_or_path, relative_to, field=field)
+    name = fspath(name_or_path) if isinstance(name_or_path, PathLike) else name_or_path
+    ref = model_reference(name, relative_to, field=field)
     if ref in models:
         return models[ref]
     path = Path(ref)
     if path.suffix not in (".yaml", ".yml") and not path_exists(path):
-        raise UserInputError(str(relative_to or name_or_path), field,
-                             f"{quote(fspath(name_or_path) if isinstance(name_or_path, PathLike) else name_or_path)} is neither a built-in model ({', '.join(models)}) "
-                             "nor a model YAML file")
+        raise UserInputError(str(relative_to or name), field,
+                             f"{quote(name)} is neither a built-in model ({', '.join(models)}) nor a model YAML file")
     return load_model(path)  # errors there name the model file
 
 
