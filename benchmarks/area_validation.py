@@ -12,8 +12,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -22,6 +20,7 @@ from results_md import write_section  # noqa: E402
 from hwmodels import area, float32_variant, parse_accelerator, resolve_accelerator, scaling  # noqa: E402
 from hwmodels.config import CONFIG_DIR, shipped_accelerators  # noqa: E402
 from hwmodels.sram_area import bank_area_um2  # noqa: E402
+from nitisim.contract.config_reader import load_document  # noqa: E402
 
 # Eyeriss: Chen, Krishna, Emer, Sze, ISSCC 2016 and JSSC 52(1) 2017.
 EYERISS_CORE_MM2 = 12.25  # 3.5 mm x 3.5 mm core, 65 nm
@@ -57,7 +56,7 @@ def eyeriss() -> str:
     a = area.area_um2(arch)
     total = mm2(sum(a.values()))
     sram = mm2(a["ifmap"] + a["filter"] + a["ofmap"])
-    doc = yaml.safe_load((CONFIG_DIR / "eyeriss-like.yaml").read_text())
+    doc = load_document(CONFIG_DIR / "eyeriss-like.yaml")
     doc["numerics"] = {"operand_bits": 16, "accumulator_bits": 32}
     wide = parse_accelerator(doc, "eyeriss-like, 16-bit operands")
     mac16 = mm2(area.area_um2(wide)["mac_array"])

@@ -33,6 +33,7 @@ import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from nitisim.datasets.transforms import float_normalized, to_int8  # noqa: E402
+from nitisim.contract.shipped import CONFIGS  # noqa: E402
 from nitisim.train.config import load_config  # noqa: E402
 from nitisim.train.data import epoch_batches, float_stats, load_for_config  # noqa: E402
 from nitisim.train.fp32 import Fp32Trainer, SpecNet  # noqa: E402
@@ -55,7 +56,7 @@ def reference_inputs(cfg, images: np.ndarray) -> torch.Tensor:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", nargs="?", default=str(ROOT / "configs" / "train" / "fashion-lenet.yaml"))
+    parser.add_argument("config", nargs="?", default=str(CONFIGS / "train" / "fashion-lenet.yaml"))
     parser.add_argument("--steps", type=int, default=40, help="training batches per round (default 40)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each schedule (default 3)")
     parser.add_argument("--also", type=Path, help="another fp32.py whose Fp32Trainer joins the race")

@@ -146,12 +146,12 @@ def conv_paths_table(clib, repeats: int, vgg_batch: int, fmnist_batch: int) -> s
     GEMM (the same library built with -DNITI_NO_AMX_GRID) on every stride-1 conv of vgg-small-7 and
     of the Fashion-MNIST VGG, for the three conv ops of a training step, interleaved."""
     from gpu_backend.lib import cpu_library
-    from nitisim.contract.models import load_yaml, parse_model
+    from nitisim.contract.models import load_model
+    from nitisim.contract.shipped import CONFIGS
 
     patch = cpu_library("native", ("-DNITI_NO_AMX_GRID",))
     patch.set_num_threads(clib.num_threads())
-    fmnist_yaml = Path(__file__).resolve().parents[1] / "configs" / "models" / "vgg-small-fmnist.yaml"
-    fmnist = parse_model(load_yaml(fmnist_yaml), str(fmnist_yaml))
+    fmnist = load_model(CONFIGS / "models" / "vgg-small-fmnist.yaml")
     layers = [("vgg-small-7", *layer) for layer in conv_layers("vgg-small-7", vgg_batch)]
     layers += [("vgg-small-fmnist", *layer) for layer in conv_layers(fmnist, fmnist_batch)]
     rng = np.random.default_rng(1)

@@ -19,16 +19,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from nitisim.contract.shipped import CONFIGS  # noqa: E402
+from nitisim.contract.config_reader import load_document  # noqa: E402
 from nitisim.train.config import TrainConfig, parse_config  # noqa: E402
 from results_md import write_section  # noqa: E402
 
-CONFIG = ROOT / "configs" / "train" / "fashion-vgg-small.yaml"
+CONFIG = CONFIGS / "train" / "fashion-vgg-small.yaml"
 WIDE30 = {"model": "../models/vgg-small-fmnist-wide.yaml", "epochs": 30,
           "mu_schedule": [{"from_epoch": 0, "mu": 2}, {"from_epoch": 16, "mu": 1}, {"from_epoch": 24, "mu": 0}]}
 VARIANTS: dict[str, dict[str, Any]] = {  # slug -> replaced keys of the shipped config
@@ -58,7 +58,7 @@ VARIANTS["wide40-erase-avg8"] = {**VARIANTS["wide40-erase"], "average_epochs": 8
 
 
 def variant_config(slug: str) -> TrainConfig:
-    doc = yaml.safe_load(CONFIG.read_text())
+    doc = load_document(CONFIG)
     for key, value in VARIANTS[slug].items():
         if value is None:
             doc.pop(key, None)

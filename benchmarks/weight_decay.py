@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from gpu_backend.backends import kernel_table  # noqa: E402
 from nitisim.contract.numerics import QTensor, clamp_int8, round_shift  # noqa: E402
+from nitisim.contract.shipped import CONFIGS  # noqa: E402
 from nitisim.train.config import load_config  # noqa: E402
 from nitisim.train.data import load_for_config  # noqa: E402
 from nitisim.train.integer import IntegerTrainer  # noqa: E402
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--data", help="dataset folder (default: discovery)")
     args = ap.parse_args(argv)
-    cfg = load_config(ROOT / "configs" / "train" / "fashion-lenet.yaml").with_epochs(args.epochs)
+    cfg = load_config(CONFIGS / "train" / "fashion-lenet.yaml").with_epochs(args.epochs)
     ds = load_for_config(cfg, args.data)
     rows = []
     for text in args.shifts:

@@ -135,7 +135,7 @@ def total_mm2(arch: AcceleratorSpec) -> float:
 
 
 # ------------------------------------------------------------------------------------------------
-# YAML: node_nm and area overrides, read through config.py's strict reader
+# YAML: node_nm and area overrides, read through the config reader's Fields (nitisim/contract/config_reader.py)
 # ------------------------------------------------------------------------------------------------
 def node_problem(v: Any) -> str | None:
     """Why `v` is not a node_nm the scaling equations cover, or None: the one check of the config

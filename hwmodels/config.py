@@ -33,10 +33,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from nitisim.contract.config_reader import MAX_INT, Fields, read_yaml  # noqa: F401 - MAX_INT: the cap callers quote
 from nitisim.contract.errors import UserInputError
-from nitisim.contract.models import load_yaml
-from nitisim.contract.shipped import CONFIGS
-from nitisim.contract.values import finite_number, path_exists, quote
+from nitisim.contract.shipped import CONFIGS, find_shipped, shipped_names
 
 from . import area
 from .energy import ACTIONS, DRAM_PJ_PER_BIT, DRAM_SOURCE, default_table
@@ -47,79 +46,10 @@ from .tiling import min_buffer_bytes
 
 SCHEMA_VERSION = 1
 CONFIG_DIR = CONFIGS / "accelerators"  # the shipped accelerators, package data of nitisim
-# Sizes and counts meet floats in the cost model (bandwidths, energies, seconds); past 2**53 a float
-# no longer holds them exactly, and far past it float() overflows, so larger integers are refused.
-MAX_INT = 2**53
+# MAX_INT (2**53, from the config reader): sizes and counts meet floats in the cost model, so larger
+# integers are refused.
 
-class _Reader:
-    """Checks one YAML mapping level: unknown keys, missing keys, and typed values, naming paths."""
-
-    def __init__(self, src: str, doc: Any, where: str | None):
-        self.src, self.where = src, where
-        if not isinstance(doc, dict):
-            raise UserInputError(src, where, "must be a mapping")
-        self.doc = doc
-
-    def path(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def error(self, key: str | None, message: str) -> UserInputError:
-        return UserInputError(self.src, self.path(key) if key else self.where, message)
-
-    def keys(self, required: set[str], optional: set[str] = frozenset()) -> None:
-        for key in self.doc:
-            if key not in required | optional:
-                raise self.error(str(key), f"unknown key; expected one of {sorted(required | optional)}")
-        for key in sorted(required):
-            if key not in self.doc:
-                raise self.error(key, "missing required key")
-
-    def has(self, key: str) -> bool:
-        return key in self.doc
-
-    def sub(self, key: str) -> "_Reader":
-        return _Reader(self.src, self.doc[key], self.path(key))
-
-    def int(self, key: str, *, minimum: int = 1) -> int:
-        v = self.doc[key]
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise self.error(key, f"must be an integer, got {quote(v)}")
-        if v < minimum:
-            raise self.error(key, f"must be at least {minimum}, got {v}")
-        if v > MAX_INT:
-            raise self.error(key, f"must be at most {MAX_INT} (2**53), got {quote(v)}")
-        return v
-
-    def number(self, key: str, *, positive: bool = True) -> float:
-        v = self.doc[key]
-        if not finite_number(v):  # .inf and .nan parse as floats; every use divides or multiplies by them
-            raise self.error(key, f"must be a finite number, got {quote(v)}")
-        if positive and not v > 0:
-            raise self.error(key, f"must be positive, got {quote(v)}")
-        if not positive and v < 0:
-            raise self.error(key, f"must not be negative, got {quote(v)}")
-        return float(v)
-
-    def bool(self, key: str) -> bool:
-        v = self.doc[key]
-        if not isinstance(v, bool):
-            raise self.error(key, f"must be true or false, got {quote(v)}")
-        return v
-
-    def choice(self, key: str, allowed: tuple[str, ...]) -> str:
-        v = self.doc[key]
-        if v not in allowed:
-            raise self.error(key, f"must be one of {list(allowed)}, got {quote(v)}")
-        return v
-
-    def str(self, key: str) -> str:
-        v = self.doc[key]
-        if not isinstance(v, str) or not v.strip():
-            raise self.error(key, f"must be a non-empty string, got {quote(v)}")
-        return v
-
-
-def _buffer(r: _Reader, name: str) -> BufferSpec:
+def _buffer(r: Fields, name: str) -> BufferSpec:
     r.keys({"width_bytes", "banks", "double_buffered"}, {"bytes", "kib"})
     if r.has("bytes") == r.has("kib"):
         raise r.error(None, "give exactly one of bytes or kib")
@@ -131,7 +61,7 @@ def _buffer(r: _Reader, name: str) -> BufferSpec:
     return BufferSpec(name, size, width, banks, r.bool("double_buffered"))
 
 
-def _dram(r: _Reader, clock_mhz: float) -> tuple[DramSpec, EnergyEntry]:
+def _dram(r: Fields, clock_mhz: float) -> tuple[DramSpec, EnergyEntry]:
     r.keys({"latency_cycles", "technology"},
            {"bandwidth_bytes_per_cycle", "bandwidth_gb_s", "energy_pj_per_bit", "energy_source"})
     if r.has("bandwidth_bytes_per_cycle") == r.has("bandwidth_gb_s"):
@@ -151,7 +81,7 @@ def _dram(r: _Reader, clock_mhz: float) -> tuple[DramSpec, EnergyEntry]:
     return DramSpec(bw, r.int("latency_cycles", minimum=0), tech), entry
 
 
-def _energy(r: _Reader, table: dict[str, EnergyEntry]) -> dict[str, EnergyEntry]:
+def _energy(r: Fields, table: dict[str, EnergyEntry]) -> dict[str, EnergyEntry]:
     overridable = tuple(a for a in ACTIONS if a != "dram")
     for action in r.doc:
         if action == "dram":
@@ -168,7 +98,7 @@ def parse_accelerator(doc: Any, src: str) -> AcceleratorSpec:
     """Build an AcceleratorSpec from a parsed YAML document; `src` names the file in errors."""
     if doc is None:
         raise UserInputError(src, None, "empty file; an accelerator config is a mapping")
-    r = _Reader(src, doc, None)
+    r = Fields(src, doc)
     r.keys({"version", "array", "clock_mhz", "buffers", "dram", "vector"},
            {"name", "numerics", "energy", "host", "calibration", "node_nm", "area"})
     version = r.int("version")
@@ -244,19 +174,16 @@ def parse_accelerator(doc: Any, src: str) -> AcceleratorSpec:
 
 def load_accelerator(path: str | Path) -> AcceleratorSpec:
     """Read and validate one accelerator YAML file."""
-    return parse_accelerator(load_yaml(path), str(path))
+    return read_yaml(path, parse_accelerator)
 
 
 def shipped_accelerators() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    return shipped_names("accelerators")
 
 
 def resolve_accelerator(name_or_path: str) -> AcceleratorSpec:
     """A path to a YAML file, or the name of a shipped config (`edge-16x16`, `tpu-like-128x128`, ...)."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path_exists(path):
-        return load_accelerator(path)
-    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
-    if path_exists(shipped):
-        return load_accelerator(shipped)
-    raise UserInputError(name_or_path, "arch", f"not a YAML file nor a shipped accelerator {shipped_accelerators()}")
+    path = find_shipped("accelerators", name_or_path)
+    if path is None:
+        raise UserInputError(name_or_path, "arch", f"not a YAML file nor a shipped accelerator {shipped_accelerators()}")
+    return load_accelerator(path)

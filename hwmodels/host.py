@@ -214,7 +214,7 @@ def peak_macs_per_cycle(host: HostSpec, pes: int, gemm_rates: Iterable[float]) -
 
 
 def parse_host(r: Any) -> HostSpec:
-    """The `host:` section, read through config.py's strict reader `r` (errors name file and key)."""
+    """The `host:` section, read through the config reader's Fields `r` (errors name file and key)."""
     r.keys({"engine", "cores", "parallel_min_elements", "gemm_tile", "gemm_macs_per_cycle", "vector_ops_per_cycle",
             "call_cycles"}, {"kernels", "curves"})
     tile = r.sub("gemm_tile")

@@ -41,9 +41,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
+from nitisim.contract.config_reader import Fields, choice, load_document, positive_int, positive_number, read_yaml
 from nitisim.contract.errors import UserInputError
-from nitisim.contract.models import ModelSpec, builtin_models, load_yaml, resolve_model
-from nitisim.contract.values import finite_number, path_exists, quote
+from nitisim.contract.models import ModelSpec, model_reference, resolve_model
+from nitisim.contract.shipped import find_shipped
+from nitisim.contract.values import path_exists, quote
 
 from .area import has_area, node_problem, total_mm2
 from .pareto import pareto_front_nd
@@ -103,123 +105,84 @@ class PointTask:
 # ------------------------------------------------------------------------------------------------
 # The grid file
 # ------------------------------------------------------------------------------------------------
-def _fail(src: str, key: str | None, problem: str) -> UserInputError:
-    return UserInputError(src, key, problem)
-
-
-def _int_value(v: Any, src: str, where: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise _fail(src, where, f"must be a positive integer, got {quote(v)}")
-    return v
-
-
-def _number_value(v: Any, src: str, where: str) -> float:
-    if not finite_number(v) or not v > 0:
-        raise _fail(src, where, f"must be a positive number, got {quote(v)}")
-    return v
-
-
 def _array_value(v: Any, src: str, where: str) -> tuple[int, int]:
     if isinstance(v, str):
         parts = v.lower().split("x")
         if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
             v = [int(p) for p in parts]
     if not (isinstance(v, list) and len(v) == 2):
-        raise _fail(src, where, f"must be \"ROWSxCOLS\" or [ROWS, COLS], got {quote(v)}")
-    return (_int_value(v[0], src, where), _int_value(v[1], src, where))
+        raise UserInputError(src, where, f"must be \"ROWSxCOLS\" or [ROWS, COLS], got {quote(v)}")
+    return (positive_int(v[0], src, where), positive_int(v[1], src, where))
 
 
 def _node_value(v: Any, src: str, where: str) -> float:
     problem = node_problem(v)
     if problem:
-        raise _fail(src, where, problem)
+        raise UserInputError(src, where, problem)
     return v
 
 
 def _dataflow_value(v: Any, src: str, where: str) -> str:
-    if v not in DATAFLOWS:
-        raise _fail(src, where, f"must be one of {list(DATAFLOWS)}, got {quote(v)}")
-    return v
+    return choice(v, src, where, DATAFLOWS)
 
 
 _CHECKS: Mapping[str, Callable[[Any, str, str], Any]] = MappingProxyType({
-    "array": _array_value, "rows": _int_value, "cols": _int_value, "dataflow": _dataflow_value,
-    "sram_kib": _int_value, "ifmap_kib": _int_value, "filter_kib": _int_value, "ofmap_kib": _int_value,
-    "dram_bandwidth_bytes_per_cycle": _number_value, "dram_bandwidth_gb_s": _number_value,
-    "clock_mhz": _number_value, "vector_lanes": _int_value, "node_nm": _node_value,
+    "array": _array_value, "rows": positive_int, "cols": positive_int, "dataflow": _dataflow_value,
+    "sram_kib": positive_int, "ifmap_kib": positive_int, "filter_kib": positive_int, "ofmap_kib": positive_int,
+    "dram_bandwidth_bytes_per_cycle": positive_number, "dram_bandwidth_gb_s": positive_number,
+    "clock_mhz": positive_number, "vector_lanes": positive_int, "node_nm": _node_value,
 })
-
-
-def _relative(ref: str, grid_path: Path) -> Path:
-    path = Path(ref)
-    return path if path.is_absolute() else grid_path.parent / path
 
 
 def parse_grid(doc: Any, src: str) -> Grid:
     """Check a parsed grid document strictly; every problem names the grid file and the key."""
-    from .config import CONFIG_DIR, parse_accelerator
+    from .config import parse_accelerator, shipped_accelerators
 
-    if not isinstance(doc, dict):
-        raise _fail(src, None, "a sweep grid must be a mapping with base, model, batch and parameters")
-    allowed = {"name", "base", "model", "batch", "parameters", "max_area_mm2"}
-    for key in doc:
-        if key not in allowed:
-            raise _fail(src, str(key), f"unknown key; expected one of {sorted(allowed)}")
-    for key in ("base", "model", "batch", "parameters"):
-        if key not in doc:
-            raise _fail(src, key, "missing required key")
-    name = doc.get("name", Path(src).stem)
-    if not isinstance(name, str) or not name:
-        raise _fail(src, "name", f"must be a non-empty string, got {quote(name)}")
-    grid_path = Path(src)
+    f = Fields(src, doc, what="a sweep grid must be a mapping with base, model, batch and parameters")
+    f.keys(("base", "model", "batch", "parameters"), ("name", "max_area_mm2"))
+    name = f.str("name", default=Path(src).stem)
 
-    base = doc["base"]
+    base = f.get("base")
     if not isinstance(base, str) or not base:
-        raise _fail(src, "base", f"must be a shipped accelerator name or a YAML path, got {quote(base)}")
-    base_path = _relative(base, grid_path)
-    if not (base_path.suffix in (".yaml", ".yml") or path_exists(base_path)):
-        base_path = Path(CONFIG_DIR) / f"{base}.yaml"
-    if not path_exists(base_path):
-        raise _fail(src, "base", f"{quote(base)} is neither a YAML file nor a shipped accelerator in {CONFIG_DIR}")
-    base_doc = load_yaml(base_path)
+        raise f.error("base", f"must be a shipped accelerator name or a YAML path, got {quote(base)}")
+    base_path = find_shipped("accelerators", base, src)
+    if base_path is None or not path_exists(base_path):
+        raise f.error("base", f"{quote(base)} is neither a YAML file nor a shipped accelerator "
+                      f"({', '.join(shipped_accelerators())})")
+    base_doc = load_document(base_path)
     parse_accelerator(base_doc, str(base_path))  # the base must be valid on its own
 
-    model_ref = doc["model"]
-    if not isinstance(model_ref, str) or not model_ref:
-        raise _fail(src, "model", f"must be a built-in model name or a model YAML path, got {quote(model_ref)}")
-    if model_ref not in builtin_models():
-        model_ref = str(_relative(model_ref, grid_path))
-    model = resolve_model(model_ref)
-    batch = _int_value(doc["batch"], src, "batch")
-    max_area = _number_value(doc["max_area_mm2"], src, "max_area_mm2") if "max_area_mm2" in doc else None
+    model_ref = model_reference(f.get("model"), src)  # as a worker or sweep.json can read it from anywhere
+    model = resolve_model(f.get("model"), src)
+    batch = f.positive_int("batch")
+    max_area = f.positive_number("max_area_mm2") if f.has("max_area_mm2") else None
 
-    params = doc["parameters"]
-    if not isinstance(params, dict) or not params:
-        raise _fail(src, "parameters", f"must be a non-empty mapping of parameter -> list of values; "
-                    f"parameters: {', '.join(PARAMETERS)}")
+    if not isinstance(f.get("parameters"), dict) or not f.get("parameters"):
+        raise f.error("parameters", f"must be a non-empty mapping of parameter -> list of values; "
+                      f"parameters: {', '.join(PARAMETERS)}")
+    params = f.sub("parameters")
     swept = []
-    for key, values in params.items():
-        where = f"parameters.{key}"
+    for key in params.doc:
+        where = params.path(key)
         if key not in _CHECKS:
-            raise _fail(src, where, f"unknown parameter; expected one of {', '.join(PARAMETERS)}")
-        if not isinstance(values, list) or not values:
-            raise _fail(src, where, "must be a non-empty list of values")
-        checked = tuple(_CHECKS[key](v, src, f"{where}[{i}]") for i, v in enumerate(values))
+            raise params.error(key, f"unknown parameter; expected one of {', '.join(PARAMETERS)}")
+        values = params.items(key, what="must be a non-empty list of values")
+        checked = tuple(_CHECKS[key](v, src, w) for w, v in values)
         if len(set(checked)) != len(checked):
-            raise _fail(src, where, "lists a value twice")
+            raise UserInputError(src, where, "lists a value twice")
         swept.append((key, checked))
     keys = {k for k, _ in swept}
     for a, b in _EXCLUSIVE:
         if a in keys and b in keys:
-            raise _fail(src, f"parameters.{b}", f"cannot be swept together with {a} (both set the same thing)")
+            raise params.error(b, f"cannot be swept together with {a} (both set the same thing)")
     grid = Grid(src, name, str(base_path), json.dumps(base_doc), model, model_ref, batch, tuple(swept), max_area)
     if grid.size > MAX_POINTS:
-        raise _fail(src, "parameters", f"{grid.size} design points; at most {MAX_POINTS} per sweep")
+        raise f.error("parameters", f"{grid.size} design points; at most {MAX_POINTS} per sweep")
     return grid
 
 
 def load_grid(path: str | Path) -> Grid:
-    return parse_grid(load_yaml(path), str(path))
+    return read_yaml(path, parse_grid)
 
 
 # ------------------------------------------------------------------------------------------------

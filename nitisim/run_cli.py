@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from .contract.errors import UserInputError
-from .contract.models import builtin_models, load_yaml
+from .contract.models import load_yaml, model_reference
 from .contract.shipped import CONFIGS
 from .train.folder_lock import locked_folder
 
@@ -97,9 +97,7 @@ def _model_ref(doc: dict, config_path: Path) -> str:
     """The config's model as the simulator and a relocated config can read it: a built-in name or
     an absolute path (a relative path in a config is relative to that config's folder)."""
     ref = doc.get("model")
-    if not isinstance(ref, str) or ref in builtin_models():
-        return ref
-    return str((config_path.parent / ref).resolve())
+    return model_reference(ref, config_path, absolute=True) if isinstance(ref, str) and ref else ref
 
 
 def int_backend(args: argparse.Namespace) -> str:

@@ -19,11 +19,12 @@ YAML form (configs/models/*.yaml):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from os import PathLike, fspath
 from pathlib import Path
 from typing import Any, Union
 
 from .errors import UserInputError
-from .strict_yaml import load_yaml_file
+from .config_reader import Fields, load_document, positive_int, read_yaml
 from .values import path_exists, quote
 
 
@@ -131,13 +132,7 @@ _LAYER_FIELDS: dict[str, tuple[type, dict[str, str], tuple[str, ...]]] = {
     "flatten": (Flatten, {}, ()),
     "dropout": (Dropout, {"rate": "rate"}, ()),
 }
-
-
-def _positive_int(value: Any, src: str, where: str, *, allow_zero: bool = False) -> int:
-    ok = isinstance(value, int) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        raise UserInputError(src, where, f"must be a {'non-negative' if allow_zero else 'positive'} integer, got {quote(value)}")
-    return value
+DROPOUT_RATES = (0.5, 0.75, 0.875)  # 1 - 2**-k: kept values are scaled by 2**k through the exponent
 
 
 def _parse_layer(item: Any, src: str, where: str) -> Layer:
@@ -146,53 +141,37 @@ def _parse_layer(item: Any, src: str, where: str) -> Layer:
     elif isinstance(item, dict) and len(item) == 1:
         kind, fields = next(iter(item.items()))
         fields = {} if fields is None else fields
-        if not isinstance(fields, dict):
-            raise UserInputError(src, f"{where}.{kind}", "must be a mapping of layer fields")
     else:
         raise UserInputError(src, where, "must be a layer name or a one-key mapping like {conv: {...}}")
     if kind not in _LAYER_FIELDS:
-        raise UserInputError(src, where, f"unknown layer {quote(kind)}; expected one of {sorted(_LAYER_FIELDS)}")
+        raise UserInputError(src, where, f"unknown layer {quote(kind)}; expected one of {', '.join(_LAYER_FIELDS)}")
     cls, names, required = _LAYER_FIELDS[kind]
-    for key in fields:
-        if key not in names:
-            raise UserInputError(src, f"{where}.{kind}.{key}", f"unknown field; expected one of {sorted(names)}")
-    for key in required:
-        if key not in fields:
-            raise UserInputError(src, f"{where}.{kind}.{key}", "missing required field")
+    f = Fields(src, fields, f"{where}.{kind}", what="must be a mapping of layer fields").keys(required, names)
     kwargs = {}
-    for key, value in fields.items():
-        path = f"{where}.{kind}.{key}"
+    for key in fields:
         if kind == "dropout":
-            if not (isinstance(value, float) and value in (0.5, 0.75, 0.875)):
-                raise UserInputError(src, path, f"must be 0.5, 0.75 or 0.875 (1 - 2**-k), got {quote(value)}")
+            value = fields[key]
+            if not (isinstance(value, float) and value in DROPOUT_RATES):
+                raise f.error(key, f"must be 0.5, 0.75 or 0.875 (1 - 2**-k), got {quote(value)}")
             kwargs[names[key]] = value
         else:
-            kwargs[names[key]] = _positive_int(value, src, path, allow_zero=(key == "padding"))
+            kwargs[names[key]] = f.positive_int(key, allow_zero=(key == "padding"))
     return cls(**kwargs)
 
 
 def parse_model(doc: Any, src: str) -> ModelSpec:
     """Build a ModelSpec from a parsed YAML document; `src` names the file in error messages."""
-    if not isinstance(doc, dict):
-        raise UserInputError(src, None, "a model file must be a mapping with input and layers")
-    allowed = {"name", "input", "classes", "layers"}
-    for key in doc:
-        if key not in allowed:
-            raise UserInputError(src, str(key), f"unknown key; expected one of {sorted(allowed)}")
-    for key in ("input", "layers"):
-        if key not in doc:
-            raise UserInputError(src, key, "missing required key")
-    shape = doc["input"]
+    f = Fields(src, doc, what="a model file must be a mapping with input and layers")
+    f.keys(("input", "layers"), ("name", "classes"))
+    shape = f.get("input")
     if not (isinstance(shape, list) and len(shape) == 3):
-        raise UserInputError(src, "input", "must be [H, W, C]")
-    input_shape = tuple(_positive_int(v, src, f"input[{i}]") for i, v in enumerate(shape))
-    classes = _positive_int(doc.get("classes", 10), src, "classes")
-    if not isinstance(doc["layers"], list) or not doc["layers"]:
-        raise UserInputError(src, "layers", "must be a non-empty list")
-    layers = tuple(_parse_layer(item, src, f"layers[{i}]") for i, item in enumerate(doc["layers"]))
-    name = doc.get("name", Path(src).stem)
+        raise f.error("input", f"must be [H, W, C], got {quote(shape)}")
+    input_shape = tuple(positive_int(v, src, where) for where, v in f.items("input"))
+    classes = f.positive_int("classes", default=10)
+    layers = tuple(_parse_layer(item, src, where) for where, item in f.items("layers"))
+    name = f.get("name", Path(src).stem)
     if not isinstance(name, str):
-        raise UserInputError(src, "name", "must be a string")
+        raise f.error("name", f"must be a string, got {quote(name)}")
     model = ModelSpec(name, input_shape, layers, classes)
     infer_shapes(model, batch=1, src=src)  # impossible geometry is a user error here, not later
     return model
@@ -200,18 +179,50 @@ def parse_model(doc: Any, src: str) -> ModelSpec:
 
 def load_yaml(path: str | Path) -> Any:
     """Read a YAML file strictly (nitisim.contract.strict_yaml): any problem becomes one UserInputError line."""
-    return load_yaml_file(path)
+    return load_document(path)
 
 
-def resolve_model(name_or_path: str) -> ModelSpec:
-    """A built-in name (`lenet`, `vgg-small-7`, ...) or a path to a model YAML file."""
+def load_model(path: str | Path) -> ModelSpec:
+    """Read a model YAML file through the config reader."""
+    return read_yaml(path, parse_model)
+
+
+# ------------------------------------------------------------------------------------------------
+# The one model-reference resolver: training configs, sweep grids, `nitisim run`, the simulate,
+# calibrate and models commands and the report all name a model this way.
+# ------------------------------------------------------------------------------------------------
+def model_reference(ref: Any, relative_to: str | Path | None = None, *, field: str = "model",
+                    absolute: bool = False) -> str:
+    """`ref` as it can be read from anywhere: a built-in name as is, a path relative to the folder of
+    the file `relative_to` that names it (absolute, resolved, with absolute=True). A `ref` that is
+    not a non-empty string (or path) is `relative_to`'s `field` error."""
+    if isinstance(ref, PathLike):
+        ref = fspath(ref)
+    if not isinstance(ref, str) or not ref:
+        raise UserInputError(str(relative_to or ref), field,
+                             f"must be a built-in model name or a model YAML path, got {quote(ref)}")
+    if ref in builtin_models():
+        return ref
+    path = Path(ref)
+    if relative_to is not None and not path.is_absolute():
+        path = Path(relative_to).parent / path
+    return str(path.resolve() if absolute else path)
+
+
+def resolve_model(name_or_path: Any, relative_to: str | Path | None = None, *, field: str = "model") -> ModelSpec:
+    """A built-in name (`lenet`, `vgg-small-7`, ...) or a path to a model YAML file, relative to the
+    folder of the file `relative_to` when one names it (else to the working directory). Errors in the
+    model file name that file; a name that is neither names `relative_to` (or the name itself)."""
     models = builtin_models()
-    if name_or_path in models:
-        return models[name_or_path]
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path_exists(path):
-        return parse_model(load_yaml(path), str(path))
-    raise UserInputError(name_or_path, "model", f"not a built-in model {sorted(models)} nor a YAML file")
+    name = fspath(name_or_path) if isinstance(name_or_path, PathLike) else name_or_path
+    ref = model_reference(name, relative_to, field=field)
+    if ref in models:
+        return models[ref]
+    path = Path(ref)
+    if path.suffix not in (".yaml", ".yml") and not path_exists(path):
+        raise UserInputError(str(relative_to or name), field,
+                             f"{quote(name)} is neither a built-in model ({', '.join(models)}) nor a model YAML file")
+    return load_model(path)  # errors there name the model file
 
 
 # --------------------------------------------------------------------------------- shapes

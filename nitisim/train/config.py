@@ -44,8 +44,8 @@ from typing import Any
 
 from ..contract.errors import UserInputError
 from ..contract.graph import NumericsOptions
-from ..contract.models import ModelSpec, builtin_models, parse_model, load_yaml
-from ..contract.values import finite_number, path_exists, quote
+from ..contract.config_reader import Fields, integer, read_yaml
+from ..contract.models import ModelSpec, resolve_model
 from ..contract.numerics import LOSS_VARIANTS, ROUNDING_MODES, UPDATE_RULES
 from .headroom import MAX_HEADROOM_BITS
 
@@ -187,67 +187,6 @@ def model_to_dict(model: ModelSpec) -> dict[str, Any]:
     }
 
 
-# ------------------------------------------------------------------------------------------------
-# Strict field readers: each names the file and the key path in its error.
-# ------------------------------------------------------------------------------------------------
-class _Reader:
-    def __init__(self, src: str):
-        self.src = src
-
-    def fail(self, key: str | None, problem: str) -> UserInputError:
-        return UserInputError(self.src, key, problem)
-
-    def mapping(self, doc: Any, key: str | None, allowed: set[str], required: tuple[str, ...] = ()) -> dict:
-        if not isinstance(doc, dict):
-            raise self.fail(key, f"must be a mapping, got {_kind(doc)}")
-        prefix = f"{key}." if key else ""
-        for k in doc:
-            if k not in allowed:
-                raise self.fail(f"{prefix}{k}", f"unknown key; expected one of {', '.join(sorted(allowed))}")
-        for k in required:
-            if k not in doc:
-                raise self.fail(f"{prefix}{k}", "missing required key")
-        return doc
-
-    def int_(self, value: Any, key: str, *, minimum: int = 0, maximum: int | None = None) -> int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise self.fail(key, f"must be an integer, got {_kind(value)} {quote(value)}")
-        if value < minimum or (maximum is not None and value > maximum):
-            span = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
-            raise self.fail(key, f"must be {span}, got {value}")
-        return value
-
-    def optional_int(self, value: Any, key: str, *, minimum: int = 1) -> int | None:
-        return None if value is None else self.int_(value, key, minimum=minimum)
-
-    def float_(self, value: Any, key: str, *, minimum: float = 0.0, maximum: float | None = None,
-               strict_min: bool = False) -> float:
-        # PyYAML reads `5e-4` (no dot) as a string, a well-known YAML 1.1 quirk: accept a string
-        # that is a plain decimal number, reject everything else.
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise self.fail(key, f"must be a number, got {quote(value)}") from None
-        if not finite_number(value):  # `.inf`, `.nan`, `1e999` and a string of them parse as floats
-            raise self.fail(key, f"must be a finite number, got {_kind(value)} {quote(value)}")
-        low_ok = value > minimum if strict_min else value >= minimum
-        if not low_ok or (maximum is not None and value > maximum):
-            bound = f"{'>' if strict_min else '>='} {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
-            raise self.fail(key, f"must be {bound}, got {value}")
-        return float(value)
-
-    def choice(self, value: Any, key: str, allowed: tuple[str, ...]) -> str:
-        if value not in allowed:
-            raise self.fail(key, f"must be one of {', '.join(allowed)}, got {quote(value)}")
-        return value
-
-
-def _kind(value: Any) -> str:
-    return {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string",
-            list: "list", dict: "mapping"}.get(type(value), type(value).__name__)
-
-
 _TOP_KEYS = {
     "model", "dataset", "batch", "epochs", "mu_schedule", "activation_rounding", "error_rounding",
     "loss_variant", "update_rule", "weight_headroom_bits", "augment", "crop_pad", "erase_size", "average_epochs",
@@ -258,8 +197,7 @@ _REQUIRED = ("model", "dataset", "batch", "epochs", "mu_schedule")
 
 def load_config(path: str | Path) -> TrainConfig:
     """Read and check a training config file."""
-    src = str(path)
-    return parse_config(load_yaml(path), src)
+    return read_yaml(path, parse_config)
 
 
 def numerics_of(path: str | Path | None) -> NumericsOptions:
@@ -270,120 +208,96 @@ def numerics_of(path: str | Path | None) -> NumericsOptions:
 
 def parse_config(doc: Any, src: str) -> TrainConfig:
     """Build a TrainConfig from a parsed YAML document; `src` is the file (model paths are relative to it)."""
-    r = _Reader(src)
     if doc is None:
-        raise r.fail(None, "the config file is empty")
-    r.mapping(doc, None, _TOP_KEYS, _REQUIRED)
+        raise UserInputError(src, None, "the config file is empty")
+    r = Fields(src, doc).keys(_REQUIRED, _TOP_KEYS)
     defaults = NumericsOptions()
     model_ref = doc["model"]
-    if not isinstance(model_ref, str) or not model_ref:
-        raise r.fail("model", f"must be a built-in model name or a model YAML path, got {quote(model_ref)}")
-    model = _resolve_model(model_ref, src)
+    model = resolve_model(model_ref, src)  # errors in a model file name that file
     cfg = dict(
         source=src,
         model_ref=model_ref,
         model=model,
-        dataset=r.choice(doc["dataset"], "dataset", DATASETS),
-        batch=r.int_(doc["batch"], "batch", minimum=1),
-        epochs=r.int_(doc["epochs"], "epochs", minimum=1),
-        mu_schedule=_mu_schedule(r, doc["mu_schedule"]),
+        dataset=r.choice("dataset", DATASETS),
+        batch=r.int("batch", minimum=1),
+        epochs=r.int("epochs", minimum=1),
+        mu_schedule=_mu_schedule(r),
         numerics=NumericsOptions(
-            activation_rounding=r.choice(doc.get("activation_rounding", defaults.activation_rounding),
-                                         "activation_rounding", ROUNDING_MODES),
-            error_rounding=r.choice(doc.get("error_rounding", defaults.error_rounding), "error_rounding",
-                                    ROUNDING_MODES),
-            loss_variant=r.choice(doc.get("loss_variant", defaults.loss_variant), "loss_variant", LOSS_VARIANTS),
-            update_rule=r.choice(doc.get("update_rule", defaults.update_rule), "update_rule", UPDATE_RULES),
+            activation_rounding=r.choice("activation_rounding", ROUNDING_MODES, default=defaults.activation_rounding),
+            error_rounding=r.choice("error_rounding", ROUNDING_MODES, default=defaults.error_rounding),
+            loss_variant=r.choice("loss_variant", LOSS_VARIANTS, default=defaults.loss_variant),
+            update_rule=r.choice("update_rule", UPDATE_RULES, default=defaults.update_rule),
         ),
-        weight_headroom_bits=r.int_(doc.get("weight_headroom_bits", 0), "weight_headroom_bits",
-                                    maximum=MAX_HEADROOM_BITS),
-        augment=r.choice(doc.get("augment", "none"), "augment", AUGMENTS),
-        input_path=r.choice(doc.get("input_path", "int8"), "input_path", INPUT_PATHS),
-        seed=r.int_(doc.get("seed", 0), "seed", minimum=0, maximum=2**32 - 1),
-        eval_batch=r.int_(doc.get("eval_batch", 1000), "eval_batch", minimum=1),
-        train_subset=r.optional_int(doc.get("train_subset"), "train_subset"),
-        test_subset=r.optional_int(doc.get("test_subset"), "test_subset"),
-        fp32=_fp32(r, doc.get("fp32", {})),
+        weight_headroom_bits=r.int("weight_headroom_bits", minimum=0, maximum=MAX_HEADROOM_BITS, default=0),
+        augment=r.choice("augment", AUGMENTS, default="none"),
+        input_path=r.choice("input_path", INPUT_PATHS, default="int8"),
+        seed=r.int("seed", minimum=0, maximum=2**32 - 1, default=0),
+        eval_batch=r.int("eval_batch", minimum=1, default=1000),
+        train_subset=r.optional_int("train_subset"),
+        test_subset=r.optional_int("test_subset"),
+        fp32=_fp32(r.sub("fp32", default={})),
     )
     if "synthetic" in doc:
         if cfg["dataset"] != "synthetic":
-            raise r.fail("synthetic", f"only allowed with dataset: synthetic (dataset is {cfg['dataset']})")
-        s = r.mapping(doc["synthetic"], "synthetic", {"train", "test"})
+            raise r.error("synthetic", f"only allowed with dataset: synthetic (dataset is {cfg['dataset']})")
+        s = r.sub("synthetic").keys((), ("train", "test"))
         cfg["synthetic"] = SyntheticOptions(
-            train=r.int_(s.get("train", SyntheticOptions.train), "synthetic.train", minimum=1),
-            test=r.int_(s.get("test", SyntheticOptions.test), "synthetic.test", minimum=1),
+            train=s.int("train", minimum=1, default=SyntheticOptions.train),
+            test=s.int("test", minimum=1, default=SyntheticOptions.test),
         )
     if "crop_pad" in doc:
         if cfg["augment"] not in CROPPING_AUGMENTS:
-            raise r.fail("crop_pad", f"only used by augment: {' or '.join(CROPPING_AUGMENTS)} "
-                         f"(augment is {cfg['augment']})")
-        cfg["crop_pad"] = r.int_(doc["crop_pad"], "crop_pad", minimum=1, maximum=MAX_CROP_PAD)
+            raise r.error("crop_pad", f"only used by augment: {' or '.join(CROPPING_AUGMENTS)} "
+                          f"(augment is {cfg['augment']})")
+        cfg["crop_pad"] = r.int("crop_pad", minimum=1, maximum=MAX_CROP_PAD)
     if "erase_size" in doc:
         # a square wider than the image would still be clipped to it, but erasing the whole image
         # is never what cutout means, so the image's shorter side is the limit
-        cfg["erase_size"] = r.int_(doc["erase_size"], "erase_size", minimum=0, maximum=min(model.input_shape[:2]))
+        cfg["erase_size"] = r.int("erase_size", minimum=0, maximum=min(model.input_shape[:2]))
     if "average_epochs" in doc:
-        cfg["average_epochs"] = r.int_(doc["average_epochs"], "average_epochs", maximum=cfg["epochs"])
+        cfg["average_epochs"] = r.int("average_epochs", minimum=0, maximum=cfg["epochs"])
     if cfg["train_subset"] is not None and cfg["train_subset"] < cfg["batch"]:
-        raise r.fail("train_subset", f"{cfg['train_subset']} images make no batch of {cfg['batch']}")
+        raise r.error("train_subset", f"{cfg['train_subset']} images make no batch of {cfg['batch']}")
     return TrainConfig(**cfg)
 
 
-def _resolve_model(ref: str, src: str) -> ModelSpec:
-    models = builtin_models()
-    if ref in models:
-        return models[ref]
-    path = Path(src).parent / ref
-    if Path(ref).suffix not in (".yaml", ".yml") and not path_exists(path):
-        raise UserInputError(src, "model", f"{quote(ref)} is neither a built-in model ({', '.join(models)}) "
-                             "nor a model YAML file")
-    return parse_model(load_yaml(path), str(path))  # errors there name the model file
-
-
-def _mu_schedule(r: _Reader, value: Any) -> tuple[MuPhase, ...]:
-    if not isinstance(value, list) or not value:
-        raise r.fail("mu_schedule", "must be a non-empty list of {from_epoch, mu}")
+def _mu_schedule(r: Fields) -> tuple[MuPhase, ...]:
     phases = []
-    for i, item in enumerate(value):
-        key = f"mu_schedule[{i}]"
-        r.mapping(item, key, {"from_epoch", "mu"}, ("from_epoch", "mu"))
-        phases.append(MuPhase(r.int_(item["from_epoch"], f"{key}.from_epoch"),
-                              r.int_(item["mu"], f"{key}.mu", maximum=MU_MAX)))
+    for key, item in r.items("mu_schedule", what="must be a non-empty list of {from_epoch, mu}"):
+        f = Fields(r.src, item, key).keys(("from_epoch", "mu"))
+        phases.append(MuPhase(f.int("from_epoch", minimum=0), f.int("mu", minimum=0, maximum=MU_MAX)))
     if phases[0].from_epoch != 0:
-        raise r.fail("mu_schedule[0].from_epoch", "the first entry must start at epoch 0")
+        raise r.error("mu_schedule[0].from_epoch", "the first entry must start at epoch 0")
     for i in range(1, len(phases)):
         if phases[i].from_epoch <= phases[i - 1].from_epoch:
-            raise r.fail(f"mu_schedule[{i}].from_epoch", "entries must start at increasing epochs")
+            raise r.error(f"mu_schedule[{i}].from_epoch", "entries must start at increasing epochs")
     return tuple(phases)
 
 
-def _fp32(r: _Reader, value: Any) -> Fp32Options:
-    d = r.mapping(value, "fp32", {"lr", "momentum", "weight_decay", "lr_schedule"})
+def _fp32(d: Fields) -> Fp32Options:
+    d.keys((), ("lr", "momentum", "weight_decay", "lr_schedule"))
     base = Fp32Options()
     return Fp32Options(
-        lr=r.float_(d.get("lr", base.lr), "fp32.lr", strict_min=True),
-        momentum=r.float_(d.get("momentum", base.momentum), "fp32.momentum", maximum=0.999),
-        weight_decay=r.float_(d.get("weight_decay", base.weight_decay), "fp32.weight_decay"),
-        lr_schedule=_lr_schedule(r, d.get("lr_schedule", {})),
+        lr=d.number("lr", default=base.lr),
+        momentum=d.number("momentum", positive=False, maximum=0.999, default=base.momentum),
+        weight_decay=d.number("weight_decay", positive=False, default=base.weight_decay),
+        lr_schedule=_lr_schedule(d.sub("lr_schedule", default={})),
     )
 
 
-def _lr_schedule(r: _Reader, value: Any) -> LrSchedule:
-    key = "fp32.lr_schedule"
-    d = r.mapping(value, key, {"kind", "milestones", "gamma"})
-    kind = r.choice(d.get("kind", "cosine"), f"{key}.kind", LR_SCHEDULES)
+def _lr_schedule(d: Fields) -> LrSchedule:
+    d.keys((), ("kind", "milestones", "gamma"))
+    kind = d.choice("kind", LR_SCHEDULES, default="cosine")
     if kind != "step":
         for extra in ("milestones", "gamma"):
-            if extra in d:
-                raise r.fail(f"{key}.{extra}", f"only used by kind: step (kind is {kind})")
+            if d.has(extra):
+                raise d.error(extra, f"only used by kind: step (kind is {kind})")
         return LrSchedule(kind)
-    if "milestones" not in d:
-        raise r.fail(f"{key}.milestones", "missing required key for kind: step")
-    ms = d["milestones"]
-    if not isinstance(ms, list) or not ms:
-        raise r.fail(f"{key}.milestones", "must be a non-empty list of epochs")
-    milestones = tuple(r.int_(m, f"{key}.milestones[{i}]", minimum=1) for i, m in enumerate(ms))
+    if not d.has("milestones"):
+        raise d.error("milestones", "missing required key for kind: step")
+    milestones = tuple(integer(m, d.src, where, minimum=1)
+                       for where, m in d.items("milestones", what="must be a non-empty list of epochs"))
     if list(milestones) != sorted(set(milestones)):
-        raise r.fail(f"{key}.milestones", "must be strictly increasing")
-    gamma = r.float_(d.get("gamma", 0.1), f"{key}.gamma", strict_min=True, maximum=1.0)
+        raise d.error("milestones", "must be strictly increasing")
+    gamma = d.number("gamma", maximum=1.0, default=0.1)
     return LrSchedule(kind, milestones, gamma)
