@@ -288,11 +288,11 @@ def _run(args: argparse.Namespace, p: Plan, out: Path, machines: Machines, busy:
     int_dir, fp32_dir = out / "runs" / f"{p.stem}-int8", out / "runs" / f"{p.stem}-fp32"
     # stages: two trainings, the simulations, the comparison, and the machine model's (two
     # calibration windows and its simulation on the C backend; the shipped config's line and its
-    # simulation on CUDA; none on the numpy reference), guessed from --backend until the integer
-    # run says which backend it took
+    # simulation on CUDA; none on the numpy reference), guessed from --backend (auto: as for cpu)
+    # until the integer run says which backend it took
     extra = {"cpu": 3, "cuda": 2, "numpy": 0}
     accelerators = machines.accelerators
-    total = 3 + len(accelerators) + (3 if p.int_backend != "numpy" else 0)
+    total = 3 + len(accelerators) + extra.get(p.int_backend, 3)
     done = 0
 
     def stage(text: str, work: Callable[[], Any] | None) -> Any:

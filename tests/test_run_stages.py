@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from nitisim.cli import main
+from nitisim.train import config as train_config
 
 TIMED = ("seconds", "images_per_second", "written")  # measured per run: the only fields allowed to differ
 
@@ -35,7 +36,12 @@ def run_and_by_hand(tmp_path_factory):
     """The --tiny run with one accelerator, and the same stages by hand on (a copy of) the config it wrote."""
     root = tmp_path_factory.mktemp("stages")
     ran, hand = root / "ran", root / "hand"
-    assert main(["run", "--tiny", "--accelerators", "edge-16x16", "--out", str(ran)]) == 0
+    parsed = []  # every training config the run reads (load_config goes through parse_config too)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_config, "parse_config", lambda doc, src, read=train_config.parse_config:
+                      parsed.append(src) or read(doc, src))
+        assert main(["run", "--tiny", "--accelerators", "edge-16x16", "--out", str(ran)]) == 0
+    assert parsed == ["--tiny"]  # once, before anything is written; every stage gets the parsed config
     config = hand / "configs" / "tiny-mlp.yaml"  # the config the run wrote, where the run keeps it
     config.parent.mkdir(parents=True)
     config.write_bytes((ran / "configs" / "tiny-mlp.yaml").read_bytes())
@@ -114,3 +120,25 @@ def test_each_engine_flag_belongs_to_one_arithmetic(tmp_path, capsys):
     ]:
         assert main(["train", missing, *argv]) == 2
         assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+def test_a_cuda_run_simulates_the_gpus_shipped_machine_model(tmp_path, monkeypatch, capsys):
+    """The CUDA branch without a GPU: the integer run is told it ran on `cuda` (numpy kernels, host
+    clock), so the run takes the shipped H200 model, parsed once before training, and simulates it."""
+    from nitisim import run_cli
+    from nitisim.contract.executor import HostNodeClock
+    from nitisim.contract.reference import REFERENCE_KERNELS
+    from nitisim.train import integer, stage
+
+    monkeypatch.setattr(stage, "resolve_backend", lambda name, log=None: (REFERENCE_KERNELS, "cuda"))
+    monkeypatch.setattr(integer, "node_clock", lambda name: HostNodeClock())
+    out = tmp_path / "out"
+    assert main(["run", "--tiny", "--backend", "cuda", "--device", "cpu", "--accelerators", "edge-16x16",
+                 "--out", str(out)]) == 0
+    stages = [line for line in capsys.readouterr().err.splitlines() if line.startswith("nitisim run: [")]
+    assert [line.split("]")[0] for line in stages] == [f"nitisim run: [{i}/6" for i in range(1, 7)]
+    assert "the GPU's machine model" in stages[1] and "torch, cpu" in stages[2]
+    doc = json.loads((out / "compare.json").read_text())
+    assert [a["label"] for a in doc["accelerators"]] == ["edge-16x16", run_cli.GPU_MODEL.stem]
+    assert doc["run"]["backend"] == "cuda" and doc["fp32_twin"]["backend"] == "torch-cpu"
+    assert not (out / "host").exists()
