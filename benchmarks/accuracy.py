@@ -46,10 +46,11 @@ second of training time (evaluation excluded), the mean over seeds.
 """
 
 
-def train(config: Path, arith: str, epochs: int, backend: str, out: Path, data: str | None,
+def train(config: Path, arith: str, epochs: int, engine: str, out: Path, data: str | None,
           seed: int | None = None) -> list[str]:
+    """engine: the integer run's kernel table (--backend), the float32 twin's torch device (--device)."""
     cmd = [sys.executable, "-m", "nitisim", "train", str(config), "--arith", arith, "--epochs", str(epochs),
-           "--backend", backend, "--out", str(out)]
+           "--backend" if arith == "int8" else "--device", engine, "--out", str(out)]
     if seed is not None:
         cmd += ["--seed", str(seed)]
     if data:
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
     config = args.config.resolve()
     stem = config.stem
-    fp32_backend = "cuda" if args.backend == "cuda" else "cpu"
+    fp32_device = "cuda" if args.backend == "cuda" else "cpu"
     first = config_seed(config)
     summaries: dict[str, list[dict]] = {"int8": [], "fp32": []}
     for seed in range(first, first + args.seeds):
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         folders = {arith: args.runs / f"{stem}{tag}-{arith}" for arith in ("int8", "fp32")}
         if not args.reuse:
             train(config, "int8", args.epochs, args.backend, folders["int8"], args.data, seed)
-            train(config, "fp32", args.epochs, fp32_backend, folders["fp32"], args.data, seed)
+            train(config, "fp32", args.epochs, fp32_device, folders["fp32"], args.data, seed)
         for arith, folder in folders.items():
             summaries[arith].append(load_summary(folder, args.epochs, seed))
             print(f"seed {seed} {arith}: final {100 * summaries[arith][-1]['final_test_accuracy']:.2f} %",

@@ -332,14 +332,14 @@ def dask_silent(d: Path) -> Outcome:
 def corrupt_checkpoint(damage: Callable[[bytes], bytes], arith: str = "int8") -> Callable[[Path], Outcome]:
     def case(d: Path) -> Outcome:
         config = tiny_config(d)
-        backend = "numpy" if arith == "int8" else "cpu"
-        ran = nitisim(d, "train", str(config), "--backend", backend, "--arith", arith, "--out", "run")
+        engine = ["--backend", "numpy"] if arith == "int8" else ["--device", "cpu"]
+        ran = nitisim(d, "train", str(config), *engine, "--arith", arith, "--out", "run")
         if ran.rc != 0:
             return succeeded(ran)
         run = d / "run"
         ckpt = run / ("checkpoint.npz" if arith == "int8" else "checkpoint.pt")
         ckpt.write_bytes(damage(ckpt.read_bytes()))
-        return refused(nitisim(d, "train", str(config), "--backend", backend, "--arith", arith, "--out", "run",
+        return refused(nitisim(d, "train", str(config), *engine, "--arith", arith, "--out", "run",
                                "--resume", "--epochs", "3"), "checkpoint")
     return case
 

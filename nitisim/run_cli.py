@@ -1,8 +1,10 @@
 """`nitisim run`: the main job. Train the default model in integers and in float32, simulate the
 shipped accelerator configs on the same model and batch, and write the comparison report.
 
-Every stage goes through the other subsystems' own commands in-process (`nitisim train`,
-`nitisim simulate`), so the folders it leaves are exactly what those commands write:
+The training config is read once (`plan`) and every stage is the function its own command calls
+(train.stage.train_int8 / train_fp32, calibrate.cli.calibrate_host, simulate_cli.simulate,
+report.cli.compare_runs) on the parsed objects, so the folders it leaves are exactly what those
+commands write:
 
     nitisim-out/
       configs/<stem>.yaml          the training config as run (the shipped one plus the short-run overrides)
@@ -15,24 +17,30 @@ Every stage goes through the other subsystems' own commands in-process (`nitisim
 
 The default is a short run (all of Fashion-MNIST, two epochs) that takes a minute or two on a
 2-core CPU with the C backend; `--train-subset N` trains on the first N images. `--tiny` trains a small MLP on
-synthetic data for a few steps, for tests and smoke checks.
+synthetic data for a few steps, for tests and smoke checks. `--backend` picks the integer run's
+kernels, `--device` the float32 twin's torch device (default: the one --backend implies).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
 from .contract.errors import UserInputError
 from .contract.models import load_yaml, model_reference
 from .contract.shipped import CONFIGS
+from .train.config import TrainConfig
 from .train.folder_lock import locked_folder
+
+if TYPE_CHECKING:
+    from hwmodels.spec import AcceleratorSpec
 
 DEFAULT_CONFIG = CONFIGS / "train" / "fashion-lenet.yaml"
 DEFAULT_OUT = "nitisim-out"
@@ -43,6 +51,8 @@ DEFAULT_TEST_SUBSET = None  # None: the whole test set
 DEFAULT_EPOCHS = 2
 BUSY_LOAD = 0.5  # 1-minute load average above which the measured times are flagged as shared
 GPU_MODEL = CONFIGS / "hosts" / "h200-sxm.yaml"  # the machine model of a CUDA run (public specs)
+# the float32 twin's torch device when --device is not given: the GPU when the integer run may use one
+TWIN_DEVICE = {"numpy": "cpu", "cpu": "cpu", "cuda": "cuda", "auto": "auto"}
 
 
 def tiny_config() -> dict[str, Any]:
@@ -65,11 +75,27 @@ class Plan:
     config: Path  # the derived training config, written into the output folder by write_plan
     config_text: str  # its YAML
     stem: str
-    model: str  # built-in name or absolute model YAML path, for the simulator
-    batch: int
-    epochs: int | None  # --epochs for `nitisim train` (None: the config's)
-    int_backend: str
-    fp32_backend: str
+    train: TrainConfig  # that config, parsed once: what every stage is given (source: `config`)
+    epochs: int | None  # the run's epochs override (None: the config's)
+    int_backend: str  # kernel table of the integer run
+    fp32_device: str  # torch device of the float32 twin
+
+    @property
+    def model(self) -> str:
+        """Built-in name or absolute model YAML path, as the written config names it."""
+        return self.train.model_ref
+
+    @property
+    def batch(self) -> int:
+        return self.train.batch
+
+
+@dataclass(frozen=True)
+class Machines:
+    """The accelerator configs to simulate, parsed: (folder name under sims/, spec) each; and the
+    GPU's machine model when the run may end up on CUDA."""
+    accelerators: list[tuple[str, AcceleratorSpec]]
+    gpu: AcceleratorSpec | None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="training config (default configs/train/fashion-lenet.yaml)")
     parser.add_argument("--backend", choices=("numpy", "cpu", "cuda", "auto"),
                         help="integer kernels (default auto: the first usable of cuda, cpu, numpy; numpy with --tiny)")
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"),
+                        help="torch device of the float32 twin (default: cuda with --backend cuda or auto "
+                             "(auto: cuda when torch sees one), else cpu)")
     parser.add_argument("--epochs", type=int, help=f"epochs (default {DEFAULT_EPOCHS} for the default config, "
                         "else the config's)")
     parser.add_argument("--train-subset", type=int, help="first N training images (default: all "
@@ -104,12 +133,12 @@ def int_backend(args: argparse.Namespace) -> str:
     return args.backend or ("numpy" if args.tiny else "auto")
 
 
-def _check_training(doc: dict, source: Path | None, subset_flag: bool, backend: str) -> None:
-    """Parse the training config as `nitisim train` will, naming the user's file (not the copy this
-    command writes): a bad field stops the run before anything trains. A train_subset that came from
-    --train-subset is that flag's problem, not the file's. Then both trainings' memory: the float32
-    twin needs more than the integer run, and would otherwise fail only after it (a backend that
-    may be a GPU holds only the parameters on the host)."""
+def _check_training(doc: dict, source: Path | None, subset_flag: bool, backend: str, device: str) -> TrainConfig:
+    """Parse the training config, naming the user's file (not the copy this command writes): a bad
+    field stops the run before anything trains. A train_subset that came from --train-subset is
+    that flag's problem, not the file's. Then both trainings' memory: the float32 twin needs more
+    than the integer run, and would otherwise fail only after it (a backend or device that may be a
+    GPU holds only the parameters on the host)."""
     from .memory_estimate import check_training_fits
     from .train.config import parse_config
 
@@ -120,35 +149,38 @@ def _check_training(doc: dict, source: Path | None, subset_flag: bool, backend: 
         if subset_flag and err.field in ("train_subset", "synthetic.train"):
             raise UserInputError("--train-subset", None, err.message) from None
         raise
-    on_device = backend not in ("numpy", "cpu")
-    check_training_fits(cfg.model, cfg.batch, "int8", src, update_rule=cfg.numerics.update_rule, on_device=on_device)
-    check_training_fits(cfg.model, cfg.batch, "fp32", src, momentum=cfg.fp32.momentum != 0, on_device=on_device)
+    check_training_fits(cfg.model, cfg.batch, "int8", src, update_rule=cfg.numerics.update_rule,
+                        on_device=backend not in ("numpy", "cpu"))
+    check_training_fits(cfg.model, cfg.batch, "fp32", src, momentum=cfg.fp32.momentum != 0,
+                        on_device=device != "cpu")
+    return cfg
 
 
-def check_machine_configs(arches: list[str], backend: str) -> None:
+def check_machine_configs(arches: list[str], backend: str) -> Machines:
     """Load every accelerator config to simulate, and the GPU's machine model when the run may end up
     on CUDA, with the simulator's own strict loader: errors name the file and the field, before any
     training (the calibrated host model is written by this run, and checked when it is)."""
     from hwmodels.config import resolve_accelerator
 
-    for arch in arches:
-        resolve_accelerator(arch)
-    if backend in ("cuda", "auto"):
-        resolve_accelerator(str(GPU_MODEL))
+    accelerators = [(Path(arch).stem, resolve_accelerator(arch)) for arch in arches]
+    gpu = resolve_accelerator(str(GPU_MODEL)) if backend in ("cuda", "auto") else None
+    return Machines(accelerators, gpu)
 
 
 def plan(args: argparse.Namespace, out: Path) -> Plan:
-    """Check the training config, derive the one to run (out/configs, written by write_plan once the
-    output folder is locked), and decide backends, epochs and model."""
+    """Check and parse the training config, derive the one to run (out/configs, written by
+    write_plan once the output folder is locked), and decide backends, epochs and model."""
     _check_positive(args.epochs, "--epochs")
     _check_positive(args.train_subset, "--train-subset", allow_zero=True)
+    backend = int_backend(args)
+    device = args.device or TWIN_DEVICE[backend]
     if args.tiny:
         if args.config:
             raise UserInputError("--tiny", None, "uses its own synthetic config; leave out --config")
         doc, stem, source = tiny_config(), "tiny-mlp", None
         if args.train_subset:
             doc["synthetic"] = {**doc["synthetic"], "train": args.train_subset}
-        _check_training(doc, None, bool(args.train_subset), int_backend(args))
+        cfg = _check_training(doc, None, bool(args.train_subset), backend, device)
     else:
         source = Path(args.config) if args.config else DEFAULT_CONFIG
         if not source.exists():
@@ -164,13 +196,15 @@ def plan(args: argparse.Namespace, out: Path) -> Plan:
             doc["train_subset"] = subset or None  # 0 means the whole training set
         if is_default and doc.get("test_subset") is None:
             doc["test_subset"] = DEFAULT_TEST_SUBSET
-        _check_training(doc, source, args.train_subset is not None, int_backend(args))  # the model as written
+        cfg = _check_training(doc, source, args.train_subset is not None, backend, device)  # the model as written
         doc["model"] = _model_ref(doc, source)
     epochs = args.epochs if args.epochs is not None else (DEFAULT_EPOCHS if not args.tiny and not args.config else None)
     header = f"# written by nitisim run from {source or 'its --tiny settings'}\n"
-    backend = int_backend(args)
-    return Plan(out / "configs" / f"{stem}.yaml", header + yaml.safe_dump(doc, sort_keys=False), stem, doc["model"],
-                doc["batch"], epochs, backend, {"numpy": "cpu", "cpu": "cpu", "cuda": "cuda", "auto": "auto"}[backend])
+    config = out / "configs" / f"{stem}.yaml"
+    # The stages read the copy's settings from `cfg`: the copy is `doc` as parsed, with the model
+    # named so it resolves from the copy's folder (the same file, so the same ModelSpec).
+    cfg = dataclasses.replace(cfg, source=str(config), model_ref=doc["model"])
+    return Plan(config, header + yaml.safe_dump(doc, sort_keys=False), stem, cfg, epochs, backend, device)
 
 
 def write_plan(p: Plan) -> None:
@@ -189,23 +223,25 @@ def _accelerators(args: argparse.Namespace) -> list[str]:
     return found
 
 
-def _run_backend(run_dir: Path) -> str | None:
-    from .report.runs import load_run
-
-    return load_run(run_dir).backend
-
-
 CALIBRATION_PASSES = 3  # per window; two windows a float32 training apart (machine_model_step)
 
 
-def machine_model_step(backend: str | None, out: Path, model: str | None = None, batch: int | None = None,
-                       numerics_from: Path | None = None, *, window: int | None = None
-                       ) -> tuple[str, list[str] | None, Path] | None:
-    """(stage text, `nitisim` argv to make it or None, YAML) of the model of the machine that
+@dataclass(frozen=True)
+class HostCalibration:
+    """One calibration window of this host: the arguments of calibrate.cli.calibrate_host."""
+    out: Path  # the YAML it writes
+    name: str
+    passes: int | None  # None: calibrate's default
+    pool_with: Path | None  # samples of an earlier window whose calls it pools
+
+
+def machine_model_step(backend: str | None, out: Path, *, window: int | None = None
+                       ) -> tuple[str, HostCalibration | None, Path] | None:
+    """(stage text, the calibration that makes it or None, YAML) of the model of the machine that
     measured: calibrate this host after a C-backend run, the shipped H200 config after a CUDA run;
     None for the numpy reference (its time is Python's, which no probe of the C library predicts).
     window 1 or 2: the first calibration window (its own YAML, host/<name>-window1.yaml) or the
-    second, which pools the first's calls (--pool-with) into the YAML the run simulates."""
+    second, which pools the first's calls into the YAML the run simulates."""
     if backend == "cpu":
         from .calibrate.cli import default_name
         from .calibrate.samples import samples_path
@@ -214,13 +250,10 @@ def machine_model_step(backend: str | None, out: Path, model: str | None = None,
         path = out / "host" / f"{name}.yaml"
         first = out / "host" / f"{name}-window1.yaml"
         target = first if window == 1 else path
-        windowed = ["--passes", str(CALIBRATION_PASSES)] if window else []
-        pooled = ["--pool-with", str(samples_path(first))] if window == 2 else []
         label = {None: "", 1: ", first window", 2: ", second window pooled with the first"}[window]
         return (f"calibrating this host (short probes of the C library{label}) -> {target}",
-                ["calibrate", "--out", str(target), "--name", name, *windowed, *pooled,
-                 *(["--model", model, "--batch", str(batch)] if model is not None else []),
-                 *(["--numerics-from", str(numerics_from)] if model is not None and numerics_from else [])], path)
+                HostCalibration(target, name, CALIBRATION_PASSES if window else None,
+                                samples_path(first) if window == 2 else None), path)
     if backend == "cuda":
         return (f"the GPU's machine model: configs/{GPU_MODEL.relative_to(CONFIGS)} (public specifications)", None, GPU_MODEL)
     return None
@@ -233,83 +266,79 @@ def _stage(text: str) -> None:
 def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     busy = os.getloadavg()[0]  # before our own work: what else was running
-    arches = _accelerators(args)
-    check_machine_configs(arches, int_backend(args))
+    machines = check_machine_configs(_accelerators(args), int_backend(args))
     p = plan(args, out)  # every config is checked before anything is written
     # one `nitisim run` per output folder: a second one would rewrite the first's configs and report
     with locked_folder(out, "output folder"):
         write_plan(p)
-        return _run(args, p, out, arches, busy)
+        return _run(args, p, out, machines, busy)
 
 
-def _run(args: argparse.Namespace, p: Plan, out: Path, arches: list[str], busy: float) -> int:
-    from .cli import main as nitisim  # the subcommands, in-process
-    from .report.cli import build
+def _run(args: argparse.Namespace, p: Plan, out: Path, machines: Machines, busy: float) -> int:
+    from .calibrate.cli import calibrate_host
+    from .contract.graph import build_graph
+    from .report.cli import compare_runs
     from .report.tables import headline
-    from .report.write import write_report
+    from .simulate_cli import simulate
+    from .train.stage import train_fp32, train_int8, with_overrides
 
-    epochs = ["--epochs", str(p.epochs)] if p.epochs is not None else []
-    data = ["--data", args.data] if args.data else []
-    fresh = ["--overwrite"]  # a run redoes its own trainings; the lock on `out` keeps others out
+    cfg = with_overrides(p.train, epochs=p.epochs)
     int_dir, fp32_dir = out / "runs" / f"{p.stem}-int8", out / "runs" / f"{p.stem}-fp32"
-    train_int = (f"training {p.stem} in integers (backend {p.int_backend}) -> {int_dir}",
-                 ["train", str(p.config), "--backend", p.int_backend, "--out", str(int_dir), *epochs, *data, *fresh])
-    train_fp32 = (f"training its float32 twin (torch, {p.fp32_backend}) -> {fp32_dir}",
-                  ["train", str(p.config), "--arith", "fp32", "--backend", p.fp32_backend, "--out", str(fp32_dir),
-                   *epochs, *data, *fresh])
-    # stages: two trainings, the simulations, the comparison, and three for the machine model (two
-    # calibration windows, its simulation) unless the run turns out to be on the numpy reference
-    total = 3 + len(arches) + (3 if p.int_backend != "numpy" else 0)
+    # stages: two trainings, the simulations, the comparison, and the machine model's (two
+    # calibration windows and its simulation on the C backend; the shipped config's line and its
+    # simulation on CUDA; none on the numpy reference), guessed from --backend (auto: as for cpu)
+    # until the integer run says which backend it took
+    extra = {"cpu": 3, "cuda": 2, "numpy": 0}
+    accelerators = machines.accelerators
+    total = 3 + len(accelerators) + extra.get(p.int_backend, 3)
     done = 0
 
-    def stage(text: str, argv: list[str] | None) -> int:
+    def stage(text: str, work: Callable[[], Any] | None) -> Any:
         nonlocal done
         done += 1
         _stage(f"[{done}/{total}] {text}")
-        if argv is None:
-            return 0
+        if work is None:
+            return None
         # The stages' own output is progress here: stderr, so stdout is just the summary below.
         with contextlib.redirect_stdout(sys.stderr):
-            status = nitisim(argv)
-        if status != 0:
-            _stage(f"stopped: `nitisim {' '.join(argv)}` exited {status}")
-        return status
+            return work()
 
-    if status := stage(*train_int):
-        return status
+    # A run redoes its own trainings (overwrite); the lock on `out` keeps others out.
+    summary = stage(f"training {p.stem} in integers (backend {p.int_backend}) -> {int_dir}",
+                    lambda: train_int8(cfg, int_dir, p.int_backend, data=args.data, overwrite=True))
+    backend = summary["backend"]
+    total = 3 + len(accelerators) + extra[backend]
     # Calibrate right after the integer run, the probes then see the machine in the state it trained
     # in, and again after the float32 twin, pooling both windows' calls: a shared VM's slow spells
-    # can cover one whole window (docs/hwmodel.md). With the simulated model and batch, calibrate
-    # also probes that graph's GEMM and pooling kernels.
-    backend = _run_backend(int_dir)
-    model = machine_model_step(backend, out, p.model, p.batch, p.config, window=1)
-    if model is not None and p.int_backend == "numpy":
-        total += 3
-    if model is not None and model[1] is None:  # a shipped config (CUDA): nothing to calibrate
-        total -= 1
+    # can cover one whole window (docs/hwmodel.md). With the simulated graph, calibrate also probes
+    # its GEMM and pooling kernels.
+    graph = build_graph(cfg.model, cfg.batch, cfg.numerics)  # the graph simulated and probed
+
+    def calibrate(step: HostCalibration) -> AcceleratorSpec:
+        return calibrate_host(step.out, step.name, passes=step.passes, graph=graph, model_ref=p.model,
+                              numerics_from=str(p.config), pool_with=step.pool_with)
+
+    model = machine_model_step(backend, out, window=1)
     if model is not None:
-        if status := stage(*model[:2]):
-            return status
-    elif p.int_backend != "numpy":
-        total -= 3
-    if status := stage(*train_fp32):
-        return status
+        text, first, _ = model
+        stage(text, None if first is None else lambda: calibrate(first))  # None: a shipped config (CUDA)
+    stage(f"training its float32 twin (torch, {p.fp32_device}) -> {fp32_dir}",
+          lambda: train_fp32(cfg, fp32_dir, p.fp32_device, data=args.data, overwrite=True))
     if model is not None:
-        if model[1] is not None and (status := stage(*machine_model_step(backend, out, p.model, p.batch, p.config,
-                                                                        window=2)[:2])):
-            return status
-        arches = arches + [str(model[2])]
+        if model[1] is not None:
+            text, second, _ = machine_model_step(backend, out, window=2)
+            host = stage(text, lambda: calibrate(second))
+        else:
+            host = machines.gpu or _gpu_model()
+        accelerators = [*accelerators, (model[2].stem, host)]
     sim_dirs = []
-    for arch in arches:
-        sim_dir = out / "sims" / Path(arch).stem
+    for label, spec in accelerators:
+        sim_dir = out / "sims" / label
         sim_dirs.append(sim_dir)
-        argv = ["simulate", arch, "--model", p.model, "--batch", str(p.batch), "--numerics-from", str(p.config),
-                "--out", str(sim_dir)]
-        if status := stage(f"simulating {p.model} batch {p.batch} on {Path(arch).stem} -> {sim_dir}", argv):
-            return status
+        stage(f"simulating {p.model} batch {p.batch} on {label} -> {sim_dir}",
+              lambda spec=spec, sim_dir=sim_dir: simulate(spec, graph, sim_dir))
     _stage(f"[{total}/{total}] comparing -> {out}")
-    comparison = build(int_dir, sim_dirs, fp32_dir)
-    files = write_report(comparison, out)
+    comparison, files = compare_runs(int_dir, sim_dirs, fp32_dir, out)
     print(f"report: {files['html']}")
     for label, value in headline(comparison):
         print(f"  {label}: {value}")
@@ -319,3 +348,9 @@ def _run(args: argparse.Namespace, p: Plan, out: Path, arches: list[str], busy: 
         print(f"  note: load average {busy:.2f} when the run started: other processes shared the CPU, and the "
               "measured lower quartiles, like the probes', still include what interference most steps met; compare on an idle machine")
     return 0
+
+
+def _gpu_model() -> AcceleratorSpec:
+    from hwmodels.config import resolve_accelerator
+
+    return resolve_accelerator(str(GPU_MODEL))

@@ -187,18 +187,15 @@ def test_real_calibration_with_a_model_measures_each_of_its_kernels(tmp_path):
 
 
 def test_run_picks_the_machine_model_of_its_backend(tmp_path):
-    text, argv, path = machine_model_step("cpu", tmp_path)
-    assert argv[:3] == ["calibrate", "--out", str(path)] and path.parent == tmp_path / "host"
+    text, step, path = machine_model_step("cpu", tmp_path)
+    assert step.out == path and path.parent == tmp_path / "host" and step.passes is None and step.pool_with is None
     _, first, _ = machine_model_step("cpu", tmp_path, window=1)
     _, second, same = machine_model_step("cpu", tmp_path, window=2)
-    assert same == path and first[2] == str(tmp_path / "host" / f"{path.stem}-window1.yaml")
-    assert second[2] == str(path) and second[second.index("--pool-with") + 1] == str(samples_path(Path(first[2])))
-    assert "--pool-with" not in first and first[first.index("--passes") + 1] == "3"
-    assert machine_model_step("cpu", tmp_path, "lenet", 256)[1][-4:] == ["--model", "lenet", "--batch", "256"]
+    assert same == path and first.out == tmp_path / "host" / f"{path.stem}-window1.yaml"
+    assert second.out == path and second.pool_with == samples_path(first.out)
+    assert first.pool_with is None and first.passes == second.passes == 3
     assert machine_model_step("cuda", tmp_path)[1:] == (None, GPU_MODEL) and GPU_MODEL.exists()
     assert machine_model_step("numpy", tmp_path) is None
-    config = Path("configs/train/fashion-lenet.yaml")
-    assert machine_model_step("cpu", tmp_path, "lenet", 256, config)[1][-2:] == ["--numerics-from", str(config)]
 
 
 def test_the_graph_is_the_one_the_training_config_trains(tmp_path, capsys):

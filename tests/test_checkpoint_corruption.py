@@ -12,7 +12,7 @@ from nitisim.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHETIC = ROOT / "configs" / "train" / "synthetic-mlp.yaml"
-BACKEND = {"int8": "numpy", "fp32": "cpu"}
+ENGINE = {"int8": ["--backend", "numpy"], "fp32": ["--device", "cpu"]}  # kernel table | torch device
 CHECKPOINT = {"int8": "checkpoint.npz", "fp32": "checkpoint.pt"}
 
 
@@ -24,7 +24,7 @@ def one_epoch(tmp_path_factory):
     def get(arith: str) -> Path:
         if arith not in made:
             out = tmp_path_factory.mktemp(arith) / "run"
-            assert main(["train", str(SYNTHETIC), "--arith", arith, "--backend", BACKEND[arith], "--epochs", "1",
+            assert main(["train", str(SYNTHETIC), "--arith", arith, *ENGINE[arith], "--epochs", "1",
                          "--out", str(out)]) == 0
             made[arith] = out
         return made[arith]
@@ -97,7 +97,7 @@ def _resume_one_line(tmp_path, capsys, arith, folder, data: bytes) -> str:
     ckpt = run / CHECKPOINT[arith]
     ckpt.write_bytes(data)
     capsys.readouterr()
-    assert main(["train", str(SYNTHETIC), "--arith", arith, "--backend", BACKEND[arith], "--epochs", "2",
+    assert main(["train", str(SYNTHETIC), "--arith", arith, *ENGINE[arith], "--epochs", "2",
                  "--out", str(run), "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
@@ -143,6 +143,6 @@ def test_the_undamaged_copy_resumes(tmp_path, one_epoch, arith):
     folder = one_epoch(arith)
     run = tmp_path / "run"
     shutil.copytree(folder, run)
-    assert main(["train", str(SYNTHETIC), "--arith", arith, "--backend", BACKEND[arith], "--epochs", "2",
+    assert main(["train", str(SYNTHETIC), "--arith", arith, *ENGINE[arith], "--epochs", "2",
                  "--out", str(run), "--resume"]) == 0
     assert [json.loads(s)["epoch"] for s in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1]

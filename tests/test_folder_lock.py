@@ -23,7 +23,7 @@ from nitisim.train.folder_lock import LOCK_NAME, locked_folder
 ROOT = Path(__file__).resolve().parent.parent
 SYNTHETIC = ROOT / "configs" / "train" / "synthetic-mlp.yaml"
 TRAIN = ["train", str(SYNTHETIC), "--backend", "numpy", "--epochs", "1"]
-BACKEND = {"int8": "numpy", "fp32": "cpu"}
+ENGINE = {"int8": ["--backend", "numpy"], "fp32": ["--device", "cpu"]}  # kernel table | torch device
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -59,7 +59,7 @@ class Holder:
 @pytest.mark.parametrize("arith", ["int8", "fp32"])
 def test_second_writer_is_refused_and_touches_nothing(tmp_path, capsys, arith):
     out = tmp_path / "run"
-    train = ["train", str(SYNTHETIC), "--backend", BACKEND[arith], "--epochs", "1", "--arith", arith]
+    train = ["train", str(SYNTHETIC), *ENGINE[arith], "--epochs", "1", "--arith", arith]
     assert main([*train, "--out", str(out)]) == 0
     (out / ".checkpoint.npz.abcd1234.tmp").write_bytes(b"a killed save")  # not cleaned by a refused run either
     holder = Holder(out)

@@ -206,7 +206,8 @@ def test_fuzz_run_config(work, data):
     from nitisim.run_cli import plan
 
     path = _write(work, "train", data)
-    args = argparse.Namespace(config=str(path), tiny=False, epochs=None, train_subset=None, backend=None)
+    args = argparse.Namespace(config=str(path), tiny=False, epochs=None, train_subset=None, backend=None,
+                              device=None)
     parses_or_refuses(lambda: plan(args, work / "run-out"))
 
 

@@ -15,6 +15,7 @@ from nitisim.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GiB = 2**30
+ENGINE = {"int8": ["--backend", "numpy"], "fp32": ["--device", "cpu"]}  # kernel table | torch device
 
 
 def _model(tmp_path, layers: str, name="huge", input_shape="[28, 28, 1]") -> Path:
@@ -97,7 +98,7 @@ def test_train_refuses_in_one_line_before_allocating(tmp_path, capsys, monkeypat
 
     monkeypatch.setattr(me, "available_bytes", lambda: (16 * GiB, "MemAvailable in /proc/meminfo"))
     cfg, out = _config(tmp_path, _model(tmp_path, layers)), tmp_path / "run"
-    assert main(["train", str(cfg), "--arith", arith, "--backend", "numpy" if arith == "int8" else "cpu",
+    assert main(["train", str(cfg), "--arith", arith, *ENGINE[arith],
                  "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err
@@ -109,14 +110,14 @@ def test_train_refuses_in_one_line_before_allocating(tmp_path, capsys, monkeypat
 @pytest.mark.parametrize("arith", ["int8", "fp32"])
 def test_train_refuses_before_reading_or_making_the_data_set(tmp_path, capsys, monkeypatch, arith):
     """A synthetic data set of huge images would itself exhaust memory: the refusal comes first."""
-    import nitisim.train.cli as train_cli
+    import nitisim.train.stage as stage  # the training `nitisim train` runs
 
     def no_data(*args):
         raise AssertionError("the data set was loaded before the memory check")
 
-    monkeypatch.setattr(train_cli, "load_for_config", no_data)
+    monkeypatch.setattr(stage, "load_for_config", no_data)
     cfg = _config(tmp_path, _model(tmp_path, "  - flatten\n  - linear: {out: 10}\n", input_shape="[100000, 100000, 3]"))
-    assert main(["train", str(cfg), "--arith", arith, "--backend", "numpy" if arith == "int8" else "cpu",
+    assert main(["train", str(cfg), "--arith", arith, *ENGINE[arith],
                  "--out", str(tmp_path / "run")]) == 2
     assert "bytes" in capsys.readouterr().err
 
@@ -124,7 +125,7 @@ def test_train_refuses_before_reading_or_making_the_data_set(tmp_path, capsys, m
 @pytest.mark.parametrize("arith", ["int8", "fp32"])
 def test_train_refuses_on_this_machines_real_memory(tmp_path, capsys, arith):
     cfg = _config(tmp_path, _model(tmp_path, PETABYTE_LINEAR), batch=2)
-    assert main(["train", str(cfg), "--arith", arith, "--backend", "numpy" if arith == "int8" else "cpu",
+    assert main(["train", str(cfg), "--arith", arith, *ENGINE[arith],
                  "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "bytes" in err and "available (" in err

@@ -14,11 +14,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def trainings(monkeypatch):
-    """Every `nitisim train` the run starts, recorded instead of run."""
-    import nitisim.train.cli as train_cli
+    """Every training the run starts (the stage functions `nitisim train` calls too), recorded
+    instead of run: any call makes these tests fail before the run goes on."""
+    import nitisim.train.stage as stage
 
     calls = []
-    monkeypatch.setattr(train_cli, "main", lambda args: calls.append(args) or 0)
+
+    def record(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise AssertionError("a training started")
+
+    monkeypatch.setattr(stage, "train_int8", record)
+    monkeypatch.setattr(stage, "train_fp32", record)
     return calls
 
 

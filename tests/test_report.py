@@ -73,7 +73,7 @@ def runs(tmp_path_factory):
     config = root / "tiny.yaml"
     config.write_text(TINY_RUN)
     assert main(["train", str(config), "--backend", "numpy", "--out", str(root / "tiny-int8")]) == 0
-    assert main(["train", str(config), "--arith", "fp32", "--backend", "cpu", "--out", str(root / "tiny-fp32")]) == 0
+    assert main(["train", str(config), "--arith", "fp32", "--device", "cpu", "--out", str(root / "tiny-fp32")]) == 0
     return root
 
 

@@ -127,7 +127,7 @@ def test_a_failed_first_save_says_nothing_is_kept(tmp_path, capsys, monkeypatch)
 
 def test_fp32_failed_checkpoint_write_keeps_the_previous(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
-    fp = ["--arith", "fp32", "--backend", "cpu"]
+    fp = ["--arith", "fp32", "--device", "cpu"]
     assert main(["train", str(SYNTHETIC), *fp, "--epochs", "1", "--out", str(out)]) == 0
     before = (out / "checkpoint.pt").read_bytes()
     _fail_atomic_write_of(monkeypatch, fp32, "checkpoint.pt", errno.ENOSPC)
@@ -237,12 +237,12 @@ def _idx(folder: Path, seed: int, gz: bool = True) -> Path:
     return write_idx_folder(folder, ds.train_images, ds.train_labels, ds.test_images, ds.test_labels, gz=gz)
 
 
-@pytest.mark.parametrize("arith, backend", [("int8", "numpy"), ("fp32", "cpu")])
-def test_resume_with_another_data_set_is_refused(tmp_path, capsys, arith, backend):
+@pytest.mark.parametrize("arith, engine", [("int8", ["--backend", "numpy"]), ("fp32", ["--device", "cpu"])])
+def test_resume_with_another_data_set_is_refused(tmp_path, capsys, arith, engine):
     cfg, out = _mnist_config(tmp_path), tmp_path / "run"
     first, other = _idx(tmp_path / "first", seed=3), _idx(tmp_path / "other", seed=4)
     same_moved = _idx(tmp_path / "moved" / "plain", seed=3, gz=False)
-    args = ["train", str(cfg), "--arith", arith, "--backend", backend, "--out", str(out)]
+    args = ["train", str(cfg), "--arith", arith, *engine, "--out", str(out)]
     assert main([*args, "--data", str(first), "--epochs", "1"]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     capsys.readouterr()

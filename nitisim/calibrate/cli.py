@@ -6,8 +6,8 @@ probes of that training graph's GEMM and pooling kernels at its shapes (nitisim/
 writes the host model's YAML and, beside it, the kernel and curve probes' timed calls
 (<stem>.samples.json, nitisim/calibrate/samples.py), which --pool-with pools into a later
 calibration. It checks the YAML by loading it with the simulator's strict loader, and prints one
-line per class of rate. Bad arguments and probes that cannot run (no C library, a timer that cannot
-resolve a probe) are one line and exit status 2.
+line per class of rate: `calibrate_host`, which `nitisim run` calls too. Bad arguments and probes
+that cannot run (no C library, a timer that cannot resolve a probe) are one line and exit status 2.
 """
 from __future__ import annotations
 
@@ -15,8 +15,12 @@ import argparse
 import platform
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..contract.errors import UserInputError
+
+if TYPE_CHECKING:
+    from ..contract.graph import Graph
 
 DEFAULT_REPEATS = 9
 MAX_REPEATS = 1000
@@ -94,13 +98,35 @@ def calibrate(out: Path, name: str, repeats: int, threads: int, command: str, gr
     return load_accelerator(out)
 
 
-def main(args: argparse.Namespace) -> int:
-    out, name = check_arguments(args)
+def calibrate_host(out: Path, name: str, *, repeats: int = DEFAULT_REPEATS, threads: int = 0,
+                   passes: int | None = None, graph: Graph | None = None, model_ref: str | None = None,
+                   numerics_from: str | None = None, pool_with: Path | None = None):
+    """Calibrate this host into `out` (see `calibrate`), with `graph`'s kernels probed when given,
+    and print one line per class of rate; returns the model (AcceleratorSpec). `model_ref` and
+    `numerics_from` name where `graph` came from, for the command the YAML records."""
     from .probes import DEFAULT_PASSES
 
-    passes = args.passes or DEFAULT_PASSES
-    command = (f"nitisim calibrate --out {out} --name {name} --repeats {args.repeats} --passes {passes} "
-               f"--threads {args.threads}")
+    passes = passes or DEFAULT_PASSES
+    command = (f"nitisim calibrate --out {out} --name {name} --repeats {repeats} --passes {passes} "
+               f"--threads {threads}")
+    if graph is not None:
+        command += f" --model {model_ref} --batch {graph.batch}"
+        if numerics_from is not None:
+            command += f" --numerics-from {numerics_from}"
+    if pool_with is not None:
+        command += f" --pool-with {pool_with}"
+    arch = calibrate(out, name, repeats, threads, command, graph, passes, pool_with)
+    host, hz = arch.host, arch.clock_mhz * 1e6
+    print(f"wrote {out}: {host.engine}, {host.cores} cores")
+    print("  int8 GEMM (GMAC/s): " + ", ".join(f"{c} {r * hz / 1e9:.1f}" for c, r in host.gemm_macs_per_cycle.items()))
+    print("  vector (Gop/s per core): " + ", ".join(f"{w} {r * hz / 1e9:.2f}" for w, r in host.vector_ops_per_cycle.items()))
+    print("  call (us): " + ", ".join(f"{k} {c / hz * 1e6:.1f}" for k, c in host.call_cycles.items()))
+    print(f"  measured kernels: {len(host.kernels)}, elementwise curves: {', '.join(host.curves) or 'none'}")
+    return arch
+
+
+def main(args: argparse.Namespace) -> int:
+    out, name = check_arguments(args)
     graph = None
     if args.model is not None:
         from nitisim.contract.graph import build_graph
@@ -110,17 +136,7 @@ def main(args: argparse.Namespace) -> int:
 
         # as `nitisim simulate` builds it
         graph = build_graph(resolve_model(args.model), args.batch, numerics_of(args.numerics_from))
-        command += f" --model {args.model} --batch {args.batch}"
-        if args.numerics_from is not None:
-            command += f" --numerics-from {args.numerics_from}"
-    pool_with = Path(args.pool_with) if args.pool_with is not None else None
-    if pool_with is not None:
-        command += f" --pool-with {pool_with}"
-    arch = calibrate(out, name, args.repeats, args.threads, command, graph, passes, pool_with)
-    host, hz = arch.host, arch.clock_mhz * 1e6
-    print(f"wrote {out}: {host.engine}, {host.cores} cores")
-    print("  int8 GEMM (GMAC/s): " + ", ".join(f"{c} {r * hz / 1e9:.1f}" for c, r in host.gemm_macs_per_cycle.items()))
-    print("  vector (Gop/s per core): " + ", ".join(f"{w} {r * hz / 1e9:.2f}" for w, r in host.vector_ops_per_cycle.items()))
-    print("  call (us): " + ", ".join(f"{k} {c / hz * 1e6:.1f}" for k, c in host.call_cycles.items()))
-    print(f"  measured kernels: {len(host.kernels)}, elementwise curves: {', '.join(host.curves) or 'none'}")
+    calibrate_host(out, name, repeats=args.repeats, threads=args.threads, passes=args.passes, graph=graph,
+                   model_ref=args.model, numerics_from=args.numerics_from,
+                   pool_with=Path(args.pool_with) if args.pool_with is not None else None)
     return 0

@@ -2,7 +2,8 @@
 (and its float32 twin) with simulations of the same model on any number of accelerator configs.
 
 Writes report.html (self-contained), report.md, compare.json and plots/*.svg into --out
-(default RUN_DIR/report) and prints the path of report.html.
+(default RUN_DIR/report) and prints the path of report.html. The work is `compare_runs`, which
+`nitisim run` calls too.
 """
 from __future__ import annotations
 
@@ -39,12 +40,19 @@ def build(run_dir: str | Path, sim_dirs: list[str | Path], fp32_dir: str | Path 
     return replace(comparison, notes=comparison.notes + (problem,)) if problem else comparison
 
 
-def main(args: argparse.Namespace) -> int:
+def compare_runs(run_dir: str | Path, sim_dirs: list[str | Path], fp32_dir: str | Path | None,
+                 out: Path) -> tuple[Comparison, dict[str, Path]]:
+    """Join the run, its twin and the simulations (`build`) and write the report into `out`:
+    (the comparison, the files written by kind)."""
     from .write import write_report  # the writers pull in matplotlib; load them only to write
 
-    comparison = build(args.run, args.sims, args.fp32)
+    comparison = build(run_dir, sim_dirs, fp32_dir)
+    return comparison, write_report(comparison, out)
+
+
+def main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run) / "report"
-    files = write_report(comparison, out)
+    comparison, files = compare_runs(args.run, args.sims, args.fp32, out)
     for note in comparison.notes:
         print(f"note: {note}")
     print(files["html"])

@@ -12,5 +12,6 @@ Files, one job each:
   runfiles.py    metrics.jsonl, summary.json, timing.json
   folder_lock.py the run folder's lock: one writer at a time, and the folder proven writable first
   progress.py    the plain-text progress line on stderr
-  cli.py         `nitisim train`
+  stage.py       one training run on a parsed config (train_int8, train_fp32): what `train` and `run` call
+  cli.py         `nitisim train`: argv -> config -> stage.py
 """

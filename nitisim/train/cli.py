@@ -3,28 +3,28 @@
 Writes metrics.jsonl, summary.json, timing.json (integer runs) and a checkpoint every epoch into
 the run folder (default runs/<config stem>-<arith>); --resume continues from that checkpoint.
 The run holds the folder's lock while it runs (see loop.run_training): one writer per folder.
+--backend picks the integer run's kernel table, --device the float32 run's torch device; each
+flag belongs to one arithmetic, so the other's is refused rather than read as something else.
+The work is stage.train_int8 / stage.train_fp32, which `nitisim run` calls too.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import sys
 from pathlib import Path
 
 from ..contract.errors import UserInputError
-from .backends import BACKENDS, resolve_backend
+from .backends import BACKENDS
 from .config import load_config
-from .data import load_for_config, steps_per_epoch
-from .loop import run_training
-from .progress import Progress
-from .runfiles import RunFolder
+from .stage import DEVICES, train_fp32, train_int8, with_overrides
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="training config YAML (see configs/train/)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
                         help="integer kernels: numpy (reference), cpu, cuda (gpu_backend), auto = first usable "
-                             "of cuda, cpu, numpy (default auto); with --arith fp32: torch on cpu or cuda")
+                             "of cuda, cpu, numpy (default auto)")
+    parser.add_argument("--device", choices=DEVICES, default=None,
+                        help="--arith fp32 only: torch on cpu or cuda, auto = cuda when torch sees one (default auto)")
     parser.add_argument("--epochs", type=int, help="train this many epochs instead of the config's")
     parser.add_argument("--seed", type=int, help="use this seed instead of the config's (initial weights, shuffle, "
                         "augmentation, dropout and rounding draws): one config, several seeds")
@@ -38,46 +38,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="int8: integer-only NITI training (default); fp32: the float32 torch baseline")
 
 
+def check_engine_flags(arith: str, backend: str | None, device: str | None) -> None:
+    """--backend is the integer run's, --device the float32 run's: the other one is an error."""
+    if arith == "fp32" and backend is not None:
+        raise UserInputError("--backend", None, f"picks integer kernels; --arith fp32 runs on torch: pass --device "
+                             f"{backend if backend in DEVICES else 'cpu, cuda or auto'} instead")
+    if arith == "int8" and device is not None:
+        raise UserInputError("--device", None, "places the float32 run (--arith fp32); an integer run picks its "
+                             "kernels with --backend")
+
+
 def main(args: argparse.Namespace) -> int:
-    if args.resume and args.overwrite:  # before the config, the data and torch or the C library are loaded
+    # the flags before the config, the data and torch or the C library are loaded
+    check_engine_flags(args.arith, args.backend, args.device)
+    if args.resume and args.overwrite:
         raise UserInputError("--overwrite", None, "deletes the run that --resume would continue; pass one of them")
-    cfg = load_config(args.config)
-    if args.epochs is not None:
-        if args.epochs < 1:
-            raise UserInputError("--epochs", None, f"must be a positive integer, got {args.epochs}")
-        cfg = cfg.with_epochs(args.epochs)
-    if args.seed is not None:
-        if not 0 <= args.seed <= 2**32 - 1:
-            raise UserInputError("--seed", None, f"must be in 0..{2**32 - 1}, got {args.seed}")
-        cfg = dataclasses.replace(cfg, seed=args.seed)
-    if args.arith == "int8" and cfg.input_path == "float":
-        raise UserInputError(cfg.source, "input_path", "float inputs are for --arith fp32 comparisons only; "
-                             "integer training reads int8")
-    # The trainer first: it refuses a model this machine cannot hold before the data set is read or
-    # made. What `auto` chose is said after the data loaded, so a bad data set stays one error line.
-    chosen: list[str] = []
+    cfg = with_overrides(load_config(args.config), epochs=args.epochs, seed=args.seed)
+    out = Path(args.out or Path("runs") / f"{cfg.stem}-{args.arith}")
     if args.arith == "int8":
-        from .integer import IntegerTrainer
-
-        kernels, backend = resolve_backend(args.backend, log=chosen.append)
-        trainer = IntegerTrainer(cfg, kernels, backend)
+        train_int8(cfg, out, args.backend or "auto", data=args.data, resume=args.resume, overwrite=args.overwrite)
     else:
-        from .fp32 import Fp32Trainer  # torch is imported only here
-
-        trainer = Fp32Trainer(cfg, args.backend)
-    ds = load_for_config(cfg, args.data)
-    for line in chosen:
-        print(line, file=sys.stderr, flush=True)
-    run = RunFolder(Path(args.out or Path("runs") / f"{cfg.stem}-{args.arith}"), args.arith)
-    progress = Progress()
-    steps = steps_per_epoch(ds, cfg.batch)
-    header = (f"nitisim train: {cfg.model.name} on {cfg.dataset} ({ds.train_labels.shape[0]} train / "
-                  f"{ds.test_labels.shape[0]} test), {args.arith}, backend {trainer.backend}, {cfg.epochs} epochs "
-                  f"x {steps} steps of {cfg.batch} -> {run.path}")
-    summary = run_training(cfg, trainer, ds, run, resume=args.resume, overwrite=args.overwrite, progress=progress,
-                           header=header)
-    if summary["final_test_accuracy"] is not None:
-        progress.line(f"done: test accuracy final {summary['final_test_accuracy']:.4f} best "
-                      f"{summary['best_test_accuracy']:.4f} (epoch {summary['best_epoch']}), "
-                      f"{summary['images_per_second']:,.0f} img/s, {summary['total_seconds']:.0f} s")
+        train_fp32(cfg, out, args.device or "auto", data=args.data, resume=args.resume, overwrite=args.overwrite)
     return 0

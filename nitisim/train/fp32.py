@@ -113,13 +113,13 @@ def dropout_generator(device: torch.device) -> torch.Generator:
     return torch.default_generator
 
 
-def resolve_device(backend: str) -> tuple[torch.device, str]:
-    """--backend for fp32: auto/cpu -> torch on the CPU (auto takes a GPU when torch sees one), cuda -> GPU."""
-    if backend == "numpy":
-        raise UserInputError("--backend", "numpy", "--arith fp32 runs on torch; use --backend cpu, cuda or auto")
-    if backend == "cuda" or (backend == "auto" and torch.cuda.is_available()):
+def resolve_device(device: str) -> tuple[torch.device, str]:
+    """--device: cpu -> torch on the CPU, cuda -> the GPU, auto -> the GPU when torch sees one, else the CPU."""
+    if device not in ("cpu", "cuda", "auto"):
+        raise UserInputError("--device", None, f"must be cpu, cuda or auto, got {device!r}")
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise UserInputError("--backend", "cuda", "backend unavailable: this torch build sees no CUDA device")
+            raise UserInputError("--device", "cuda", "unavailable: this torch build sees no CUDA device")
         return torch.device("cuda"), "torch-cuda"
     return torch.device("cpu"), "torch-cpu"
 
@@ -162,9 +162,9 @@ class Fp32Trainer:
     arith = "fp32"
     timer = None  # no graph nodes to time
 
-    def __init__(self, cfg: TrainConfig, backend: str = "auto", threads: int | None = None):
+    def __init__(self, cfg: TrainConfig, device: str = "auto", threads: int | None = None):
         self.cfg = cfg
-        self.device, self.backend = resolve_device(backend)
+        self.device, self.backend = resolve_device(device)  # backend: the name runs record, torch-cpu | torch-cuda
         torch.set_num_threads(threads or default_threads())
         torch.manual_seed(cfg.seed)
         check_training_fits(cfg.model, cfg.batch, "fp32", cfg.source, momentum=cfg.fp32.momentum != 0,
