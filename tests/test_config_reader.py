@@ -199,7 +199,7 @@ def test_run_reads_its_training_config_through_the_reader(seen, tmp_path):
     (tmp_path / "net.yaml").write_text((CONFIGS / "models" / "vgg-small-fmnist.yaml").read_text())
     config.write_text("model: ../net.yaml\ndataset: synthetic\nbatch: 8\nepochs: 1\n"
                       "mu_schedule: [{from_epoch: 0, mu: 2}]\n")
-    args = argparse.Namespace(epochs=None, train_subset=None, tiny=False, config=str(config), backend="numpy",
+    args = argparse.Namespace(epochs=None, train_subset=None, tiny=False, config=str(config), backend="numpy", device=None,
                               data=None, accelerators=None, out=str(tmp_path / "out"))
     plan = run_cli.plan(args, tmp_path / "out")
     assert str(config) in seen["files"] and str(config) in seen["fields"]
