@@ -6,12 +6,13 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Mapping
 
+from nitisim.contract.ops import REPORT_PHASES
+
 from . import host as host_model
 from .energy import COMPONENTS, price
 from .spec import BUFFER_NAMES, AcceleratorSpec, EnergyEntry
 from .tiling import GemmShape, Tiling
 
-REPORT_PHASES: tuple[str, ...] = ("forward", "input_grad", "weight_grad", "update", "vector")
 
 
 def _sram_bytes(counts: Mapping[str, int], rw: str) -> int:
