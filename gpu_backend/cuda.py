@@ -33,7 +33,7 @@ from .cuda_binding import API_HEADER, Binding, cdef_text, prototypes
 from .cuda_device import (ABI_VERSION, CONV_MODES, CONV_OPS, CONV_PATHS, GEMM_ENGINES, STATUS_CUDA,
                           STATUS_INVALID_ARGUMENT, STATUS_OUT_OF_MEMORY, STATUS_OVERFLOW, CudaError, CudaLib,
                           DeviceTensor)
-from .cuda_kernels import OPS, cuda_kernel_table, to_device, to_host
+from .cuda_kernels import CudaOps, cuda_kernel_table, to_device, to_host
 from .cuda_loading import (EMULATOR_FLAGS, EMULATOR_LIBRARY, CudaUnavailable, build_emulator, cuda_library,
                            cuda_status, emulated_library)
 from .cuda_node_clock import DeviceNodeClock, device_node_clock
@@ -42,7 +42,7 @@ __all__ = [
     "API_HEADER", "Binding", "cdef_text", "prototypes",
     "ABI_VERSION", "CONV_MODES", "CONV_OPS", "CONV_PATHS", "GEMM_ENGINES", "STATUS_CUDA", "STATUS_INVALID_ARGUMENT",
     "STATUS_OUT_OF_MEMORY", "STATUS_OVERFLOW", "CudaError", "CudaLib", "DeviceTensor",
-    "OPS", "cuda_kernel_table", "to_device", "to_host",
+    "CudaOps", "cuda_kernel_table", "to_device", "to_host",
     "EMULATOR_FLAGS", "EMULATOR_LIBRARY", "CudaUnavailable", "build_emulator", "cuda_library", "cuda_status",
     "emulated_library",
     "DeviceNodeClock", "device_node_clock",

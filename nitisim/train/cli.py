@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from ..contract.errors import UserInputError
-from .backends import BACKENDS, resolve_backend
+from ..backends import BACKENDS, resolve_backend
 from .config import load_config
 from .data import load_for_config, steps_per_epoch
 from .loop import run_training
