@@ -76,7 +76,7 @@ def describe(slug: str) -> str:
 
 
 def train(cfg: TrainConfig, folder: Path) -> dict:
-    from gpu_backend.backends import kernel_table
+    from nitisim.backends import kernel_table
     from nitisim.train.data import load_for_config
     from nitisim.train.integer import IntegerTrainer
     from nitisim.train.loop import run_training

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gpu_backend.backends import kernel_table  # noqa: E402
+from nitisim.backends import kernel_table  # noqa: E402
 from nitisim.contract.numerics import QTensor, clamp_int8, round_shift  # noqa: E402
 from nitisim.contract.shipped import CONFIGS  # noqa: E402
 from nitisim.train.config import load_config  # noqa: E402

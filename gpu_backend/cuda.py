@@ -33,7 +33,7 @@ from __future__ import annotations
 from .c_binding import Binding
 from .cuda_binding import API_HEADER, bind, cdef_text
 from .cuda_device import CONV_MODES, CONV_OPS, CONV_PATHS, GEMM_ENGINES, CudaError, CudaLib, DeviceTensor
-from .cuda_kernels import OPS, cuda_kernel_table, to_device, to_host
+from .cuda_kernels import CudaOps, cuda_kernel_table, to_device, to_host
 from .cuda_loading import (EMULATOR_FLAGS, EMULATOR_LIBRARY, CudaUnavailable, build_emulator, cuda_library,
                            cuda_status, emulated_library)
 from .cuda_node_clock import DeviceNodeClock, device_node_clock
@@ -41,7 +41,7 @@ from .cuda_node_clock import DeviceNodeClock, device_node_clock
 __all__ = [
     "API_HEADER", "Binding", "bind", "cdef_text",
     "CONV_MODES", "CONV_OPS", "CONV_PATHS", "GEMM_ENGINES", "CudaError", "CudaLib", "DeviceTensor",
-    "OPS", "cuda_kernel_table", "to_device", "to_host",
+    "CudaOps", "cuda_kernel_table", "to_device", "to_host",
     "EMULATOR_FLAGS", "EMULATOR_LIBRARY", "CudaUnavailable", "build_emulator", "cuda_library", "cuda_status",
     "emulated_library",
     "DeviceNodeClock", "device_node_clock",

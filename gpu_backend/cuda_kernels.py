@@ -1,9 +1,12 @@
 """The CUDA kernel table: the ops of `nitisim.contract.reference.REFERENCE_KERNELS` run on device tensors.
 
-`cuda_kernel_table()` has the op names and signature of REFERENCE_KERNELS; its kernels accept
-device tensors, and host QTensors / label arrays, which they upload, so a whole training step runs
-on the GPU with no host synchronisation: exponents are computed and consumed on the device, and
-memory is allocated and freed in stream order. `to_device()` / `to_host()` move a tensor across.
+`cuda_kernel_table()` is built from the op rows like every table (nitisim.contract.kernel_table):
+`CudaOps` has one method per op, returning device tensors without an exponent slot where the row
+gives the rule, and its `with_exponent` applies the rule on the device (niti_cuda_exp_add, or the
+input's slot shared where the exponent is unchanged). Its kernels accept device tensors, and host
+QTensors / label arrays, which they upload, so a whole training step runs on the GPU with no host
+synchronisation: exponents are computed and consumed on the device, and memory is allocated and
+freed in stream order. `to_device()` / `to_host()` move a tensor across.
 
 Data-dependent checks (int32 overflow of a narrowed weight gradient or a momentum velocity, bad
 labels) run on the device and surface at the next synchronising call (`to_host`, `.m`, `.e`,
@@ -21,9 +24,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from nitisim.contract.numerics import LOSS_VARIANTS, ROUNDING_MODES, SHADOW_FRAC_BITS, QTensor
+from nitisim.contract.kernel_table import build_kernel_table
+from nitisim.contract.models import conv_out
+from nitisim.contract.numerics import LOSS_VARIANTS, ROUNDING_MODES, QTensor
 
-from .cuda_device import CudaLib, DeviceTensor
+from .cuda_device import CudaLib, DeviceTensor, _DeviceBuffer
 from .cuda_loading import cuda_library
 
 
@@ -45,11 +50,32 @@ def _mu(mu: int) -> int:
     return max(-(1 << 20), min(1 << 20, int(mu)))  # the library treats |mu| > 64 like 64; keep it a C int
 
 
-class _Kernels:
-    """One method per op, each (node, ctx, *inputs) -> tuple of DeviceTensors, as in nitisim.contract.reference."""
+class CudaOps:
+    """One method per op, each (node, ctx, *inputs) -> tuple of DeviceTensors, as in nitisim.contract.reference;
+    an output whose exponent the op row rules has no slot until `with_exponent` gives it one."""
 
     def __init__(self, lib: CudaLib):
         self.lib = lib
+
+    def with_exponent(self, values: DeviceTensor, sources, addend: int) -> DeviceTensor:
+        """`values` with exponent sum(sources' exponents) + addend, computed on the device."""
+        slots, const = [], int(addend)
+        for t in sources:
+            if isinstance(t, DeviceTensor):
+                if t.exp is None:
+                    raise ValueError("an exponent rule reads a device tensor without an exponent")
+                slots.append(t.exp)
+            else:  # a host QTensor the op uploaded: its exponent is a host int
+                const += int(t.e)
+        if len(slots) == 1 and const == 0:
+            slot = slots[0]  # the same exponent: share the slot, no launch
+        elif len(slots) <= 2:
+            slot = _DeviceBuffer(self.lib, 4)
+            a, b = (*slots, None, None)[:2]
+            self.lib.call("niti_cuda_exp_add", a.ptr if a else None, b.ptr if b else None, const, slot.ptr)
+        else:
+            raise ValueError(f"niti_cuda_exp_add sums two device exponents, the rule names {len(slots)}")
+        return DeviceTensor(self.lib, values.buffer, values.shape, values.dtype, slot)
 
     def _in(self, t: Any, dtype, name: str, exp: bool = True) -> DeviceTensor:
         t = self.lib.to_device(t)
@@ -76,9 +102,9 @@ class _Kernels:
         if c != cw:
             raise ValueError(f"{node.name}: x {x.shape} (NHWC) and w {w.shape} (OHWI) differ in channels")
         s, p = node.attr("stride"), node.attr("padding")
-        y = self._new((n, (h + 2 * p - kh) // s + 1, (wd + 2 * p - kw) // s + 1, o), np.int32)
-        self.lib.call("niti_cuda_conv2d_forward", n, h, wd, c, o, kh, kw, s, s, p, p,
-                      x.ptr, x.exp_ptr, w.ptr, w.exp_ptr, y.ptr, y.exp_ptr)
+        y = self._new((n, conv_out(h, kh, s, p), conv_out(wd, kw, s, p), o), np.int32, exp=None)
+        self.lib.call("niti_cuda_conv2d_forward", n, h, wd, c, o, kh, kw, s, s, p, p, x.ptr, None, w.ptr, None, y.ptr,
+                      None)
         return self._checked(y, kh * kw * c)
 
     def linear(self, node, ctx, x, w):
@@ -86,8 +112,8 @@ class _Kernels:
         (batch, in_f), (out_f, in_w) = x.shape, w.shape
         if in_f != in_w:
             raise ValueError(f"{node.name}: x {x.shape} and w {w.shape} differ in features")
-        y = self._new((batch, out_f), np.int32)
-        self.lib.call("niti_cuda_linear_forward", batch, in_f, out_f, x.ptr, x.exp_ptr, w.ptr, w.exp_ptr, y.ptr, y.exp_ptr)
+        y = self._new((batch, out_f), np.int32, exp=None)
+        self.lib.call("niti_cuda_linear_forward", batch, in_f, out_f, x.ptr, None, w.ptr, None, y.ptr, None)
         return self._checked(y, in_f)
 
     def requantize(self, node, ctx, acc):
@@ -109,7 +135,7 @@ class _Kernels:
 
     def relu(self, node, ctx, x):
         x = self._in(x, np.int8, "relu x")
-        y = self._new(x.shape, np.int8, exp=x.exp)
+        y = self._new(x.shape, np.int8, exp=None)
         self.lib.call("niti_cuda_relu_forward", x.size, x.ptr, y.ptr)
         return (y,)
 
@@ -117,7 +143,7 @@ class _Kernels:
         x = self._in(x, np.int8, "maxpool x")
         k, s = node.attr("kernel"), node.attr("stride")
         n, h, w, c = x.shape
-        y = self._new((n, (h - k) // s + 1, (w - k) // s + 1, c), np.int8, exp=x.exp)
+        y = self._new((n, conv_out(h, k, s, 0), conv_out(w, k, s, 0), c), np.int8, exp=None)
         self.lib.call("niti_cuda_maxpool_forward", n, h, w, c, k, k, s, s, x.ptr, y.ptr)
         return (y,)
 
@@ -127,12 +153,11 @@ class _Kernels:
 
     def _dropout(self, node, ctx, t, what):
         t = self._in(t, np.int8, what)
-        shift = node.attr("shift")
         rows = t.shape[0]
         features = t.size // rows if rows else math.prod(t.shape[1:])
-        y = self._new(t.shape, np.int8)
-        self.lib.call("niti_cuda_dropout", rows, features, shift, _u32(ctx.seed), _u32(ctx.step),
-                      _u32(node.attr("mask_id", node.tensor_id)), t.ptr, t.exp_ptr, y.ptr, y.exp_ptr)
+        y = self._new(t.shape, np.int8, exp=None)
+        self.lib.call("niti_cuda_dropout", rows, features, node.attr("shift"), _u32(ctx.seed), _u32(ctx.step),
+                      _u32(node.attr("mask_id", node.tensor_id)), t.ptr, None, y.ptr, None)
         return (y,)
 
     def dropout(self, node, ctx, x):
@@ -150,10 +175,10 @@ class _Kernels:
         n, c = logits.shape
         if labels.size != n:
             raise ValueError(f"{node.name}: {labels.size} labels for {n} rows")
-        err = self._new((n, c), np.int8)
+        err = self._new((n, c), np.int8, exp=None)
         self.lib.call("niti_cuda_loss_grad", n, c, logits.ptr, logits.exp_ptr, labels.ptr,
                       LOSS_VARIANTS.index(node.attr("variant")), _u32(ctx.seed), _u32(ctx.step), _u32(node.tensor_id),
-                      err.ptr, err.exp_ptr, None)
+                      err.ptr, None, None)
         return (err,)
 
     # ---- backward -----------------------------------------------------------------------------------
@@ -161,7 +186,7 @@ class _Kernels:
         x, dy = self._in(x, np.int8, "relu_grad x", exp=False), self._in(dy, np.int8, "relu_grad dy")
         if x.shape != dy.shape:
             raise ValueError(f"{node.name}: x {x.shape} and dy {dy.shape} differ")
-        dx = self._new(dy.shape, np.int8, exp=dy.exp)
+        dx = self._new(dy.shape, np.int8, exp=None)
         self.lib.call("niti_cuda_relu_backward", x.size, x.ptr, dy.ptr, dx.ptr)
         return (dx,)
 
@@ -169,9 +194,9 @@ class _Kernels:
         x, dy = self._in(x, np.int8, "maxpool_grad x", exp=False), self._in(dy, np.int8, "maxpool_grad dy")
         k, s = node.attr("kernel"), node.attr("stride")
         n, h, w, c = x.shape
-        if dy.shape != (n, (h - k) // s + 1, (w - k) // s + 1, c):
+        if dy.shape != (n, conv_out(h, k, s, 0), conv_out(w, k, s, 0), c):
             raise ValueError(f"{node.name}: dy {dy.shape} does not match x {x.shape}")
-        dx = self._new(x.shape, np.int8, exp=dy.exp)
+        dx = self._new(x.shape, np.int8, exp=None)
         self.lib.call("niti_cuda_maxpool_backward", n, h, w, c, k, k, s, s, x.ptr, dy.ptr, dx.ptr)
         return (dx,)
 
@@ -186,9 +211,9 @@ class _Kernels:
         n, h, wd, c = node.attr("input_shape")
         o, kh, kw, _ = w.shape
         s, p = node.attr("stride"), node.attr("padding")
-        dx = self._new((n, h, wd, c), np.int32)
-        self.lib.call("niti_cuda_conv2d_input_grad", n, h, wd, c, o, kh, kw, s, s, p, p,
-                      dy.ptr, dy.exp_ptr, w.ptr, w.exp_ptr, dx.ptr, dx.exp_ptr)
+        dx = self._new((n, h, wd, c), np.int32, exp=None)
+        self.lib.call("niti_cuda_conv2d_input_grad", n, h, wd, c, o, kh, kw, s, s, p, p, dy.ptr, None, w.ptr, None,
+                      dx.ptr, None)
         return self._checked(dx, kh * kw * o)
 
     def _weight_grad(self, node, name: str, args: tuple, shape, reduction: int, x, dy):
@@ -197,9 +222,8 @@ class _Kernels:
         dtype = node.attr("dtype")
         if dtype not in ("int32", "int64"):
             raise ValueError(f"{node.name}: weight-gradient dtype must be int32 or int64, got {dtype!r}")
-        g = self._new(shape, np.dtype(dtype))
-        self.lib.call(f"{name}_{'s32' if dtype == 'int32' else 's64'}", *args, x.ptr, x.exp_ptr, dy.ptr, dy.exp_ptr,
-                      g.ptr, g.exp_ptr)
+        g = self._new(shape, np.dtype(dtype), exp=None)
+        self.lib.call(f"{name}_{'s32' if dtype == 'int32' else 's64'}", *args, x.ptr, None, dy.ptr, None, g.ptr, None)
         return self._checked(g, reduction)
 
     def conv2d_weight_grad(self, node, ctx, x, dy):
@@ -214,9 +238,8 @@ class _Kernels:
         (batch, out_f), (out_w, in_f) = dy.shape, w.shape
         if out_f != out_w:
             raise ValueError(f"{node.name}: dy {dy.shape} and w {w.shape} differ")
-        dx = self._new((batch, in_f), np.int32)
-        self.lib.call("niti_cuda_linear_input_grad", batch, in_f, out_f, dy.ptr, dy.exp_ptr, w.ptr, w.exp_ptr,
-                      dx.ptr, dx.exp_ptr)
+        dx = self._new((batch, in_f), np.int32, exp=None)
+        self.lib.call("niti_cuda_linear_input_grad", batch, in_f, out_f, dy.ptr, None, w.ptr, None, dx.ptr, None)
         return self._checked(dx, out_f)
 
     def linear_weight_grad(self, node, ctx, x, dy):
@@ -236,27 +259,21 @@ class _Kernels:
         w = self._in(w, np.int8, "update w")
         if g.shape != w.shape:
             raise ValueError(f"{node.name}: gradient {g.shape} and weight {w.shape} differ")
-        w_out = self._new(w.shape, np.int8, exp=w.exp)  # weight exponents are fixed at initialisation
+        w_out = self._new(w.shape, np.int8, exp=None)
         if rule == "plain":
             self.lib.call("niti_cuda_update_plain" + sfx, w.size, w.ptr, g.ptr, mu, w_out.ptr)
             return (w_out,)
         if rule == "momentum":
             v = self._in(state, np.int32, "velocity")
-            v_out = self._new(v.shape, np.int32, exp=v.exp)
+            v_out = self._new(v.shape, np.int32, exp=None)
             self.lib.call("niti_cuda_update_momentum" + sfx, w.size, w.ptr, g.ptr, v.ptr, mu, w_out.ptr, v_out.ptr)
             return w_out, v_out
         if rule == "shadow16":
             sh = self._in(state, np.int16, "shadow")
-            sh_out = self._new(sh.shape, np.int16)
-            self.lib.call("niti_cuda_exp_add", w.exp_ptr, None, -SHADOW_FRAC_BITS, sh_out.exp_ptr)
+            sh_out = self._new(sh.shape, np.int16, exp=None)
             self.lib.call("niti_cuda_update_shadow16" + sfx, w.size, sh.ptr, g.ptr, mu, w_out.ptr, sh_out.ptr)
             return w_out, sh_out
         raise ValueError(f"unknown update rule {rule!r}")
-
-
-OPS = ("conv2d", "linear", "requantize", "relu", "maxpool", "flatten", "dropout", "add", "loss_grad", "relu_grad",
-       "maxpool_grad", "flatten_grad", "dropout_grad", "conv2d_input_grad", "conv2d_weight_grad", "linear_input_grad",
-       "linear_weight_grad", "update")
 
 
 def cuda_kernel_table(device: int = 0, lib: CudaLib | None = None) -> Mapping[str, Callable]:
@@ -264,5 +281,4 @@ def cuda_kernel_table(device: int = 0, lib: CudaLib | None = None) -> Mapping[st
 
     Builds and loads the library on first use (CudaUnavailable if this machine cannot run it).
     """
-    kernels = _Kernels(lib or cuda_library(device))
-    return MappingProxyType({op: getattr(kernels, op) for op in OPS})
+    return build_kernel_table(CudaOps(lib or cuda_library(device)))

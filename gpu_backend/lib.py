@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from nitisim.contract.models import conv_out
 from nitisim.contract.numerics import LOSS_VARIANTS, ROUNDING_MODES
 
 from . import build, c_binding
@@ -335,7 +336,7 @@ class CLib:
     @staticmethod
     def conv_output_hw(in_hw: tuple[int, int], kernel: tuple[int, int], stride, padding) -> tuple[int, int]:
         (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding")
-        return (in_hw[0] + 2 * ph - kernel[0]) // sh + 1, (in_hw[1] + 2 * pw - kernel[1]) // sw + 1
+        return conv_out(in_hw[0], kernel[0], sh, ph), conv_out(in_hw[1], kernel[1], sw, pw)
 
     def _conv_forward_args(self, x: np.ndarray, w: np.ndarray, stride, padding):
         """(pointers, the 11 shape arguments of the C call, the output shape) of a conv forward."""
@@ -453,7 +454,7 @@ class CLib:
         kh, kw = _pair(kernel, "kernel")
         sh, sw = _pair(kernel if stride is None else stride, "stride")
         n, h, w, c = x.shape
-        out, po = self._out((n, max((h - kh) // sh + 1, 0), max((w - kw) // sw + 1, 0), c), np.int8)
+        out, po = self._out((n, max(conv_out(h, kh, sh, 0), 0), max(conv_out(w, kw, sw, 0), 0), c), np.int8)
         self.check(self.lib.niti_maxpool_forward(n, h, w, c, kh, kw, sh, sw, px, po))
         return out
 
@@ -463,7 +464,7 @@ class CLib:
         kh, kw = _pair(kernel, "kernel")
         sh, sw = _pair(kernel if stride is None else stride, "stride")
         n, h, w, c = x.shape
-        expect = (n, (h - kh) // sh + 1, (w - kw) // sw + 1, c)
+        expect = (n, conv_out(h, kh, sh, 0), conv_out(w, kw, sw, 0), c)
         if dy.shape != expect:
             raise ValueError(f"maxpool backward: dy is {dy.shape}, expected {expect}")
         out, po = self._out(x.shape, np.int8)

@@ -28,6 +28,7 @@ from types import MappingProxyType
 from typing import Union
 
 from nitisim.contract.graph import Graph, Node
+from nitisim.contract.ops import report_phase
 
 # Rounding a shifted magnitude (numerics.round_shift): abs, shift, remainder mask, the rounding
 # decision, increment, sign restore, and the int8 clamp (2 compares).
@@ -75,7 +76,7 @@ class VectorPass:
 @dataclass(frozen=True)
 class VectorWork:
     node: str
-    phase: str  # vector | update
+    phase: str  # the op row's report phase (nitisim.contract.ops.report_phase)
     passes: tuple[VectorPass, ...]
 
 
@@ -87,23 +88,12 @@ class ViewWork:
 Work = Union[GemmWork, VectorWork, ViewWork]
 
 
-def report_phase(node: Node) -> str:
-    """The report's phase of a node: forward | input_grad | weight_grad | update | vector."""
-    if node.kind == "gemm":
-        if node.op.endswith("_input_grad"):
-            return "input_grad"
-        if node.op.endswith("_weight_grad"):
-            return "weight_grad"
-        return "forward"
-    return "update" if node.op == "update" else "vector"
-
-
 def _size(graph: Graph, name: str) -> int:
     return graph.tensor(name).size
 
 
 def lower_gemm(graph: Graph, node: Node) -> GemmWork:
-    phase = report_phase(node)
+    phase = report_phase(node.op, node.phase)
     w = graph.tensor(node.attr("weight")).shape
     if node.op.startswith("conv2d"):
         k_out, r, s, c_in = w  # OHWI
@@ -135,7 +125,7 @@ def is_alias(node: Node, float32: bool = False) -> bool:
 
 def lower_vector(graph: Graph, node: Node, float32: bool = False) -> VectorWork:
     op, ins, outs = node.op, node.inputs, node.outputs
-    phase = report_phase(node)
+    phase = report_phase(node.op, node.phase)
 
     def one(name, reads, writes, ops):
         return (VectorPass(name, tuple(reads), tuple(writes), tuple(ops)),)

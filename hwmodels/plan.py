@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 from nitisim.contract.errors import UserInputError
 from nitisim.contract.graph import Graph, Node
+from nitisim.contract.ops import report_phase
 
 from . import host as host_model
-from .lowering import GemmWork, VectorWork, Work, lower_node, report_phase
+from .lowering import GemmWork, VectorWork, Work, lower_node
 from .placement import NodePlacement, Placement
 from .spec import AcceleratorSpec
 from .tiling import GemmShape, InfeasibleTiling, Tiling, choose_tiling
@@ -158,7 +159,7 @@ def plan_gemm(graph: Graph, node: Node, work: GemmWork, place: NodePlacement, pl
         slots_out=arch.ofmap.slots, cycle_adjust=adjust,
     )
     keep = g.c_dram_bytes if out in place.keep_onchip else 0
-    return NodePlan(node, report_phase(node), work, (stage,), g, t, keep_bytes=keep,
+    return NodePlan(node, report_phase(node.op, node.phase), work, (stage,), g, t, keep_bytes=keep,
                     spill_bytes=place.spill_write_bytes + 2 * psum)
 
 
@@ -203,7 +204,7 @@ def plan_vector(graph: Graph, node: Node, work: VectorWork, place: NodePlacement
         ))
     keep = sum(placement.tensor_bytes[t] for t in place.keep_onchip)
     release = sum(placement.tensor_bytes[t] for t in place.onchip_inputs)
-    return NodePlan(node, report_phase(node), work, tuple(stages), keep_bytes=keep, release_bytes=release,
+    return NodePlan(node, report_phase(node.op, node.phase), work, tuple(stages), keep_bytes=keep, release_bytes=release,
                     spill_bytes=spill)
 
 
@@ -221,6 +222,6 @@ def plan_nodes(graph: Graph, nodes: list[Node], placement: Placement, arch: Acce
         elif isinstance(work, VectorWork):
             plans.append(plan_vector(graph, node, work, place, placement, arch))
         else:
-            plans.append(NodePlan(node, report_phase(node), work, ()))
+            plans.append(NodePlan(node, report_phase(node.op, node.phase), work, ()))
     return plans
 

@@ -6,12 +6,13 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Mapping
 
+from nitisim.contract.ops import REPORT_PHASES
+
 from . import host as host_model
 from .energy import COMPONENTS, price
 from .spec import BUFFER_NAMES, AcceleratorSpec, EnergyEntry
 from .tiling import GemmShape, Tiling
 
-REPORT_PHASES: tuple[str, ...] = ("forward", "input_grad", "weight_grad", "update", "vector")
 
 
 def _sram_bytes(counts: Mapping[str, int], rw: str) -> int:
@@ -99,7 +100,10 @@ def aggregate(name: str, phase: str, nodes: list[NodeStats], peak_macs_per_cycle
     the requantize each fused GEMM's work is priced in (`fused`, hwmodels.host.fused_requantize_cycles)."""
     energy = {c: sum(n.energy_pj[c] for n in nodes) for c in COMPONENTS}
     macs, cycles = sum(n.macs for n in nodes), sum(n.cycles for n in nodes)
-    busy = cycles + sum(fused.get(n.name, 0) for n in nodes)
+    # A fused GEMM's requantize usually sits in the same group (it counts with its GEMM,
+    # nitisim.contract.ops.report_phase), its cycles already in `cycles`; add them only when it does not.
+    requantized = {n.layer for n in nodes if n.op == "requantize"}
+    busy = cycles + sum(fused.get(n.name, 0) for n in nodes if n.layer not in requantized)
     return LayerStats(
         name=name, phase=phase, nodes=tuple(n.name for n in nodes), macs=macs, cycles=cycles,
         compute_cycles=sum(n.compute_cycles for n in nodes), stall_cycles=sum(n.stall_cycles for n in nodes),

@@ -1,12 +1,12 @@
 """Whole training steps on the C backend equal the numpy reference bit for bit, every tensor."""
 import pytest
 
-from gpu_backend.backends import kernel_table
+from nitisim.backends import kernel_table
 from gpu_backend.parity import compare_steps, parity_models
 from nitisim.contract.graph import NumericsOptions, build_graph
 from nitisim.contract.models import Conv, Flatten, Linear, ModelSpec, ReLU
 from nitisim.contract.reference import REFERENCE_KERNELS
-from nitisim.train.backends import resolve_backend
+from nitisim.backends import resolve_backend
 
 pytestmark = pytest.mark.cpu_lib
 

@@ -27,7 +27,7 @@ from gpu_backend.parity import compare_steps, parity_models  # noqa: E402
 from nitisim.contract.errors import UserInputError  # noqa: E402
 from nitisim.contract.graph import NumericsOptions, build_graph  # noqa: E402
 from nitisim.contract.reference import REFERENCE_KERNELS  # noqa: E402
-from nitisim.train.backends import resolve_backend  # noqa: E402
+from nitisim.backends import resolve_backend  # noqa: E402
 
 X86 = platform.machine() in ("x86_64", "AMD64")
 

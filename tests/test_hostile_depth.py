@@ -82,7 +82,7 @@ def test_a_deep_models_step_on_the_c_backend_equals_the_reference():
     import pytest
 
     pytest.importorskip("cffi")
-    from gpu_backend.backends import kernel_table
+    from nitisim.backends import kernel_table
     from gpu_backend.parity import compare_steps
     from nitisim.contract.models import Flatten, Linear, ModelSpec, ReLU
 

@@ -61,9 +61,13 @@ def test_compat_and_model_yaml(tmp_path, capsys):
                                                 {"linear": {"out": 4}}]}))
     _, doc = run(tmp_path, capsys, "--compat", "scalesim", model=str(model))
     assert doc["model"] == "tiny" and doc["compat"] == "scalesim"
-    fwd = next(r for r in doc["layers"] if r["name"] == "conv1" and r["phase"] == "forward")
+    fwd = next(r for r in doc["nodes"] if r["name"] == "conv1.fwd")
     # ws 16x16: folds ceil(18/16) * ceil(3/16) = 2, cycles per fold 2*16 + 16 + 72 - 2 = 118, minus 1
     assert fwd["compute_cycles"] == 2 * 118 - 1
+    # the layer's forward row adds the requantize reading the conv's output (it counts with its GEMM)
+    row = next(r for r in doc["layers"] if r["name"] == "conv1" and r["phase"] == "forward")
+    requant = next(r for r in doc["nodes"] if r["name"] == "conv1.requant")
+    assert row["compute_cycles"] == fwd["compute_cycles"] + requant["compute_cycles"]
 
 
 def test_default_out_dir(tmp_path, capsys, monkeypatch):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from hwmodels.config import CONFIG_DIR, load_accelerator
-from hwmodels.lowering import GemmWork, VectorWork, ViewWork, lower_node, report_phase
+from hwmodels.lowering import GemmWork, VectorWork, ViewWork, lower_node
+from nitisim.contract.ops import report_phase
 from hwmodels.placement import activation_stash, place, tensor_roots
 from hwmodels.sim import simulate
 from hwmodels.spec import float32_variant
@@ -54,7 +55,9 @@ def test_vector_and_view_work():
     assert all(p.reads == ("conv1.acc",) for p in rq.passes) and rq.passes[1].writes == ("conv1.out",)
     assert isinstance(w["flatten1.fwd"], ViewWork) and isinstance(w["flatten1.bwd"], ViewWork)
     assert w["fc1.update"].phase == "update" and w["relu1.fwd"].phase == "vector"
-    assert report_phase(g.nodes[0]) == "forward"
+    assert report_phase(g.nodes[0].op, g.nodes[0].phase) == "forward"
+    # a requantize counts with the GEMM whose int32 output it reads (nitisim.contract.ops)
+    assert rq.phase == "forward" and w["conv2.in_grad.requant"].phase == "input_grad"
     # float32 reading: requantize is an alias, the update one SGD pass
     f = lowered(g, float32=True)
     assert isinstance(f["conv1.requant"], ViewWork) and len(f["fc1.update"].passes) == 1

@@ -93,7 +93,7 @@ def test_overflow_in_epoch_two_keeps_epoch_one(tmp_path, capsys, monkeypatch):
     """An overflow at the first step of epoch 2 (a kernel made to raise there): epoch 1's
     checkpoint.npz is byte for byte the one written at the end of epoch 1, and metrics.jsonl holds
     exactly the epoch-1 line."""
-    import nitisim.train.backends as train_backends
+    import nitisim.backends as train_backends
 
     steps_per_epoch = 2  # 8 images, batch 4
     real_linear = REFERENCE_KERNELS["linear"]
@@ -130,7 +130,7 @@ def test_overflow_during_a_fresh_two_epoch_run_keeps_epoch_one(tmp_path, capsys,
     """Without --resume: the run writes epoch 1's metrics line and checkpoint, then an overflow
     stops it at the second step of epoch 2. Both files stay byte for byte as they were when the
     overflow was raised, and the checkpoint holds the weights of the same run stopped after epoch 1."""
-    import nitisim.train.backends as train_backends
+    import nitisim.backends as train_backends
 
     real_linear = REFERENCE_KERNELS["linear"]
     fail_at = {"step": 10**9}

@@ -78,9 +78,9 @@ def test_conv_forward_and_backward_against_autograd(stride, padding, kernel):
     x, w = rand_q(g.tensor("conv1.out").shape, -6), rand_q(g.tensor("conv2.w").shape, -9)
     dy = rand_q(g.tensor("conv2.out").shape, -8)
     ctx = StepContext()
-    (acc,) = ref.conv2d(fwd, ctx, x, w)
-    (dx,) = ref.conv2d_input_grad(ig, ctx, dy, w)
-    (dw,) = ref.conv2d_weight_grad(wg, ctx, x, dy)
+    (acc,) = ref.REFERENCE_KERNELS["conv2d"](fwd, ctx, x, w)
+    (dx,) = ref.REFERENCE_KERNELS["conv2d_input_grad"](ig, ctx, dy, w)
+    (dw,) = ref.REFERENCE_KERNELS["conv2d_weight_grad"](wg, ctx, x, dy)
 
     xt, wt = _torch(x, True), _torch(w, True)
     yt = torch.nn.functional.conv2d(xt.permute(0, 3, 1, 2), wt.permute(0, 3, 1, 2), stride=stride, padding=padding)
@@ -91,7 +91,7 @@ def test_conv_forward_and_backward_against_autograd(stride, padding, kernel):
     assert np.array_equal(dx.dequantize(), xt.grad.numpy())
     assert np.array_equal(dw.dequantize(), wt.grad.numpy())
     # After the shift back to int8 the error is within one LSB of the requantized exponent.
-    (dx8,) = ref.requantize_op(next(n for n in g.nodes if n.name == "conv2.in_grad.requant"), ctx, dx)
+    (dx8,) = ref.REFERENCE_KERNELS["requantize"](next(n for n in g.nodes if n.name == "conv2.in_grad.requant"), ctx, dx)
     assert np.abs(dx8.dequantize() - xt.grad.numpy()).max() <= 2.0**dx8.e
 
 
@@ -100,9 +100,9 @@ def test_linear_forward_and_backward_against_autograd():
     g = build_graph(model, 6)
     x, w, dy = rand_q((6, 20), -5), rand_q((10, 20), -8), rand_q((6, 10), -7)
     ctx = StepContext()
-    (acc,) = ref.linear(next(n for n in g.nodes if n.name == "fc2.fwd"), ctx, x, w)
-    (dx,) = ref.linear_input_grad(next(n for n in g.nodes if n.name == "fc2.in_grad"), ctx, dy, w)
-    (dw,) = ref.linear_weight_grad(next(n for n in g.nodes if n.name == "fc2.w_grad"), ctx, x, dy)
+    (acc,) = ref.REFERENCE_KERNELS["linear"](next(n for n in g.nodes if n.name == "fc2.fwd"), ctx, x, w)
+    (dx,) = ref.REFERENCE_KERNELS["linear_input_grad"](next(n for n in g.nodes if n.name == "fc2.in_grad"), ctx, dy, w)
+    (dw,) = ref.REFERENCE_KERNELS["linear_weight_grad"](next(n for n in g.nodes if n.name == "fc2.w_grad"), ctx, x, dy)
     xt, wt = _torch(x, True), _torch(w, True)
     yt = xt @ wt.T
     yt.backward(_torch(dy))
@@ -117,13 +117,13 @@ def test_relu_and_maxpool_backward_routes_to_first_max():
     x = QTensor(np.array([[3, 3, 0, -1], [1, 2, -5, -1], [7, 0, 2, 2], [0, 7, 2, 2]], np.int8).reshape(1, 4, 4, 1), -3)
     dy = QTensor(np.array([[10, 20], [30, 40]], np.int8).reshape(1, 2, 2, 1), -4)
     pool_bwd = next(n for n in g.nodes if n.op == "maxpool_grad")
-    (dx,) = ref.maxpool_grad(pool_bwd, StepContext(), x, dy)
+    (dx,) = ref.REFERENCE_KERNELS["maxpool_grad"](pool_bwd, StepContext(), x, dy)
     expected = [[10, 0, 20, 0], [0, 0, 0, 0], [30, 0, 40, 0], [0, 0, 0, 0]]  # ties: first in row-major order
     assert dx.m.reshape(4, 4).tolist() == expected and dx.e == -4
-    (y,) = ref.maxpool(next(n for n in g.nodes if n.op == "maxpool"), StepContext(), x)
+    (y,) = ref.REFERENCE_KERNELS["maxpool"](next(n for n in g.nodes if n.op == "maxpool"), StepContext(), x)
     assert y.m.reshape(2, 2).tolist() == [[3, 0], [7, 2]]
     relu_bwd = next(n for n in g.nodes if n.op == "relu_grad")
-    (dr,) = ref.relu_grad(relu_bwd, StepContext(), x, QTensor(np.ones((1, 4, 4, 1), np.int8), 0))
+    (dr,) = ref.REFERENCE_KERNELS["relu_grad"](relu_bwd, StepContext(), x, QTensor(np.ones((1, 4, 4, 1), np.int8), 0))
     assert dr.m.reshape(4, 4).tolist() == (x.m.reshape(4, 4) > 0).astype(int).tolist()
 
 
@@ -133,11 +133,11 @@ def test_dropout_mask_is_shared_across_batch_and_matches_backward():
     fwd, bwd = g.nodes_of("dropout")[0], g.nodes_of("dropout_grad")[0]
     ones = QTensor(np.ones((3, 64), np.int8), -7)
     ctx = StepContext(seed=1, step=9)
-    (y,) = ref.dropout(fwd, ctx, ones)
-    (dx,) = ref.dropout_grad(bwd, ctx, ones)
+    (y,) = ref.REFERENCE_KERNELS["dropout"](fwd, ctx, ones)
+    (dx,) = ref.REFERENCE_KERNELS["dropout_grad"](bwd, ctx, ones)
     assert (y.m == y.m[0]).all() and np.array_equal(y.m, dx.m) and y.e == -6
     assert 16 < y.m[0].sum() < 48  # about half kept
-    (y2,) = ref.dropout(fwd, StepContext(seed=1, step=10), ones)
+    (y2,) = ref.REFERENCE_KERNELS["dropout"](fwd, StepContext(seed=1, step=10), ones)
     assert not np.array_equal(y.m, y2.m)
 
 

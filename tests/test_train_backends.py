@@ -1,23 +1,25 @@
-"""Backend resolution: numpy is the reference table; cpu/cuda come from gpu_backend.backends or fail
-loudly; auto takes the first usable of cuda, cpu, numpy and says which."""
+"""Backend resolution (nitisim/backends.py): numpy is the reference table; cpu/cuda come from
+gpu_backend.backends' table constructors or fail loudly; auto takes the first usable of cuda, cpu, numpy and says which."""
 import types
 
 import pytest
 
 from nitisim.contract.errors import UserInputError
 from nitisim.contract.reference import REFERENCE_KERNELS
-from nitisim.train.backends import resolve_backend
+from nitisim.backends import resolve_backend
 
 
 def _fake_backends(monkeypatch, usable: dict[str, object]):
-    """Install a stand-in gpu_backend.backends whose kernel_table serves `usable` and fails otherwise."""
-    def kernel_table(name):
-        if name not in usable:
-            raise OSError(f"lib{name} not built")
-        return usable[name]
+    """Install a stand-in gpu_backend.backends whose table constructors serve `usable` and fail otherwise."""
+    def constructor(name):
+        def build():
+            if name not in usable:
+                raise OSError(f"lib{name} not built")
+            return usable[name]
+        return build
 
     module = types.ModuleType("gpu_backend.backends")
-    module.kernel_table = kernel_table
+    module.cpu_kernel_table, module.cuda_kernel_table = constructor("cpu"), constructor("cuda")
     monkeypatch.setitem(__import__("sys").modules, "gpu_backend.backends", module)
 
 
@@ -96,7 +98,7 @@ def test_host_clock_gives_each_node_its_own_time():
 
 def test_node_clock_per_backend(monkeypatch):
     from nitisim.contract.executor import HostNodeClock
-    from nitisim.train.backends import node_clock
+    from nitisim.backends import node_clock
 
     assert isinstance(node_clock("numpy"), HostNodeClock) and isinstance(node_clock("cpu"), HostNodeClock)
     fake = types.SimpleNamespace(device_node_clock=lambda: "device clock")

@@ -60,7 +60,7 @@ def _short_run(config: Path) -> object:
 @pytest.mark.parametrize("config", [CONFIG, WIDE_CONFIG, LENET_CONFIG],
                          ids=["fashion-vgg-small", "fashion-vgg-wide", "fashion-lenet"])
 def test_numpy_and_c_backends_train_the_config_bit_for_bit(tmp_path, config):
-    from gpu_backend.backends import kernel_table
+    from nitisim.backends import kernel_table
 
     cfg = _short_run(config)
     ds = load_for_config(cfg, None)

@@ -1,7 +1,13 @@
-"""The op vocabulary of the integer training graph: one entry per op, what it computes, its class.
+"""The op vocabulary of the integer training graph: one row per op, everything a reader needs to know.
 
-Adding an op means one entry here, one numpy function (nitisim/reference.py), one C/CUDA kernel
-(gpu_backend), one lowering rule (hwmodels/lowering.py), and their tests.
+A row (`OpInfo`) holds the op's name, its hardware class, a one-line summary, the rule for each
+output's exponent and the phase the cost reports count it under. Every kernel table (numpy, C,
+CUDA) is built from these rows by `nitisim.contract.kernel_table.build_kernel_table`, which applies
+the exponent rules in one place; the accelerator model and the reports read the report phase here.
+
+Adding an op means one row here, one method in each backend's op class (nitisim/contract/
+reference.py, gpu_backend/backends.py, gpu_backend/cuda_kernels.py, with their C/CUDA kernels),
+one lowering rule (hwmodels/lowering.py), and their tests.
 
 `kind` tells the accelerator model how an op maps onto hardware: `gemm` ops run on the MAC array
 (their MACs are counted by `nitisim.graph.node_macs`), `vector` ops on the vector unit, `view`
@@ -11,6 +17,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any, Sequence
+
+from .numerics import LOSS_ERROR_EXP, SHADOW_FRAC_BITS
+
+
+@dataclass(frozen=True)
+class Exponent:
+    """How one output's exponent follows from its node: the sum of the exponents of the inputs at
+    positions `inputs`, plus `const`, plus the value of node attribute `attr` when set. `data`:
+    the exponent depends on the values (requantize's shift is the int32 range minus 7), so the
+    kernel computes it and the rule fields are unused.
+
+    >>> Exponent(inputs=(0, 1)), Exponent(data=True).data
+    (Exponent(inputs=(0, 1), const=0, attr=None, data=False), True)
+    """
+
+    inputs: tuple[int, ...] = ()  # positions in the node's inputs
+    const: int = 0
+    attr: str | None = None  # a node attribute (int) added, e.g. dropout's keep shift
+    data: bool = False
+
+
+SUM = Exponent(inputs=(0, 1))  # a GEMM: the product of two mantissas scales by both exponents
+FIRST = Exponent(inputs=(0,))  # the output keeps input 0's scale (relu, maxpool, flatten, weights)
+SECOND = Exponent(inputs=(1,))  # the output keeps input 1's scale (relu_grad, maxpool_grad: dy)
+# Dropout keeps 1 in 2**shift features and zeroes the rest; the kept ones are scaled by 2**shift
+# (the exponent, not the mantissa) so the expected value is unchanged.
+DROPOUT = Exponent(inputs=(0,), attr="shift")
+
+# Report phase of an op that runs inside the GEMM whose int32 output it reads (requantize): the
+# GEMM's phase, forward for a forward GEMM and input_grad for a backward one.
+OF_ITS_GEMM = "of_its_gemm"
+REPORT_PHASES: tuple[str, ...] = ("forward", "input_grad", "weight_grad", "update", "vector")
+PHASES: tuple[str, ...] = ("forward", "loss", "backward", "update")
 
 
 @dataclass(frozen=True)
@@ -18,42 +58,94 @@ class OpInfo:
     name: str
     kind: str  # gemm | vector | view
     summary: str
+    report_phase: str  # a REPORT_PHASES entry, or OF_ITS_GEMM
+    exponents: tuple[Exponent, ...] = ()  # one per output, when `chosen_by` is None
+    chosen_by: str | None = None  # a node attribute whose value picks the outputs' rules in `by_attr`
+    by_attr: tuple[tuple[str, tuple[Exponent, ...]], ...] = ()  # (attribute value, one rule per output)
+
+    def output_rules(self, node: Any) -> tuple[Exponent, ...]:
+        """The exponent rule of each output of `node` (a graph Node of this op)."""
+        if self.chosen_by is None:
+            return self.exponents
+        value = node.attr(self.chosen_by)
+        for key, rules in self.by_attr:
+            if key == value:
+                return rules
+        known = ", ".join(k for k, _ in self.by_attr)
+        raise ValueError(f"{node.name}: unknown {self.name} {self.chosen_by} {value!r}; known: {known}")
 
 
 _OPS = (
     # forward
-    OpInfo("conv2d", "gemm", "(x int8 NHWC, w int8 OHWI) -> acc int32 NEFO; e = e_x + e_w"),
-    OpInfo("linear", "gemm", "(x int8 (N, in), w int8 (out, in)) -> acc int32 (N, out); e = e_x + e_w"),
-    OpInfo("requantize", "vector", "acc int32 -> int8: s = b(acc) - 7 > 0 shifts with attr mode; e += s"),
-    OpInfo("relu", "vector", "x -> max(x, 0)"),
-    OpInfo("maxpool", "vector", "x NHWC -> window max (attrs kernel, stride)"),
-    OpInfo("flatten", "view", "x NHWC -> (N, H*W*C), channel fastest"),
-    OpInfo("dropout", "vector", "x -> x * keep_mask per feature (shared across the batch); e += k"),
-    # add: shortcut sums and the summed errors at a fork (issue 25). Output exponent data-derived, as
-    # requantize's: min(e_a, e_b) + max(b(acc) - 7, 0) (numerics.add); report phase vector.
+    OpInfo("conv2d", "gemm", "(x int8 NHWC, w int8 OHWI) -> acc int32 NEFO; e = e_x + e_w", "forward", (SUM,)),
+    OpInfo("linear", "gemm", "(x int8 (N, in), w int8 (out, in)) -> acc int32 (N, out); e = e_x + e_w", "forward",
+           (SUM,)),
+    OpInfo("requantize", "vector", "acc int32 -> int8: s = b(acc) - 7 > 0 shifts with attr mode; e += s",
+           OF_ITS_GEMM, (Exponent(data=True),)),
+    OpInfo("relu", "vector", "x -> max(x, 0)", "vector", (FIRST,)),
+    OpInfo("maxpool", "vector", "x NHWC -> window max (attrs kernel, stride)", "vector", (FIRST,)),
+    OpInfo("flatten", "view", "x NHWC -> (N, H*W*C), channel fastest", "vector", (FIRST,)),
+    OpInfo("dropout", "vector", "x -> x * keep_mask per feature (shared across the batch); e += k", "vector",
+           (DROPOUT,)),
+    # add: shortcut sums and the summed errors at a fork (issue 25). Its exponent comes from the data, as
+    # requantize's: min(e_a, e_b) + max(b(acc) - 7, 0).
     OpInfo("add", "vector", "(a int8, b int8) -> int8: a*2**(e_a-e_lo) + b*2**(e_b-e_lo) exact, requantized "
-                            "with attr mode; e = e_lo + shift, |e_a - e_b| <= 55"),
+                            "with attr mode; e = e_lo + shift, |e_a - e_b| <= 55",
+           "vector", (Exponent(data=True),)),
     # loss
-    OpInfo("loss_grad", "vector", "(logits int8, labels) -> error int8 = round(2048 (softmax - onehot) / 16)"),
+    OpInfo("loss_grad", "vector", "(logits int8, labels) -> error int8 = round(2048 (softmax - onehot) / 16)",
+           "vector", (Exponent(const=LOSS_ERROR_EXP),)),
     # backward
-    OpInfo("relu_grad", "vector", "(x forward input, dy) -> dy where x > 0"),
-    OpInfo("maxpool_grad", "vector", "(x forward input, dy) -> dx routed to the first max of each window"),
-    OpInfo("flatten_grad", "view", "dy (N, F) -> dx NHWC"),
-    OpInfo("dropout_grad", "vector", "dy -> dy * keep_mask (the forward mask); e += k"),
-    OpInfo("conv2d_input_grad", "gemm", "(dy int8 NEFO, w OHWI) -> acc int32 NHWI (col2im scatter-add)"),
-    OpInfo("conv2d_weight_grad", "gemm", "(x int8 NHWI, dy int8 NEFO) -> acc int32|int64 OHWI"),
-    OpInfo("linear_input_grad", "gemm", "(dy int8 (N, out), w (out, in)) -> acc int32 (N, in)"),
-    OpInfo("linear_weight_grad", "gemm", "(x int8 (N, in), dy int8 (N, out)) -> acc int32|int64 (out, in)"),
-    # update
-    OpInfo("update", "vector", "(w, g_acc[, state]) -> (w[, state]): attr rule plain | momentum | shadow16"),
+    OpInfo("relu_grad", "vector", "(x forward input, dy) -> dy where x > 0", "vector", (SECOND,)),
+    OpInfo("maxpool_grad", "vector", "(x forward input, dy) -> dx routed to the first max of each window", "vector",
+           (SECOND,)),
+    OpInfo("flatten_grad", "view", "dy (N, F) -> dx NHWC", "vector", (FIRST,)),
+    OpInfo("dropout_grad", "vector", "dy -> dy * keep_mask (the forward mask); e += k", "vector", (DROPOUT,)),
+    OpInfo("conv2d_input_grad", "gemm", "(dy int8 NEFO, w OHWI) -> acc int32 NHWI (col2im scatter-add)",
+           "input_grad", (SUM,)),
+    OpInfo("conv2d_weight_grad", "gemm", "(x int8 NHWI, dy int8 NEFO) -> acc int32|int64 OHWI", "weight_grad",
+           (SUM,)),
+    OpInfo("linear_input_grad", "gemm", "(dy int8 (N, out), w (out, in)) -> acc int32 (N, in)", "input_grad",
+           (SUM,)),
+    OpInfo("linear_weight_grad", "gemm", "(x int8 (N, in), dy int8 (N, out)) -> acc int32|int64 (out, in)",
+           "weight_grad", (SUM,)),
+    # update: weight exponents are fixed at initialisation, so the new weight keeps w's; a momentum
+    # velocity keeps its own; the int16 shadow holds SHADOW_FRAC_BITS bits below the weight's LSB.
+    OpInfo("update", "vector", "(w, g_acc[, state]) -> (w[, state]): attr rule plain | momentum | shadow16",
+           "update", chosen_by="rule", by_attr=(
+               ("plain", (FIRST,)),
+               ("momentum", (FIRST, Exponent(inputs=(2,)))),
+               ("shadow16", (FIRST, Exponent(inputs=(0,), const=-SHADOW_FRAC_BITS))),
+           )),
 )
 
 OPS: MappingProxyType = MappingProxyType({op.name: op for op in _OPS})
-PHASES: tuple[str, ...] = ("forward", "loss", "backward", "update")
 
-# The cost-report phase of each op: GEMM passes by their role, a requantize with the GEMM whose
-# int32 output it reads, everything else is vector work.
-REPORT_PHASES: tuple[str, ...] = ("forward", "input_grad", "weight_grad", "update", "vector")
+
+def output_exponents(node: Any, input_exps: Sequence[int | None]) -> tuple[int | None, ...]:
+    """The exponent of each output of `node` from its inputs' exponents (host ints; None where an
+    input has none, e.g. labels). A data-derived exponent (requantize) is None: only the kernel
+    knows it.
+
+    >>> from nitisim.contract.graph import Node
+    >>> output_exponents(Node("c", "conv2d", "forward", "c", ("x", "w"), ("y",)), [-3, -7])
+    (-10,)
+    >>> output_exponents(Node("u", "update", "update", "c", ("w", "g", "s"), ("w2", "s2"),
+    ...                       (("rule", "shadow16"),)), [-7, -20, -15])
+    (-7, -15)
+    """
+    return tuple(None if rule.data else exponent_of(rule, node, input_exps)
+                 for rule in OPS[node.op].output_rules(node))
+
+
+def exponent_of(rule: Exponent, node: Any, input_exps: Sequence[int]) -> int:
+    """One rule on host ints: sum of the named inputs' exponents + const + attr."""
+    return sum(int(input_exps[i]) for i in rule.inputs) + rule_addend(rule, node)
+
+
+def rule_addend(rule: Exponent, node: Any) -> int:
+    """The part of a rule that does not come from the inputs: const plus the attribute's value."""
+    return rule.const + (int(node.attr(rule.attr)) if rule.attr else 0)
 
 
 def report_phase(op: str, graph_phase: str = "forward") -> str:
@@ -69,14 +161,9 @@ def report_phase(op: str, graph_phase: str = "forward") -> str:
     >>> report_phase("requantize", "forward"), report_phase("requantize", "backward")
     ('forward', 'input_grad')
     """
-    if op in ("conv2d", "linear"):
-        return "forward"
-    if op.endswith("_input_grad"):
-        return "input_grad"
-    if op.endswith("_weight_grad"):
-        return "weight_grad"
-    if op == "update":
-        return "update"
-    if op == "requantize":
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}")
+    phase = OPS[op].report_phase
+    if phase == OF_ITS_GEMM:
         return "forward" if graph_phase == "forward" else "input_grad"
-    return "vector"
+    return phase

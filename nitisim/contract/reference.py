@@ -1,22 +1,22 @@
-"""The numpy reference executor: one numpy function per op, the living definition of each op.
+"""The numpy reference executor: one numpy method per op, the living definition of each op.
 
-Every function takes (node, ctx, *inputs) with QTensor inputs and returns a tuple of QTensors, and
-produces only integer arrays. The int8 x int8 products go through a floating-point BLAS only where
+`ReferenceOps` has one method per op of nitisim.contract.ops.OPS, (node, ctx, *inputs) with
+QTensor inputs, returning the output arrays (integer arrays only); `REFERENCE_KERNELS` is the table
+built from it by nitisim.contract.kernel_table, which gives each output the exponent its op row
+says (requantize's comes from the data, so its method returns the whole QTensor). The int8 x int8 products go through a floating-point BLAS only where
 the result is provably exact (see `exact_int_matmul`), because that yields the identical integers
 much faster than numpy's integer matmul; everything else is integer arithmetic.
 """
 from __future__ import annotations
 
-from types import MappingProxyType
-
 import numpy as np
 
 from .executor import StepContext
 from .graph import Node
+from .kernel_table import build_kernel_table, host_exponent
+from .models import conv_out
 from .numerics import (
     QTensor,
-    LOSS_ERROR_EXP,
-    SHADOW_FRAC_BITS,
     add as aligned_add,
     check_int32,
     clamp_int8,
@@ -64,8 +64,7 @@ def im2col(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
     n, h, w, c = x.shape
     if padding:
         x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    e = (h + 2 * padding - kernel) // stride + 1
-    f = (w + 2 * padding - kernel) // stride + 1
+    e, f = conv_out(h, kernel, stride, padding), conv_out(w, kernel, stride, padding)
     cols = np.empty((n, e, f, kernel, kernel, c), dtype=x.dtype)
     for i in range(kernel):
         for j in range(kernel):
@@ -84,49 +83,13 @@ def col2im(cols: np.ndarray, in_shape: tuple[int, ...], stride: int, padding: in
     return out[:, padding : padding + h, padding : padding + w, :]
 
 
-# --------------------------------------------------------------------------------- forward ops
-def conv2d(node: Node, ctx: StepContext, x: QTensor, w: QTensor):
-    o, k, _, i = w.m.shape
-    cols = im2col(x.m, k, node.attr("stride"), node.attr("padding"))  # (N, E, F, k, k, I)
-    n, e, f = cols.shape[:3]
-    acc = exact_int_matmul(cols.reshape(n * e * f, k * k * i), w.m.reshape(o, k * k * i).T)
-    return (QTensor(check_int32(acc, node.name).reshape(n, e, f, o), x.e + w.e),)
-
-
-def linear(node: Node, ctx: StepContext, x: QTensor, w: QTensor):
-    acc = exact_int_matmul(x.m, w.m.T)  # (N, out)
-    return (QTensor(check_int32(acc, node.name), x.e + w.e),)
-
-
-def requantize_op(node: Node, ctx: StepContext, acc: QTensor):
-    m, e = requantize(acc.m, acc.e, node.attr("mode"), seed=ctx.seed, step=ctx.step, tensor_id=node.tensor_id)
-    return (QTensor(m, e),)
-
-
-def add(node: Node, ctx: StepContext, a: QTensor, b: QTensor):
-    m, e = aligned_add(a.m, a.e, b.m, b.e, node.attr("mode"), seed=ctx.seed, step=ctx.step, tensor_id=node.tensor_id)
-    return (QTensor(m, e),)
-
-
-def relu(node: Node, ctx: StepContext, x: QTensor):
-    return (QTensor(np.maximum(x.m, 0).astype(np.int8), x.e),)
-
-
 def _pool_windows(x: np.ndarray, kernel: int, stride: int) -> np.ndarray:
     """x (N, H, W, C) -> (kernel*kernel, N, E, F, C): window elements in row-major window order."""
     n, h, w, c = x.shape
-    e, f = (h - kernel) // stride + 1, (w - kernel) // stride + 1
+    e, f = conv_out(h, kernel, stride, 0), conv_out(w, kernel, stride, 0)
     return np.stack(
         [x[:, i : i + stride * e : stride, j : j + stride * f : stride, :] for i in range(kernel) for j in range(kernel)]
     )
-
-
-def maxpool(node: Node, ctx: StepContext, x: QTensor):
-    return (QTensor(_pool_windows(x.m, node.attr("kernel"), node.attr("stride")).max(axis=0), x.e),)
-
-
-def flatten(node: Node, ctx: StepContext, x: QTensor):
-    return (QTensor(x.m.reshape(x.m.shape[0], -1), x.e),)
 
 
 def dropout_mask(ctx: StepContext, mask_id: int, features: int, shift: int) -> np.ndarray:
@@ -134,108 +97,125 @@ def dropout_mask(ctx: StepContext, mask_id: int, features: int, shift: int) -> n
     return (hash_bits(ctx.seed, ctx.step, mask_id, features) >> np.uint32(32 - shift)) == 0
 
 
-def _apply_dropout(node: Node, ctx: StepContext, t: QTensor) -> QTensor:
-    shift = node.attr("shift")
+def _apply_dropout(node: Node, ctx: StepContext, t: QTensor) -> np.ndarray:
     features = int(np.prod(t.m.shape[1:]))
-    keep = dropout_mask(ctx, node.attr("mask_id", node.tensor_id), features, shift).reshape(t.m.shape[1:])
-    return QTensor(np.where(keep, t.m, 0).astype(np.int8), t.e + shift)
+    keep = dropout_mask(ctx, node.attr("mask_id", node.tensor_id), features, node.attr("shift"))
+    return np.where(keep.reshape(t.m.shape[1:]), t.m, 0).astype(np.int8)
 
 
-def dropout(node: Node, ctx: StepContext, x: QTensor):
-    return (_apply_dropout(node, ctx, x),)
+class ReferenceOps:
+    """The numpy op methods: output arrays; their exponents come from the op rows (kernel_table)."""
+
+    with_exponent = staticmethod(host_exponent)
+
+    # ----------------------------------------------------------------------------- forward ops
+    @staticmethod
+    def conv2d(node: Node, ctx: StepContext, x: QTensor, w: QTensor):
+        o, k, _, i = w.m.shape
+        cols = im2col(x.m, k, node.attr("stride"), node.attr("padding"))  # (N, E, F, k, k, I)
+        n, e, f = cols.shape[:3]
+        acc = exact_int_matmul(cols.reshape(n * e * f, k * k * i), w.m.reshape(o, k * k * i).T)
+        return (check_int32(acc, node.name).reshape(n, e, f, o),)
+
+    @staticmethod
+    def linear(node: Node, ctx: StepContext, x: QTensor, w: QTensor):
+        return (check_int32(exact_int_matmul(x.m, w.m.T), node.name),)  # (N, out)
+
+    @staticmethod
+    def requantize(node: Node, ctx: StepContext, acc: QTensor):
+        m, e = requantize(acc.m, acc.e, node.attr("mode"), seed=ctx.seed, step=ctx.step, tensor_id=node.tensor_id)
+        return (QTensor(m, e),)
+
+    @staticmethod
+    def add(node: Node, ctx: StepContext, a: QTensor, b: QTensor):
+        m, e = aligned_add(a.m, a.e, b.m, b.e, node.attr("mode"), seed=ctx.seed, step=ctx.step,
+                           tensor_id=node.tensor_id)
+        return (QTensor(m, e),)
+
+    @staticmethod
+    def relu(node: Node, ctx: StepContext, x: QTensor):
+        return (np.maximum(x.m, 0).astype(np.int8),)
+
+    @staticmethod
+    def maxpool(node: Node, ctx: StepContext, x: QTensor):
+        return (_pool_windows(x.m, node.attr("kernel"), node.attr("stride")).max(axis=0),)
+
+    @staticmethod
+    def flatten(node: Node, ctx: StepContext, x: QTensor):
+        return (x.m.reshape(x.m.shape[0], -1),)
+
+    @staticmethod
+    def dropout(node: Node, ctx: StepContext, x: QTensor):
+        return (_apply_dropout(node, ctx, x),)
+
+    # ----------------------------------------------------------------------------- loss
+    @staticmethod
+    def loss_grad(node: Node, ctx: StepContext, logits: QTensor, labels: np.ndarray):
+        return (loss_grad(logits.m, logits.e, labels, variant=node.attr("variant"),
+                          seed=ctx.seed, step=ctx.step, tensor_id=node.tensor_id),)
+
+    # ----------------------------------------------------------------------------- backward ops
+    @staticmethod
+    def relu_grad(node: Node, ctx: StepContext, x: QTensor, dy: QTensor):
+        return (np.where(x.m > 0, dy.m, 0).astype(np.int8),)
+
+    @staticmethod
+    def maxpool_grad(node: Node, ctx: StepContext, x: QTensor, dy: QTensor):
+        k, s = node.attr("kernel"), node.attr("stride")
+        first_max = _pool_windows(x.m, k, s).argmax(axis=0)  # argmax returns the first maximum
+        n, e, f, c = dy.m.shape
+        dx = np.zeros(x.m.shape, dtype=np.int32)
+        for t in range(k * k):
+            i, j = divmod(t, k)
+            dx[:, i : i + s * e : s, j : j + s * f : s, :] += np.where(first_max == t, dy.m, 0)
+        # Overlapping windows (stride < kernel) can route several errors to one input: saturate.
+        return (clamp_int8(dx),)
+
+    @staticmethod
+    def flatten_grad(node: Node, ctx: StepContext, dy: QTensor):
+        return (dy.m.reshape(node.attr("input_shape")),)
+
+    @staticmethod
+    def dropout_grad(node: Node, ctx: StepContext, dy: QTensor):
+        return (_apply_dropout(node, ctx, dy),)
+
+    @staticmethod
+    def conv2d_input_grad(node: Node, ctx: StepContext, dy: QTensor, w: QTensor):
+        o, k, _, i = w.m.shape
+        n, e, f, _ = dy.m.shape
+        cols = exact_int_matmul(dy.m.reshape(n * e * f, o), w.m.reshape(o, k * k * i))  # (NEF, k*k*I)
+        in_shape = node.attr("input_shape")
+        dx = col2im(cols.reshape(n, e, f, k, k, i), in_shape, node.attr("stride"), node.attr("padding"))
+        return (check_int32(dx, node.name),)
+
+    @staticmethod
+    def conv2d_weight_grad(node: Node, ctx: StepContext, x: QTensor, dy: QTensor):
+        n, e, f, o = dy.m.shape
+        k = node.attr("kernel")
+        cols = im2col(x.m, k, node.attr("stride"), node.attr("padding"))
+        g = exact_int_matmul(dy.m.reshape(n * e * f, o).T, cols.reshape(n * e * f, -1))  # (O, k*k*I)
+        return (_narrow(g.reshape(o, k, k, x.m.shape[3]), node.attr("dtype"), node.name),)
+
+    @staticmethod
+    def linear_input_grad(node: Node, ctx: StepContext, dy: QTensor, w: QTensor):
+        return (check_int32(exact_int_matmul(dy.m, w.m), node.name),)  # (N, in)
+
+    @staticmethod
+    def linear_weight_grad(node: Node, ctx: StepContext, x: QTensor, dy: QTensor):
+        g = exact_int_matmul(dy.m.T, x.m)  # (out, in)
+        return (_narrow(g, node.attr("dtype"), node.name),)
+
+    # ----------------------------------------------------------------------------- update
+    @staticmethod
+    def update(node: Node, ctx: StepContext, w: QTensor, g: QTensor, state: QTensor | None = None):
+        rule = node.attr("rule")
+        if rule == "plain":
+            return (update_plain(w.m, g.m, ctx.mu),)
+        if rule == "momentum":
+            return update_momentum(w.m, g.m, state.m, ctx.mu)
+        if rule == "shadow16":
+            return update_shadow16(state.m, g.m, ctx.mu)
+        raise ValueError(f"unknown update rule {rule!r}")
 
 
-# --------------------------------------------------------------------------------- loss
-def loss_grad_op(node: Node, ctx: StepContext, logits: QTensor, labels: np.ndarray):
-    err = loss_grad(logits.m, logits.e, labels, variant=node.attr("variant"),
-                    seed=ctx.seed, step=ctx.step, tensor_id=node.tensor_id)
-    return (QTensor(err, LOSS_ERROR_EXP),)
-
-
-# --------------------------------------------------------------------------------- backward ops
-def relu_grad(node: Node, ctx: StepContext, x: QTensor, dy: QTensor):
-    return (QTensor(np.where(x.m > 0, dy.m, 0).astype(np.int8), dy.e),)
-
-
-def maxpool_grad(node: Node, ctx: StepContext, x: QTensor, dy: QTensor):
-    k, s = node.attr("kernel"), node.attr("stride")
-    first_max = _pool_windows(x.m, k, s).argmax(axis=0)  # argmax returns the first maximum
-    n, e, f, c = dy.m.shape
-    dx = np.zeros(x.m.shape, dtype=np.int32)
-    for t in range(k * k):
-        i, j = divmod(t, k)
-        dx[:, i : i + s * e : s, j : j + s * f : s, :] += np.where(first_max == t, dy.m, 0)
-    # Overlapping windows (stride < kernel) can route several errors to one input: saturate.
-    return (QTensor(clamp_int8(dx), dy.e),)
-
-
-def flatten_grad(node: Node, ctx: StepContext, dy: QTensor):
-    return (QTensor(dy.m.reshape(node.attr("input_shape")), dy.e),)
-
-
-def dropout_grad(node: Node, ctx: StepContext, dy: QTensor):
-    return (_apply_dropout(node, ctx, dy),)
-
-
-def conv2d_input_grad(node: Node, ctx: StepContext, dy: QTensor, w: QTensor):
-    o, k, _, i = w.m.shape
-    n, e, f, _ = dy.m.shape
-    cols = exact_int_matmul(dy.m.reshape(n * e * f, o), w.m.reshape(o, k * k * i))  # (NEF, k*k*I)
-    in_shape = node.attr("input_shape")
-    dx = col2im(cols.reshape(n, e, f, k, k, i), in_shape, node.attr("stride"), node.attr("padding"))
-    return (QTensor(check_int32(dx, node.name), dy.e + w.e),)
-
-
-def conv2d_weight_grad(node: Node, ctx: StepContext, x: QTensor, dy: QTensor):
-    n, e, f, o = dy.m.shape
-    k = node.attr("kernel")
-    cols = im2col(x.m, k, node.attr("stride"), node.attr("padding"))
-    g = exact_int_matmul(dy.m.reshape(n * e * f, o).T, cols.reshape(n * e * f, -1))  # (O, k*k*I)
-    g = g.reshape(o, k, k, x.m.shape[3])
-    return (QTensor(_narrow(g, node.attr("dtype"), node.name), x.e + dy.e),)
-
-
-def linear_input_grad(node: Node, ctx: StepContext, dy: QTensor, w: QTensor):
-    acc = exact_int_matmul(dy.m, w.m)  # (N, in)
-    return (QTensor(check_int32(acc, node.name), dy.e + w.e),)
-
-
-def linear_weight_grad(node: Node, ctx: StepContext, x: QTensor, dy: QTensor):
-    g = exact_int_matmul(dy.m.T, x.m)  # (out, in)
-    return (QTensor(_narrow(g, node.attr("dtype"), node.name), x.e + dy.e),)
-
-
-# --------------------------------------------------------------------------------- update
-def update(node: Node, ctx: StepContext, w: QTensor, g: QTensor, state: QTensor | None = None):
-    rule = node.attr("rule")
-    if rule == "plain":
-        return (QTensor(update_plain(w.m, g.m, ctx.mu), w.e),)
-    if rule == "momentum":
-        new_w, v = update_momentum(w.m, g.m, state.m, ctx.mu)
-        return QTensor(new_w, w.e), QTensor(v, state.e)
-    if rule == "shadow16":
-        new_w, shadow = update_shadow16(state.m, g.m, ctx.mu)
-        return QTensor(new_w, w.e), QTensor(shadow, w.e - SHADOW_FRAC_BITS)
-    raise ValueError(f"unknown update rule {rule!r}")
-
-
-REFERENCE_KERNELS = MappingProxyType({
-    "conv2d": conv2d,
-    "linear": linear,
-    "requantize": requantize_op,
-    "relu": relu,
-    "maxpool": maxpool,
-    "flatten": flatten,
-    "dropout": dropout,
-    "add": add,
-    "loss_grad": loss_grad_op,
-    "relu_grad": relu_grad,
-    "maxpool_grad": maxpool_grad,
-    "flatten_grad": flatten_grad,
-    "dropout_grad": dropout_grad,
-    "conv2d_input_grad": conv2d_input_grad,
-    "conv2d_weight_grad": conv2d_weight_grad,
-    "linear_input_grad": linear_input_grad,
-    "linear_weight_grad": linear_weight_grad,
-    "update": update,
-})
+REFERENCE_KERNELS = build_kernel_table(ReferenceOps())

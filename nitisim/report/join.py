@@ -5,8 +5,8 @@ Pure functions over the loaded records (runs.Run, sims.Sim); nothing here reads 
 Measured time: timing.json's lower-quartile call of each graph node (one call per training step;
 the median or the mean, seconds / calls, for runs written before quartiles or medians were kept),
 summed by (layer, report_phase(op, graph phase)), so it is seconds per step and groups work
-exactly as the simulator's report phases do, except that a requantize counts with the GEMM it
-follows (view ops, free on the accelerator, are left out). Simulated cost: the sim's per-node rows
+exactly as the simulator's report phases do (one answer, the op row's: a requantize counts with
+the GEMM it follows; view ops, free on the accelerator, are left out). Simulated cost: the sim's per-node rows
 summed by the same (layer, phase) (its per-layer rows for a sim without node rows). Agreement is
 computed over the (layer, phase) points both sides have.
 """

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..contract.errors import UserInputError
+from ..contract.ops import OPS
+from ..contract.values import quote
 from ..train.runfiles import RunFolder
 
 
@@ -163,6 +165,13 @@ def _read_metrics(path: Path) -> tuple[Epoch, ...]:
     ) for i, doc in lines)
 
 
+def _op(entry: dict, src: str, where: str) -> str:
+    op = _field(entry, "op", str, src, where)
+    if op not in OPS:
+        raise UserInputError(src, where, f"unknown op {quote(op)}; known: {', '.join(OPS)}")
+    return op
+
+
 def _parse_timing(doc: Any, src: str) -> tuple[tuple[NodeTime, ...], int | None]:
     if not isinstance(doc, dict):
         raise UserInputError(src, None, "must be a JSON object")
@@ -174,7 +183,7 @@ def _parse_timing(doc: Any, src: str) -> tuple[tuple[NodeTime, ...], int | None]
             raise UserInputError(src, where, "must be an object {op, layer, phase, seconds, calls}")
         out.append(NodeTime(
             node=name,
-            op=_field(entry, "op", str, src, f"{where}.op"),
+            op=_op(entry, src, f"{where}.op"),
             layer=_field(entry, "layer", str, src, f"{where}.layer"),
             phase=_field(entry, "phase", str, src, f"{where}.phase"),
             seconds=_number(entry, "seconds", src, f"{where}.seconds"),

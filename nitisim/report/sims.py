@@ -11,10 +11,11 @@ checked: `total.area_by_component_mm2` (silicon area by component, with area_mm2
 mm^2, energy per image, EDP and EDAP among `total`'s numbers) and `area.node_nm`.
 
 `nodes` (optional: one row per graph node, with op, layer and graph_phase) is read into
-`Sim.nodes` grouped as the measured side groups a run's nodes (nitisim.contract.ops.report_phase): a
-requantize with the GEMM it follows, where the simulator's own `layers` rows count it as vector
-work. The join compares those, since a backend that fuses a conv with its requantize (the C
-backend) can only time the pair.
+`Sim.nodes` grouped as the measured side groups a run's nodes (nitisim.contract.ops.report_phase):
+a requantize with the GEMM it follows, since a backend that fuses a conv with its requantize (the
+C backend) can only time the pair. The phase is taken from (op, graph_phase), not the row's own
+`phase`, so summaries written before the simulator grouped requantize that way (it counted it as
+vector work) are read the same.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..contract.errors import UserInputError
-from ..contract.ops import REPORT_PHASES, report_phase
+from ..contract.ops import OPS, REPORT_PHASES, report_phase
 from ..contract.values import quote
 
 COST_FIELDS: tuple[str, ...] = (
@@ -146,6 +147,8 @@ def _nodes(rows: Any, src: str) -> tuple[LayerCost, ...]:
         for key in ("op", "layer", "graph_phase"):
             if not isinstance(row.get(key), str) or not row[key]:
                 raise UserInputError(src, f"{where}.{key}", "missing or not a string")
+        if row["op"] not in OPS:
+            raise UserInputError(src, f"{where}.op", f"unknown op {quote(row['op'])}; known: {', '.join(OPS)}")
         if row.get("kind") == "view":
             continue
         out.append(LayerCost(layer=row["layer"], phase=report_phase(row["op"], row["graph_phase"]),

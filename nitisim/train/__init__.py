@@ -2,7 +2,6 @@
 
 Files, one job each:
   config.py      strict YAML -> frozen TrainConfig (every error names file and key)
-  backends.py    `resolve_backend(name)`: the one place kernel tables (numpy, C, CUDA) are chosen
   data.py        dataset loading, subsets and the per-step batches (order and augmentation)
   integer.py     the integer trainer on the training graph (any kernel table)
   fp32.py        the float32 torch trainer of the same ModelSpec (imports torch; nothing else does)

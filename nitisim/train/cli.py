@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from ..contract.errors import UserInputError
-from .backends import BACKENDS
+from ..backends import BACKENDS
 from .config import load_config
 from .stage import DEVICES, train_fp32, train_int8, with_overrides
 

@@ -26,7 +26,7 @@ from ..memory_estimate import check_training_fits
 from ..contract.numerics import QTensor
 from .averaging import IntegerWeightAverage
 from .checkpoint import load_int8, save_int8
-from .backends import node_clock
+from ..backends import node_clock
 from .config import TrainConfig
 from .data import eval_batches
 from .headroom import with_headroom

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..contract.errors import UserInputError
-from .backends import resolve_backend
+from ..backends import resolve_backend
 from .config import TrainConfig
 from .data import load_for_config, steps_per_epoch
 from .loop import Trainer, run_training

@@ -1,9 +1,10 @@
-"""Choosing the kernel table a training run executes: the single hook for the compiled backends.
+"""The backend registry: the names (numpy, cpu, cuda, auto), how each kernel table loads, and how
+each backend's node times are taken. The one place a kernel table is chosen by name.
 
-`numpy` is the reference executor (nitisim.contract.reference). `cpu` and `cuda` come from
-`gpu_backend.backends.kernel_table(name)`, imported only when asked for, so the integer path never
-needs a compiler, a GPU or the gpu_backend package to exist. `auto` takes the first usable of
-cuda, cpu, numpy and says which one it took and why the others were passed over.
+`numpy` is the reference executor (nitisim.contract.reference). `cpu` and `cuda` are built by
+`gpu_backend.backends.cpu_kernel_table` / `cuda_kernel_table`, imported only when asked for, so the
+integer path never needs a compiler, a GPU or the gpu_backend package to exist. `auto` takes the
+first usable of cuda, cpu, numpy and says which one it took and why the others were passed over.
 
 An explicit `--backend cpu` or `--backend cuda` that cannot be loaded is an error: falling back to
 numpy silently would make a benchmark measure the wrong thing.
@@ -15,17 +16,29 @@ from __future__ import annotations
 
 import importlib
 import sys
+from types import MappingProxyType
 from typing import Callable, Mapping
 
-from ..contract.errors import UserInputError
-from ..contract.executor import HostNodeClock, NodeClock
+from .contract.errors import UserInputError
+from .contract.executor import HostNodeClock, NodeClock
 
 BACKENDS: tuple[str, ...] = ("numpy", "cpu", "cuda", "auto")
 _AUTO_ORDER: tuple[str, ...] = ("cuda", "cpu")  # fastest first; numpy is always there
+# compiled backend -> the gpu_backend.backends function that builds its table
+_CONSTRUCTORS: Mapping[str, str] = MappingProxyType({"cpu": "cpu_kernel_table", "cuda": "cuda_kernel_table"})
 
 
 class BackendUnavailable(RuntimeError):
     """A compiled backend could not be loaded; the message says why."""
+
+
+def kernel_table(name: str) -> Mapping:
+    """The kernel table of backend `name` (numpy, cpu, cuda); raises whatever stops it loading."""
+    if name == "numpy":
+        return _numpy_table()
+    if name not in _CONSTRUCTORS:
+        raise KeyError(f"unknown backend {name!r}; known: numpy, {', '.join(_CONSTRUCTORS)}")
+    return getattr(importlib.import_module("gpu_backend.backends"), _CONSTRUCTORS[name])()
 
 
 def _compiled_table(name: str) -> Mapping:
@@ -34,11 +47,11 @@ def _compiled_table(name: str) -> Mapping:
     except ImportError as err:
         raise BackendUnavailable(f"gpu_backend.backends cannot be imported ({err})") from err
     try:
-        table = module.kernel_table(name)
+        table = getattr(module, _CONSTRUCTORS[name])()
     except Exception as err:  # noqa: BLE001 - any load failure (no library, no GPU, ABI) means unusable
         raise BackendUnavailable(f"{type(err).__name__}: {err}") from err
     if not isinstance(table, Mapping) or not table:
-        raise BackendUnavailable(f"kernel_table({name!r}) returned {type(table).__name__}, not a kernel table")
+        raise BackendUnavailable(f"{_CONSTRUCTORS[name]}() returned {type(table).__name__}, not a kernel table")
     return table
 
 
@@ -52,7 +65,7 @@ def node_clock(name: str) -> NodeClock:
 
 
 def _numpy_table() -> Mapping:
-    from ..contract.reference import REFERENCE_KERNELS
+    from .contract.reference import REFERENCE_KERNELS
 
     return REFERENCE_KERNELS
 
