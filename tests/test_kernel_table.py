@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nitisim.contract.executor import StepContext, train_step
-from nitisim.contract.graph import NumericsOptions, build_graph
+from nitisim.contract.graph import Node, NumericsOptions, build_graph
 from nitisim.contract.init import init_params
 from nitisim.contract.kernel_table import MissingKernelError, build_kernel_table
 from nitisim.contract.models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU
@@ -108,4 +108,15 @@ def test_every_table_gives_the_exponents_of_the_rows(name, load):
         train_step(graph, _recording(table, got), dict(params), x, labels, ctx)
         assert got == want, name  # data-derived exponents (requantize) agree with numpy's too
         ops_seen |= {op for _, op, _, _ in got}
+    # The graph builder emits no add yet (residual graphs will): one hand-built add node, operands
+    # three octaves apart, through the same recording.
+    rng = np.random.default_rng(3)
+    a, b = (QTensor(rng.integers(-128, 128, (3, 4, 4, 2)).astype(np.int8), e) for e in (-6, -9))
+    node = Node("res.add", "add", "forward", "res", ("a", "b"), ("res.out",), (("mode", "stochastic"),), 7)
+    ctx = StepContext(seed=5, step=1, mu=3)
+    want, got = [], []
+    (expected,) = _recording(REFERENCE_KERNELS, want)["add"](node, ctx, a, b)
+    (out,) = _recording(table, got)["add"](node, ctx, a, b)
+    assert got == want and np.array_equal(np.asarray(getattr(out, "m", out)), expected.m), name
+    ops_seen |= {op for _, op, _, _ in got}
     assert ops_seen == set(OPS)
