@@ -2,11 +2,12 @@
 
 `build_cpu()` compiles `csrc/cpu_*.c` and every op's `csrc/op_*.c` with gcc (`-O3 -march=native
 -fopenmp`) into `<cache>/build/<hash>/libniti_cpu.so`; `build_cuda()` compiles `csrc/*.cu` (every
-op's `op_*.cu` among them) with nvcc for sm_80 and sm_90 into `libniti_cuda.so`. The cache root is `$NITISIM_CACHE`, else `~/.cache/nitisim`. The hash
-covers the library's sources and headers, the compiler's identity and the flags, so an edit or a
-different machine (`-march=native`) gets a fresh build, and a cached one is reused as is. A build writes to a
-temporary file and renames it into place, so concurrent builders (pytest -n 2) never see half a
-library. Nothing here runs at import time.
+op's `op_*.cu` among them) with nvcc for sm_80 and sm_90 into `libniti_cuda.so`. The cache root is
+`$NITISIM_CACHE`, else `~/.cache/nitisim`. The hash covers the library's sources and headers, the
+compiler's identity and the flags, so an edit or a different machine (`-march=native`) gets a fresh
+build, and a cached one is reused as is. A build writes to a temporary file and renames it into
+place, so concurrent builders (pytest -n 2) never see half a library.
+Nothing here runs at import time.
 """
 from __future__ import annotations
 

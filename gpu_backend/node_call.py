@@ -106,7 +106,8 @@ def call_cpu(lib, entry, name: str, node, ctx, inputs: Sequence[Any]) -> tuple:
     spec, rules = OPS[name].node_call, OPS[name].output_rules(node)
     for i, t in enumerate(inputs):
         if not isinstance(t, QTensor) or not isinstance(t.m, np.ndarray):
-            raise TypeError(f"{node.name}: {name} input {i}: expected a QTensor of a numpy array, got {type(t).__name__}")
+            raise TypeError(f"{node.name}: {name} input {i}: expected a QTensor of a numpy array, "
+                            f"got {type(t).__name__}")
         if not t.m.flags.c_contiguous:
             raise ValueError(f"{node.name}: {name} input {i}: the array must be C-contiguous")
     shapes = [t.m.shape for t in inputs]

@@ -1,13 +1,13 @@
 """The numpy reference executor: one numpy method per op, the living definition of each op.
 
-`ReferenceOps` has one method per op of nitisim.contract.ops.OPS, (node, ctx, *inputs) with
-QTensor inputs, returning the output arrays (integer arrays only); `REFERENCE_KERNELS` is the table
-built from it by nitisim.contract.kernel_table, which gives each output the exponent its op row
-says (requantize's comes from the data, so its method returns the whole QTensor). An op whose
-arithmetic nitisim.contract.numerics does not hold is defined here in full (`aligned_add`, the
-exponent-aligned add), so a new op needs no edit of numerics.py. The int8 x int8 products go
-through a floating-point BLAS only where the result is provably exact (see `exact_int_matmul`), because that yields the identical integers
-much faster than numpy's integer matmul; everything else is integer arithmetic.
+`ReferenceOps` has one method per op of nitisim.contract.ops.OPS, (node, ctx, *inputs) with QTensor
+inputs, returning the output arrays (integer arrays only); `REFERENCE_KERNELS` is the table built
+from it by nitisim.contract.kernel_table, which gives each output the exponent its op row says
+(requantize's comes from the data, so its method returns the whole QTensor). An op whose arithmetic
+nitisim.contract.numerics does not hold is defined here in full (`aligned_add`, the exponent-aligned
+add), so a new op needs no edit of numerics.py. The int8 x int8 products go through a floating-point
+BLAS only where the result is provably exact (see `exact_int_matmul`), because that yields the
+identical integers much faster than numpy's integer matmul; everything else is integer arithmetic.
 """
 from __future__ import annotations
 
