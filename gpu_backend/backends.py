@@ -3,7 +3,8 @@
 Both are built from the op rows by `nitisim.contract.kernel_table.build_kernel_table`, like the
 numpy reference (`nitisim.contract.reference.REFERENCE_KERNELS`), so `nitisim.contract.executor.
 train_step` runs any of them unchanged and every output exponent follows its op row. `CpuOps`
-holds the C table's op methods (host numpy arrays, so its tensors are plain QTensors); the CUDA
+holds the C table's op methods (host numpy arrays, so its tensors are plain QTensors), those of the
+node-call ops (add) made by gpu_backend/node_call.py from the op rows; the CUDA
 ones are `gpu_backend.cuda_kernels.CudaOps` (device-resident tensors). Loading a table compiles or
 opens its library on first use; importing this module does neither. Choosing a table by name
 (numpy, cpu, cuda, auto) is the application's job (nitisim/backends.py).
@@ -18,6 +19,7 @@ import numpy as np
 from nitisim.contract.kernel_table import build_kernel_table, host_exponent
 from nitisim.contract.numerics import QTensor
 
+from .node_call import CPU_ABI, call_cpu, node_method
 from .pending import PendingAccumulator
 
 
@@ -31,6 +33,12 @@ class CpuOps:
 
     def __init__(self, lib, fuse_requantize: bool = True):
         self.lib, self.fuse_requantize = lib, fuse_requantize
+
+    def __getattr__(self, name: str):
+        """An op whose row has a NodeCall (add): the generic caller over the library's niti_op_<name>."""
+        if name.startswith("__") or "lib" not in self.__dict__:
+            raise AttributeError(name)
+        return node_method(self, name, self.lib.binding, CPU_ABI, self.lib, call_cpu)
 
     # ---- forward ----------------------------------------------------------------------------------
     def conv2d(self, node, ctx, x, w):
@@ -53,11 +61,6 @@ class CpuOps:
         else:
             m, e = self.lib.requantize(acc.m, acc.e, node.attr("mode"), seed=ctx.seed, step=ctx.step,
                                        tensor_id=node.tensor_id)
-        return (QTensor(m, e),)
-
-    def add(self, node, ctx, a, b):
-        m, e = self.lib.add(a.m, a.e, b.m, b.e, node.attr("mode"), seed=ctx.seed, step=ctx.step,
-                            tensor_id=node.tensor_id)
         return (QTensor(m, e),)
 
     def relu(self, node, ctx, x):

@@ -1,12 +1,13 @@
 """Compile the kernel libraries on first use, into a cache keyed by their sources and flags.
 
-`build_cpu()` compiles `csrc/cpu_*.c` with gcc (`-O3 -march=native -fopenmp`) into
-`<cache>/build/<hash>/libniti_cpu.so`; `build_cuda()` compiles `csrc/*.cu` with nvcc for sm_80 and
-sm_90 into `libniti_cuda.so`. The cache root is `$NITISIM_CACHE`, else `~/.cache/nitisim`. The hash
-covers the library's sources and headers, the compiler's identity and the flags, so an edit or a
-different machine (`-march=native`) gets a fresh build, and a cached one is reused as is. A build writes to a
-temporary file and renames it into place, so concurrent builders (pytest -n 2) never see half a
-library. Nothing here runs at import time.
+`build_cpu()` compiles `csrc/cpu_*.c` and every op's `csrc/op_*.c` with gcc (`-O3 -march=native
+-fopenmp`) into `<cache>/build/<hash>/libniti_cpu.so`; `build_cuda()` compiles `csrc/*.cu` (every
+op's `op_*.cu` among them) with nvcc for sm_80 and sm_90 into `libniti_cuda.so`. The cache root is
+`$NITISIM_CACHE`, else `~/.cache/nitisim`. The hash covers the library's sources and headers, the
+compiler's identity and the flags, so an edit or a different machine (`-march=native`) gets a fresh
+build, and a cached one is reused as is. A build writes to a temporary file and renames it into
+place, so concurrent builders (pytest -n 2) never see half a library.
+Nothing here runs at import time.
 """
 from __future__ import annotations
 
@@ -94,9 +95,10 @@ def _compile(command: list[str], target: Path, what: str, fix: str) -> Path:
 
 
 def cpu_sources() -> tuple[list[Path], list[Path]]:
-    """The CPU library's C files and the headers they include (the CUDA files are not hashed, so
-    editing them does not rebuild the CPU library)."""
-    sources = sorted(CSRC.glob("cpu_*.c"))
+    """The CPU library's C files (its plumbing cpu_*.c and one op_<name>.c per node-call op) and the
+    headers they include (the CUDA files are not hashed, so editing them does not rebuild the CPU
+    library)."""
+    sources = sorted([*CSRC.glob("cpu_*.c"), *CSRC.glob("op_*.c")])
     headers = sorted([*CSRC.glob("cpu_*.h"), CSRC / "niti_api.h", CSRC / "niti_arith.h", CSRC / "niti_constants.h"])
     return sources, [h for h in headers if h.exists()]
 

@@ -63,12 +63,13 @@ def _cdef_lines(header: Path, seen: set[Path]) -> list[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def header_ffi(header: Path):
-    """One FFI per API header, with the header declared (cdef_text)."""
+def header_ffi(header: Path, extra_cdef: str = ""):
+    """One FFI per API header, with the header declared (cdef_text), then `extra_cdef` (the node-call
+    entry points gpu_backend/node_call.py declares from the op rows)."""
     import cffi
 
     ffi = cffi.FFI()
-    ffi.cdef(cdef_text(header))
+    ffi.cdef(cdef_text(header) + "\n" + extra_cdef)
     return ffi
 
 
@@ -76,9 +77,10 @@ class Binding:
     """One loaded library: `lib` (cffi, typed by the header), its constants, status checks, and calls
     by name with Python ints for pointers (addresses, None for NULL)."""
 
-    def __init__(self, path: Path, header: Path, prefix: str, error: type[CLibError] = CLibError):
+    def __init__(self, path: Path, header: Path, prefix: str, error: type[CLibError] = CLibError,
+                 extra_cdef: str = ""):
         self.path, self.header, self.prefix, self.error = Path(path), Path(header), prefix, error
-        self.ffi = header_ffi(self.header)
+        self.ffi = header_ffi(self.header, extra_cdef)
         self.lib = self.ffi.dlopen(str(self.path))
         self._fns: dict = {}
         found = self(f"{prefix}abi_version")

@@ -24,8 +24,11 @@ def cdef_text(header: Path = API_HEADER) -> str:
 
 
 def bind(path: Path, error: type[c_binding.CLibError], header: Path = API_HEADER) -> c_binding.Binding:
-    """The CUDA library at `path` bound with `header` (refused when their ABI versions differ)."""
-    return c_binding.Binding(path, header, PREFIX, error)
+    """The CUDA library at `path` bound with `header` (refused when their ABI versions differ), its
+    node-call entry points declared from the op rows (node_call.cdef)."""
+    from .node_call import CUDA_ABI
+
+    return c_binding.Binding(path, header, PREFIX, error, CUDA_ABI.cdef())
 
 
 def _addr(a: np.ndarray) -> int:

@@ -1,7 +1,8 @@
 """The CUDA kernel table: the ops of `nitisim.contract.reference.REFERENCE_KERNELS` run on device tensors.
 
 `cuda_kernel_table()` is built from the op rows like every table (nitisim.contract.kernel_table):
-`CudaOps` has one method per op, returning device tensors without an exponent slot where the row
+`CudaOps` has one method per op (those of the node-call ops, add, made by gpu_backend/node_call.py
+from the op rows), returning device tensors without an exponent slot where the row
 gives the rule, and its `with_exponent` applies the rule on the device (niti_cuda_exp_add, or the
 input's slot shared where the exponent is unchanged). Its kernels accept device tensors, and host
 QTensors / label arrays, which they upload, so a whole training step runs on the GPU with no host
@@ -30,6 +31,7 @@ from nitisim.contract.numerics import LOSS_VARIANTS, ROUNDING_MODES, QTensor
 
 from .cuda_device import CudaLib, DeviceTensor, _DeviceBuffer
 from .cuda_loading import cuda_library
+from .node_call import CUDA_ABI, call_cuda, node_method
 
 
 def to_device(t: QTensor | np.ndarray, lib: CudaLib | None = None) -> DeviceTensor:
@@ -56,6 +58,12 @@ class CudaOps:
 
     def __init__(self, lib: CudaLib):
         self.lib = lib
+
+    def __getattr__(self, name: str):
+        """An op whose row has a NodeCall (add): the generic caller over niti_cuda_op_<name>."""
+        if name.startswith("__") or "lib" not in self.__dict__:
+            raise AttributeError(name)
+        return node_method(self, name, self.lib.bind, CUDA_ABI, self.lib, call_cuda)
 
     def with_exponent(self, values: DeviceTensor, sources, addend: int) -> DeviceTensor:
         """`values` with exponent sum(sources' exponents) + addend, computed on the device."""
@@ -121,16 +129,6 @@ class CudaOps:
         out = self._new(acc.shape, np.int8)
         self.lib.call("niti_cuda_requantize_s32", acc.size, acc.ptr, acc.exp_ptr, ROUNDING_MODES.index(node.attr("mode")),
                       _u32(ctx.seed), _u32(ctx.step), _u32(node.tensor_id), out.ptr, out.exp_ptr)
-        return (out,)
-
-    def add(self, node, ctx, a, b):
-        a, b = self._in(a, np.int8, "add a"), self._in(b, np.int8, "add b")
-        if a.shape != b.shape:
-            raise ValueError(f"{node.name}: operand shapes {a.shape} and {b.shape} differ")
-        out = self._new(a.shape, np.int8)
-        self.lib.call("niti_cuda_add_s8", a.size, a.ptr, a.exp_ptr, b.ptr, b.exp_ptr,
-                      ROUNDING_MODES.index(node.attr("mode")), _u32(ctx.seed), _u32(ctx.step), _u32(node.tensor_id),
-                      out.ptr, out.exp_ptr)
         return (out,)
 
     def relu(self, node, ctx, x):

@@ -120,7 +120,10 @@ class CLib:
     """One loaded kernel library and its numpy-level API."""
 
     def __init__(self, path: Path, header: Path = API_HEADER):
-        self.binding = c_binding.Binding(path, header, "niti_", CLibError)  # refuses another ABI version
+        from .node_call import CPU_ABI
+
+        # refuses another ABI version; declares the node-call entry points of the op rows
+        self.binding = c_binding.Binding(path, header, "niti_", CLibError, CPU_ABI.cdef())
         self.ffi, self.lib, self.path = self.binding.ffi, self.binding.lib, self.binding.path
 
     # ---- plumbing -------------------------------------------------------------------------------
@@ -258,19 +261,6 @@ class CLib:
         self.check(self.lib.niti_requantize_s32(acc.size, pa, _mode_code(mode), _u32(seed), _u32(step),
                                                 _u32(tensor_id), po, shift))
         return out, exp + shift[0]
-
-    def add(self, a: np.ndarray, exp_a: int, b: np.ndarray, exp_b: int, mode: str, *, seed: int = 0, step: int = 0,
-            tensor_id: int = 0) -> tuple[np.ndarray, int]:
-        """Exponent-aligned sum of two int8 arrays of one shape -> (int8 mantissa, exponent) as
-        numerics.add (IntegerOverflowError when the exponents are more than 55 apart)."""
-        pa, pb = self._in(a, np.int8, "a"), self._in(b, np.int8, "b")
-        if a.shape != b.shape:
-            raise ValueError(f"add: operand shapes {a.shape} and {b.shape} differ")
-        out, po = self._out(a.shape, np.int8)
-        exp = self.ffi.new("int *")
-        self.check(self.lib.niti_add_s8(a.size, pa, int(exp_a), pb, int(exp_b), _mode_code(mode), _u32(seed),
-                                        _u32(step), _u32(tensor_id), po, exp))
-        return out, exp[0]
 
     def narrow_int32(self, x: np.ndarray) -> np.ndarray:
         """int64 -> int32; IntegerOverflowError instead of wrapping (numerics.check_int32)."""

@@ -35,7 +35,7 @@ from nitisim.contract.ops import report_phase
 ROUND_OPS = MappingProxyType({"nearest": 7, "pseudo_stochastic": 9, "stochastic": 16})  # stochastic: + mix32 hash
 RANGE_OPS = 2  # range reduction: abs and running max per element (numerics.range_bits)
 HASH_OPS = 8  # mix32: three xor-shifts (2 ops each) and two multiplies
-# Aligning an add's operands (numerics.add, niti_add_s8): widen both int8 to the lane (2), shift the
+# Aligning an add's operands (reference.aligned_add, niti_op_add): widen both int8 to the lane (2), shift the
 # operand with the larger exponent by the tensor-wide gap (1; the other is not shifted), add (1).
 ADD_ALIGN_OPS = 4
 SOFTMAX_OPS = 12  # base-2 softmax row: max, scale, shift, subtract, window, power, sum, divide, ...
@@ -139,7 +139,7 @@ def lower_vector(graph: Graph, node: Node, float32: bool = False) -> VectorWork:
         passes = one("add", ins, outs, [("int32", _size(graph, ins[0]))])  # one float add per element
     elif op == "add":
         n = _size(graph, ins[0])
-        # As niti_add_s8 and the CUDA kernels run it: the aligned sums are recomputed in each pass
+        # As niti_op_add and the CUDA kernels run it: the aligned sums are recomputed in each pass
         # rather than stored (an int64 scratch tensor would cost more traffic than rereading two int8
         # inputs). The range of the whole sum is needed before any element is rounded: two passes.
         # Priced on int32 lanes, exact for exponent gaps up to 24 (128 * 2**24 + 128 < 2**31); a wider

@@ -1,12 +1,14 @@
 """The `add` op (exponent-aligned sum of two int8 tensors) in every reader, end to end.
 
-  - numerics.add against a pure-Python big-int oracle of its definition (its own mix32, no numpy),
+  - reference.aligned_add (the numpy definition) against a pure-Python big-int oracle of its
+    definition (its own mix32, no numpy),
     on exhaustive small operands and random ones, every rounding mode, every exponent gap 0..55,
     and a check that the result is one rounding of the exact sum (not a double rounding);
-  - the C kernel (niti_add_s8) equals numpy bit for bit in every build the machine runs, and the
-    CPU kernel table under every $NITISIM_CPU_ENGINE value the machine allows;
-  - the CUDA kernels on the host emulator (and on a GPU where present) equal numpy, and a gap
-    above 55 is a deferred overflow;
+  - the C kernel (niti_op_add, through the generic node caller) equals numpy bit for bit in every
+    build the machine runs, and the CPU kernel table under every $NITISIM_CPU_ENGINE value the
+    machine allows;
+  - the CUDA kernels (niti_cuda_op_add) on the host emulator (and on a GPU where present) equal
+    numpy, and a gap above 55 is a deferred overflow naming the op;
   - the lowering prices it as vector work, and the simulator and the executors run a hand-built
     graph containing an add node (the graph builder will produce it with issue 25).
 """
@@ -24,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nitisim.contract import numerics as nm
+from nitisim.contract.reference import aligned_add
 from nitisim.contract.errors import IntegerOverflowError
 from nitisim.contract.executor import StepContext, train_step
 from nitisim.contract.graph import Node, TensorSpec, build_graph
@@ -105,7 +108,7 @@ def test_numpy_equals_the_big_int_oracle_at_every_gap(mode, gap):
     pairs = list(itertools.product(EDGES, EDGES))  # every edge pair, both operand orders
     a, b = _i8([p[0] for p in pairs]), _i8([p[1] for p in pairs])
     for e_a, e_b in ((-9, -9 - gap), (-9 - gap, -9), (40, 40 + gap)):
-        m, e = nm.add(a, e_a, b, e_b, mode, seed=3, step=gap, tensor_id=5)
+        m, e = aligned_add(a, e_a, b, e_b, mode, seed=3, step=gap, tensor_id=5)
         want_m, want_e = oracle_add(a, e_a, b, e_b, mode, 3, gap, 5)
         assert m.dtype == np.int8 and m.tolist() == want_m and e == want_e, (e_a, e_b)
         assert_one_rounding(a, e_a, b, e_b, m, e, mode)
@@ -117,7 +120,7 @@ def test_exhaustive_small_operands(mode):
     pairs = list(itertools.product(vals, vals))
     a, b = _i8([p[0] for p in pairs]), _i8([p[1] for p in pairs])
     for gap in (0, 1, 2, 3, 5, 8):
-        m, e = nm.add(a, 0, b, gap, mode, seed=1, tensor_id=2)
+        m, e = aligned_add(a, 0, b, gap, mode, seed=1, tensor_id=2)
         assert (m.tolist(), e) == oracle_add(a, 0, b, gap, mode, 1, 0, 2)
         assert_one_rounding(a, 0, b, gap, m, e, mode)
 
@@ -128,30 +131,30 @@ def test_exhaustive_small_operands(mode):
 def test_numpy_equals_the_oracle_on_random_operands(pairs, e_a, gap, swap, mode, seed):
     a, b = _i8([p[0] for p in pairs]), _i8([p[1] for p in pairs])
     e_b = e_a - gap if swap else e_a + gap
-    m, e = nm.add(a, e_a, b, e_b, mode, seed=seed, step=4, tensor_id=9)
+    m, e = aligned_add(a, e_a, b, e_b, mode, seed=seed, step=4, tensor_id=9)
     assert (m.tolist(), e) == oracle_add(a, e_a, b, e_b, mode, seed, 4, 9)
     assert_one_rounding(a, e_a, b, e_b, m, e, mode)
 
 
 def test_zeros_small_sums_and_shapes():
     z = np.zeros((2, 3), np.int8)
-    m, e = nm.add(z, -4, z, -30, "stochastic")
+    m, e = aligned_add(z, -4, z, -30, "stochastic")
     assert m.shape == (2, 3) and not m.any() and e == -30  # no shift: the exponent is e_lo
-    m, e = nm.add(_i8([3, -2]), -5, _i8([1, 1]), -6, "nearest")
+    m, e = aligned_add(_i8([3, -2]), -5, _i8([1, 1]), -6, "nearest")
     assert m.tolist() == [7, -3] and e == -6  # exact, no rounding
-    m, e = nm.add(_i8([127]), 0, _i8([127]), 0, "nearest")
+    m, e = aligned_add(_i8([127]), 0, _i8([127]), 0, "nearest")
     assert m.tolist() == [127] and e == 1  # 254 -> 127 * 2
     with pytest.raises(ValueError, match="shapes"):
-        nm.add(_i8([1, 2]), 0, _i8([1]), 0, "nearest")
+        aligned_add(_i8([1, 2]), 0, _i8([1]), 0, "nearest")
 
 
 def test_largest_gap_reaches_shift_56_and_gap_56_raises():
-    m, e = nm.add(_i8([-128, 127, 0]), 10, _i8([-128, 1, 5]), -45, "stochastic", seed=2)
+    m, e = aligned_add(_i8([-128, 127, 0]), 10, _i8([-128, 1, 5]), -45, "stochastic", seed=2)
     assert e == -45 + 56  # |acc| = 2**62 + 128: b = 63, s = 56
     assert (m.tolist(), e) == oracle_add(_i8([-128, 127, 0]), 10, _i8([-128, 1, 5]), -45, "stochastic", 2)
     for e_a, e_b in ((0, 56), (56, 0), (-100, -44)):
         with pytest.raises(IntegerOverflowError, match=rf"exponents {e_a} and {e_b} are 56 apart"):
-            nm.add(_i8([1]), e_a, _i8([1]), e_b, "nearest")
+            aligned_add(_i8([1]), e_a, _i8([1]), e_b, "nearest")
 
 
 def test_op_row_and_reference_kernel():
@@ -173,6 +176,14 @@ def _operands(shape, gap):
 
 
 # ---------------------------------------------------------------------------------- C
+def c_add(lib, a, e_a, b, e_b, mode, seed=0, step=0, tensor_id=0):
+    """The C library's add through the generic node caller (CpuOps' method): (mantissa, exponent)."""
+    from gpu_backend.backends import CpuOps
+
+    out, = CpuOps(lib).add(_node(mode, tensor_id), StepContext(seed=seed, step=step), QTensor(a, e_a), QTensor(b, e_b))
+    return out.m, out.e
+
+
 C_GAPS = (0, 1, 9, 24, 25, 31, 32, 40, 55)
 
 
@@ -198,8 +209,8 @@ def test_c_equals_numpy_bit_for_bit_in_every_build(c_builds):
         for mode, gap, shape in itertools.product(MODES, C_GAPS, [(0,), (7,), (3, 5, 11)]):
             a, b = _operands(shape, gap)
             for x, y in ((a, b), (b, a)):
-                want = nm.add(x.m, x.e, y.m, y.e, mode, seed=5, step=6, tensor_id=7)
-                got = lib.add(x.m, x.e, y.m, y.e, mode, seed=5, step=6, tensor_id=7)
+                want = aligned_add(x.m, x.e, y.m, y.e, mode, seed=5, step=6, tensor_id=7)
+                got = c_add(lib, x.m, x.e, y.m, y.e, mode, seed=5, step=6, tensor_id=7)
                 assert got[1] == want[1] and got[0].dtype == np.int8, (name, mode, gap)
                 np.testing.assert_array_equal(got[0], want[0], err_msg=f"{name} {mode} gap {gap}")
 
@@ -208,8 +219,8 @@ def test_c_large_tensor_takes_the_parallel_path(c_builds):
     lib = c_builds["native"]
     a, b = _operands((1 << 21) + 3, 13)  # above NITI_PARALLEL_MIN_ELEMS: the OpenMP loops
     for mode in MODES:
-        want = nm.add(a.m, a.e, b.m, b.e, mode, seed=8, tensor_id=1)
-        got = lib.add(a.m, a.e, b.m, b.e, mode, seed=8, tensor_id=1)
+        want = aligned_add(a.m, a.e, b.m, b.e, mode, seed=8, tensor_id=1)
+        got = c_add(lib, a.m, a.e, b.m, b.e, mode, seed=8, tensor_id=1)
         assert got[1] == want[1]
         np.testing.assert_array_equal(got[0], want[0])
 
@@ -218,15 +229,15 @@ def test_c_edges_and_errors(c_builds):
     lib = c_builds["native"]
     edge_a, edge_b = zip(*itertools.product(EDGES, EDGES))
     for mode, gap in itertools.product(MODES, range(56)):
-        want = nm.add(_i8(edge_a), 3, _i8(edge_b), 3 - gap, mode, seed=gap)
-        got = lib.add(_i8(edge_a), 3, _i8(edge_b), 3 - gap, mode, seed=gap)
+        want = aligned_add(_i8(edge_a), 3, _i8(edge_b), 3 - gap, mode, seed=gap)
+        got = c_add(lib, _i8(edge_a), 3, _i8(edge_b), 3 - gap, mode, seed=gap)
         assert got[1] == want[1] and got[0].tolist() == want[0].tolist(), (mode, gap)
     with pytest.raises(IntegerOverflowError, match="exponents -3 and 53 are 56 apart"):
-        lib.add(_i8([1]), -3, _i8([1]), 53, "nearest")
+        c_add(lib, _i8([1]), -3, _i8([1]), 53, "nearest")
     with pytest.raises(ValueError, match="shapes"):
-        lib.add(_i8([1, 2]), 0, _i8([1]), 0, "nearest")
+        c_add(lib, _i8([1, 2]), 0, _i8([1]), 0, "nearest")
     with pytest.raises(TypeError, match="int8"):
-        lib.add(np.array([1], np.int16), 0, _i8([1]), 0, "nearest")
+        c_add(lib, np.array([1], np.int16), 0, _i8([1]), 0, "nearest")
 
 
 def _cpu_engines():
@@ -295,7 +306,7 @@ def test_cuda_equals_numpy(dev, mode):
 def test_cuda_gap_above_55_is_a_deferred_overflow(dev):
     lib, table = dev
     (out,) = table["add"](_node("nearest"), CTX, QTensor(_i8([1, 2]), 0), QTensor(_i8([3, 4]), -56))
-    with pytest.raises(IntegerOverflowError, match="exponents of an add were more than 55 apart"):
+    with pytest.raises(IntegerOverflowError, match="add: the operand exponents were more than 55 apart"):
         out.m
     lib.synchronize()  # the flag was cleared
     with pytest.raises(ValueError, match="shapes"):

@@ -68,6 +68,15 @@ void niti_requant_block(const int32_t *acc, int8_t *out, int64_t n, int64_t inde
 int niti_requant_shift(int32_t hi, int32_t lo);
 int niti_check_round_mode(const char *fn, int mode);
 
+/* ---- node calls (cpu_node.c): what every niti_op_<name> (csrc/op_<name>.c) checks first --------- */
+/* Status 1 naming `op` unless the call has n_in inputs, n_out outputs and n_attrs attrs, each
+ * descriptor of the dtypes given (niti_dtype, one per input then one per output), a valid rank and
+ * shape, and data wherever it has elements. */
+int niti_node_check(const niti_node_call *call, const char *op, int n_in, int n_out, int n_attrs,
+                    const int32_t *dtypes);
+int64_t niti_tensor_elems(const niti_tensor *t); /* product of the shape */
+int niti_same_shape(const niti_tensor *a, const niti_tensor *b);
+
 /* ---- GEMM operands ------------------------------------------------------------------------------- */
 /* Conv patch gather: row m = (n, y, x) of the output grid, column k = (kh, kw, c) in that order.
  * Element = src[n, sy / dil_h, sx / dil_w, c] with sy = y * stride_h - pad_h + kh (sx likewise),

@@ -1,8 +1,8 @@
-/* cpu_ops.c: the elementwise and small ops: range, shifts and requantization, the exponent-aligned
- * add, ReLU, max pooling, dropout, the loss gradient and the weight updates. Each mirrors the numpy
- * function of the same name in nitisim/contract/numerics.py through the per-element arithmetic of
- * niti_arith.h. Loops run on OpenMP threads above NITI_PARALLEL_MIN_ELEMS; stochastic draws use the
- * flat element index, so the result does not depend on how the loop is split. */
+/* cpu_ops.c: the elementwise and small ops: range, shifts and requantization, ReLU, max pooling,
+ * dropout, the loss gradient and the weight updates. Each mirrors the numpy function of the same
+ * name in nitisim/contract/numerics.py through the per-element arithmetic of niti_arith.h. Loops run on
+ * OpenMP threads above NITI_PARALLEL_MIN_ELEMS; stochastic draws use the flat element index, so the
+ * result does not depend on how the loop is split. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -286,42 +286,6 @@ int niti_requantize_s32(int64_t n, const int32_t *acc, int mode, uint32_t seed, 
     }
     free(used);
     *shift_out = requant_shift(hi, lo);
-    return NITI_OK;
-}
-
-/* ---- exponent-aligned add ------------------------------------------------------------------------ */
-/* Two passes over the inputs, the int64 sums recomputed in each instead of stored: the range of the
- * exact sums (8 bytes an element of scratch would cost more traffic than the second read of two int8
- * inputs), then each sum rounded once with the tensor's shift. Element i draws at hash index i. */
-int niti_add_s8(int64_t n, const int8_t *a, int exp_a, const int8_t *b, int exp_b, int mode, uint32_t seed,
-                uint32_t step, uint32_t tensor_id, int8_t *out, int *exp_out) {
-    int st = check_n(__func__, n, a && b && out);
-    if (st || (st = check_mode(__func__, mode))) return st;
-    REQUIRE(exp_out, "%s: NULL exponent output", __func__);
-    int64_t gap = (int64_t)exp_a - exp_b;
-    if (gap > NITI_ADD_MAX_EXP_GAP || gap < -NITI_ADD_MAX_EXP_GAP)
-        return niti_fail(NITI_E_OVERFLOW, "add: operand exponents %d and %d are %lld apart, more than %d: the aligned "
-                         "sum would not fit int64", exp_a, exp_b, (long long)(gap < 0 ? -gap : gap), NITI_ADD_MAX_EXP_GAP);
-    const int e_lo = exp_a < exp_b ? exp_a : exp_b;
-    const int sa = exp_a - e_lo, sb = exp_b - e_lo;
-    int64_t hi = 0, lo = 0;
-#pragma omp parallel for reduction(max : hi) reduction(min : lo) if (n > NITI_PARALLEL_MIN_ELEMS) num_threads(niti_threads())
-    for (int64_t i = 0; i < n; i++) {
-        int64_t v = niti_aligned_sum(a[i], b[i], sa, sb);
-        hi = v > hi ? v : hi;
-        lo = v < lo ? v : lo;
-    }
-    uint64_t mh = niti_magnitude(hi), ml = niti_magnitude(lo);
-    int s = niti_range_bits_of_peak(mh > ml ? mh : ml) - 7; /* never a left shift; <= 56 by the gap bound */
-    if (s < 0) s = 0;
-    if ((int64_t)e_lo + s > INT32_MAX)
-        return niti_fail(NITI_E_OVERFLOW, "add: output exponent %lld does not fit an int", (long long)e_lo + s);
-    uint32_t key = niti_hash_key(seed, step, tensor_id);
-    PARALLEL_FOR(n)
-    for (int64_t i = 0; i < n; i++)
-        out[i] = niti_saturate_elem(niti_round_shift(niti_aligned_sum(a[i], b[i], sa, sb), s, (niti_round_mode)mode, key,
-                                                     (uint32_t)i));
-    *exp_out = e_lo + s;
     return NITI_OK;
 }
 

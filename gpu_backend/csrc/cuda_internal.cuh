@@ -13,10 +13,11 @@
 #include <stdint.h>
 
 #include "niti_constants.h" /* the status codes */
+#include "niti_cuda_api.h"  /* the node-call structs */
 
 /* sticky device flags, raised by kernels with atomicOr and reported by the next synchronising call */
-enum { NITI_FLAG_NARROW = 1u, NITI_FLAG_VELOCITY = 2u, NITI_FLAG_LABEL = 4u, NITI_FLAG_LOSS_EXP = 8u,
-       NITI_FLAG_ADD_EXP = 16u };
+enum { NITI_FLAG_NARROW = 1u, NITI_FLAG_VELOCITY = 2u, NITI_FLAG_LABEL = 4u, NITI_FLAG_LOSS_EXP = 8u };
+#define NITI_FLAG_FIXED_BITS 4 /* the flags above; the higher bits are handed out by niti_cu_check_flag */
 #define NITI_CU_SCRATCH_WORDS 8 /* uint64 device words an op may use while it runs (zeroed by the op) */
 std::recursive_mutex &niti_cu_lock();
 int niti_cu_fail(int status, const char *fmt, ...);
@@ -32,6 +33,17 @@ unsigned *niti_cu_flags();
 int niti_cu_tmp_alloc(const char *fn, size_t bytes, void **ptr);
 void niti_cu_tmp_free(void *ptr);
 int niti_cu_gemm_setup();                      /* defined in cuda_gemm_engines.cu: kernel attributes */
+/* Node-call ops (csrc/op_<name>.cu): the flag bit of one device check of op `op`, registered on first
+ * use (the same op and message give the same bit): a kernel whose check fails does atomicOr(flags,
+ * bit), and the next synchronising call returns `status` (NITI_E_OVERFLOW or NITI_E_ARG) with
+ * "op: message". 0 when every bit is taken (the status is then set, with the reason). */
+unsigned niti_cu_check_flag(const char *op, int status, const char *message);
+/* Status 1 naming `op` unless the call has n_in inputs, n_out outputs and n_attrs attrs of the
+ * dtypes given (inputs then outputs), valid ranks and shapes, and data wherever there are elements. */
+int niti_cu_node_check(const niti_cuda_node_call *call, const char *op, int n_in, int n_out, int n_attrs,
+                       const int32_t *dtypes);
+int64_t niti_cu_tensor_elems(const niti_cuda_tensor *t);
+bool niti_cu_same_shape(const niti_cuda_tensor *a, const niti_cuda_tensor *b);
 #define NITI_CU_ENTER(fn)                                                          \
     std::lock_guard<std::recursive_mutex> niti_cu_guard_(niti_cu_lock());          \
     do {                                                                           \

@@ -39,6 +39,15 @@ struct LibState {
     int64_t marks_recorded = 0;     /* marks recorded since marks_begin, mark 0 included */
 };
 
+/* A device check of a node-call op (niti_cu_check_flag): flag bit NITI_FLAG_FIXED_BITS + index. */
+struct NodeCheck {
+    const char *op, *message; /* string literals of the op file */
+    int status;
+};
+constexpr int MAX_NODE_CHECKS = 32 - NITI_FLAG_FIXED_BITS;
+NodeCheck g_checks[MAX_NODE_CHECKS];
+int g_check_count = 0; /* guarded by niti_cu_lock */
+
 LibState g;
 thread_local char g_error[1024];
 
@@ -136,12 +145,12 @@ int sync_and_check(const char *fn) {
         snprintf(what + strlen(what), sizeof what - strlen(what),
                  " a logit exponent was above %d (the softmax's int64 intermediates would overflow);",
                  NITI_LOSS_MAX_EXP);
-    if (flags & NITI_FLAG_ADD_EXP)
-        snprintf(what + strlen(what), sizeof what - strlen(what),
-                 " the operand exponents of an add were more than %d apart (the aligned sum would not fit int64);",
-                 NITI_ADD_MAX_EXP_GAP);
-    int status = (flags & (NITI_FLAG_NARROW | NITI_FLAG_VELOCITY | NITI_FLAG_LOSS_EXP | NITI_FLAG_ADD_EXP))
-                         ? NITI_E_OVERFLOW : NITI_E_ARG;
+    int status = (flags & (NITI_FLAG_NARROW | NITI_FLAG_VELOCITY | NITI_FLAG_LOSS_EXP)) ? NITI_E_OVERFLOW : NITI_E_ARG;
+    for (int i = 0; i < g_check_count; i++) {
+        if (!(flags & (1u << (NITI_FLAG_FIXED_BITS + i)))) continue;
+        snprintf(what + strlen(what), sizeof what - strlen(what), " %s: %s;", g_checks[i].op, g_checks[i].message);
+        if (g_checks[i].status == NITI_E_OVERFLOW) status = NITI_E_OVERFLOW;
+    }
     return niti_cu_fail(status, "%s: a device check failed in an earlier call:%s", fn, what);
 }
 
@@ -180,6 +189,61 @@ int niti_cu_enter(const char *fn) {
 int niti_cu_check_launch(const char *fn) {
     cudaError_t err = cudaGetLastError();
     return err == cudaSuccess ? NITI_OK : niti_cu_cuda(err, fn, "kernel launch");
+}
+
+unsigned niti_cu_check_flag(const char *op, int status, const char *message) {
+    std::lock_guard<std::recursive_mutex> guard(niti_cu_lock());
+    for (int i = 0; i < g_check_count; i++)
+        if (!strcmp(g_checks[i].op, op) && !strcmp(g_checks[i].message, message))
+            return 1u << (NITI_FLAG_FIXED_BITS + i);
+    if (g_check_count == MAX_NODE_CHECKS) {
+        niti_cu_fail(NITI_E_ARG, "%s: no device flag left for its check (%d node-call checks registered)", op,
+                     MAX_NODE_CHECKS);
+        return 0;
+    }
+    g_checks[g_check_count] = NodeCheck{op, message, status};
+    return 1u << (NITI_FLAG_FIXED_BITS + g_check_count++);
+}
+
+int64_t niti_cu_tensor_elems(const niti_cuda_tensor *t) {
+    int64_t n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
+    return n;
+}
+
+bool niti_cu_same_shape(const niti_cuda_tensor *a, const niti_cuda_tensor *b) {
+    if (a->ndim != b->ndim) return false;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->shape[d] != b->shape[d]) return false;
+    return true;
+}
+
+static int check_node_tensor(const niti_cuda_tensor *t, const char *op, const char *role, int index, int32_t dtype) {
+    if (t->dtype != dtype)
+        return niti_cu_fail(NITI_E_ARG, "%s: %s %d has dtype code %d, expected %d (niti_dtype)", op, role, index,
+                            (int)t->dtype, (int)dtype);
+    if (t->ndim < 0 || t->ndim > NITI_NODE_MAX_DIMS)
+        return niti_cu_fail(NITI_E_ARG, "%s: %s %d has %d dimensions (0..%d)", op, role, index, (int)t->ndim,
+                            NITI_NODE_MAX_DIMS);
+    for (int d = 0; d < t->ndim; d++)
+        if (t->shape[d] < 0) return niti_cu_fail(NITI_E_ARG, "%s: %s %d has a negative extent", op, role, index);
+    if (!t->data && niti_cu_tensor_elems(t) > 0)
+        return niti_cu_fail(NITI_E_ARG, "%s: %s %d has no data", op, role, index);
+    return NITI_OK;
+}
+
+int niti_cu_node_check(const niti_cuda_node_call *call, const char *op, int n_in, int n_out, int n_attrs,
+                       const int32_t *dtypes) {
+    if (!call) return niti_cu_fail(NITI_E_ARG, "%s: NULL node call", op);
+    if (call->n_inputs != n_in || call->n_outputs != n_out || call->n_attrs != n_attrs)
+        return niti_cu_fail(NITI_E_ARG, "%s: takes %d inputs, %d outputs and %d attrs, got %d, %d and %d", op, n_in,
+                            n_out, n_attrs, (int)call->n_inputs, (int)call->n_outputs, (int)call->n_attrs);
+    for (int i = 0; i < n_in + n_out; i++) {
+        int st = i < n_in ? check_node_tensor(&call->inputs[i], op, "input", i, dtypes[i])
+                          : check_node_tensor(&call->outputs[i - n_in], op, "output", i - n_in, dtypes[i]);
+        if (st) return st;
+    }
+    return NITI_OK;
 }
 
 cudaStream_t niti_cu_stream() { return g.stream; }

@@ -1,5 +1,5 @@
-/* cuda_ops.cu: the elementwise and small ops on the device: ranges and requantization, the
- * exponent-aligned add, ReLU, max pooling, dropout, the loss gradient and the weight updates.
+/* cuda_ops.cu: the elementwise and small ops on the device: ranges and requantization, ReLU, max
+ * pooling, dropout, the loss gradient and the weight updates.
  *
  * Per-element arithmetic is niti_arith.h's, called on the device (the same code the CPU build runs),
  * so these kernels only decide which element each thread handles. Ranges are a block max reduction
@@ -16,42 +16,9 @@
 #include "niti_cuda_api.h"
 
 #include "cuda_internal.cuh"
+#include "cuda_elementwise.cuh"
 
 namespace {
-
-constexpr int THREADS = 256;
-
-/* Grid for a grid-stride loop over n items: enough blocks to fill the GPU, at least one (so that
- * block 0 can write an output exponent even for empty tensors). */
-unsigned grid_for(int64_t n) {
-    int64_t blocks = (n + THREADS - 1) / THREADS;
-    int64_t cap = (int64_t)niti_cu_sm_count() * 8;
-    if (blocks > cap) blocks = cap;
-    return (unsigned)(blocks < 1 ? 1 : blocks);
-}
-
-#define GRID_STRIDE(i, n) \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
-
-/* The block's max of m, then one atomicMax into *out. blockDim.x must be THREADS. */
-__device__ void block_max_to(unsigned long long m, unsigned long long *out) {
-    __shared__ unsigned long long warp_max[THREADS / 32];
-    for (int o = 16; o > 0; o >>= 1) {
-        unsigned long long v = __shfl_xor_sync(0xffffffffu, m, o);
-        m = v > m ? v : m;
-    }
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0) warp_max[warp] = m;
-    __syncthreads();
-    if (warp == 0) {
-        m = lane < THREADS / 32 ? warp_max[lane] : 0ull;
-        for (int o = 16; o > 0; o >>= 1) {
-            unsigned long long v = __shfl_xor_sync(0xffffffffu, m, o);
-            m = v > m ? v : m;
-        }
-        if (lane == 0 && m) atomicMax(out, m);
-    }
-}
 
 /* *peak = max(*peak, max |x|) (the caller zeroes *peak first). */
 template <typename T>
@@ -88,60 +55,6 @@ __global__ void __launch_bounds__(THREADS) requantize_kernel(const int32_t *__re
         GRID_STRIDE(i, n) out[i] = niti_saturate_elem(niti_round_shift(acc[i], s, (niti_round_mode)mode, key, (uint32_t)i));
     } else {
         GRID_STRIDE(i, n) out[i] = niti_saturate_elem(acc[i]);
-    }
-}
-
-/* ---- exponent-aligned add: both operand exponents are read on the device ------------------------ */
-/* The alignment of an add: shifts of a and b onto e_lo = min(e_a, e_b), or ok = false when the
- * exponents are more than NITI_ADD_MAX_EXP_GAP apart (a NULL exponent counts as 0). */
-struct AddAlign {
-    int shift_a, shift_b;
-    int64_t e_lo;
-    bool ok;
-};
-
-__device__ AddAlign add_align(const int32_t *exp_a, const int32_t *exp_b) {
-    const int64_t ea = exp_a ? *exp_a : 0, eb = exp_b ? *exp_b : 0;
-    AddAlign r;
-    r.e_lo = ea < eb ? ea : eb;
-    r.ok = ea - eb <= NITI_ADD_MAX_EXP_GAP && eb - ea <= NITI_ADD_MAX_EXP_GAP;
-    r.shift_a = r.ok ? (int)(ea - r.e_lo) : 0;
-    r.shift_b = r.ok ? (int)(eb - r.e_lo) : 0;
-    return r;
-}
-
-/* scratch[0] = max |a * 2**shift_a + b * 2**shift_b| (the caller zeroes it); a gap beyond the bound
- * raises the sticky flag instead (every block sees the same exponents, so all of it returns). */
-__global__ void __launch_bounds__(THREADS) add_peak_kernel(const int8_t *__restrict__ a, const int8_t *__restrict__ b,
-                                                           int64_t n, const int32_t *exp_a, const int32_t *exp_b,
-                                                           unsigned long long *peak, unsigned *flags) {
-    const AddAlign al = add_align(exp_a, exp_b);
-    if (!al.ok) {
-        if (blockIdx.x == 0 && threadIdx.x == 0) atomicOr(flags, (unsigned)NITI_FLAG_ADD_EXP);
-        return;
-    }
-    unsigned long long m = 0;
-    GRID_STRIDE(i, n) {
-        unsigned long long v = niti_magnitude(niti_aligned_sum(a[i], b[i], al.shift_a, al.shift_b));
-        m = v > m ? v : m;
-    }
-    block_max_to(m, peak);
-}
-
-/* out = clamp(ROUND(sum, s)), s = b(sums) - 7 from scratch[0] (no shift when s <= 0), the sums
- * recomputed rather than stored; *exp_out = e_lo + max(s, 0). */
-__global__ void __launch_bounds__(THREADS) add_round_kernel(const int8_t *__restrict__ a, const int8_t *__restrict__ b,
-                                                            int64_t n, const int32_t *exp_a, const int32_t *exp_b,
-                                                            const unsigned long long *peak, int mode, uint32_t key,
-                                                            int8_t *__restrict__ out, int32_t *exp_out) {
-    const AddAlign al = add_align(exp_a, exp_b);
-    if (!al.ok) return; /* flagged by add_peak_kernel: the outputs are undefined */
-    int s = niti_range_bits_of_peak(*peak) - 7; /* never a left shift; <= 56 by the gap bound */
-    if (s < 0) s = 0;
-    if (blockIdx.x == 0 && threadIdx.x == 0 && exp_out) *exp_out = (int32_t)(al.e_lo + s);
-    GRID_STRIDE(i, n) {
-        out[i] = niti_saturate_elem(niti_round_shift(niti_aligned_sum(a[i], b[i], al.shift_a, al.shift_b), s,
-                                                     (niti_round_mode)mode, key, (uint32_t)i));
     }
 }
 
@@ -427,22 +340,6 @@ int niti_cuda_requantize_s32(int64_t n, const int32_t *acc, const int32_t *exp_i
     NITI_LAUNCH(requantize_kernel, grid_for(n), THREADS, 0, niti_cu_stream())(
             acc, n, niti_cu_scratch(), exp_in, mode, key, out,
                                                                       exp_out);
-    return niti_cu_check_launch(__func__);
-}
-
-int niti_cuda_add_s8(int64_t n, const int8_t *a, const int32_t *exp_a, const int8_t *b, const int32_t *exp_b, int mode,
-                     uint32_t seed, uint32_t step, uint32_t tensor_id, int8_t *out, int32_t *exp_out) {
-    int st = check_n(__func__, n, a && b && out);
-    if (st || (st = check_mode(__func__, mode))) return st;
-    NITI_CU_ENTER(__func__);
-    unsigned long long *peak = niti_cu_scratch();
-    cudaError_t err = cudaMemsetAsync(peak, 0, sizeof *peak, niti_cu_stream());
-    if (err != cudaSuccess) return niti_cu_cuda(err, __func__, "cudaMemsetAsync");
-    NITI_LAUNCH(add_peak_kernel, grid_for(n), THREADS, 0, niti_cu_stream())(a, b, n, exp_a, exp_b, peak,
-                                                                             niti_cu_flags());
-    const uint32_t key = niti_hash_key(seed, step, tensor_id);
-    NITI_LAUNCH(add_round_kernel, grid_for(n), THREADS, 0, niti_cu_stream())(a, b, n, exp_a, exp_b, peak, mode, key,
-                                                                              out, exp_out);
     return niti_cu_check_launch(__func__);
 }
 

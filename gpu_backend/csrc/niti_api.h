@@ -28,13 +28,37 @@ extern "C" {
 /* The version of this API: niti_abi_version() of a library built from this header returns it, and
  * the Python binding refuses a library that returns another (a stale build). Raise it on any change
  * of an entry point or a constant here. */
-#define NITI_ABI_VERSION 3
+#define NITI_ABI_VERSION 4
 
 /* Elementwise loops go parallel above this many elements of the kernel's largest input (1 << 20):
  * about half a millisecond on one thread. Below it, waking the other threads costs more than it
  * saves, and on a busy machine a parallel region can wait a whole time slice (milliseconds) for a
  * thread to be scheduled. Calibration reads it (parallel_min_elements). */
 #define NITI_PARALLEL_MIN_ELEMS 1048576
+
+/* ---- the node call: one ABI for every op whose row (nitisim/contract/ops.py) has a NodeCall -------
+ * Each such op is one entry point `int niti_op_<name>(niti_node_call *call)`, defined in its own
+ * file csrc/op_<name>.c; the Python binding declares it from the op rows (gpu_backend/node_call.py),
+ * so it has no line here. The caller fills the descriptors as the row says (input dtypes and
+ * shapes, attrs in the row's order, strings by their vocabulary index: mode -> ROUNDING_MODES) and
+ * allocates the outputs; the op checks what it relies on (niti_node_check, cpu_internal.h), writes
+ * its outputs and, for an output whose exponent the row says comes from the data, its `exp`. */
+typedef struct {
+    void *data;                          /* row-major, C-contiguous */
+    int32_t dtype;                       /* niti_dtype */
+    int32_t ndim;                        /* <= NITI_NODE_MAX_DIMS */
+    int64_t shape[NITI_NODE_MAX_DIMS];
+    int32_t exp;                         /* the tensor's exponent: read for inputs, written for data-derived outputs */
+} niti_tensor;
+
+typedef struct {
+    int32_t n_inputs, n_outputs, n_attrs;
+    niti_tensor inputs[NITI_NODE_MAX_TENSORS];
+    niti_tensor outputs[NITI_NODE_MAX_TENSORS];
+    int64_t attrs[NITI_NODE_MAX_ATTRS];
+    uint32_t seed, step, tensor_id;      /* counter-hash coordinates (the node's tensor id) */
+    int64_t mu;                          /* update bit budget of the step */
+} niti_node_call;
 
 /* ---- library ------------------------------------------------------------------------------------ */
 int niti_abi_version(void);
@@ -67,12 +91,6 @@ int niti_round_shift_s64(int64_t n, const int64_t *x, int shift_bits, int mode,
  * is the exponent increment. */
 int niti_requantize_s32(int64_t n, const int32_t *acc, int mode, uint32_t seed, uint32_t step,
                         uint32_t tensor_id, int8_t *out, int *shift_out);
-/* Exponent-aligned sum of two int8 tensors (nitisim.numerics.add): status 2 if |exp_a - exp_b| > 55;
- * acc = a * 2**(exp_a - e_lo) + b * 2**(exp_b - e_lo) exact in int64 (e_lo = min of the two), then
- * s = b(acc) - 7, out = clamp(ROUND(acc, s)) with `mode` when s > 0, else clamp(acc);
- * *exp_out = e_lo + max(s, 0). out may alias a or b. */
-int niti_add_s8(int64_t n, const int8_t *a, int exp_a, const int8_t *b, int exp_b, int mode, uint32_t seed,
-                uint32_t step, uint32_t tensor_id, int8_t *out, int *exp_out);
 /* int64 -> int32, status 2 if any value is outside int32 (never wraps). */
 int niti_narrow_s64_s32(int64_t n, const int64_t *x, int32_t *out);
 

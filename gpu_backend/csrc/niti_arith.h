@@ -141,18 +141,6 @@ NITI_HD static inline int64_t niti_round_shift(int64_t x, int s, niti_round_mode
     return x < 0 ? -out : out;
 }
 
-/* ---- exponent-aligned add (nitisim.numerics.add) ------------------------------------------------ */
-/* Largest |e_a - e_b| an add aligns exactly: |a * 2**d + b| <= 128 * 2**55 + 128 < 2**63 (int8 -128
- * included), and the requantize shift stays <= 56, inside niti_round_shift's exact range. */
-#define NITI_ADD_MAX_EXP_GAP 55
-
-/* The exact int64 sum of one element pair on the common exponent min(e_a, e_b): a * 2**shift_a +
- * b * 2**shift_b, one of the shifts 0, both <= NITI_ADD_MAX_EXP_GAP. A multiply, not a left shift of
- * a negative value (undefined in C); the product fits int64 by the bound above. */
-NITI_HD static inline int64_t niti_aligned_sum(int8_t a, int8_t b, int shift_a, int shift_b) {
-    return (int64_t)a * ((int64_t)1 << shift_a) + (int64_t)b * ((int64_t)1 << shift_b);
-}
-
 /* ---- weight update steps (spec section 5) -------------------------------------------------------- */
 /* NITI's gradient step for one element, given b = range bits of the whole gradient tensor:
  * zero if b == 0; s = b - mu; g itself if s < 1; else PSR(g, s), so |step| <= 2**mu. */

@@ -22,4 +22,20 @@ typedef enum {
  * 131071 * 128 * 128 = 2147467264 < 2**31 - 1 (even with -128 operands). */
 #define NITI_MAX_K_S32 131071
 
+/* ---- the node call (niti_op_<name>, niti_cuda_op_<name>: niti_api.h, niti_cuda_api.h) ------------- */
+/* Element type of a tensor descriptor; Python maps numpy dtypes to these by name (NITI_DT_INT8 is
+ * int8), so an op's row names dtypes as numpy does. */
+typedef enum {
+    NITI_DT_INT8 = 1,
+    NITI_DT_INT16 = 2,
+    NITI_DT_INT32 = 3,
+    NITI_DT_INT64 = 4,
+    NITI_DT_UINT8 = 5,
+    NITI_DT_UINT32 = 6
+} niti_dtype;
+
+#define NITI_NODE_MAX_DIMS 8    /* dimensions of one tensor descriptor */
+#define NITI_NODE_MAX_TENSORS 8 /* inputs, and outputs, of one node call */
+#define NITI_NODE_MAX_ATTRS 16  /* int64 attributes of one node call */
+
 #endif /* NITI_CONSTANTS_H */

@@ -18,9 +18,8 @@
  *     synchronisation per layer. Exponent pointers may be NULL when not wanted (an input exponent
  *     read as NULL counts as 0);
  *   - checks that depend on data (an int64 -> int32 narrowing or a momentum velocity leaving int32,
- *     a label outside [0, classes), a logit exponent above 40, add exponents more than 55 apart) run
- *     on the device: the op
- *     raises a sticky device flag and its outputs are undefined; the next niti_cuda_copy_out or
+ *     a label outside [0, classes), a logit exponent above 40, a node-call op's own checks) run on
+ *     the device: the op raises a sticky device flag and its outputs are undefined; the next niti_cuda_copy_out or
  *     niti_cuda_synchronize returns 2 (overflow) or 1 (invalid data) with the reason, and clears it;
  *   - outputs never alias inputs (the exponent slots included).
  */
@@ -35,7 +34,34 @@ extern "C" {
 
 /* The version of this API: niti_cuda_abi_version() of a library built from this header returns it,
  * and the Python binding refuses a library that returns another. Raise it on any change here. */
-#define NITI_CUDA_ABI_VERSION 4
+#define NITI_CUDA_ABI_VERSION 5
+
+/* ---- the node call: one ABI for every op whose row (nitisim/contract/ops.py) has a NodeCall ---------
+ * As niti_api.h's niti_node_call, with device data and exponents: each such op is one entry point
+ * `int niti_cuda_op_<name>(niti_cuda_node_call *call)` in its own file csrc/op_<name>.cu, declared
+ * for Python from the op rows (gpu_backend/node_call.py), not here. The call struct is host memory,
+ * read before the entry point returns; `data` and `exp` are device pointers. An input's exponent is
+ * read on the device; an output whose exponent the row says comes from the data gets its `exp`
+ * written on the device (the caller passes NULL for the others: the kernel-table builder applies
+ * their rule). A data-dependent check of the op raises a flag it registered with the library
+ * (cuda_internal.cuh: niti_cu_check_flag), reported with the op's name and message by the next
+ * synchronising call. */
+typedef struct {
+    void *data;                          /* device, row-major, C-contiguous */
+    int32_t dtype;                       /* niti_dtype */
+    int32_t ndim;                        /* <= NITI_NODE_MAX_DIMS */
+    int64_t shape[NITI_NODE_MAX_DIMS];
+    int32_t *exp;                        /* device int32 exponent slot, or NULL */
+} niti_cuda_tensor;
+
+typedef struct {
+    int32_t n_inputs, n_outputs, n_attrs;
+    niti_cuda_tensor inputs[NITI_NODE_MAX_TENSORS];
+    niti_cuda_tensor outputs[NITI_NODE_MAX_TENSORS];
+    int64_t attrs[NITI_NODE_MAX_ATTRS];
+    uint32_t seed, step, tensor_id;
+    int64_t mu;
+} niti_cuda_node_call;
 
 /* ---- library and device interface ------------------------------------------------------------------ */
 int niti_cuda_abi_version(void);
@@ -85,11 +111,6 @@ int niti_cuda_range_bits_s64(int64_t n, const int64_t *x, int32_t *bits_out);
 int niti_cuda_requantize_s32(int64_t n, const int32_t *acc, const int32_t *exp_in, int mode, uint32_t seed,
                              uint32_t step, uint32_t tensor_id, int8_t *out, int32_t *exp_out);
 int niti_cuda_narrow_s64_s32(int64_t n, const int64_t *x, int32_t *out); /* overflow: deferred status 2 */
-/* Exponent-aligned sum of two int8 tensors (niti_add_s8), both exponents read on the device: the
- * range of the exact int64 sums (block max + atomicMax), then each rounded once with `mode`;
- * *exp_out = min(*exp_a, *exp_b) + max(s, 0). Exponents more than 55 apart: deferred status 2. */
-int niti_cuda_add_s8(int64_t n, const int8_t *a, const int32_t *exp_a, const int8_t *b, const int32_t *exp_b, int mode,
-                     uint32_t seed, uint32_t step, uint32_t tensor_id, int8_t *out, int32_t *exp_out);
 
 /* ---- GEMM: C (M x N) = A (M x K) * B^T, B stored N x K (both K-contiguous) ------------------------------
  * Every op with an int32 output accumulates a reduction longer than NITI_MAX_K_S32 (niti_k_fits_s32) in int64 and

@@ -39,8 +39,12 @@ def build_kernel_table(backend: Any) -> Mapping[str, Callable]:
     """{op: kernel} over every op of OPS; raises MissingKernelError naming the first op `backend`
     has no method for."""
     for name in ("with_exponent", *OPS):
-        if not callable(getattr(backend, name, None)):
-            raise MissingKernelError(f"{type(backend).__name__} has no method for op {name!r}"
+        try:
+            method, why = getattr(backend, name), ""
+        except AttributeError as err:  # the reason, e.g. a library without the op's entry point
+            method, why = None, f": {err}"
+        if not callable(method):
+            raise MissingKernelError(f"{type(backend).__name__} has no method for op {name!r}{why}"
                                      if name != "with_exponent" else
                                      f"{type(backend).__name__} has no with_exponent (its exponent arithmetic)")
     return MappingProxyType({name: _kernel(name, getattr(backend, name), backend.with_exponent) for name in OPS})

@@ -2,8 +2,8 @@
 
 Holds the int8 tensor with one power-of-two exponent, the integer range `range_bits`, the
 counter-hash random source, `round_shift` with its three rounding modes, `requantize` (the shift
-back to int8 after an int32 accumulation), `add` (the exponent-aligned sum of two int8 tensors),
-the integer softmax-cross-entropy gradient `loss_grad` and the integer weight update rules.
+back to int8 after an int32 accumulation), the integer softmax-cross-entropy gradient `loss_grad`
+and the integer weight update rules.
 ../shared/spec/niti-numerics.md is the prose specification; this file is its executable form. The
 C/CUDA header `gpu_backend/csrc/niti_arith.h` mirrors it.
 
@@ -211,54 +211,6 @@ def requantize(
         m = round_shift(acc, s, mode, seed=seed, step=step, tensor_id=tensor_id)
         return clamp_int8(m), exp + s
     return clamp_int8(acc), exp
-
-
-# Exponents further apart than this cannot be aligned exactly in int64: |acc| <= 128 * 2**d + 128
-# (128 counts the int8 value -128, which an int8 array can hold though no op produces it) is below
-# 2**63 for d <= 55 and not for d = 56. It also keeps the requantize shift s <= 56, inside the
-# exact range of round_shift (s <= 62, |x| < 2**63).
-ADD_MAX_EXP_GAP = 55
-
-
-def add(
-    a: np.ndarray,
-    e_a: int,
-    b: np.ndarray,
-    e_b: int,
-    mode: RoundingMode,
-    *,
-    seed: int = 0,
-    step: int = 0,
-    tensor_id: int = 0,
-) -> tuple[np.ndarray, int]:
-    """Elementwise sum of two int8 tensors with exponents: one rounding of the exact sum to int8.
-
-    d = |e_a - e_b| must be <= ADD_MAX_EXP_GAP (55), else IntegerOverflowError naming both
-    exponents. The operand with the larger exponent is shifted left onto the smaller one,
-    e_lo = min(e_a, e_b): acc = a * 2**(e_a - e_lo) + b * 2**(e_b - e_lo), exact in int64. Then
-    `requantize(acc, e_lo, mode, ...)`: s = b(acc) - 7; if s > 0 the sum is rounded once with
-    `mode` (stochastic draws over the flat element index, more than 31 remainder bits handled as in
-    round_shift) and clamped, e_out = e_lo + s; else e_out = e_lo. The output exponent is
-    data-derived, like requantize's.
-
-    >>> m, e = add(np.array([100, -3, 127], np.int8), -4, np.array([50, 3, 127], np.int8), -5, "nearest")
-    >>> m.tolist(), e
-    ([63, -1, 95], -3)
-    >>> add(np.array([1], np.int8), 0, np.array([1], np.int8), 0, "nearest")[0].tolist()
-    [2]
-    """
-    a = np.asarray(a)
-    b = np.asarray(b)
-    if a.shape != b.shape:
-        raise ValueError(f"add: operand shapes {a.shape} and {b.shape} differ")
-    e_a, e_b = int(e_a), int(e_b)
-    gap = abs(e_a - e_b)
-    if gap > ADD_MAX_EXP_GAP:
-        raise IntegerOverflowError(f"add: operand exponents {e_a} and {e_b} are {gap} apart, more than "
-                                   f"{ADD_MAX_EXP_GAP}: the aligned sum would not fit int64")
-    e_lo = min(e_a, e_b)
-    acc = (a.astype(np.int64) << (e_a - e_lo)) + (b.astype(np.int64) << (e_b - e_lo))
-    return requantize(acc, e_lo, mode, seed=seed, step=step, tensor_id=tensor_id)
 
 
 def check_int32(acc: np.ndarray, what: str) -> np.ndarray:

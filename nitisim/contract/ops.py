@@ -1,13 +1,17 @@
 """The op vocabulary of the integer training graph: one row per op, everything a reader needs to know.
 
 A row (`OpInfo`) holds the op's name, its hardware class, a one-line summary, the rule for each
-output's exponent and the phase the cost reports count it under. Every kernel table (numpy, C,
+output's exponent, the phase the cost reports count it under and, for an op the compiled libraries
+run through the generic node call, what that call passes (`NodeCall`: input dtypes, attributes,
+output shapes and dtypes). Every kernel table (numpy, C,
 CUDA) is built from these rows by `nitisim.contract.kernel_table.build_kernel_table`, which applies
 the exponent rules in one place; the accelerator model and the reports read the report phase here.
 
-Adding an op means one row here, one method in each backend's op class (nitisim/contract/
-reference.py, gpu_backend/backends.py, gpu_backend/cuda_kernels.py, with their C/CUDA kernels),
-one lowering rule (hwmodels/lowering.py), and their tests.
+Adding an op means one row here (with a `NodeCall`), its numpy method in nitisim/contract/
+reference.py, one C file gpu_backend/csrc/op_<name>.c defining `niti_op_<name>`, one CUDA file
+gpu_backend/csrc/op_<name>.cu defining `niti_cuda_op_<name>`, one lowering rule
+(hwmodels/lowering.py), and their tests: the C and CUDA tables call the entry points through the
+generic caller (gpu_backend/node_call.py). `add` is built this way.
 
 `kind` tells the accelerator model how an op maps onto hardware: `gemm` ops run on the MAC array
 (their MACs are counted by `nitisim.graph.node_macs`), `vector` ops on the vector unit, `view`
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Sequence
 
+from .node_call import NodeCall, Output
 from .numerics import LOSS_ERROR_EXP, SHADOW_FRAC_BITS
 
 
@@ -62,6 +67,7 @@ class OpInfo:
     exponents: tuple[Exponent, ...] = ()  # one per output, when `chosen_by` is None
     chosen_by: str | None = None  # a node attribute whose value picks the outputs' rules in `by_attr`
     by_attr: tuple[tuple[str, tuple[Exponent, ...]], ...] = ()  # (attribute value, one rule per output)
+    node_call: NodeCall | None = None  # set: C and CUDA run it through niti_op_<name> / niti_cuda_op_<name>
 
     def output_rules(self, node: Any) -> tuple[Exponent, ...]:
         """The exponent rule of each output of `node` (a graph Node of this op)."""
@@ -91,7 +97,9 @@ _OPS = (
     # requantize's: min(e_a, e_b) + max(b(acc) - 7, 0).
     OpInfo("add", "vector", "(a int8, b int8) -> int8: a*2**(e_a-e_lo) + b*2**(e_b-e_lo) exact, requantized "
                             "with attr mode; e = e_lo + shift, |e_a - e_b| <= 55",
-           "vector", (Exponent(data=True),)),
+           "vector", (Exponent(data=True),),
+           node_call=NodeCall(inputs=("int8", "int8"), same_shape=True, attrs=("mode",),
+                              outputs=(Output("int8", like=0),))),
     # loss
     OpInfo("loss_grad", "vector", "(logits int8, labels) -> error int8 = round(2048 (softmax - onehot) / 16)",
            "vector", (Exponent(const=LOSS_ERROR_EXP),)),

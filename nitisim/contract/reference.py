@@ -1,11 +1,13 @@
 """The numpy reference executor: one numpy method per op, the living definition of each op.
 
-`ReferenceOps` has one method per op of nitisim.contract.ops.OPS, (node, ctx, *inputs) with
-QTensor inputs, returning the output arrays (integer arrays only); `REFERENCE_KERNELS` is the table
-built from it by nitisim.contract.kernel_table, which gives each output the exponent its op row
-says (requantize's comes from the data, so its method returns the whole QTensor). The int8 x int8 products go through a floating-point BLAS only where
-the result is provably exact (see `exact_int_matmul`), because that yields the identical integers
-much faster than numpy's integer matmul; everything else is integer arithmetic.
+`ReferenceOps` has one method per op of nitisim.contract.ops.OPS, (node, ctx, *inputs) with QTensor
+inputs, returning the output arrays (integer arrays only); `REFERENCE_KERNELS` is the table built
+from it by nitisim.contract.kernel_table, which gives each output the exponent its op row says
+(requantize's comes from the data, so its method returns the whole QTensor). An op whose arithmetic
+nitisim.contract.numerics does not hold is defined here in full (`aligned_add`, the exponent-aligned
+add), so a new op needs no edit of numerics.py. The int8 x int8 products go through a floating-point
+BLAS only where the result is provably exact (see `exact_int_matmul`), because that yields the
+identical integers much faster than numpy's integer matmul; everything else is integer arithmetic.
 """
 from __future__ import annotations
 
@@ -14,10 +16,10 @@ import numpy as np
 from .executor import StepContext
 from .graph import Node
 from .kernel_table import build_kernel_table, host_exponent
+from .errors import IntegerOverflowError
 from .models import conv_out
 from .numerics import (
     QTensor,
-    add as aligned_add,
     check_int32,
     clamp_int8,
     hash_bits,
@@ -52,6 +54,54 @@ def exact_int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if bound <= _F64_EXACT:
         return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
     return np.matmul(a.astype(np.int64), b.astype(np.int64))
+
+
+# Exponents further apart than this cannot be aligned exactly in int64: |acc| <= 128 * 2**d + 128
+# (128 counts the int8 value -128, which an int8 array can hold though no op produces it) is below
+# 2**63 for d <= 55 and not for d = 56. It also keeps the requantize shift s <= 56, inside the
+# exact range of round_shift (s <= 62, |x| < 2**63).
+ADD_MAX_EXP_GAP = 55
+
+
+def aligned_add(
+    a: np.ndarray,
+    e_a: int,
+    b: np.ndarray,
+    e_b: int,
+    mode: str,
+    *,
+    seed: int = 0,
+    step: int = 0,
+    tensor_id: int = 0,
+) -> tuple[np.ndarray, int]:
+    """Elementwise sum of two int8 tensors with exponents: one rounding of the exact sum to int8.
+
+    d = |e_a - e_b| must be <= ADD_MAX_EXP_GAP (55), else IntegerOverflowError naming both
+    exponents. The operand with the larger exponent is shifted left onto the smaller one,
+    e_lo = min(e_a, e_b): acc = a * 2**(e_a - e_lo) + b * 2**(e_b - e_lo), exact in int64. Then
+    `requantize(acc, e_lo, mode, ...)`: s = b(acc) - 7; if s > 0 the sum is rounded once with
+    `mode` (stochastic draws over the flat element index, more than 31 remainder bits handled as in
+    round_shift) and clamped, e_out = e_lo + s; else e_out = e_lo. The output exponent is
+    data-derived, like requantize's.
+
+    >>> m, e = aligned_add(np.array([100, -3, 127], np.int8), -4, np.array([50, 3, 127], np.int8), -5, "nearest")
+    >>> m.tolist(), e
+    ([63, -1, 95], -3)
+    >>> aligned_add(np.array([1], np.int8), 0, np.array([1], np.int8), 0, "nearest")[0].tolist()
+    [2]
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"add: operand shapes {a.shape} and {b.shape} differ")
+    e_a, e_b = int(e_a), int(e_b)
+    gap = abs(e_a - e_b)
+    if gap > ADD_MAX_EXP_GAP:
+        raise IntegerOverflowError(f"add: operand exponents {e_a} and {e_b} are {gap} apart, more than "
+                                   f"{ADD_MAX_EXP_GAP}: the aligned sum would not fit int64")
+    e_lo = min(e_a, e_b)
+    acc = (a.astype(np.int64) << (e_a - e_lo)) + (b.astype(np.int64) << (e_b - e_lo))
+    return requantize(acc, e_lo, mode, seed=seed, step=step, tensor_id=tensor_id)
 
 
 def _narrow(acc: np.ndarray, dtype: str, what: str) -> np.ndarray:
