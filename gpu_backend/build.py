@@ -99,7 +99,8 @@ def cpu_sources() -> tuple[list[Path], list[Path]]:
     headers they include (the CUDA files are not hashed, so editing them does not rebuild the CPU
     library)."""
     sources = sorted([*CSRC.glob("cpu_*.c"), *CSRC.glob("op_*.c")])
-    headers = sorted([*CSRC.glob("cpu_*.h"), CSRC / "niti_api.h", CSRC / "niti_arith.h", CSRC / "niti_constants.h"])
+    headers = sorted([*CSRC.glob("cpu_*.h"), CSRC / "niti_api.h", CSRC / "niti_arith.h", CSRC / "niti_constants.h",
+                      CSRC / "niti_node_check.h"])
     return sources, [h for h in headers if h.exists()]
 
 

@@ -269,18 +269,10 @@ def test_cpu_table_equals_numpy_under_every_engine(engine, monkeypatch, c_builds
 # ---------------------------------------------------------------------------------- CUDA
 @pytest.fixture(scope="module", params=[pytest.param("gpu", marks=pytest.mark.gpu), "emulator"])
 def dev(request):
+    from cuda_libraries import library_for
     from gpu_backend import cuda
 
-    if request.param == "gpu":
-        ok, why = cuda.cuda_status()
-        if not ok:
-            pytest.skip(f"no usable CUDA device: {why}")
-        lib = cuda.cuda_library()
-    else:
-        try:
-            lib = cuda.emulated_library()
-        except cuda.CudaUnavailable as err:
-            pytest.skip(str(err))
+    lib = library_for(request.param)
     return lib, cuda.cuda_kernel_table(lib=lib)
 
 

@@ -31,6 +31,7 @@ from nitisim.contract.models import Conv, Dropout, Flatten, Linear, MaxPool, Mod
 from nitisim.contract.numerics import QTensor
 from nitisim.contract.reference import REFERENCE_KERNELS, exact_int_matmul
 
+from cuda_libraries import emulated_library, library_for
 from gpu_backend import build, cuda
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,23 +92,9 @@ def test_missing_gpu_is_reported_with_what_was_tried():
 
 
 # ------------------------------------------------------------------------------------ device fixture
-def _gpu():
-    ok, why = cuda.cuda_status()
-    if not ok:
-        pytest.skip(f"no usable CUDA device: {why}")
-    return cuda.cuda_library()
-
-
-def _emulator():
-    try:
-        return cuda.emulated_library()
-    except cuda.CudaUnavailable as err:
-        pytest.skip(str(err))
-
-
 @pytest.fixture(scope="module", params=[pytest.param("gpu", marks=pytest.mark.gpu), "emulator"])
 def dev(request):
-    lib = _gpu() if request.param == "gpu" else _emulator()
+    lib = library_for(request.param)
     lib.gemm_engine = "auto"
     lib.conv_mode = "auto"
     return SimpleNamespace(kind=request.param, lib=lib, table=cuda.cuda_kernel_table(lib=lib),
@@ -212,7 +199,7 @@ def test_gemm_split_k_with_many_blocks(dev):
 def test_emulator_runs_the_mma_pipeline_with_both_cp_async_timings(monkeypatch):
     """cp.async copies landing at issue (catches a stage refilled while still read) and at the
     wait that retires them (catches a read before its wait): the mma GEMM is exact under both."""
-    lib = _emulator()
+    lib = emulated_library()
     lib.gemm_engine = "mma"
     lib.conv_mode = "auto"
     a, b = rand_i8((130, 450)), rand_i8((70, 450))
@@ -663,7 +650,7 @@ def test_cli_train_and_run_on_the_cuda_backend_match_numpy(tmp_path, monkeypatch
     from gpu_backend import cuda_kernels, cuda_node_clock
     from nitisim.cli import main
 
-    lib = _emulator()
+    lib = emulated_library()
     lib.gemm_engine, lib.conv_mode = "auto", "auto"
     for module in (cuda_kernels, cuda_node_clock):
         monkeypatch.setattr(module, "cuda_library", lambda device=0: lib)

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from cuda_libraries import library_for
 from gpu_backend import cuda
 from nitisim.contract.errors import IntegerOverflowError
 from nitisim.contract.executor import StepContext
@@ -35,18 +36,9 @@ CTX = StepContext(seed=1, step=2, mu=3)
 @pytest.fixture(scope="module", params=[pytest.param("gpu", marks=pytest.mark.gpu),
                                         pytest.param("emulator", marks=pytest.mark.slow)])
 def dev(request):
-    if request.param == "gpu":
-        ok, why = cuda.cuda_status()
-        if not ok:
-            pytest.skip(f"no usable CUDA device: {why}")
-        lib = cuda.cuda_library()
-        engines = ("mma", "dp4a")
-    else:
-        try:
-            lib = cuda.emulated_library()
-        except cuda.CudaUnavailable as err:
-            pytest.skip(str(err))
-        engines = ("dp4a",)  # the emulated mma engine is too slow for reductions this long
+    lib = library_for(request.param)
+    # the emulated mma engine is too slow for reductions this long
+    engines = ("mma", "dp4a") if request.param == "gpu" else ("dp4a",)
     lib.conv_mode = "auto"
     yield SimpleNamespace(lib=lib, table=cuda.cuda_kernel_table(lib=lib), engines=engines,
                           gpu=request.param == "gpu")

@@ -43,7 +43,7 @@ unsigned niti_cu_check_flag(const char *op, int status, const char *message);
 int niti_cu_node_check(const niti_cuda_node_call *call, const char *op, int n_in, int n_out, int n_attrs,
                        const int32_t *dtypes);
 int64_t niti_cu_tensor_elems(const niti_cuda_tensor *t);
-bool niti_cu_same_shape(const niti_cuda_tensor *a, const niti_cuda_tensor *b);
+int niti_cu_same_shape(const niti_cuda_tensor *a, const niti_cuda_tensor *b); /* 1: same rank and extents */
 #define NITI_CU_ENTER(fn)                                                          \
     std::lock_guard<std::recursive_mutex> niti_cu_guard_(niti_cu_lock());          \
     do {                                                                           \

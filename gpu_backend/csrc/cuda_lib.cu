@@ -20,6 +20,7 @@
 #include "niti_cuda_api.h"
 
 #include "cuda_internal.cuh"
+#include "niti_node_check.h"
 
 namespace {
 
@@ -205,46 +206,8 @@ unsigned niti_cu_check_flag(const char *op, int status, const char *message) {
     return 1u << (NITI_FLAG_FIXED_BITS + g_check_count++);
 }
 
-int64_t niti_cu_tensor_elems(const niti_cuda_tensor *t) {
-    int64_t n = 1;
-    for (int d = 0; d < t->ndim; d++) n *= t->shape[d];
-    return n;
-}
-
-bool niti_cu_same_shape(const niti_cuda_tensor *a, const niti_cuda_tensor *b) {
-    if (a->ndim != b->ndim) return false;
-    for (int d = 0; d < a->ndim; d++)
-        if (a->shape[d] != b->shape[d]) return false;
-    return true;
-}
-
-static int check_node_tensor(const niti_cuda_tensor *t, const char *op, const char *role, int index, int32_t dtype) {
-    if (t->dtype != dtype)
-        return niti_cu_fail(NITI_E_ARG, "%s: %s %d has dtype code %d, expected %d (niti_dtype)", op, role, index,
-                            (int)t->dtype, (int)dtype);
-    if (t->ndim < 0 || t->ndim > NITI_NODE_MAX_DIMS)
-        return niti_cu_fail(NITI_E_ARG, "%s: %s %d has %d dimensions (0..%d)", op, role, index, (int)t->ndim,
-                            NITI_NODE_MAX_DIMS);
-    for (int d = 0; d < t->ndim; d++)
-        if (t->shape[d] < 0) return niti_cu_fail(NITI_E_ARG, "%s: %s %d has a negative extent", op, role, index);
-    if (!t->data && niti_cu_tensor_elems(t) > 0)
-        return niti_cu_fail(NITI_E_ARG, "%s: %s %d has no data", op, role, index);
-    return NITI_OK;
-}
-
-int niti_cu_node_check(const niti_cuda_node_call *call, const char *op, int n_in, int n_out, int n_attrs,
-                       const int32_t *dtypes) {
-    if (!call) return niti_cu_fail(NITI_E_ARG, "%s: NULL node call", op);
-    if (call->n_inputs != n_in || call->n_outputs != n_out || call->n_attrs != n_attrs)
-        return niti_cu_fail(NITI_E_ARG, "%s: takes %d inputs, %d outputs and %d attrs, got %d, %d and %d", op, n_in,
-                            n_out, n_attrs, (int)call->n_inputs, (int)call->n_outputs, (int)call->n_attrs);
-    for (int i = 0; i < n_in + n_out; i++) {
-        int st = i < n_in ? check_node_tensor(&call->inputs[i], op, "input", i, dtypes[i])
-                          : check_node_tensor(&call->outputs[i - n_in], op, "output", i - n_in, dtypes[i]);
-        if (st) return st;
-    }
-    return NITI_OK;
-}
+/* the node-call checks (descriptor counts, dtypes, shapes), shared with the CPU library */
+NITI_DEFINE_NODE_CHECKS(niti_cu_, niti_cuda_tensor, niti_cuda_node_call, niti_cu_fail)
 
 cudaStream_t niti_cu_stream() { return g.stream; }
 int niti_cu_sm_count() { return g.sm_count; }

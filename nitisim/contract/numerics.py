@@ -123,15 +123,8 @@ def uniform_below_pow2(s: int, seed: int, step: int, tensor_id: int, count: int)
 # Shifts. Sign-magnitude everywhere: T(x, s) = sign(x) * (|x| >> s), then a rounding increment
 # decided from the remainder bits r = |x| & (2**s - 1). Never floor division on negatives.
 # ---------------------------------------------------------------------------------------------
-def round_shift(
-    x: np.ndarray,
-    s: int,
-    mode: RoundingMode,
-    *,
-    seed: int = 0,
-    step: int = 0,
-    tensor_id: int = 0,
-) -> np.ndarray:
+def round_shift(x: np.ndarray, s: int, mode: RoundingMode, *, seed: int = 0, step: int = 0,
+                tensor_id: int = 0) -> np.ndarray:
     """sign(x) * ((|x| >> s) + up) with `up` decided by `mode`; returns int64 (s >= 0).
 
     nearest: up = r >= 2**(s-1) (half away from zero).
@@ -191,15 +184,8 @@ def clamp_int8(x: np.ndarray) -> np.ndarray:
     return np.clip(x, -INT8_MAX, INT8_MAX).astype(np.int8)
 
 
-def requantize(
-    acc: np.ndarray,
-    exp: int,
-    mode: RoundingMode,
-    *,
-    seed: int = 0,
-    step: int = 0,
-    tensor_id: int = 0,
-) -> tuple[np.ndarray, int]:
+def requantize(acc: np.ndarray, exp: int, mode: RoundingMode, *, seed: int = 0, step: int = 0,
+               tensor_id: int = 0) -> tuple[np.ndarray, int]:
     """Shift an integer accumulator back to int8: s = b(acc) - 7, never a left shift (spec §2).
 
     >>> m, e = requantize(np.array([1000, -300, 4], dtype=np.int32), -10, "nearest")

@@ -14,7 +14,7 @@ gpu_backend/csrc/op_<name>.cu defining `niti_cuda_op_<name>`, one lowering rule
 generic caller (gpu_backend/node_call.py). `add` is built this way.
 
 `kind` tells the accelerator model how an op maps onto hardware: `gemm` ops run on the MAC array
-(their MACs are counted by `nitisim.graph.node_macs`), `vector` ops on the vector unit, `view`
+(their MACs are counted by `nitisim.contract.graph.node_macs`), `vector` ops on the vector unit, `view`
 ops (reshapes) cost nothing.
 """
 from __future__ import annotations
@@ -93,8 +93,8 @@ _OPS = (
     OpInfo("flatten", "view", "x NHWC -> (N, H*W*C), channel fastest", "vector", (FIRST,)),
     OpInfo("dropout", "vector", "x -> x * keep_mask per feature (shared across the batch); e += k", "vector",
            (DROPOUT,)),
-    # add: shortcut sums and the summed errors at a fork (issue 25). Its exponent comes from the data, as
-    # requantize's: min(e_a, e_b) + max(b(acc) - 7, 0).
+    # add: the shortcut sum of a residual block, and the two errors summed where a tensor feeds two
+    # nodes. Its exponent comes from the data, as requantize's: min(e_a, e_b) + max(b(acc) - 7, 0).
     OpInfo("add", "vector", "(a int8, b int8) -> int8: a*2**(e_a-e_lo) + b*2**(e_b-e_lo) exact, requantized "
                             "with attr mode; e = e_lo + shift, |e_a - e_b| <= 55",
            "vector", (Exponent(data=True),),

@@ -63,17 +63,8 @@ def exact_int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 ADD_MAX_EXP_GAP = 55
 
 
-def aligned_add(
-    a: np.ndarray,
-    e_a: int,
-    b: np.ndarray,
-    e_b: int,
-    mode: str,
-    *,
-    seed: int = 0,
-    step: int = 0,
-    tensor_id: int = 0,
-) -> tuple[np.ndarray, int]:
+def aligned_add(a: np.ndarray, e_a: int, b: np.ndarray, e_b: int, mode: str, *, seed: int = 0, step: int = 0,
+                tensor_id: int = 0) -> tuple[np.ndarray, int]:
     """Elementwise sum of two int8 tensors with exponents: one rounding of the exact sum to int8.
 
     d = |e_a - e_b| must be <= ADD_MAX_EXP_GAP (55), else IntegerOverflowError naming both
