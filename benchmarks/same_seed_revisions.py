@@ -40,7 +40,7 @@ RUNS = (  # (name, config, backend, arith, overrides)
     ("mix-shadow16-fine-numpy", "mix.yaml", "numpy", "int8", {"update_rule": "shadow16", "loss_variant": "fine"}),
     ("lenet-cpu", "lenet-small.yaml", "cpu", "int8", {}),
     ("lenet-numpy", "lenet-small.yaml", "numpy", "int8", {}),
-    ("lenet-fp32", "lenet-small.yaml", "cpu", "fp32", {}),
+    ("lenet-fp32", "lenet-small.yaml", "default", "fp32", {}),
 )
 
 
@@ -59,7 +59,10 @@ def train(tree: Path, work: Path, out: Path, run: tuple) -> None:
     name, config, backend, arith, overrides = run
     cfg = _config(work, name, config, overrides)
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, "-m", "nitisim", "train", str(cfg), "--backend", backend, "--arith", arith,
+    # The float32 twin runs on its default device (torch on the CPU without a GPU): the flag that
+    # picks it has changed name (--backend, then --device), and the default reads the same in both.
+    device = ["--backend", backend] if arith == "int8" else []
+    cmd = [sys.executable, "-m", "nitisim", "train", str(cfg), *device, "--arith", arith,
            "--out", str(out / name), "--overwrite"]
     done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     if done.returncode:
