@@ -134,8 +134,8 @@ static conv_shape make_shape(int64_t batch, int64_t in_h, int64_t in_w, int64_t 
                              int64_t k_w, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w) {
     conv_shape s = {batch, in_h, in_w, in_c, out_c, k_h, k_w, stride_h, stride_w, pad_h, pad_w, 0, 0};
     if (stride_h > 0 && stride_w > 0) {
-        s.out_h = (in_h + 2 * pad_h - k_h) / stride_h + 1;
-        s.out_w = (in_w + 2 * pad_w - k_w) / stride_w + 1;
+        s.out_h = niti_conv_out(in_h, k_h, stride_h, pad_h);
+        s.out_w = niti_conv_out(in_w, k_w, stride_w, pad_w);
     }
     return s;
 }

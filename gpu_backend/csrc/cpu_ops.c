@@ -413,7 +413,7 @@ int niti_maxpool_forward(int64_t batch, int64_t in_h, int64_t in_w, int64_t ch, 
                          int64_t s_h, int64_t s_w, const int8_t *x, int8_t *y) {
     int st = pool_args(__func__, batch, in_h, in_w, ch, k_h, k_w, s_h, s_w, x && y);
     if (st) return st;
-    int64_t out_h = (in_h - k_h) / s_h + 1, out_w = (in_w - k_w) / s_w + 1;
+    int64_t out_h = niti_conv_out(in_h, k_h, s_h, 0), out_w = niti_conv_out(in_w, k_w, s_w, 0);
     int64_t rows = batch * out_h, row = in_w * ch;
     LIGHT_PARALLEL_FOR(batch * in_h * row)
     for (int64_t r = 0; r < rows; r++) { /* one output row */
@@ -439,7 +439,7 @@ int niti_maxpool_backward(int64_t batch, int64_t in_h, int64_t in_w, int64_t ch,
                           int64_t s_h, int64_t s_w, const int8_t *x, const int8_t *dy, int8_t *dx) {
     int st = pool_args(__func__, batch, in_h, in_w, ch, k_h, k_w, s_h, s_w, x && dy && dx);
     if (st) return st;
-    int64_t out_h = (in_h - k_h) / s_h + 1, out_w = (in_w - k_w) / s_w + 1;
+    int64_t out_h = niti_conv_out(in_h, k_h, s_h, 0), out_w = niti_conv_out(in_w, k_w, s_w, 0);
     int64_t image = in_h * in_w * ch, row = in_w * ch;
     if (s_h >= k_h && s_w >= k_w) { /* disjoint windows: each input gets at most one error */
         /* Output row r's windows write every tap; what no window covers (the gaps of stride >

@@ -254,8 +254,8 @@ PoolShape pool_shape(int64_t batch, int64_t in_h, int64_t in_w, int64_t ch, int6
                      int64_t s_w) {
     PoolShape p = {batch, in_h, in_w, ch, k_h, k_w, s_h, s_w, 0, 0};
     if (s_h > 0 && s_w > 0 && k_h <= in_h && k_w <= in_w) {
-        p.out_h = (in_h - k_h) / s_h + 1;
-        p.out_w = (in_w - k_w) / s_w + 1;
+        p.out_h = niti_conv_out(in_h, k_h, s_h, 0);
+        p.out_w = niti_conv_out(in_w, k_w, s_w, 0);
     }
     return p;
 }

@@ -38,6 +38,13 @@ typedef int16_t niti_shadow_t; /* 16-bit shadow weight: int8 weight << 8 plus 8 
  * reference's check_int32 raises, and never a wrapped value. */
 NITI_HD static inline int niti_k_fits_s32(int64_t K) { return K <= NITI_MAX_K_S32; }
 
+/* Output extent of a convolution or pooling window over `size` inputs: (size + 2 pad - k) / s + 1
+ * (pooling: pad 0). The one C copy of nitisim.contract.models.conv_out. C division truncates; it
+ * equals Python's floor for k <= size + 2 pad, and the shape checks refuse a larger kernel. */
+NITI_HD static inline int64_t niti_conv_out(int64_t size, int64_t kernel, int64_t stride, int64_t pad) {
+    return (size + 2 * pad - kernel) / stride + 1;
+}
+
 /* Rounding modes, in the order of nitisim.numerics.ROUNDING_MODES. */
 typedef enum {
     NITI_ROUND_NEAREST = 0,           /* half away from zero */
