@@ -121,8 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(before_tree)], cwd=ROOT)
     table = "| run | backend | arith | checkpoint and per-epoch accuracy |\n|---|---|---|---|\n" + "\n".join(rows)
+    def subject(tree: Path, what: str) -> str:
+        return subprocess.run(["git", "log", "-1", "--format=%s", what], cwd=tree, capture_output=True,
+                              text=True).stdout.strip()[:160]
+
     summary = (f"{len(RUNS) - different} of {len(RUNS)} same-seed runs identical between {rev} (before) and "
-               f"{after_rev} (after).")
+               f"{after_rev} (after).\n\n- before: {rev} {subject(ROOT, rev)}\n- after: {after_rev} "
+               f"{subject(args.after, 'HEAD')}\n\nInteger runs are compared by benchmarks/same_run.py (every "
+               "mantissa, exponent and per-epoch accuracy; on two different runs it names each tensor and how many "
+               "values differ), the float32 checkpoint tensor by tensor.")
     print(table + "\n\n" + summary)
     if not args.no_write:
         write_section("same-seed-revisions", "Same-seed training before and after a change", summary + "\n\n" + table)
