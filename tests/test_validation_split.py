@@ -116,7 +116,8 @@ def test_subset_beyond_what_validation_leaves_is_refused(tmp_path):
     with pytest.raises(UserInputError) as info:
         load_for_config(_cfg(tmp_path, f"validation: {HELD}\ntrain_subset: 300\n"), None)
     assert info.value.field == "train_subset"
-    assert info.value.message == f"300 images asked for, synthetic has {320 - HELD} once {HELD} are held out for validation"
+    assert info.value.message == (f"300 images asked for, synthetic has {320 - HELD} once {HELD} are held out "
+                                  "for validation")
 
 
 def test_split_is_the_same_for_every_seed():
@@ -191,7 +192,8 @@ def test_metrics_summary_and_progress_carry_validation(tmp_path, capsys, arith):
         trainer = IntegerTrainer(cfg, REFERENCE_KERNELS, "numpy")
         trainer.load(out / "checkpoint.npz")
         ds = load_for_config(cfg, None)
-        assert trainer.evaluate(ds.validation_images, ds.validation_labels) / HELD == summary["final_validation_accuracy"]
+        correct = trainer.evaluate(ds.validation_images, ds.validation_labels)
+        assert correct / HELD == summary["final_validation_accuracy"]
 
 
 def test_averaging_reports_the_averaged_validation_accuracy(tmp_path, capsys):

@@ -59,7 +59,8 @@ def load_for_config(cfg: TrainConfig, data_path: str | Path | None) -> Dataset:
             continue
         available = getattr(ds, labels).shape[0]
         if n > available:
-            held = f" once {cfg.validation} are held out for validation" if key == "train_subset" and cfg.validation else ""
+            held = (f" once {cfg.validation} are held out for validation"
+                    if key == "train_subset" and cfg.validation else "")
             raise UserInputError(cfg.source, key, f"{n} images asked for, {cfg.dataset} has {available}{held}")
         changes[images] = getattr(ds, images)[:n]  # the first n: a fixed, reproducible subset
         changes[labels] = getattr(ds, labels)[:n]

@@ -75,7 +75,8 @@ def _train(cfg: TrainConfig, trainer: Trainer, out: Path, data: str | None, resu
                            header=header)
     if summary["final_test_accuracy"] is not None:
         val = summary.get("final_validation_accuracy")
-        progress.line(f"done: {'' if val is None else f'validation accuracy final {val:.4f}, '}test accuracy final {summary['final_test_accuracy']:.4f} best "
+        val_text = "" if val is None else f"validation accuracy final {val:.4f}, "
+        progress.line(f"done: {val_text}test accuracy final {summary['final_test_accuracy']:.4f} best "
                       f"{summary['best_test_accuracy']:.4f} (epoch {summary['best_epoch']}), "
                       f"{summary['images_per_second']:,.0f} img/s, {summary['total_seconds']:.0f} s")
     return summary
