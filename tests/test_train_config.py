@@ -6,6 +6,7 @@ import pytest
 from nitisim.cli import main
 from nitisim.contract.errors import UserInputError
 from nitisim.train.config import load_config
+from train_configs import shipped_train_configs
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "train"
 
@@ -31,7 +32,7 @@ def _write(tmp_path, text, name="cfg.yaml"):
     return path
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", shipped_train_configs())
 def test_shipped_configs_load(path):
     cfg = load_config(path)
     assert cfg.epochs >= 1 and cfg.mu_schedule[0].from_epoch == 0

@@ -23,7 +23,8 @@ MNIST_SIDE = 28  # both MNIST and Fashion-MNIST; models are built for it, so ano
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A train/test split held in memory. Arrays are read-only; transforms return new arrays."""
+    """A train/test split (and an optional validation split) held in memory. Arrays are read-only;
+    transforms return new arrays."""
 
     name: str  # one of DATASET_NAMES, or "synthetic"
     train_images: np.ndarray = field(repr=False)  # (N, H, W, C) uint8
@@ -35,6 +36,10 @@ class Dataset:
     # hash of the arrays (fingerprint.array_fingerprint), computed on construction when not given;
     # dataclasses.replace passes it on, so a subset keeps the fingerprint of the data set it was cut from
     fingerprint: str = ""
+    # images held out of the training set to choose settings on (train.data.split_validation);
+    # None when the run holds none out. Not part of the fingerprint: they are cut from the train arrays
+    validation_images: np.ndarray | None = field(default=None, repr=False)  # (V, H, W, C) uint8
+    validation_labels: np.ndarray | None = field(default=None, repr=False)  # (V,) int64
 
     def __post_init__(self) -> None:
         if not self.fingerprint:

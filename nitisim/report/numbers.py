@@ -11,7 +11,10 @@ from .runs import Run
 def _run(r: Run) -> dict[str, Any]:
     return {
         "path": str(r.path), "arith": r.arith, "backend": r.backend, "model": r.model, "batch": r.batch,
-        "dataset": r.dataset, "final_test_accuracy": r.final_test_accuracy,
+        "dataset": r.dataset,
+        **({"final_validation_accuracy": r.final_validation_accuracy}
+           if r.final_validation_accuracy is not None else {}),
+        "final_test_accuracy": r.final_test_accuracy,
         "best_test_accuracy": r.best_test_accuracy, "total_seconds": r.total_seconds,
         "images_per_second": r.images_per_second, "macs_per_step": r.macs_per_step,
         "epochs": [dataclasses.asdict(e) for e in r.epochs],

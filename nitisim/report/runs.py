@@ -65,6 +65,7 @@ class Run:
     timing: tuple[NodeTime, ...]  # empty when the run has no timing.json (float32 runs)
     timing_steps: int | None  # training steps the timing covers
     twin: str | None  # summary.json's `twin`, when present
+    final_validation_accuracy: float | None = None  # runs with a validation split (config `validation`)
 
     @property
     def model_name(self) -> str:
@@ -106,6 +107,7 @@ def load_run(path: str | Path) -> Run:
         timing=timing,
         timing_steps=steps,
         twin=summary.get("twin") if isinstance(summary.get("twin"), str) else None,
+        final_validation_accuracy=_optional_number(summary, "final_validation_accuracy", src),
     )
 
 

@@ -63,11 +63,14 @@ def sections(c: Comparison) -> list[Section]:
 
 def headline(c: Comparison) -> list[tuple[str, str]]:
     """(label, value) pairs for the top of the report and `nitisim run`'s summary lines."""
-    rows = [(f"{c.run.arith} test accuracy (final / best)",
-             f"{pct(c.run.final_test_accuracy)} % / {pct(c.run.best_test_accuracy)} %")]
-    if c.twin is not None:
-        rows.append((f"{c.twin.arith} test accuracy (final / best)",
-                     f"{pct(c.twin.final_test_accuracy)} % / {pct(c.twin.best_test_accuracy)} %"))
+    rows = []
+    for run in (c.run, c.twin):
+        if run is None:
+            continue
+        if run.final_validation_accuracy is not None:
+            rows.append((f"{run.arith} validation accuracy (final)", f"{pct(run.final_validation_accuracy)} %"))
+        rows.append((f"{run.arith} test accuracy (final / best)",
+                     f"{pct(run.final_test_accuracy)} % / {pct(run.best_test_accuracy)} %"))
     rows.append((f"measured training throughput ({c.run.backend})", f"{num(c.run.images_per_second, 1)} images/s"))
     for s in c.sims:
         clock = s.sim.clock_hz
@@ -87,20 +90,23 @@ def headline(c: Comparison) -> list[tuple[str, str]]:
     return rows
 
 
-def _run_row(run) -> tuple[str, ...]:
+def _run_row(run, validation: bool) -> tuple[str, ...]:
     last = run.epochs[-1] if run.epochs else None
-    return (run.arith, run.backend, str(len(run.epochs)), pct(run.final_test_accuracy), pct(run.best_test_accuracy),
+    return (run.arith, run.backend, str(len(run.epochs)),
+            *((pct(run.final_validation_accuracy),) if validation else ()),
+            pct(run.final_test_accuracy), pct(run.best_test_accuracy),
             pct(last.train_accuracy if last else None), num(run.images_per_second, 1), num(run.total_seconds, 1),
             num(run.macs_per_step))
 
 
 def _accuracy(c: Comparison) -> Section:
     runs = [c.run] + ([c.twin] if c.twin is not None else [])
+    validation = any(r.final_validation_accuracy is not None for r in runs)  # the column only where a run has one
     summary = Table(
         "Runs",
-        ("arith", "backend", "epochs", "final test acc (%)", "best test acc (%)", "final train acc (%)",
-         "images/s", "total seconds", "MACs per step"),
-        tuple(_run_row(r) for r in runs),
+        ("arith", "backend", "epochs", *(("final validation acc (%)",) if validation else ()), "final test acc (%)",
+         "best test acc (%)", "final train acc (%)", "images/s", "total seconds", "MACs per step"),
+        tuple(_run_row(r, validation) for r in runs),
         f"model {c.run.model}, batch {c.run.batch}, dataset {c.run.dataset or '-'}; run folders: "
         + ", ".join(str(r.path) for r in runs),
     )

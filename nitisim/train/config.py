@@ -25,7 +25,11 @@ YAML form (configs/train/*.yaml):
     input_path: int8              # int8 | float (float-normalised, --arith fp32 only)
     seed: 0
     eval_batch: 1000
-    train_subset: null            # first N training images (quick runs)
+    validation: 0                 # hold the last V training images out of training and report accuracy
+                                  # on them every epoch (choose settings on these, never on the test set);
+                                  # 0 = none
+    train_subset: null            # first N training images (quick runs); with validation, the first N
+                                  # of the images left after the split
     test_subset: null             # first M test images
     synthetic: {train: 512, test: 256}   # dataset: synthetic only
     fp32: {lr: 0.01, momentum: 0.9, weight_decay: 0.0005,
@@ -105,6 +109,7 @@ class TrainConfig:
     input_path: str = "int8"
     seed: int = 0
     eval_batch: int = 1000
+    validation: int = 0  # last V training images held out for validation (data.split_validation), 0 = none
     train_subset: int | None = None
     test_subset: int | None = None
     synthetic: SyntheticOptions = SyntheticOptions()
@@ -151,6 +156,9 @@ class TrainConfig:
             "eval_batch": self.eval_batch,
             "train_subset": self.train_subset,
             "test_subset": self.test_subset,
+            # only when on, so configs without a validation split keep the resume hash they had before the key
+            # existed; when on it is part of the step hash, since it changes which images are trained on
+            **({"validation": self.validation} if self.validation else {}),
             "fp32": dataclasses.asdict(self.fp32),
         }
         if self.dataset == "synthetic":
@@ -190,7 +198,7 @@ def model_to_dict(model: ModelSpec) -> dict[str, Any]:
 _TOP_KEYS = {
     "model", "dataset", "batch", "epochs", "mu_schedule", "activation_rounding", "error_rounding",
     "loss_variant", "update_rule", "weight_headroom_bits", "augment", "crop_pad", "erase_size", "average_epochs",
-    "input_path", "seed", "eval_batch", "train_subset", "test_subset", "synthetic", "fp32",
+    "input_path", "seed", "eval_batch", "validation", "train_subset", "test_subset", "synthetic", "fp32",
 }
 _REQUIRED = ("model", "dataset", "batch", "epochs", "mu_schedule")
 
@@ -233,6 +241,7 @@ def parse_config(doc: Any, src: str) -> TrainConfig:
         input_path=r.choice("input_path", INPUT_PATHS, default="int8"),
         seed=r.int("seed", minimum=0, maximum=2**32 - 1, default=0),
         eval_batch=r.int("eval_batch", minimum=1, default=1000),
+        validation=r.int("validation", minimum=0, default=0),
         train_subset=r.optional_int("train_subset"),
         test_subset=r.optional_int("test_subset"),
         fp32=_fp32(r.sub("fp32", default={})),
@@ -245,6 +254,13 @@ def parse_config(doc: Any, src: str) -> TrainConfig:
             train=s.int("train", minimum=1, default=SyntheticOptions.train),
             test=s.int("test", minimum=1, default=SyntheticOptions.test),
         )
+    if cfg["dataset"] == "synthetic" and cfg["validation"]:
+        # the other data sets' sizes are known only once read (data.split_validation checks them there)
+        n_train = cfg.get("synthetic", SyntheticOptions()).train
+        left = n_train - cfg["validation"]
+        if left < cfg["batch"]:
+            raise r.error("validation", f"holding out {cfg['validation']} of the {n_train} synthetic "
+                          f"training images leaves {max(left, 0)}, no batch of {cfg['batch']}")
     if "crop_pad" in doc:
         if cfg["augment"] not in CROPPING_AUGMENTS:
             raise r.error("crop_pad", f"only used by augment: {' or '.join(CROPPING_AUGMENTS)} "

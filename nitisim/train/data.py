@@ -5,6 +5,10 @@ A step's batch is a pure function of (seed, epoch, step): the epoch's order is
 and cutout (erase_size) draw from (seed, step). Training drops the last partial batch (its images
 differ every epoch, since the order does), so every training step runs the one graph built for
 `batch`.
+
+With `validation: V` the last V training images are held out (split_validation) before
+train_subset takes its first N of the rest: the batch order, augmentation and training steps
+only ever index the remaining images, and the held-out ones are evaluated like the test set.
 """
 from __future__ import annotations
 
@@ -47,6 +51,7 @@ def load_for_config(cfg: TrainConfig, data_path: str | Path | None) -> Dataset:
     if ds.num_classes != cfg.model.classes:
         raise UserInputError(cfg.source, "model", f"{cfg.model.name} has {cfg.model.classes} classes, "
                              f"{cfg.dataset} has {ds.num_classes}")
+    ds = split_validation(ds, cfg)
     changes = {}
     for key, n, images, labels in (("train_subset", cfg.train_subset, "train_images", "train_labels"),
                                    ("test_subset", cfg.test_subset, "test_images", "test_labels")):
@@ -54,7 +59,9 @@ def load_for_config(cfg: TrainConfig, data_path: str | Path | None) -> Dataset:
             continue
         available = getattr(ds, labels).shape[0]
         if n > available:
-            raise UserInputError(cfg.source, key, f"{n} images asked for, {cfg.dataset} has {available}")
+            held = (f" once {cfg.validation} are held out for validation"
+                    if key == "train_subset" and cfg.validation else "")
+            raise UserInputError(cfg.source, key, f"{n} images asked for, {cfg.dataset} has {available}{held}")
         changes[images] = getattr(ds, images)[:n]  # the first n: a fixed, reproducible subset
         changes[labels] = getattr(ds, labels)[:n]
     ds = dataclasses.replace(ds, **changes) if changes else ds
@@ -62,6 +69,26 @@ def load_for_config(cfg: TrainConfig, data_path: str | Path | None) -> Dataset:
         raise UserInputError(cfg.source, "batch", f"{cfg.batch} is more than the {ds.train_labels.shape[0]} "
                              "training images")
     return ds
+
+
+def split_validation(ds: Dataset, cfg: TrainConfig) -> Dataset:
+    """`ds` with its last cfg.validation training images moved to the validation split (unchanged for 0).
+
+    The last V, not a random draw: the held-out set is then the same for every seed and both
+    arithmetics without a generator to agree on, and it is what Keras' validation_split holds
+    out. The IDX training files are not ordered by class (Fashion-MNIST's last 5,000 hold 450 to
+    527 images of each of its 10 classes), so the tail is a fair sample.
+    """
+    v = cfg.validation
+    if not v:
+        return ds
+    total = ds.train_labels.shape[0]
+    if total - v < cfg.batch:
+        raise UserInputError(cfg.source, "validation", f"holding out {v} of the {total} {cfg.dataset} training "
+                             f"images leaves {max(total - v, 0)}, no batch of {cfg.batch}")
+    keep = total - v
+    return dataclasses.replace(ds, train_images=ds.train_images[:keep], train_labels=ds.train_labels[:keep],
+                               validation_images=ds.train_images[keep:], validation_labels=ds.train_labels[keep:])
 
 
 def _shape(hwc) -> str:

@@ -9,6 +9,11 @@ With `average_epochs` on, each epoch of the window (the last average_epochs) als
 to the trainer's weight average and evaluates that average (`averaged_test_accuracy`); the run's
 final test accuracy is then the average's, the model it hands over.
 
+With a validation split (config `validation`), each epoch also evaluates the held-out training
+images (`validation_accuracy`, and `averaged_validation_accuracy` in the averaging window) on the
+same evaluation path as the test set; the summary's final_validation_accuracy is the number to
+choose settings on.
+
 The run holds the folder's lock (folder_lock.locked_folder) from before it touches anything until
 the last write, so a second run into the same folder is refused instead of interleaving its
 files; taking the lock is also the proof that the folder is writable, before any training. Under
@@ -124,6 +129,8 @@ def _locked_run(cfg: TrainConfig, trainer: Trainer, ds: Dataset, run: RunFolder,
     if trainer.timer is None and trainer.arith == "int8":
         trainer.timer = _node_timer(run, resume)
     n_test = ds.test_labels.shape[0]
+    has_validation = ds.validation_labels is not None
+    n_val = ds.validation_labels.shape[0] if has_validation else 0
     for epoch in range(start_epoch, cfg.epochs):
         info = trainer.epoch_info(epoch)
         label = f"epoch {epoch + 1}/{cfg.epochs}"
@@ -137,15 +144,22 @@ def _locked_run(cfg: TrainConfig, trainer: Trainer, ds: Dataset, run: RunFolder,
                             f"acc {correct / seen:.3f}")
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
+        validation = {}
+        if has_validation:
+            validation["validation_accuracy"] = trainer.evaluate(ds.validation_images, ds.validation_labels) / n_val
         test_correct = trainer.evaluate(ds.test_images, ds.test_labels)
         averaged = {}
         if trainer.average is not None and epoch >= cfg.average_from_epoch:
             trainer.add_to_average()
+            if has_validation:
+                averaged["averaged_validation_accuracy"] = trainer.evaluate(
+                    ds.validation_images, ds.validation_labels, averaged=True) / n_val
             averaged["averaged_test_accuracy"] = trainer.evaluate(ds.test_images, ds.test_labels, averaged=True) / n_test
         eval_s = time.perf_counter() - t1
         line = {
             "epoch": epoch,
             "train_accuracy": correct / seen,
+            **validation,
             "test_accuracy": test_correct / n_test,
             **averaged,
             "seconds": round(train_s, 3),
@@ -170,13 +184,19 @@ def _locked_run(cfg: TrainConfig, trainer: Trainer, ds: Dataset, run: RunFolder,
             run.write_json(run.summary, _summary(cfg, trainer, ds, history, steps))
         extra = " ".join(f"{k} {v}" for k, v in info.items() if v is not None)
         if averaged:
-            extra = f"averaged test {averaged['averaged_test_accuracy']:.4f} " + extra
-        progress.line(f"{label}: train {line['train_accuracy']:.4f} test {line['test_accuracy']:.4f} "
+            extra = (f"averaged{_val_text(averaged.get('averaged_validation_accuracy'))} test "
+                     f"{averaged['averaged_test_accuracy']:.4f} " + extra)
+        progress.line(f"{label}: train {line['train_accuracy']:.4f}{_val_text(validation.get('validation_accuracy'))} "
+                      f"test {line['test_accuracy']:.4f} "
                       f"{line['images_per_second']:,.0f} img/s {train_s:.0f}+{eval_s:.0f} s {extra}")
     summary = _summary(cfg, trainer, ds, history, steps)
     with _writing(run.summary, kept):
         run.write_json(run.summary, summary)
     return summary
+
+
+def _val_text(accuracy: float | None) -> str:
+    return "" if accuracy is None else f" val {accuracy:.4f}"
 
 
 @contextmanager
@@ -266,11 +286,16 @@ def _summary(cfg: TrainConfig, trainer: Trainer, ds: Dataset, history: list[dict
         "dataset_source": ds.source,
         "train_images": int(ds.train_labels.shape[0]),
         "test_images": int(ds.test_labels.shape[0]),
+        **({"validation_images": int(ds.validation_labels.shape[0])} if ds.validation_labels is not None else {}),
         "steps_per_epoch": steps,
         "epochs_done": len(history),
         # the averaged weights are the model the run hands over, when it averages
         "final_test_accuracy": (history[-1].get("averaged_test_accuracy", history[-1]["test_accuracy"])
                                 if history else None),
+        # chosen on like the test accuracy is reported: the handed-over model's, at the last epoch
+        **({"final_validation_accuracy": history[-1].get("averaged_validation_accuracy",
+                                                         history[-1]["validation_accuracy"])}
+           if history and "validation_accuracy" in history[-1] else {}),
         **({"final_unaveraged_test_accuracy": history[-1]["test_accuracy"]}
            if history and "averaged_test_accuracy" in history[-1] else {}),
         "best_test_accuracy": best["test_accuracy"] if best else None,

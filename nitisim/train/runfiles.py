@@ -3,7 +3,8 @@
 The folder also holds `.nitisim.lock`, the lock a run holds while it writes here (folder_lock).
 
 metrics.jsonl lines: epoch, train_accuracy, test_accuracy, seconds (training), eval_seconds,
-images_per_second, mu, arith, backend (fp32 lines add lr). Accuracies are fractions in 0..1.
+images_per_second, mu, arith, backend (fp32 lines add lr; runs with a validation split add
+validation_accuracy). Accuracies are fractions in 0..1.
 summary.json and timing.json are rewritten atomically after every epoch, so a run that dies
 leaves files describing the epochs it finished. metrics.jsonl is appended to, so a run killed
 mid-append leaves a torn last line (no newline, not JSON): reading drops exactly that line, and any

@@ -67,13 +67,16 @@ def _train(cfg: TrainConfig, trainer: Trainer, out: Path, data: str | None, resu
     run = RunFolder(Path(out), trainer.arith)
     progress = Progress()
     steps = steps_per_epoch(ds, cfg.batch)
-    header = (f"nitisim train: {cfg.model.name} on {cfg.dataset} ({ds.train_labels.shape[0]} train / "
+    held = f"{ds.validation_labels.shape[0]} validation / " if ds.validation_labels is not None else ""
+    header = (f"nitisim train: {cfg.model.name} on {cfg.dataset} ({ds.train_labels.shape[0]} train / {held}"
               f"{ds.test_labels.shape[0]} test), {trainer.arith}, backend {trainer.backend}, {cfg.epochs} epochs "
               f"x {steps} steps of {cfg.batch} -> {run.path}")
     summary = run_training(cfg, trainer, ds, run, resume=resume, overwrite=overwrite, progress=progress,
                            header=header)
     if summary["final_test_accuracy"] is not None:
-        progress.line(f"done: test accuracy final {summary['final_test_accuracy']:.4f} best "
+        val = summary.get("final_validation_accuracy")
+        val_text = "" if val is None else f"validation accuracy final {val:.4f}, "
+        progress.line(f"done: {val_text}test accuracy final {summary['final_test_accuracy']:.4f} best "
                       f"{summary['best_test_accuracy']:.4f} (epoch {summary['best_epoch']}), "
                       f"{summary['images_per_second']:,.0f} img/s, {summary['total_seconds']:.0f} s")
     return summary
