@@ -5,10 +5,13 @@ model): every tensor's shape, dtype and role, every node's op, phase, layer, rou
 counter-hash id are fixed here, and readers never change them. Runtime values that depend on the
 data (exponents, which follow from ranges) or on the schedule (mu) are not in the graph.
 
-Naming: layer `L` (conv1, fc2, relu3, ...) reads the previous layer's output and writes `L.out`;
-weights are `L.w`; the error of tensor `T` is `T.grad`; accumulators end in `.acc`.
+Naming: layer `L` (conv1, fc2, relu3, add1, ...) reads the previous layer's output (or the layers
+the model names) and writes `L.out`; weights are `L.w`; the error of tensor `T` is `T.grad`;
+accumulators end in `.acc`. Where several layers read `T`, their parts `T.grad.<reader>` are summed
+by `add` nodes into `T.grad`; an add's operands share its error tensor (docs/graph.md).
 
-Node order is execution order. The backward pass walks layers from the top and, per layer, computes
+Node order is execution order. The backward pass walks layers from the top (reverse layer order,
+a topological order of the DAG) and, per layer, computes
 the error for the layer below with the pre-update weights, then the weight gradient, then the update
 (spec §3), so each gradient lives only until its update.
 """
