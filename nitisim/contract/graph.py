@@ -5,10 +5,13 @@ model): every tensor's shape, dtype and role, every node's op, phase, layer, rou
 counter-hash id are fixed here, and readers never change them. Runtime values that depend on the
 data (exponents, which follow from ranges) or on the schedule (mu) are not in the graph.
 
-Naming: layer `L` (conv1, fc2, relu3, ...) reads the previous layer's output and writes `L.out`;
-weights are `L.w`; the error of tensor `T` is `T.grad`; accumulators end in `.acc`.
+Naming: layer `L` (conv1, fc2, relu3, add1, ...) reads the previous layer's output (or the layers
+the model names) and writes `L.out`; weights are `L.w`; the error of tensor `T` is `T.grad`;
+accumulators end in `.acc`. Where several layers read `T`, their parts `T.grad.<reader>` are summed
+by `add` nodes into `T.grad`; an add's operands share its error tensor (docs/graph.md).
 
-Node order is execution order. The backward pass walks layers from the top and, per layer, computes
+Node order is execution order. The backward pass walks layers from the top (reverse layer order,
+a topological order of the DAG) and, per layer, computes
 the error for the layer below with the pre-update weights, then the weight gradient, then the update
 (spec §3), so each gradient lives only until its update.
 """
@@ -18,10 +21,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable
 
-from .models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU
+from .models import (Add, Conv, Dropout, Flatten, GlobalAvgPool, Linear, MaxPool, ModelSpec, ReLU, infer_shapes,
+                     layer_inputs, layer_names)
 from .numerics import INT8_MAX, INT32_MAX, LOSS_VARIANTS, ROUNDING_MODES, UPDATE_RULES
 from .ops import OPS
-from .models import infer_shapes
 
 # Longest reduction whose int32 sum provably holds whatever the int8 operands in [-127, 127]:
 # 133144 * 127 * 127 = 2147479576 <= 2**31 - 1 < 133145 * 127 * 127.
@@ -166,17 +169,6 @@ class _Builder:
         )
 
 
-def _layer_names(model: ModelSpec) -> list[str]:
-    prefix = {Conv: "conv", Linear: "fc", ReLU: "relu", MaxPool: "pool", Flatten: "flatten", Dropout: "dropout"}
-    counts: dict[str, int] = {}
-    names = []
-    for layer in model.layers:
-        p = prefix[type(layer)]
-        counts[p] = counts.get(p, 0) + 1
-        names.append(f"{p}{counts[p]}")
-    return names
-
-
 def build_graph(model: ModelSpec, batch: int, options: NumericsOptions | None = None, *, training: bool = True) -> Graph:
     """Expand a model into forward (+ loss, backward and update when training) nodes.
 
@@ -184,14 +176,16 @@ def build_graph(model: ModelSpec, batch: int, options: NumericsOptions | None = 
     """
     options = options or NumericsOptions()
     shapes = infer_shapes(model, batch)
-    names = _layer_names(model)
+    names = layer_names(model)
+    reads = layer_inputs(model)
     b = _Builder(model, batch, options)
     b.tensor("x", shapes[0], "int8", "input")
-    current = "x"
-    inputs_of: list[str] = []  # the tensor each layer read in the forward pass
-    outputs_of: list[str] = []
-    for layer, name, shape in zip(model.layers, names, shapes[1:]):
-        inputs_of.append(current)
+    outputs_of: list[str] = []  # the tensor each layer wrote (its input, for an inference dropout)
+    inputs_of: list[tuple[str, ...]] = []  # the tensors each layer read in the forward pass
+    for layer, name, shape, src in zip(model.layers, names, shapes[1:], reads):
+        ins = tuple(outputs_of[j] if j >= 0 else "x" for j in src)
+        inputs_of.append(ins)
+        current = ins[0]
         in_shape = b.tensors[current].shape
         if isinstance(layer, Conv):
             w = b.tensor(f"{name}.w", (layer.out_channels, layer.kernel, layer.kernel, in_shape[3]), "int8", "weight")
@@ -213,7 +207,7 @@ def build_graph(model: ModelSpec, batch: int, options: NumericsOptions | None = 
             b.node(f"{name}.fwd", "relu", "forward", name, (current,), (out,))
         elif isinstance(layer, MaxPool):
             out = b.tensor(f"{name}.out", shape, "int8", "activation")
-            b.node(f"{name}.fwd", "maxpool", "forward", name, (current,), (out,), kernel=layer.kernel, stride=layer.stride)
+            b.node(f"{name}.fwd", "maxpool", "forward", name, (current,), (out,), **_pool_attrs(layer))
         elif isinstance(layer, Flatten):
             out = b.tensor(f"{name}.out", shape, "int8", "activation")
             b.node(f"{name}.fwd", "flatten", "forward", name, (current,), (out,))
@@ -223,33 +217,83 @@ def build_graph(model: ModelSpec, batch: int, options: NumericsOptions | None = 
                 continue
             out = b.tensor(f"{name}.out", shape, "int8", "activation")
             b.node(f"{name}.fwd", "dropout", "forward", name, (current,), (out,), shift=dropout_shift(layer.rate))
+        elif isinstance(layer, Add):
+            out = b.tensor(f"{name}.out", shape, "int8", "activation")
+            b.node(f"{name}.fwd", "add", "forward", name, ins, (out,), mode=options.activation_rounding)
+        elif isinstance(layer, GlobalAvgPool):
+            out = b.tensor(f"{name}.out", shape, "int8", "activation")
+            b.node(f"{name}.fwd", "global_avgpool", "forward", name, (current,), (out,))
         else:  # pragma: no cover
             raise TypeError(layer)
         outputs_of.append(out)
-        current = out
-    logits = current
+    logits = outputs_of[-1]
     if not training:
         return _finish(b, model, batch, options, training, logits)
 
     labels = b.tensor("labels", (batch,), "int32", "label")
     err = b.tensor(f"{logits}.grad", b.tensors[logits].shape, "int8", "error")
     b.node("loss.grad", "loss_grad", "loss", "loss", (logits, labels), (err,), variant=options.loss_variant)
-    # Below the first weighted layer no error is needed: its input is data, not a parameter's output.
-    first_weighted = next(i for i, layer in enumerate(model.layers) if isinstance(layer, (Conv, Linear)))
-    for i in range(len(model.layers) - 1, first_weighted - 1, -1):
-        _backward_layer(b, model.layers[i], names[i], inputs_of[i], outputs_of[i], first=(i == first_weighted))
+    # A tensor needs an error when a weight lies upstream of it: the input (data) and every tensor
+    # computed from data alone (below the first weighted layer) get none.
+    needs = []
+    for layer, src in zip(model.layers, reads):
+        needs.append(isinstance(layer, (Conv, Linear)) or any(needs[j] for j in src if j >= 0))
+    consumers: dict[str, int] = {}  # tensor -> how many backward contributions its error sums
+    for src, ins in zip(reads, inputs_of):
+        for j, t in zip(src, ins):
+            if j >= 0 and needs[j]:
+                consumers[t] = consumers.get(t, 0) + 1
+    errors: dict[str, str] = {logits: err}  # tensor -> the tensor holding its (summed) error
+    parts: dict[str, list[str]] = {}  # tensor -> its error contributions so far, in backward order
+    for i in range(len(model.layers) - 1, -1, -1):
+        if not needs[i]:
+            continue
+        out = outputs_of[i]
+        if out not in errors:
+            errors[out] = _sum_errors(b, names[i], out, parts[out])
+        # The error of each input that needs one: `T.grad` from a single reader, `T.grad.<reader>` to be summed.
+        dxs = tuple(
+            None if j < 0 or not needs[j] else (f"{t}.grad" if consumers[t] == 1 else f"{t}.grad.{names[i]}")
+            for j, t in zip(reads[i], inputs_of[i]))
+        made = _backward_layer(b, model.layers[i], names[i], inputs_of[i], out, errors[out], dxs)
+        for t, dx in zip(inputs_of[i], made):
+            if dx is not None:
+                parts.setdefault(t, []).append(dx)
     return _finish(b, model, batch, options, training, logits)
 
 
-def _backward_layer(b: _Builder, layer, name: str, x: str, out: str, first: bool) -> None:
-    """Backward (and update) nodes of one layer: x is its forward input, out its forward output."""
-    dy = f"{out}.grad"
-    dx = f"{x}.grad"
+def _pool_attrs(layer: MaxPool) -> dict:
+    """kernel, stride, and padding only when nonzero: an unpadded pool's node is as it always was."""
+    return dict(kernel=layer.kernel, stride=layer.stride, **({"padding": layer.padding} if layer.padding else {}))
+
+
+def _sum_errors(b: _Builder, layer: str, t: str, parts: list[str]) -> str:
+    """The error of tensor `t` read by several layers: the integer sum of their errors (`add` nodes
+    with the error rounding, in backward order), named `t.grad`; a single part is used as it is."""
+    if len(parts) == 1:
+        return parts[0]
+    acc = parts[0]
+    for k, part in enumerate(parts[1:], 1):
+        total = b.tensor(f"{t}.grad" if k == len(parts) - 1 else f"{t}.grad.sum{k}", b.tensors[t].shape, "int8", "error")
+        b.node(f"{layer}.grad_sum{k}", "add", "backward", layer, (acc, part), (total,), mode=b.options.error_rounding)
+        acc = total
+    return acc
+
+
+def _backward_layer(b: _Builder, layer, name: str, xs: tuple[str, ...], out: str, dy: str,
+                    dxs: tuple[str | None, ...]) -> tuple[str | None, ...]:
+    """Backward (and update) nodes of one layer: xs are its forward inputs, out its forward output,
+    dy the tensor holding out's error, dxs the name to give each input's error (None: not needed).
+    Returns the tensor holding each input's error contribution (None where none is made)."""
+    if isinstance(layer, Add):
+        # d(a + b) = dy for both operands: no node, both contributions are dy itself.
+        return tuple(None if dx is None else dy for dx in dxs)
+    x, dx = xs[0], dxs[0]
     x_shape = b.tensors[x].shape
     if isinstance(layer, (Conv, Linear)):
         conv = isinstance(layer, Conv)
         w = f"{name}.w"
-        if not first:
+        if dx is not None:
             acc = b.tensor(f"{name}.in_grad.acc", x_shape, "int32", "accumulator")
             attrs = dict(stride=layer.stride, padding=layer.padding, output_map=f"{name}.acc",
                          input_shape=x_shape) if conv else {}
@@ -272,14 +316,14 @@ def _backward_layer(b: _Builder, layer, name: str, x: str, out: str, first: bool
                              "int32" if rule == "momentum" else "int16", "state")
             b.states.append(state)
             b.node(f"{name}.update", "update", "update", name, (w, g, state), (w, state), rule=rule)
-        return
-    if first:
-        return  # nothing below needs an error
+        return (dx,)
+    if dx is None:
+        return (None,)  # nothing below needs an error
     b.tensor(dx, x_shape, "int8", "error")
     if isinstance(layer, ReLU):
         b.node(f"{name}.bwd", "relu_grad", "backward", name, (x, dy), (dx,))
     elif isinstance(layer, MaxPool):
-        b.node(f"{name}.bwd", "maxpool_grad", "backward", name, (x, dy), (dx,), kernel=layer.kernel, stride=layer.stride)
+        b.node(f"{name}.bwd", "maxpool_grad", "backward", name, (x, dy), (dx,), **_pool_attrs(layer))
     elif isinstance(layer, Flatten):
         b.node(f"{name}.bwd", "flatten_grad", "backward", name, (dy,), (dx,), input_shape=x_shape)
     elif isinstance(layer, Dropout):
@@ -287,8 +331,13 @@ def _backward_layer(b: _Builder, layer, name: str, x: str, out: str, first: bool
         fwd = next(n for n in b.nodes if n.name == f"{name}.fwd")
         b.node(f"{name}.bwd", "dropout_grad", "backward", name, (dy,), (dx,), shift=fwd.attr("shift"),
                mask_id=fwd.tensor_id)
+    elif isinstance(layer, GlobalAvgPool):
+        # The mean's 1/(H*W) is taken as the power of two 2**-floor(log2(H*W)) on the exponent.
+        b.node(f"{name}.bwd", "global_avgpool_grad", "backward", name, (dy,), (dx,), input_shape=x_shape,
+               exp_shift=-((x_shape[1] * x_shape[2]).bit_length() - 1))
     else:  # pragma: no cover
         raise TypeError(layer)
+    return (dx,)
 
 
 def _finish(b: _Builder, model, batch, options, training, logits) -> Graph:

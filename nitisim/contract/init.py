@@ -2,6 +2,14 @@
 
 Floats are used once here, before training (spec §6): m = round(w / max|w| * 127),
 e = ceil(log2(max|w|)) - 7. Momentum velocities start at zero; int16 shadows start at w << 8.
+
+A conv with `init: zero` (each residual branch's last conv) starts with m = 0 and the exponent its
+Xavier draw would have had, as SkipInit does without a float scale: with no batch norm, a block
+then starts as its shortcut, so depth does not grow the activations at initialisation, and the
+weight's fixed exponent still gives its updates the step size of a normally initialised layer.
+Its weight gradient is x * dy, nonzero from the first step since the error reaches it through the
+add; only the error below it (dy * W) is zero until the first update. The draw is still made, so
+every other layer's weights are those of the same seed without zero init.
 """
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ import math
 import numpy as np
 
 from .graph import Graph
+from .models import Conv, layer_names
 from .numerics import SHADOW_FRAC_BITS, QTensor
 
 
@@ -38,12 +47,15 @@ def quantize_float_weights(w: np.ndarray) -> QTensor:
 def init_params(graph: Graph, seed: int = 0) -> dict[str, QTensor]:
     """Weights (Xavier-uniform, then int8) and optimiser states for `graph`, deterministic in seed."""
     rng = np.random.default_rng(seed)
+    zero = {f"{name}.w" for name, layer in zip(layer_names(graph.model), graph.model.layers)
+            if isinstance(layer, Conv) and layer.init == "zero"}
     params: dict[str, QTensor] = {}
     for name in graph.weights:
         shape = graph.tensor(name).shape
         fan_in, fan_out = _fans(shape)
         bound = math.sqrt(6.0 / (fan_in + fan_out))
-        params[name] = quantize_float_weights(rng.uniform(-bound, bound, size=shape))
+        w = quantize_float_weights(rng.uniform(-bound, bound, size=shape))
+        params[name] = QTensor(np.zeros_like(w.m), w.e) if name in zero else w
     init_states(graph, params)
     return params
 

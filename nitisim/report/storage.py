@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..contract.graph import Graph, NumericsOptions, build_graph
-from ..contract.models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU, resolve_model
+from ..contract.models import ModelSpec, model_from_dict, resolve_model
 
 FP32_BYTES = 4
 CATEGORIES: tuple[str, ...] = (
@@ -68,12 +68,8 @@ def model_from_run(model_ref: str, model_spec: Mapping[str, Any] | None) -> Mode
     """The run's model: rebuilt from summary.json's expanded `model_spec` echo when present (exact even
     when the config named a YAML file by a relative path), else resolved by name."""
     if model_spec:
-        kinds = {"conv": Conv, "linear": Linear, "relu": ReLU, "maxpool": MaxPool, "flatten": Flatten,
-                 "dropout": Dropout}
         try:
-            layers = tuple(kinds[kind](**fields) for kind, fields in model_spec["layers"])
-            return ModelSpec(str(model_spec["name"]), tuple(model_spec["input"]), layers,
-                             int(model_spec.get("classes", 10)))
+            return model_from_dict(model_spec)
         except (KeyError, TypeError, ValueError):
             pass  # an echo in another shape: fall back to the name
     return resolve_model(model_ref)

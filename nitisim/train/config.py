@@ -49,7 +49,7 @@ from typing import Any
 from ..contract.errors import UserInputError
 from ..contract.graph import NumericsOptions
 from ..contract.config_reader import Fields, integer, read_yaml
-from ..contract.models import ModelSpec, resolve_model
+from ..contract.models import ModelSpec, model_as_dict, resolve_model
 from ..contract.numerics import LOSS_VARIANTS, ROUNDING_MODES, UPDATE_RULES
 from .headroom import MAX_HEADROOM_BITS
 
@@ -186,13 +186,8 @@ class TrainConfig:
 
 
 def model_to_dict(model: ModelSpec) -> dict[str, Any]:
-    """Layers as [kind, fields] pairs (ReLU and Flatten both have no fields, so the kind is needed)."""
-    return {
-        "name": model.name,
-        "input": list(model.input_shape),
-        "classes": model.classes,
-        "layers": [[type(layer).__name__.lower(), dataclasses.asdict(layer)] for layer in model.layers],
-    }
+    """The model's stored form (contract.models.model_as_dict): [kind, fields] layer pairs."""
+    return model_as_dict(model)
 
 
 _TOP_KEYS = {
