@@ -124,8 +124,8 @@ VECTORS = [
     (36, 18, 1), (36, -18, -1), (36, 54, 2), (36, -54, -2), (36, -17, 0), (36, -19, -1),
     (9, 4, 0), (9, -4, 0), (9, 5, 1), (9, -5, -1), (9, 13, 1), (9, -14, -2), (9, 1143, 127),
     (49, 24, 0), (49, -24, 0), (49, 25, 1), (49, -25, -1), (49, 73, 1), (49, 74, 2), (49, -74, -2),
-    (49, 6174, 126), (49, 6198, 126), (49, 6199, 127), (49, 49 * 127, 127), (49, -49 * 128, -127),
-    (64, 32, 1), (64, -32, -1), (64, -31, 0), (64, -96, -2), (64, 64 * 127, 127), (64, -64 * 128, -127),
+    (49, 6174, 126), (49, 6198, 126), (49, 6199, 127), (49, 6223, 127), (49, -6272, -127),
+    (64, 32, 1), (64, -32, -1), (64, -31, 0), (64, -96, -2), (64, 8128, 127), (64, -8192, -127),
     (1, -128, -127), (1, 127, 127), (1, -7, -7),
 ]
 
@@ -136,6 +136,21 @@ def test_spec_vectors(k, s, want):
     assert global_avgpool(map_with_sums([s], h, w), gap_node()).tolist() == [[want]]
     assert oracle_avg([s] + [0] * (k - 1)) == want  # the vector table itself agrees with the oracle
     assert div_round_half_away(np.array([s]), k).tolist() == [round_half_away(Fraction(s, k))]
+
+
+# (K, d for dy = GRAD_DY): the docs/numerics-avgpool.md gradient vectors
+GRAD_DY = (1, -1, 3, -3, 9, -100, 127, -128)
+GRAD_VECTORS = [(6, (1, -1, 2, -2, 6, -67, 85, -85)), (9, (1, -1, 3, -3, 8, -89, 113, -114)),
+                (36, (1, -1, 3, -3, 8, -89, 113, -114)), (49, (1, -1, 2, -2, 6, -65, 83, -84)),
+                (64, (1, -1, 3, -3, 9, -100, 127, -127))]
+
+
+@pytest.mark.parametrize("k,want", GRAD_VECTORS)
+def test_grad_spec_vectors(k, want):
+    dy = np.array([GRAD_DY], np.int8)
+    dx = global_avgpool_grad(dy, grad_node((1, 1, k, len(GRAD_DY))))
+    assert dx[0, 0, k - 1].tolist() == list(want)
+    assert [oracle_grad(v, k)[0] for v in GRAD_DY] == list(want)
 
 
 @pytest.mark.parametrize("k", WINDOWS + (6, 196))
