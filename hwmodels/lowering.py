@@ -38,6 +38,13 @@ HASH_OPS = 8  # mix32: three xor-shifts (2 ops each) and two multiplies
 # Aligning an add's operands (reference.aligned_add, niti_op_add): widen both int8 to the lane (2), shift the
 # operand with the larger exponent by the tensor-wide gap (1; the other is not shifted), add (1).
 ADD_ALIGN_OPS = 4
+# A global average pool (reference.global_avgpool, niti_op_global_avgpool): each input element is widened
+# to the int32 lane and added to its channel's running sum (2).
+POOL_SUM_OPS = 2
+# An exact rounded division by the window size K (reference.div_round_half_away): abs (1), 2|S| + K (2),
+# the quotient by the constant K as a multiply-high by its precomputed reciprocal and a shift (2) with
+# one correction step (compare, select: 2), the sign restored (1), the int8 clamp (2 compares).
+DIV_ROUND_OPS = 10
 SOFTMAX_OPS = 12  # base-2 softmax row: max, scale, shift, subtract, window, power, sum, divide, ...
 FP32_UPDATE_OPS = MappingProxyType({"plain": 2, "momentum": 4, "shadow16": 2})  # lr * g, subtract (+ momentum)
 
@@ -161,6 +168,17 @@ def lower_vector(graph: Graph, node: Node, float32: bool = False) -> VectorWork:
         k = node.attr("kernel")
         n_out, n_in = _size(graph, ins[1]), _size(graph, ins[0])
         passes = one("route", ins, outs, [("int8", (k * k - 1) * n_out + n_in)])
+    elif op == "global_avgpool":
+        n_in, n_out = _size(graph, ins[0]), _size(graph, outs[0])
+        # One pass: the window sums accumulate channel-fastest rows of x, then one division each.
+        ops = n_in + n_out if float32 else POOL_SUM_OPS * n_in + DIV_ROUND_OPS * n_out  # float: add, multiply
+        passes = one("sum", ins, outs, [("int32", ops)])
+    elif op == "global_avgpool_grad":
+        n_dy, n_dx = _size(graph, ins[0]), _size(graph, outs[0])
+        # d from each dy (the 2**p scale is a shift, then the rounded division), then a broadcast write
+        # of d to the H*W positions of its window. Float: one multiply per dy, float32 writes.
+        ops = [("int32", n_dy + n_dx)] if float32 else [("int32", (1 + DIV_ROUND_OPS) * n_dy), ("int8", n_dx)]
+        passes = one("broadcast", ins, outs, ops)
     elif op in ("dropout", "dropout_grad"):
         t = graph.tensor(ins[0])
         features = t.size // t.shape[0]  # the keep mask is shared across the batch

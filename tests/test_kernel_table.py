@@ -119,4 +119,16 @@ def test_every_table_gives_the_exponents_of_the_rows(name, load):
     (out,) = _recording(table, got)["add"](node, ctx, a, b)
     assert got == want and np.array_equal(np.asarray(getattr(out, "m", out)), expected.m), name
     ops_seen |= {op for _, op, _, _ in got}
+    # Nor a global average pool (ResNet heads will): a 3x3 window's pool and its gradient by hand.
+    pool = Node("gap.fwd", "global_avgpool", "forward", "gap", ("a",), ("gap.out",), (), 8)
+    pool_grad = Node("gap.bwd", "global_avgpool_grad", "backward", "gap", ("gap.out",), ("a.grad",),
+                     (("input_shape", (3, 3, 3, 2)), ("exp_shift", -3)), 9)
+    x = QTensor(rng.integers(-128, 128, (3, 3, 3, 2)).astype(np.int8), -6)
+    for node, op in ((pool, "global_avgpool"), (pool_grad, "global_avgpool_grad")):
+        want, got = [], []
+        (expected,) = _recording(REFERENCE_KERNELS, want)[op](node, ctx, x)
+        (out,) = _recording(table, got)[op](node, ctx, x)
+        assert got == want and np.array_equal(np.asarray(getattr(out, "m", out)), expected.m), (name, op)
+        ops_seen |= {op for _, op, _, _ in got}
+        x = expected  # the pool's (3, 2) output is the gradient's dy
     assert ops_seen == set(OPS)

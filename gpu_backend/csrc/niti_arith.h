@@ -148,6 +148,14 @@ NITI_HD static inline int64_t niti_round_shift(int64_t x, int s, niti_round_mode
     return x < 0 ? -out : out;
 }
 
+/* num / k rounded half away from zero, exactly, for any k >= 1: sign(num) * ((2|num| + k) / (2k)).
+ * |num| < 2**61 keeps 2|num| + k inside uint64 for every k the callers pass (k <= 2**24). The
+ * numpy definition is nitisim/contract/reference.py's div_round_half_away. */
+NITI_HD static inline int64_t niti_div_round_half_away(int64_t num, int64_t k) {
+    uint64_t q = (2 * niti_magnitude(num) + (uint64_t)k) / (2 * (uint64_t)k);
+    return num < 0 ? -(int64_t)q : (int64_t)q;
+}
+
 /* ---- weight update steps (spec section 5) -------------------------------------------------------- */
 /* NITI's gradient step for one element, given b = range bits of the whole gradient tensor:
  * zero if b == 0; s = b - mu; g itself if s < 1; else PSR(g, s), so |step| <= 2**mu. */

@@ -58,6 +58,48 @@ REPORT_PHASES: tuple[str, ...] = ("forward", "input_grad", "weight_grad", "updat
 PHASES: tuple[str, ...] = ("forward", "loss", "backward", "update")
 
 
+# A global average pool sums a whole H x W window in int32 lanes (hwmodels/lowering.py prices it
+# so): |sum| <= 128 * K fits int32 for K <= 2**24 (-128 * 2**24 = -2**31 is int32's minimum).
+GLOBAL_POOL_MAX_WINDOW = 1 << 24
+
+
+def global_pool_window(node: Any, h: int, w: int) -> int:
+    """K = h * w, the positions of a global pool's window; ValueError naming the node unless
+    1 <= K <= GLOBAL_POOL_MAX_WINDOW (an empty window has no mean)."""
+    k = int(h) * int(w)
+    if not 1 <= k <= GLOBAL_POOL_MAX_WINDOW:
+        raise ValueError(f"{node.name}: {node.op} window {h}x{w} has {k} positions; a global pool needs "
+                         f"1 to {GLOBAL_POOL_MAX_WINDOW} (2**24, so the int32 window sum cannot overflow)")
+    return k
+
+
+def global_pool_shape(node: Any, shapes: Sequence[Sequence[int]]) -> tuple[int, int]:
+    """Output shape of global_avgpool: x (N, H, W, C) -> (N, C)."""
+    x = tuple(shapes[0])
+    if len(x) != 4:
+        raise ValueError(f"{node.name}: {node.op} input must be (N, H, W, C), got shape {x}")
+    global_pool_window(node, x[1], x[2])
+    return x[0], x[3]
+
+
+def global_pool_grad_shape(node: Any, shapes: Sequence[Sequence[int]]) -> tuple[int, int, int, int]:
+    """Output shape of global_avgpool_grad: the node's `input_shape` (N, H, W, C), whose N and C
+    must be dy's (N, C). H and W reach the kernels as the output's extents, not as attributes; the
+    node's `exp_shift` must be -floor(log2(H * W)) (its exponent rule and its mantissas agree)."""
+    dy, shape = tuple(shapes[0]), node.attr("input_shape")
+    if shape is None or len(shape) != 4:
+        raise ValueError(f"{node.name}: {node.op} attribute input_shape must be (N, H, W, C), got {shape!r}")
+    shape = tuple(int(d) for d in shape)
+    if len(dy) != 2 or dy != (shape[0], shape[3]):
+        raise ValueError(f"{node.name}: {node.op} dy of shape {dy} does not match input_shape {shape}: "
+                         f"expected {(shape[0], shape[3])}")
+    k = global_pool_window(node, shape[1], shape[2])
+    if node.attr("exp_shift") != -(k.bit_length() - 1):
+        raise ValueError(f"{node.name}: {node.op} attribute exp_shift is {node.attr('exp_shift')!r}; a window of "
+                         f"{k} positions needs -floor(log2 {k}) = {-(k.bit_length() - 1)}")
+    return shape
+
+
 @dataclass(frozen=True)
 class OpInfo:
     name: str
@@ -100,6 +142,11 @@ _OPS = (
            "vector", (Exponent(data=True),),
            node_call=NodeCall(inputs=("int8", "int8"), same_shape=True, attrs=("mode",),
                               outputs=(Output("int8", like=0),))),
+    # global average pool (the head of a ResNet): an int32 sum over the H x W window, then one exact
+    # division by K = H*W rounded half away from zero; the exponent is the input's.
+    OpInfo("global_avgpool", "vector", "x int8 (N, H, W, C) -> (N, C) = round_half_away(window sum / (H*W)), "
+                                       "clamped to +-127", "vector", (FIRST,),
+           node_call=NodeCall(inputs=("int8",), outputs=(Output("int8", shape=global_pool_shape),))),
     # loss
     OpInfo("loss_grad", "vector", "(logits int8, labels) -> error int8 = round(2048 (softmax - onehot) / 16)",
            "vector", (Exponent(const=LOSS_ERROR_EXP),)),
@@ -107,6 +154,13 @@ _OPS = (
     OpInfo("relu_grad", "vector", "(x forward input, dy) -> dy where x > 0", "vector", (SECOND,)),
     OpInfo("maxpool_grad", "vector", "(x forward input, dy) -> dx routed to the first max of each window", "vector",
            (SECOND,)),
+    # The mean's derivative dy / K as dy * 2**p / K (p = floor(log2 K), a factor in (1/2, 1]) rounded
+    # half away from zero, times 2**-p in the exponent: exp_shift = -p keeps the mantissa's precision.
+    OpInfo("global_avgpool_grad", "vector", "dy int8 (N, C) -> dx (N, H, W, C) = round_half_away(dy * 2**p / K) "
+                                            "at every position, K = H*W, p = floor(log2 K); e += exp_shift = -p",
+           "vector", (Exponent(inputs=(0,), attr="exp_shift"),),
+           node_call=NodeCall(inputs=("int8",), attrs=("exp_shift",),
+                              outputs=(Output("int8", shape=global_pool_grad_shape),))),
     OpInfo("flatten_grad", "view", "dy (N, F) -> dx NHWC", "vector", (FIRST,)),
     OpInfo("dropout_grad", "vector", "dy -> dy * keep_mask (the forward mask); e += k", "vector", (DROPOUT,)),
     OpInfo("conv2d_input_grad", "gemm", "(dy int8 NEFO, w OHWI) -> acc int32 NHWI (col2im scatter-add)",

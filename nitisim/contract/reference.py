@@ -5,7 +5,7 @@ inputs, returning the output arrays (integer arrays only); `REFERENCE_KERNELS` i
 from it by nitisim.contract.kernel_table, which gives each output the exponent its op row says
 (requantize's comes from the data, so its method returns the whole QTensor). An op whose arithmetic
 nitisim.contract.numerics does not hold is defined here in full (`aligned_add`, the exponent-aligned
-add), so a new op needs no edit of numerics.py. The int8 x int8 products go through a floating-point
+add; `global_avgpool` and its gradient), so a new op needs no edit of numerics.py. The int8 x int8 products go through a floating-point
 BLAS only where the result is provably exact (see `exact_int_matmul`), because that yields the
 identical integers much faster than numpy's integer matmul; everything else is integer arithmetic.
 """
@@ -18,6 +18,7 @@ from .graph import Node
 from .kernel_table import build_kernel_table, host_exponent
 from .errors import IntegerOverflowError
 from .models import conv_out
+from .ops import global_pool_grad_shape, global_pool_shape
 from .numerics import (
     QTensor,
     check_int32,
@@ -93,6 +94,61 @@ def aligned_add(a: np.ndarray, e_a: int, b: np.ndarray, e_b: int, mode: str, *, 
     e_lo = min(e_a, e_b)
     acc = (a.astype(np.int64) << (e_a - e_lo)) + (b.astype(np.int64) << (e_b - e_lo))
     return requantize(acc, e_lo, mode, seed=seed, step=step, tensor_id=tensor_id)
+
+
+def div_round_half_away(num: np.ndarray, k: int) -> np.ndarray:
+    """num / k rounded half away from zero, exactly, for every k >= 1 (not only powers of two):
+    sign(num) * ((2 |num| + k) // (2 k)), int64; |num| must stay below 2**61.
+
+    >>> div_round_half_away(np.array([4, -4, 5, -5, 13, -13, 0]), 9).tolist()  # 4/9, 5/9, 13/9
+    [0, 0, 1, -1, 1, -1, 0]
+    >>> div_round_half_away(np.array([98, -98, 99, -99]), 196).tolist()  # exact halves round away
+    [1, -1, 1, -1]
+    """
+    num = np.asarray(num).astype(np.int64, copy=False)
+    q = (2 * np.abs(num) + k) // (2 * k)
+    return np.where(num < 0, -q, q)
+
+
+def global_avgpool(x: np.ndarray, node: Node) -> np.ndarray:
+    """x int8 (N, H, W, C) -> (N, C) int8: each channel's window mean, K = H*W.
+
+    S = the exact sum of the window's K values (|S| <= 128 K fits int32, K <= 2**24), then
+    y = clamp(sign(S) * ((2|S| + K) // (2K)), -127, 127): S / K rounded half away from zero (one
+    rounding, exact for every K), saturated as every int8 output (only all -128 reaches -128).
+    The exponent is x's. docs/numerics-avgpool.md.
+
+    >>> from .graph import Node
+    >>> n = Node("gap", "global_avgpool", "forward", "gap", ("x",), ("y",))
+    >>> global_avgpool(np.array([[[[7], [2]], [[-1], [0]]]], np.int8), n).tolist()  # 8 / 4
+    [[2]]
+    """
+    n, c = global_pool_shape(node, [x.shape])
+    k = x.shape[1] * x.shape[2]
+    window_sum = x.astype(np.int64).sum(axis=(1, 2))  # (N, C)
+    return clamp_int8(div_round_half_away(window_sum, k)).reshape(n, c)
+
+
+def global_avgpool_grad(dy: np.ndarray, node: Node) -> np.ndarray:
+    """dy int8 (N, C) -> dx int8 `input_shape` (N, H, W, C), every window position the same value.
+
+    With K = H*W and p = floor(log2 K) (the node's exp_shift is -p, so the output exponent is
+    e_dy - p): d = clamp(round_half_away(dy * 2**p / K), -127, 127), exact integer arithmetic.
+    2**p / K is in (1/2, 1], so |d| <= |dy| (<= 128, saturated as every int8 output), d = dy when K is
+    a power of two, and d * 2**(e_dy - p) is dy * 2**e_dy / K within half a unit of the output's
+    last place. docs/numerics-avgpool.md.
+
+    >>> from .graph import Node
+    >>> n = Node("gap.bwd", "global_avgpool_grad", "backward", "gap", ("dy",), ("dx",),
+    ...          (("input_shape", (1, 3, 3, 2)), ("exp_shift", -3)))
+    >>> dx = global_avgpool_grad(np.array([[9, -100]], np.int8), n)  # 9 * 8 / 9, -100 * 8 / 9
+    >>> dx.shape, dx[0, 2, 1].tolist()
+    ((1, 3, 3, 2), [8, -89])
+    """
+    shape = global_pool_grad_shape(node, [dy.shape])
+    k = shape[1] * shape[2]
+    d = clamp_int8(div_round_half_away(dy.astype(np.int64) << (k.bit_length() - 1), k))  # (N, C)
+    return np.ascontiguousarray(np.broadcast_to(d[:, None, None, :], shape))
 
 
 def _narrow(acc: np.ndarray, dtype: str, what: str) -> np.ndarray:
@@ -174,6 +230,10 @@ class ReferenceOps:
         return (QTensor(m, e),)
 
     @staticmethod
+    def global_avgpool(node: Node, ctx: StepContext, x: QTensor):
+        return (global_avgpool(x.m, node),)
+
+    @staticmethod
     def relu(node: Node, ctx: StepContext, x: QTensor):
         return (np.maximum(x.m, 0).astype(np.int8),)
 
@@ -211,6 +271,10 @@ class ReferenceOps:
             dx[:, i : i + s * e : s, j : j + s * f : s, :] += np.where(first_max == t, dy.m, 0)
         # Overlapping windows (stride < kernel) can route several errors to one input: saturate.
         return (clamp_int8(dx),)
+
+    @staticmethod
+    def global_avgpool_grad(node: Node, ctx: StepContext, dy: QTensor):
+        return (global_avgpool_grad(dy.m, node),)
 
     @staticmethod
     def flatten_grad(node: Node, ctx: StepContext, dy: QTensor):
