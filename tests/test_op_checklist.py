@@ -5,7 +5,7 @@ op_<name>.c, gpu_backend/csrc/op_<name>.cu and its rule in hwmodels/lowering.py.
 For every op that runs on the compiled libraries through the node call, this reads the sources and
 checks the claim: its C and CUDA entry points exist in its own two files only, and no shared file
 (headers, bindings, op classes, numerics, builder, executor) names it, so the next op again needs
-no plumbing. The graph builder may emit an op (that uses it; it does not add it).
+no plumbing. A model layer kind and the graph builder may name an op: they use it, they do not add it.
 """
 import re
 from pathlib import Path
@@ -15,7 +15,7 @@ from nitisim.contract.ops import OPS
 ROOT = Path(__file__).resolve().parents[1]
 CHECKLIST = ("nitisim/contract/ops.py", "nitisim/contract/reference.py", "gpu_backend/csrc/op_{op}.c",
              "gpu_backend/csrc/op_{op}.cu", "hwmodels/lowering.py")
-USERS = ("nitisim/contract/graph.py",)  # where the graph builder emits nodes of the op
+USERS = ("nitisim/contract/graph.py", "nitisim/contract/models.py")  # a layer kind that emits the op
 
 
 def _sources() -> list[Path]:
