@@ -13,7 +13,8 @@ import numpy as np
 from nitisim.contract.executor import StepContext, train_step
 from nitisim.contract.graph import Graph, NumericsOptions, build_graph
 from nitisim.contract.init import init_params
-from nitisim.contract.models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU, builtin_models
+from nitisim.contract.models import (Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU, builtin_models,
+                                     parse_model)
 from nitisim.contract.numerics import QTensor
 
 
@@ -25,8 +26,27 @@ def small_vgg() -> ModelSpec:
     ))
 
 
+def small_resnet() -> ModelSpec:
+    """A ResNet small enough for a parity test: a stem, a block with an identity shortcut and one with
+    a strided 1x1 conv shortcut (so errors fan in at both block inputs), global average pool, linear.
+    Each branch's last conv starts at zero, so the first step's branch outputs are zero and the
+    second step's are not: compare at least two steps."""
+    return parse_model({
+        "name": "small-resnet", "input": [12, 12, 3], "classes": 10,
+        "layers": [
+            {"conv": {"out": 8, "kernel": 3, "padding": 1}}, "relu",
+            {"residual": {"branch": [{"conv": {"out": 8, "kernel": 3, "padding": 1}}, "relu",
+                                     {"conv": {"out": 8, "kernel": 3, "padding": 1}}],
+                          "shortcut": "identity", "then": "relu"}},
+            {"residual": {"branch": [{"conv": {"out": 16, "kernel": 3, "stride": 2, "padding": 1}}, "relu",
+                                     {"conv": {"out": 16, "kernel": 3, "padding": 1}}],
+                          "shortcut": {"conv": {"out": 16, "kernel": 1, "stride": 2}}, "then": "relu"}},
+            "global_avgpool", {"linear": {"out": 10}},
+        ]}, "gpu_backend.parity.small_resnet")
+
+
 def parity_models() -> dict[str, ModelSpec]:
-    return {"lenet": builtin_models()["lenet"], "small-vgg": small_vgg()}
+    return {"lenet": builtin_models()["lenet"], "small-vgg": small_vgg(), "small-resnet": small_resnet()}
 
 
 def _host(t, to_host) -> tuple[np.ndarray, int | None]:
