@@ -213,7 +213,7 @@ def build_graph(model: ModelSpec, batch: int, options: NumericsOptions | None = 
             b.node(f"{name}.fwd", "relu", "forward", name, (current,), (out,))
         elif isinstance(layer, MaxPool):
             out = b.tensor(f"{name}.out", shape, "int8", "activation")
-            b.node(f"{name}.fwd", "maxpool", "forward", name, (current,), (out,), kernel=layer.kernel, stride=layer.stride)
+            b.node(f"{name}.fwd", "maxpool", "forward", name, (current,), (out,), kernel=layer.kernel, stride=layer.stride, **({"padding": layer.padding} if layer.padding else {}))
         elif isinstance(layer, Flatten):
             out = b.tensor(f"{name}.out", shape, "int8", "activation")
             b.node(f"{name}.fwd", "flatten", "forward", name, (current,), (out,))
@@ -279,7 +279,7 @@ def _backward_layer(b: _Builder, layer, name: str, x: str, out: str, first: bool
     if isinstance(layer, ReLU):
         b.node(f"{name}.bwd", "relu_grad", "backward", name, (x, dy), (dx,))
     elif isinstance(layer, MaxPool):
-        b.node(f"{name}.bwd", "maxpool_grad", "backward", name, (x, dy), (dx,), kernel=layer.kernel, stride=layer.stride)
+        b.node(f"{name}.bwd", "maxpool_grad", "backward", name, (x, dy), (dx,), kernel=layer.kernel, stride=layer.stride, **({"padding": layer.padding} if layer.padding else {}))
     elif isinstance(layer, Flatten):
         b.node(f"{name}.bwd", "flatten_grad", "backward", name, (dy,), (dx,), input_shape=x_shape)
     elif isinstance(layer, Dropout):

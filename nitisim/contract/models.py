@@ -11,7 +11,7 @@ YAML form (configs/models/*.yaml):
     layers:
       - conv: {out: 20, kernel: 5, stride: 1, padding: 0}
       - relu
-      - maxpool: {kernel: 2, stride: 2}
+      - maxpool: {kernel: 2, stride: 2}   # optional padding (< kernel), with -infinity
       - flatten
       - linear: {out: 500}
       - dropout: {rate: 0.5}
@@ -50,6 +50,7 @@ class ReLU:
 class MaxPool:
     kernel: int = 2
     stride: int = 2
+    padding: int = 0  # -infinity on every side: never wins; < kernel leaves a real value in each window
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ _LAYER_FIELDS: dict[str, tuple[type, dict[str, str], tuple[str, ...]]] = {
              ("out", "kernel")),
     "linear": (Linear, {"out": "out_features"}, ("out",)),
     "relu": (ReLU, {}, ()),
-    "maxpool": (MaxPool, {"kernel": "kernel", "stride": "stride"}, ()),
+    "maxpool": (MaxPool, {"kernel": "kernel", "stride": "stride", "padding": "padding"}, ()),
     "flatten": (Flatten, {}, ()),
     "dropout": (Dropout, {"rate": "rate"}, ()),
 }
@@ -156,6 +157,9 @@ def _parse_layer(item: Any, src: str, where: str) -> Layer:
             kwargs[names[key]] = value
         else:
             kwargs[names[key]] = f.positive_int(key, allow_zero=(key == "padding"))
+    if kind == "maxpool" and kwargs.get("padding", 0) >= kwargs.get("kernel", MaxPool.kernel):
+        raise f.error("padding", f"must be below the kernel ({kwargs.get('kernel', MaxPool.kernel)}): a window of "
+                                 f"padding only would have no maximum, got {kwargs['padding']}")
     return cls(**kwargs)
 
 
@@ -247,7 +251,10 @@ def infer_shapes(model: ModelSpec, batch: int, src: str | None = None) -> list[t
         if isinstance(layer, (Conv, MaxPool)):
             if len(shape) != 4:
                 raise UserInputError(src, where, f"{type(layer).__name__.lower()} needs an (N, H, W, C) input, got {shape}")
-            pad = layer.padding if isinstance(layer, Conv) else 0
+            if isinstance(layer, MaxPool) and layer.padding >= layer.kernel:
+                raise UserInputError(src, where, f"maxpool padding {layer.padding} must be below its kernel "
+                                                 f"{layer.kernel}: a window of padding only has no maximum")
+            pad = layer.padding
             n, h, w, c = shape
             e, f = conv_out(h, layer.kernel, layer.stride, pad), conv_out(w, layer.kernel, layer.stride, pad)
             if e < 1 or f < 1:

@@ -45,7 +45,7 @@ from typing import Any
 from ..contract.errors import UserInputError
 from ..contract.graph import NumericsOptions
 from ..contract.config_reader import Fields, integer, read_yaml
-from ..contract.models import ModelSpec, resolve_model
+from ..contract.models import MaxPool, ModelSpec, resolve_model
 from ..contract.numerics import LOSS_VARIANTS, ROUNDING_MODES, UPDATE_RULES
 from .headroom import MAX_HEADROOM_BITS
 
@@ -183,8 +183,17 @@ def model_to_dict(model: ModelSpec) -> dict[str, Any]:
         "name": model.name,
         "input": list(model.input_shape),
         "classes": model.classes,
-        "layers": [[type(layer).__name__.lower(), dataclasses.asdict(layer)] for layer in model.layers],
+        "layers": [[type(layer).__name__.lower(), _layer_fields(layer)] for layer in model.layers],
     }
+
+
+def _layer_fields(layer: Any) -> dict[str, Any]:
+    """A layer's fields; a max pool's padding only when set, so a model without one keeps the echo,
+    and with it the step hash its checkpoints carry, that it had before max pools could pad."""
+    fields = dataclasses.asdict(layer)
+    if isinstance(layer, MaxPool) and not layer.padding:
+        del fields["padding"]
+    return fields
 
 
 _TOP_KEYS = {
