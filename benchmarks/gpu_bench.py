@@ -394,8 +394,9 @@ def torch_model(spec, torch):
         elif isinstance(layer, ReLU):
             layers.append(nn.ReLU(inplace=True))
         elif isinstance(layer, MaxPool):
-            layers.append(nn.MaxPool2d(layer.kernel, layer.stride))
-            h, w = (h - layer.kernel) // layer.stride + 1, (w - layer.kernel) // layer.stride + 1
+            layers.append(nn.MaxPool2d(layer.kernel, layer.stride, layer.padding))  # pads with -infinity
+            h = (h + 2 * layer.padding - layer.kernel) // layer.stride + 1
+            w = (w + 2 * layer.padding - layer.kernel) // layer.stride + 1
         elif isinstance(layer, Flatten):
             layers.append(nn.Flatten())
             features = h * w * c

@@ -67,7 +67,7 @@ class CpuOps:
         return (self.lib.relu_forward(x.m),)
 
     def maxpool(self, node, ctx, x):
-        return (self.lib.maxpool_forward(x.m, node.attr("kernel"), node.attr("stride")),)
+        return (self.lib.maxpool_forward(x.m, node.attr("kernel"), node.attr("stride"), node.attr("padding", 0)),)
 
     def flatten(self, node, ctx, x):
         return (x.m.reshape(x.m.shape[0], -1),)
@@ -87,7 +87,8 @@ class CpuOps:
         return (self.lib.relu_backward(x.m, dy.m),)
 
     def maxpool_grad(self, node, ctx, x, dy):
-        return (self.lib.maxpool_backward(x.m, dy.m, node.attr("kernel"), node.attr("stride")),)
+        return (self.lib.maxpool_backward(x.m, dy.m, node.attr("kernel"), node.attr("stride"),
+                                          node.attr("padding", 0)),)
 
     def flatten_grad(self, node, ctx, dy):
         return (dy.m.reshape(node.attr("input_shape")),)

@@ -139,10 +139,10 @@ class CudaOps:
 
     def maxpool(self, node, ctx, x):
         x = self._in(x, np.int8, "maxpool x")
-        k, s = node.attr("kernel"), node.attr("stride")
+        k, s, p = node.attr("kernel"), node.attr("stride"), node.attr("padding", 0)
         n, h, w, c = x.shape
-        y = self._new((n, conv_out(h, k, s, 0), conv_out(w, k, s, 0), c), np.int8, exp=None)
-        self.lib.call("niti_cuda_maxpool_forward", n, h, w, c, k, k, s, s, x.ptr, y.ptr)
+        y = self._new((n, conv_out(h, k, s, p), conv_out(w, k, s, p), c), np.int8, exp=None)
+        self.lib.call("niti_cuda_maxpool_forward", n, h, w, c, k, k, s, s, p, p, x.ptr, y.ptr)
         return (y,)
 
     def flatten(self, node, ctx, x):
@@ -190,12 +190,12 @@ class CudaOps:
 
     def maxpool_grad(self, node, ctx, x, dy):
         x, dy = self._in(x, np.int8, "maxpool_grad x", exp=False), self._in(dy, np.int8, "maxpool_grad dy")
-        k, s = node.attr("kernel"), node.attr("stride")
+        k, s, p = node.attr("kernel"), node.attr("stride"), node.attr("padding", 0)
         n, h, w, c = x.shape
-        if dy.shape != (n, conv_out(h, k, s, 0), conv_out(w, k, s, 0), c):
+        if dy.shape != (n, conv_out(h, k, s, p), conv_out(w, k, s, p), c):
             raise ValueError(f"{node.name}: dy {dy.shape} does not match x {x.shape}")
         dx = self._new(x.shape, np.int8, exp=None)
-        self.lib.call("niti_cuda_maxpool_backward", n, h, w, c, k, k, s, s, x.ptr, dy.ptr, dx.ptr)
+        self.lib.call("niti_cuda_maxpool_backward", n, h, w, c, k, k, s, s, p, p, x.ptr, dy.ptr, dx.ptr)
         return (dx,)
 
     def flatten_grad(self, node, ctx, dy):

@@ -438,27 +438,31 @@ class CLib:
         self.check(self.lib.niti_relu_backward(x.size, px, pd, po))
         return out
 
-    def maxpool_forward(self, x: np.ndarray, kernel=2, stride=None) -> np.ndarray:
-        """x (N, H, W, C) int8 -> window maxima (N, (H-kh)//sh+1, (W-kw)//sw+1, C); stride defaults to kernel."""
+    def maxpool_forward(self, x: np.ndarray, kernel=2, stride=None, padding=0) -> np.ndarray:
+        """x (N, H, W, C) int8 -> window maxima (N, conv_out(H, kh, sh, ph), conv_out(W, ...), C) over x
+        padded with -infinity (padding < kernel); stride defaults to kernel."""
         px = self._in(x, np.int8, "x", 4)
         kh, kw = _pair(kernel, "kernel")
         sh, sw = _pair(kernel if stride is None else stride, "stride")
+        ph, pw = _pair(padding, "padding")
         n, h, w, c = x.shape
-        out, po = self._out((n, max(conv_out(h, kh, sh, 0), 0), max(conv_out(w, kw, sw, 0), 0), c), np.int8)
-        self.check(self.lib.niti_maxpool_forward(n, h, w, c, kh, kw, sh, sw, px, po))
+        out, po = self._out((n, max(conv_out(h, kh, sh, ph), 0), max(conv_out(w, kw, sw, pw), 0), c), np.int8)
+        self.check(self.lib.niti_maxpool_forward(n, h, w, c, kh, kw, sh, sw, ph, pw, px, po))
         return out
 
-    def maxpool_backward(self, x: np.ndarray, dy: np.ndarray, kernel=2, stride=None) -> np.ndarray:
-        """dx (N, H, W, C): each dy routed to the first maximum of its window (row-major order)."""
+    def maxpool_backward(self, x: np.ndarray, dy: np.ndarray, kernel=2, stride=None, padding=0) -> np.ndarray:
+        """dx (N, H, W, C): each dy routed to the first maximum of its window (row-major order, real
+        inputs only: the -infinity padding never wins)."""
         px, pd = self._in(x, np.int8, "x", 4), self._in(dy, np.int8, "dy", 4)
         kh, kw = _pair(kernel, "kernel")
         sh, sw = _pair(kernel if stride is None else stride, "stride")
+        ph, pw = _pair(padding, "padding")
         n, h, w, c = x.shape
-        expect = (n, conv_out(h, kh, sh, 0), conv_out(w, kw, sw, 0), c)
+        expect = (n, conv_out(h, kh, sh, ph), conv_out(w, kw, sw, pw), c)
         if dy.shape != expect:
             raise ValueError(f"maxpool backward: dy is {dy.shape}, expected {expect}")
         out, po = self._out(x.shape, np.int8)
-        self.check(self.lib.niti_maxpool_backward(n, h, w, c, kh, kw, sh, sw, px, pd, po))
+        self.check(self.lib.niti_maxpool_backward(n, h, w, c, kh, kw, sh, sw, ph, pw, px, pd, po))
         return out
 
     def dropout_mask(self, features: int, keep_shift: int, *, seed: int = 0, step: int = 0,

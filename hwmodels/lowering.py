@@ -161,10 +161,12 @@ def lower_vector(graph: Graph, node: Node, float32: bool = False) -> VectorWork:
         # mask from the stashed forward input: compare and select per element
         passes = one("mask", ins, outs, [("int8", 2 * _size(graph, ins[1]))])
     elif op == "maxpool":
+        # k*k - 1 compares per output over the whole padded window (attr padding): a vector unit runs
+        # every window the same shape, a padded tap being a compare with -infinity
         k = node.attr("kernel")
         passes = one("pool", ins, outs, [("int8", (k * k - 1) * _size(graph, outs[0]))])
     elif op == "maxpool_grad":
-        # re-find the first max of each window from the stashed input, then route dy to it
+        # re-find the first max of each (padded) window from the stashed input, then route dy to it
         k = node.attr("kernel")
         n_out, n_in = _size(graph, ins[1]), _size(graph, ins[0])
         passes = one("route", ins, outs, [("int8", (k * k - 1) * n_out + n_in)])

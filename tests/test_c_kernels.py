@@ -698,6 +698,68 @@ def test_maxpool(any_lib, shape, kernel, stride):
     assert np.array_equal(any_lib.maxpool_backward(x, dy, kernel, stride), ref_maxpool_grad(x, dy, kernel, stride))
 
 
+@pytest.mark.parametrize("shape,kernel,stride", [
+    ((2, 7, 7, 5), 3, 2), ((2, 8, 8, 5), 3, 2), ((1, 9, 6, 3), 3, 2),  # the ResNet stem's pool, odd and even
+    ((2, 5, 5, 4), 3, 1), ((1, 6, 7, 3), 3, 1),  # overlapping windows: routed errors sum and saturate
+    ((1, 8, 8, 70), 3, 2), ((1, 6, 5, 130), 3, 2),  # one vector plus a tail, two plus (the AVX-512 build)
+    ((2, 5, 6, 3), 2, 2), ((1, 1, 2, 3), 3, 3),  # disjoint padded windows; an input smaller than the kernel
+])
+def test_maxpool_padded_equals_numpy(any_lib, shape, kernel, stride):
+    """Padding 1 (-infinity): forward and backward equal the numpy reference, on every engine build."""
+    from nitisim.contract.executor import StepContext
+    from nitisim.contract.graph import Node
+    from nitisim.contract.reference import ReferenceOps
+
+    def node(op):
+        return Node("pool", op, "forward", "pool", (), (), (("kernel", kernel), ("padding", 1), ("stride", stride)), 1)
+
+    rng = np.random.default_rng(sum(shape) + kernel)
+    for lo, hi in ((-127, 127), (-2, 2), (-127, -120)):  # ties; all negative: a padded 0 would win
+        x = rand_i8(rng, shape, lo, hi)
+        (y,) = ReferenceOps.maxpool(node("maxpool"), StepContext(), nm.QTensor(x, 0))
+        assert np.array_equal(any_lib.maxpool_forward(x, kernel, stride, 1), y)
+        for dy in (rand_i8(rng, y.shape), rand_i8(rng, y.shape, 100, 127)):  # large errors saturate
+            (dx,) = ReferenceOps.maxpool_grad(node("maxpool_grad"), StepContext(), nm.QTensor(x, 0), nm.QTensor(dy, 0))
+            assert np.array_equal(any_lib.maxpool_backward(x, dy, kernel, stride, 1), dx)
+
+
+def test_maxpool_padding_must_be_below_the_kernel(lib):
+    x = np.zeros((1, 4, 4, 2), np.int8)
+    with pytest.raises(CLibError, match="padding < kernel"):
+        lib.maxpool_forward(x, 2, 2, 2)
+    with pytest.raises(CLibError, match="padding < kernel"):
+        lib.maxpool_backward(x, np.zeros((1, 4, 4, 2), np.int8), 2, 2, 2)
+
+
+def test_padded_pool_training_steps_equal_numpy(any_lib):
+    """Whole steps of a net with the ResNet stem's pool (3x3, stride 2, padding 1) on the C kernels
+    of every engine build: weights and logits bit-identical to numpy."""
+    from gpu_backend.backends import CpuOps
+    from nitisim.contract.executor import StepContext, train_step
+    from nitisim.contract.graph import build_graph
+    from nitisim.contract.init import init_params
+    from nitisim.contract.kernel_table import build_kernel_table
+    from nitisim.contract.models import Conv, Flatten, Linear, MaxPool, ModelSpec, ReLU
+    from nitisim.contract.reference import REFERENCE_KERNELS
+
+    model = ModelSpec("stem", (11, 11, 3), (Conv(8, 3, 1, 1), ReLU(), MaxPool(3, 2, 1), Conv(8, 3, 1, 1), ReLU(),
+                                             MaxPool(3, 1, 1), Flatten(), Linear(10)))
+    g = build_graph(model, 3)
+    table = build_kernel_table(CpuOps(any_lib))
+    rng = np.random.default_rng(5)
+    ref_params = got_params = init_params(g, seed=2)
+    for step in range(2):
+        x = nm.QTensor(rand_i8(rng, (3, 11, 11, 3)), -7)
+        labels = rng.integers(0, 10, 3).astype(np.int32)
+        ctx = StepContext(seed=3, step=step, mu=4)
+        want = train_step(g, REFERENCE_KERNELS, ref_params, x, labels, ctx, keep=(g.logits_name,))
+        got = train_step(g, table, got_params, x, labels, ctx, keep=(g.logits_name,))
+        assert np.array_equal(got.tensors[g.logits_name].m, want.tensors[g.logits_name].m)
+        for name, t in want.params.items():
+            assert np.array_equal(got.params[name].m, t.m) and got.params[name].e == t.e, (step, name)
+        ref_params, got_params = want.params, got.params
+
+
 def test_maxpool_large_threaded(lib):
     """Above NITI_LIGHT_PARALLEL_MIN_ELEMS the pooling loops run on threads: same result."""
     rng = np.random.default_rng(12)

@@ -403,6 +403,18 @@ def test_maxpool_forward_and_backward_first_max(dev, k, s, hw):
         check_op(dev, node("maxpool_grad", kernel=k, stride=s), x, dy)
 
 
+@pytest.mark.parametrize("k,s,hw", [(3, 2, (7, 7)), (3, 2, (8, 6)), (3, 1, (5, 5)), (3, 1, (6, 7)), (2, 2, (5, 6)),
+                                    (3, 3, (1, 2))])
+def test_padded_maxpool_forward_and_backward(dev, k, s, hw):
+    """Padding 1 (-infinity): all-negative inputs, where a padded 0 would win, and large errors that
+    saturate where windows overlap."""
+    for lo, hi in ((-127, 127), (-1, 1), (-127, -120)):
+        x = q((2, *hw, 5), -7, lo, hi)
+        (y,) = check_op(dev, node("maxpool", kernel=k, stride=s, padding=1), x)
+        for dy in (q(y.shape, -5), q(y.shape, -5, 100, 127)):
+            check_op(dev, node("maxpool_grad", kernel=k, stride=s, padding=1), x, dy)
+
+
 @pytest.mark.parametrize("shift", [1, 2, 3])
 def test_dropout_masks_from_the_counter_hash(dev, shift):
     x = q((4, 3, 3, 6), -7)
@@ -562,6 +574,15 @@ def test_lenet_training_steps_equal_numpy(dev, options):
 @pytest.mark.parametrize("options", OPTIONS, ids=["niti", "stochastic-momentum-fine", "shadow16"])
 def test_small_vgg_training_steps_equal_numpy(dev, options):
     _steps_match(dev, SMALL_VGG, 64 if dev.gpu else 3, options, 4 if dev.gpu else 2)
+
+
+STEM_POOL = ModelSpec("stem-pool", (9, 9, 3), (
+    Conv(8, 3, 1, 1), ReLU(), MaxPool(3, 2, 1), Conv(8, 3, 1, 1), ReLU(), MaxPool(3, 1, 1), Flatten(), Linear(10)))
+
+
+def test_padded_pool_training_steps_equal_numpy(dev):
+    """The ResNet stem's pool (3x3, stride 2, padding 1) and an overlapping padded one in whole steps."""
+    _steps_match(dev, STEM_POOL, 16 if dev.gpu else 2, NumericsOptions(), 2)
 
 
 def _conv_paths(lib, graph) -> list[str]:

@@ -96,3 +96,20 @@ def test_evaluate_counts_every_test_image():
         pred = trainer.model(torch.from_numpy(np.ldexp(m.astype(np.float32), e))).argmax(1).numpy()
     assert trainer.evaluate(images, labels) == int((pred == labels).sum())
     assert trainer.model.training is False
+
+
+@pytest.mark.parametrize("k,s,p", [(3, 2, 1), (3, 1, 1), (2, 2, 1), (3, 2, 2)])  # (3, 2, 2): wider than torch pads
+def test_twin_pool_pads_with_minus_infinity_as_the_integer_pool(k, s, p):
+    """The float twin's padded max pool on integer values equals the numpy reference's (all-negative
+    inputs: a zero border would win)."""
+    from nitisim.contract.executor import StepContext
+    from nitisim.contract.graph import Node
+    from nitisim.contract.numerics import QTensor
+    from nitisim.contract.reference import ReferenceOps
+    from nitisim.train.fp32 import _max_pool
+
+    x = np.random.default_rng(k + s + p).integers(-127, -100, (2, 7, 8, 3)).astype(np.int8)
+    node = Node("pool", "maxpool", "forward", "pool", (), (), (("kernel", k), ("padding", p), ("stride", s)), 1)
+    (want,) = ReferenceOps.maxpool(node, StepContext(), QTensor(x, 0))
+    got = _max_pool(MaxPool(k, s, p))(torch.tensor(x, dtype=torch.float32).permute(0, 3, 1, 2))
+    assert np.array_equal(got.permute(0, 2, 3, 1).numpy(), want)

@@ -63,6 +63,21 @@ def test_vector_and_view_work():
     assert isinstance(f["conv1.requant"], ViewWork) and len(f["fc1.update"].passes) == 1
 
 
+@pytest.mark.parametrize("k,s,hw,out", [(3, 2, (9, 9), (5, 5)), (3, 2, (8, 8), (4, 4)), (3, 1, (7, 6), (7, 6))])
+def test_padded_pool_counts_the_padded_window(k, s, hw, out):
+    """A padded max pool: outputs from conv_out with the padding, k*k - 1 compares each over the whole
+    padded window; the backward re-finds each window's maximum and writes every input once."""
+    b, c = 2, 4
+    g = build_graph(ModelSpec("p", (*hw, c), (Conv(c, 1), MaxPool(k, s, 1), Flatten(), Linear(10))), b)
+    w = lowered(g)
+    n_out, n_in = b * out[0] * out[1] * c, b * hw[0] * hw[1] * c
+    fwd, bwd = w["pool1.fwd"], w["pool1.bwd"]
+    assert g.tensor("pool1.out").shape == (b, *out, c)
+    assert isinstance(fwd, VectorWork) and [p.ops for p in fwd.passes] == [(("int8", (k * k - 1) * n_out),)]
+    assert fwd.passes[0].reads == ("conv1.out",) and fwd.passes[0].writes == ("pool1.out",)
+    assert [p.ops for p in bwd.passes] == [(("int8", (k * k - 1) * n_out + n_in),)]
+
+
 @pytest.mark.parametrize("options", [NumericsOptions(), NumericsOptions(update_rule="momentum", loss_variant="fine"),
                                      NumericsOptions(update_rule="shadow16", activation_rounding="stochastic",
                                                      error_rounding="nearest")])

@@ -127,6 +127,56 @@ def test_relu_and_maxpool_backward_routes_to_first_max():
     assert dr.m.reshape(4, 4).tolist() == (x.m.reshape(4, 4) > 0).astype(int).tolist()
 
 
+def _pool_oracle(x, k, s, p):
+    """Max pool over x padded with -infinity, by its definition in plain Python: (y, dx routing) where
+    routing maps each window to the input its error goes to (the first maximum, row-major, among the
+    window's real positions)."""
+    n, h, w, c = x.shape
+    e, f = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    y, route = np.zeros((n, e, f, c), np.int64), {}
+    for b, oy, ox, ch in np.ndindex(n, e, f, c):
+        best, at = None, None
+        for ky in range(k):
+            for kx in range(k):
+                iy, ix = oy * s - p + ky, ox * s - p + kx
+                if 0 <= iy < h and 0 <= ix < w and (best is None or int(x[b, iy, ix, ch]) > best):
+                    best, at = int(x[b, iy, ix, ch]), (b, iy, ix, ch)
+        assert best is not None  # padding < kernel: every window holds a real position
+        y[b, oy, ox, ch], route[b, oy, ox, ch] = best, at
+    return y, route
+
+
+@pytest.mark.parametrize("k,s,hw", [(3, 2, (7, 7)), (3, 2, (8, 8)), (3, 2, (9, 6)), (3, 1, (5, 5)), (3, 1, (6, 7)),
+                                    (2, 2, (5, 6)), (3, 3, (1, 2))])
+@pytest.mark.parametrize("lo,hi", [(-127, 128), (-2, 2), (-127, -120)])  # ties; all negative: padding must not win
+def test_padded_maxpool_against_an_oracle(k, s, hw, lo, hi):
+    p = 1
+    model = ModelSpec("p", (*hw, 3), (Conv(3, 1), MaxPool(k, s, p), Flatten(), Linear(10)))
+    g = build_graph(model, 2)
+    fwd, bwd = next(n for n in g.nodes if n.op == "maxpool"), next(n for n in g.nodes if n.op == "maxpool_grad")
+    assert fwd.attr("padding") == bwd.attr("padding") == p
+    x = rand_q((2, *hw, 3), -3, lo, hi)
+    want_y, route = _pool_oracle(x.m, k, s, p)
+    (y,) = REFERENCE_KERNELS["maxpool"](fwd, StepContext(), x)
+    assert y.m.dtype == np.int8 and y.e == x.e and np.array_equal(y.m, want_y)
+    assert y.m.shape == g.tensor("pool1.out").shape
+    for dy_range in ((-127, 128), (100, 128)):  # large errors: overlapping windows saturate
+        dy = rand_q(y.m.shape, -4, *dy_range)
+        want_dx = np.zeros(x.m.shape, np.int64)
+        for out_at, in_at in route.items():
+            want_dx[in_at] += int(dy.m[out_at])
+        (dx,) = REFERENCE_KERNELS["maxpool_grad"](bwd, StepContext(), x, dy)
+        assert dx.m.dtype == np.int8 and dx.e == dy.e
+        assert np.array_equal(dx.m, np.clip(want_dx, -127, 127))
+
+
+def test_unpadded_pool_nodes_carry_no_padding_attribute():
+    """Graphs of models without a padded pool keep the attributes they had (checkpoints name them)."""
+    g = build_graph(builtin_models()["lenet"], 2)
+    pools = [n for n in g.nodes if n.op in ("maxpool", "maxpool_grad")]
+    assert pools and all(dict(n.attrs).keys() == {"kernel", "stride"} for n in pools)
+
+
 def test_dropout_mask_is_shared_across_batch_and_matches_backward():
     model = ModelSpec("d", (1, 1, 64), (Flatten(), Linear(64), builtin_models()["vgg-small-7"].layers[-2], Linear(10)))
     g = build_graph(model, 3)

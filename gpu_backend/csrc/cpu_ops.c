@@ -335,14 +335,27 @@ int niti_relu_backward(int64_t n, const int8_t *x, const int8_t *dy, int8_t *dx)
 
 /* ---- max pooling ----------------------------------------------------------------------------------- */
 static int pool_args(const char *fn, int64_t batch, int64_t in_h, int64_t in_w, int64_t ch, int64_t k_h, int64_t k_w,
-                     int64_t s_h, int64_t s_w, int arrays_ok) {
+                     int64_t s_h, int64_t s_w, int64_t p_h, int64_t p_w, int arrays_ok) {
     REQUIRE(batch >= 0 && in_h >= 1 && in_w >= 1 && ch >= 1, "%s: sizes must be positive (batch=%lld %lldx%lldx%lld)",
             fn, (long long)batch, (long long)in_h, (long long)in_w, (long long)ch);
-    REQUIRE(k_h >= 1 && k_w >= 1 && s_h >= 1 && s_w >= 1 && k_h <= in_h && k_w <= in_w,
-            "%s: need 1 <= kernel <= input and stride >= 1 (kernel %lldx%lld stride %lldx%lld input %lldx%lld)", fn,
-            (long long)k_h, (long long)k_w, (long long)s_h, (long long)s_w, (long long)in_h, (long long)in_w);
+    /* padding < kernel: every window then holds at least one real input, so its maximum is one */
+    REQUIRE(p_h >= 0 && p_w >= 0 && p_h < k_h && p_w < k_w,
+            "%s: need 0 <= padding < kernel (padding %lldx%lld kernel %lldx%lld)", fn, (long long)p_h, (long long)p_w,
+            (long long)k_h, (long long)k_w);
+    REQUIRE(k_h >= 1 && k_w >= 1 && s_h >= 1 && s_w >= 1 && k_h <= in_h + 2 * p_h && k_w <= in_w + 2 * p_w,
+            "%s: need 1 <= kernel <= padded input and stride >= 1 (kernel %lldx%lld stride %lldx%lld input %lldx%lld "
+            "padding %lldx%lld)", fn, (long long)k_h, (long long)k_w, (long long)s_h, (long long)s_w, (long long)in_h,
+            (long long)in_w, (long long)p_h, (long long)p_w);
     REQUIRE(arrays_ok || batch == 0, "%s: NULL array", fn);
     return NITI_OK;
+}
+
+/* The real positions [*lo, *hi) of a window of k taps starting at `start` (negative in the padding)
+ * on an axis of `size` inputs. The padding is -infinity and never a maximum, so a window is its real
+ * part: the same maximum, and the same first maximum in row-major window order. */
+static inline void pool_span(int64_t start, int64_t k, int64_t size, int64_t *lo, int64_t *hi) {
+    *lo = start < 0 ? 0 : start;
+    *hi = start + k > size ? size : start + k;
 }
 
 /* Channel vectors of one window: 64 channels per AVX-512 register (masked at the tail), else one
@@ -410,16 +423,21 @@ static inline void pool_route_vec(const int8_t *x0, const int8_t *dyc, int64_t k
 #endif
 
 int niti_maxpool_forward(int64_t batch, int64_t in_h, int64_t in_w, int64_t ch, int64_t k_h, int64_t k_w,
-                         int64_t s_h, int64_t s_w, const int8_t *x, int8_t *y) {
-    int st = pool_args(__func__, batch, in_h, in_w, ch, k_h, k_w, s_h, s_w, x && y);
+                         int64_t s_h, int64_t s_w, int64_t p_h, int64_t p_w, const int8_t *x, int8_t *y) {
+    int st = pool_args(__func__, batch, in_h, in_w, ch, k_h, k_w, s_h, s_w, p_h, p_w, x && y);
     if (st) return st;
-    int64_t out_h = niti_conv_out(in_h, k_h, s_h, 0), out_w = niti_conv_out(in_w, k_w, s_w, 0);
+    int64_t out_h = niti_conv_out(in_h, k_h, s_h, p_h), out_w = niti_conv_out(in_w, k_w, s_w, p_w);
     int64_t rows = batch * out_h, row = in_w * ch;
     LIGHT_PARALLEL_FOR(batch * in_h * row)
     for (int64_t r = 0; r < rows; r++) { /* one output row */
-        int64_t n = r / out_h, oy = r % out_h;
-        const int8_t *x0 = x + (n * in_h + oy * s_h) * row;
-        for (int64_t ox = 0; ox < out_w; ox++) pool_max_vec(x0 + ox * s_w * ch, k_h, k_w, row, ch, y + (r * out_w + ox) * ch);
+        int64_t n = r / out_h, oy = r % out_h, y0, y1;
+        pool_span(oy * s_h - p_h, k_h, in_h, &y0, &y1);
+        const int8_t *x0 = x + (n * in_h + y0) * row;
+        for (int64_t ox = 0; ox < out_w; ox++) {
+            int64_t x_lo, x_hi;
+            pool_span(ox * s_w - p_w, k_w, in_w, &x_lo, &x_hi);
+            pool_max_vec(x0 + x_lo * ch, y1 - y0, x_hi - x_lo, row, ch, y + (r * out_w + ox) * ch);
+        }
     }
     return NITI_OK;
 }
@@ -436,12 +454,13 @@ static inline int64_t first_max_at(const int8_t *x, int64_t base, int64_t k_h, i
 }
 
 int niti_maxpool_backward(int64_t batch, int64_t in_h, int64_t in_w, int64_t ch, int64_t k_h, int64_t k_w,
-                          int64_t s_h, int64_t s_w, const int8_t *x, const int8_t *dy, int8_t *dx) {
-    int st = pool_args(__func__, batch, in_h, in_w, ch, k_h, k_w, s_h, s_w, x && dy && dx);
+                          int64_t s_h, int64_t s_w, int64_t p_h, int64_t p_w, const int8_t *x, const int8_t *dy,
+                          int8_t *dx) {
+    int st = pool_args(__func__, batch, in_h, in_w, ch, k_h, k_w, s_h, s_w, p_h, p_w, x && dy && dx);
     if (st) return st;
-    int64_t out_h = niti_conv_out(in_h, k_h, s_h, 0), out_w = niti_conv_out(in_w, k_w, s_w, 0);
+    int64_t out_h = niti_conv_out(in_h, k_h, s_h, p_h), out_w = niti_conv_out(in_w, k_w, s_w, p_w);
     int64_t image = in_h * in_w * ch, row = in_w * ch;
-    if (s_h >= k_h && s_w >= k_w) { /* disjoint windows: each input gets at most one error */
+    if (s_h >= k_h && s_w >= k_w && p_h == 0 && p_w == 0) { /* disjoint whole windows: at most one error each */
         /* Output row r's windows write every tap; what no window covers (the gaps of stride >
          * kernel, the rows and columns past the last window) is zeroed with it. */
         int64_t rows = batch * out_h;
@@ -459,7 +478,7 @@ int niti_maxpool_backward(int64_t batch, int64_t in_h, int64_t in_w, int64_t ch,
         return NITI_OK;
     }
     memset(dx, 0, (size_t)(batch * image));
-    /* Overlapping windows can route several errors to one input: sum in int32, then saturate to
+    /* Overlapping (or padded) windows can route several errors to one input: sum in int32, then saturate to
      * int8 (as the numpy reference). One image per iteration, so threads never share an input. */
     int status = NITI_OK;
     PARALLEL_FOR(batch * image)
@@ -472,9 +491,13 @@ int niti_maxpool_backward(int64_t batch, int64_t in_h, int64_t in_w, int64_t ch,
         }
         for (int64_t oy = 0; oy < out_h; oy++)
             for (int64_t ox = 0; ox < out_w; ox++) {
-                int64_t base = (oy * s_h * in_w + ox * s_w) * ch;
+                int64_t y0, y1, x0, x1;
+                pool_span(oy * s_h - p_h, k_h, in_h, &y0, &y1);
+                pool_span(ox * s_w - p_w, k_w, in_w, &x0, &x1);
+                int64_t base = (y0 * in_w + x0) * ch;
                 const int8_t *dyc = dy + ((n * out_h + oy) * out_w + ox) * ch;
-                for (int64_t c = 0; c < ch; c++) sum[first_max_at(x + n * image, base + c, k_h, k_w, in_w, ch)] += dyc[c];
+                for (int64_t c = 0; c < ch; c++)
+                    sum[first_max_at(x + n * image, base + c, y1 - y0, x1 - x0, in_w, ch)] += dyc[c];
             }
         for (int64_t i = 0; i < image; i++) dx[n * image + i] = niti_saturate_elem(sum[i]);
         free(sum);

@@ -79,8 +79,16 @@ __global__ void __launch_bounds__(THREADS) relu_backward_kernel(const int8_t *__
 }
 
 struct PoolShape {
-    int64_t batch, in_h, in_w, ch, k_h, k_w, s_h, s_w, out_h, out_w;
+    int64_t batch, in_h, in_w, ch, k_h, k_w, s_h, s_w, p_h, p_w, out_h, out_w;
 };
+
+/* The real positions [*lo, *hi) of a window of k taps starting at `start` (negative in the padding)
+ * on an axis of `size` inputs. The padding is -infinity and never a maximum, so a window is its real
+ * part: the same maximum, and the same first maximum in row-major window order. */
+__device__ __forceinline__ void pool_span(int64_t start, int64_t k, int64_t size, int64_t *lo, int64_t *hi) {
+    *lo = start < 0 ? 0 : start;
+    *hi = start + k > size ? size : start + k;
+}
 
 /* One thread per output element (n, oy, ox, c): the window max. */
 __global__ void __launch_bounds__(THREADS) maxpool_kernel(PoolShape p, const int8_t *__restrict__ x, int8_t *__restrict__ y) {
@@ -88,11 +96,14 @@ __global__ void __launch_bounds__(THREADS) maxpool_kernel(PoolShape p, const int
     GRID_STRIDE(i, total) {
         int64_t c = i % p.ch, cell = i / p.ch;
         int64_t ox = cell % p.out_w, oy = cell / p.out_w % p.out_h, n = cell / (p.out_w * p.out_h);
-        const int8_t *x0 = x + ((n * p.in_h + oy * p.s_h) * p.in_w + ox * p.s_w) * p.ch + c;
-        int8_t best = x0[0];
-        for (int64_t ky = 0; ky < p.k_h; ky++)
-            for (int64_t kx = 0; kx < p.k_w; kx++) {
-                int8_t v = x0[(ky * p.in_w + kx) * p.ch];
+        int64_t y0, y1, x0, x1;
+        pool_span(oy * p.s_h - p.p_h, p.k_h, p.in_h, &y0, &y1);
+        pool_span(ox * p.s_w - p.p_w, p.k_w, p.in_w, &x0, &x1);
+        const int8_t *base = x + ((n * p.in_h + y0) * p.in_w + x0) * p.ch + c;
+        int8_t best = base[0];
+        for (int64_t ky = 0; ky < y1 - y0; ky++)
+            for (int64_t kx = 0; kx < x1 - x0; kx++) {
+                int8_t v = base[(ky * p.in_w + kx) * p.ch];
                 best = v > best ? v : best;
             }
         y[i] = best;
@@ -108,28 +119,32 @@ __global__ void __launch_bounds__(THREADS) maxpool_backward_kernel(PoolShape p, 
     GRID_STRIDE(i, total) {
         int64_t c = i % p.ch, pix = i / p.ch;
         int64_t w = pix % p.in_w, h = pix / p.in_w % p.in_h, n = pix / (p.in_w * p.in_h);
-        /* windows oy with oy * s_h <= h < oy * s_h + k_h, inside [0, out_h) */
-        int64_t lo_h = h - p.k_h + 1, lo_w = w - p.k_w + 1;
-        int64_t oy0 = lo_h <= 0 ? 0 : (lo_h + p.s_h - 1) / p.s_h, oy1 = h / p.s_h;
-        int64_t ox0 = lo_w <= 0 ? 0 : (lo_w + p.s_w - 1) / p.s_w, ox1 = w / p.s_w;
+        /* windows oy with oy * s_h <= h + p_h < oy * s_h + k_h (padded coordinates), inside [0, out_h) */
+        int64_t hp = h + p.p_h, wp = w + p.p_w;
+        int64_t lo_h = hp - p.k_h + 1, lo_w = wp - p.k_w + 1;
+        int64_t oy0 = lo_h <= 0 ? 0 : (lo_h + p.s_h - 1) / p.s_h, oy1 = hp / p.s_h;
+        int64_t ox0 = lo_w <= 0 ? 0 : (lo_w + p.s_w - 1) / p.s_w, ox1 = wp / p.s_w;
         if (oy1 > p.out_h - 1) oy1 = p.out_h - 1;
         if (ox1 > p.out_w - 1) ox1 = p.out_w - 1;
         int64_t sum = 0;
         for (int64_t oy = oy0; oy <= oy1; oy++)
             for (int64_t ox = ox0; ox <= ox1; ox++) {
-                const int8_t *x0 = x + ((n * p.in_h + oy * p.s_h) * p.in_w + ox * p.s_w) * p.ch + c;
+                int64_t y0, y1, x0, x1; /* the window's real part: the padding never wins */
+                pool_span(oy * p.s_h - p.p_h, p.k_h, p.in_h, &y0, &y1);
+                pool_span(ox * p.s_w - p.p_w, p.k_w, p.in_w, &x0, &x1);
+                const int8_t *base = x + ((n * p.in_h + y0) * p.in_w + x0) * p.ch + c;
                 int64_t best_y = 0, best_x = 0;
-                int8_t best = x0[0];
-                for (int64_t ky = 0; ky < p.k_h; ky++)
-                    for (int64_t kx = 0; kx < p.k_w; kx++) {
-                        int8_t v = x0[(ky * p.in_w + kx) * p.ch];
+                int8_t best = base[0];
+                for (int64_t ky = 0; ky < y1 - y0; ky++)
+                    for (int64_t kx = 0; kx < x1 - x0; kx++) {
+                        int8_t v = base[(ky * p.in_w + kx) * p.ch];
                         if (v > best) {
                             best = v;
                             best_y = ky;
                             best_x = kx;
                         }
                     }
-                if (oy * p.s_h + best_y == h && ox * p.s_w + best_x == w)
+                if (y0 + best_y == h && x0 + best_x == w)
                     sum += dy[((n * p.out_h + oy) * p.out_w + ox) * p.ch + c];
             }
         dx[i] = niti_saturate_elem(sum);
@@ -243,19 +258,25 @@ int check_mode(const char *fn, int mode) {
 int pool_args(const char *fn, const PoolShape &p, bool arrays_ok) {
     REQUIRE(p.batch >= 0 && p.in_h >= 1 && p.in_w >= 1 && p.ch >= 1, "%s: sizes must be positive (batch=%lld %lldx%lldx%lld)",
             fn, (long long)p.batch, (long long)p.in_h, (long long)p.in_w, (long long)p.ch);
-    REQUIRE(p.k_h >= 1 && p.k_w >= 1 && p.s_h >= 1 && p.s_w >= 1 && p.k_h <= p.in_h && p.k_w <= p.in_w,
-            "%s: need 1 <= kernel <= input and stride >= 1 (kernel %lldx%lld stride %lldx%lld input %lldx%lld)", fn,
-            (long long)p.k_h, (long long)p.k_w, (long long)p.s_h, (long long)p.s_w, (long long)p.in_h, (long long)p.in_w);
+    /* padding < kernel: every window then holds at least one real input, so its maximum is one */
+    REQUIRE(p.p_h >= 0 && p.p_w >= 0 && p.p_h < p.k_h && p.p_w < p.k_w,
+            "%s: need 0 <= padding < kernel (padding %lldx%lld kernel %lldx%lld)", fn, (long long)p.p_h,
+            (long long)p.p_w, (long long)p.k_h, (long long)p.k_w);
+    REQUIRE(p.k_h >= 1 && p.k_w >= 1 && p.s_h >= 1 && p.s_w >= 1 && p.k_h <= p.in_h + 2 * p.p_h &&
+                p.k_w <= p.in_w + 2 * p.p_w,
+            "%s: need 1 <= kernel <= padded input and stride >= 1 (kernel %lldx%lld stride %lldx%lld input %lldx%lld "
+            "padding %lldx%lld)", fn, (long long)p.k_h, (long long)p.k_w, (long long)p.s_h, (long long)p.s_w,
+            (long long)p.in_h, (long long)p.in_w, (long long)p.p_h, (long long)p.p_w);
     REQUIRE(arrays_ok || p.batch == 0, "%s: NULL array", fn);
     return NITI_OK;
 }
 
 PoolShape pool_shape(int64_t batch, int64_t in_h, int64_t in_w, int64_t ch, int64_t k_h, int64_t k_w, int64_t s_h,
-                     int64_t s_w) {
-    PoolShape p = {batch, in_h, in_w, ch, k_h, k_w, s_h, s_w, 0, 0};
-    if (s_h > 0 && s_w > 0 && k_h <= in_h && k_w <= in_w) {
-        p.out_h = niti_conv_out(in_h, k_h, s_h, 0);
-        p.out_w = niti_conv_out(in_w, k_w, s_w, 0);
+                     int64_t s_w, int64_t p_h, int64_t p_w) {
+    PoolShape p = {batch, in_h, in_w, ch, k_h, k_w, s_h, s_w, p_h, p_w, 0, 0};
+    if (s_h > 0 && s_w > 0 && p_h >= 0 && p_w >= 0 && k_h <= in_h + 2 * p_h && k_w <= in_w + 2 * p_w) {
+        p.out_h = niti_conv_out(in_h, k_h, s_h, p_h);
+        p.out_w = niti_conv_out(in_w, k_w, s_w, p_w);
     }
     return p;
 }
@@ -371,8 +392,9 @@ int niti_cuda_relu_backward(int64_t n, const int8_t *x, const int8_t *dy, int8_t
 }
 
 int niti_cuda_maxpool_forward(int64_t batch, int64_t in_h, int64_t in_w, int64_t channels, int64_t k_h, int64_t k_w,
-                              int64_t stride_h, int64_t stride_w, const int8_t *x, int8_t *y) {
-    PoolShape p = pool_shape(batch, in_h, in_w, channels, k_h, k_w, stride_h, stride_w);
+                              int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, const int8_t *x,
+                              int8_t *y) {
+    PoolShape p = pool_shape(batch, in_h, in_w, channels, k_h, k_w, stride_h, stride_w, pad_h, pad_w);
     int st = pool_args(__func__, p, x && y);
     if (st) return st;
     NITI_CU_ENTER(__func__);
@@ -383,8 +405,9 @@ int niti_cuda_maxpool_forward(int64_t batch, int64_t in_h, int64_t in_w, int64_t
 }
 
 int niti_cuda_maxpool_backward(int64_t batch, int64_t in_h, int64_t in_w, int64_t channels, int64_t k_h, int64_t k_w,
-                               int64_t stride_h, int64_t stride_w, const int8_t *x, const int8_t *dy, int8_t *dx) {
-    PoolShape p = pool_shape(batch, in_h, in_w, channels, k_h, k_w, stride_h, stride_w);
+                               int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, const int8_t *x,
+                               const int8_t *dy, int8_t *dx) {
+    PoolShape p = pool_shape(batch, in_h, in_w, channels, k_h, k_w, stride_h, stride_w, pad_h, pad_w);
     int st = pool_args(__func__, p, x && dy && dx);
     if (st) return st;
     NITI_CU_ENTER(__func__);

@@ -28,7 +28,7 @@ extern "C" {
 /* The version of this API: niti_abi_version() of a library built from this header returns it, and
  * the Python binding refuses a library that returns another (a stale build). Raise it on any change
  * of an entry point or a constant here. */
-#define NITI_ABI_VERSION 4
+#define NITI_ABI_VERSION 5
 
 /* Elementwise loops go parallel above this many elements of the kernel's largest input (1 << 20):
  * about half a millisecond on one thread. Below it, waking the other threads costs more than it
@@ -148,13 +148,15 @@ int niti_rewrite_parallel(int64_t n, int8_t *data);
 /* ---- activations, pooling, dropout ------------------------------------------------------------- */
 int niti_relu_forward(int64_t n, const int8_t *x, int8_t *y);
 int niti_relu_backward(int64_t n, const int8_t *x, const int8_t *dy, int8_t *dx); /* dy where x > 0 */
-/* Windows without padding: out_h = (in_h - k_h) / stride_h + 1. Backward routes dy to the first
- * maximum of each window in row-major order; where windows overlap (stride < kernel), the routed
- * errors are summed and saturated to [-127, 127]. */
+/* Windows over the input padded with -infinity (0 <= pad < kernel, so every window holds a real
+ * input and a padded position never wins): out_h = niti_conv_out(in_h, k_h, stride_h, pad_h).
+ * Backward routes dy to the first maximum of each window in row-major order among its real inputs;
+ * where windows overlap (stride < kernel), the routed errors are summed and saturated to [-127, 127]. */
 int niti_maxpool_forward(int64_t batch, int64_t in_h, int64_t in_w, int64_t channels, int64_t k_h, int64_t k_w,
-                         int64_t stride_h, int64_t stride_w, const int8_t *x, int8_t *y);
+                         int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, const int8_t *x, int8_t *y);
 int niti_maxpool_backward(int64_t batch, int64_t in_h, int64_t in_w, int64_t channels, int64_t k_h, int64_t k_w,
-                          int64_t stride_h, int64_t stride_w, const int8_t *x, const int8_t *dy, int8_t *dx);
+                          int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, const int8_t *x,
+                          const int8_t *dy, int8_t *dx);
 /* keep[f] = 1 iff the top keep_shift bits of hash_bits(seed, step, tensor_id)[f] are all zero
  * (keep probability 2**-keep_shift, 1 <= keep_shift <= 31); one mask per feature. */
 int niti_dropout_mask(int64_t features, int keep_shift, uint32_t seed, uint32_t step, uint32_t tensor_id,

@@ -34,7 +34,7 @@ extern "C" {
 
 /* The version of this API: niti_cuda_abi_version() of a library built from this header returns it,
  * and the Python binding refuses a library that returns another. Raise it on any change here. */
-#define NITI_CUDA_ABI_VERSION 5
+#define NITI_CUDA_ABI_VERSION 6
 
 /* ---- the node call: one ABI for every op whose row (nitisim/contract/ops.py) has a NodeCall ---------
  * As niti_api.h's niti_node_call, with device data and exponents: each such op is one entry point
@@ -153,12 +153,16 @@ int niti_cuda_conv2d_weight_grad_s64(int64_t batch, int64_t in_h, int64_t in_w, 
 /* ---- activations, pooling, dropout (exponents of relu / maxpool outputs equal their inputs') -------- */
 int niti_cuda_relu_forward(int64_t n, const int8_t *x, int8_t *y);
 int niti_cuda_relu_backward(int64_t n, const int8_t *x, const int8_t *dy, int8_t *dx); /* dy where x > 0 */
-/* Windows without padding; backward routes dy to the first maximum of each window (row-major) and
- * saturates where overlapping windows (stride < kernel) route several errors to one input. */
+/* Windows over the input padded with -infinity (0 <= pad < kernel: every window holds a real input,
+ * a padded position never wins), out_h = niti_conv_out(in_h, k_h, stride_h, pad_h); backward routes
+ * dy to the first maximum of each window (row-major, real inputs) and saturates where overlapping
+ * windows (stride < kernel) route several errors to one input. */
 int niti_cuda_maxpool_forward(int64_t batch, int64_t in_h, int64_t in_w, int64_t channels, int64_t k_h, int64_t k_w,
-                              int64_t stride_h, int64_t stride_w, const int8_t *x, int8_t *y);
+                              int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, const int8_t *x,
+                              int8_t *y);
 int niti_cuda_maxpool_backward(int64_t batch, int64_t in_h, int64_t in_w, int64_t channels, int64_t k_h, int64_t k_w,
-                               int64_t stride_h, int64_t stride_w, const int8_t *x, const int8_t *dy, int8_t *dx);
+                               int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, const int8_t *x,
+                               const int8_t *dy, int8_t *dx);
 /* y[r, f] = x[r, f] if the top keep_shift bits of hash_bits(seed, step, tensor_id)[f] are 0, else 0;
  * one mask per feature shared by the rows; *exp_y = *exp_x + keep_shift (1 <= keep_shift <= 31). */
 int niti_cuda_dropout(int64_t rows, int64_t features, int keep_shift, uint32_t seed, uint32_t step,

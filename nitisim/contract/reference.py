@@ -180,10 +180,18 @@ def col2im(cols: np.ndarray, in_shape: tuple[int, ...], stride: int, padding: in
     return out[:, padding : padding + h, padding : padding + w, :]
 
 
-def _pool_windows(x: np.ndarray, kernel: int, stride: int) -> np.ndarray:
-    """x (N, H, W, C) -> (kernel*kernel, N, E, F, C): window elements in row-major window order."""
+POOL_PAD = np.int16(-(1 << 15))  # stands for -infinity: below every int8, so a padded position never wins
+
+
+def _pool_windows(x: np.ndarray, kernel: int, stride: int, padding: int = 0) -> np.ndarray:
+    """x (N, H, W, C) -> (kernel*kernel, N, E, F, C): window elements in row-major window order, over
+    x padded with POOL_PAD (int16 then; int8 without padding). padding < kernel (models.infer_shapes),
+    so every window holds a real value and its maximum is one."""
     n, h, w, c = x.shape
-    e, f = conv_out(h, kernel, stride, 0), conv_out(w, kernel, stride, 0)
+    e, f = conv_out(h, kernel, stride, padding), conv_out(w, kernel, stride, padding)
+    if padding:
+        x = np.pad(x.astype(np.int16), ((0, 0), (padding, padding), (padding, padding), (0, 0)),
+                   constant_values=POOL_PAD)
     return np.stack(
         [x[:, i : i + stride * e : stride, j : j + stride * f : stride, :] for i in range(kernel) for j in range(kernel)]
     )
@@ -239,7 +247,8 @@ class ReferenceOps:
 
     @staticmethod
     def maxpool(node: Node, ctx: StepContext, x: QTensor):
-        return (_pool_windows(x.m, node.attr("kernel"), node.attr("stride")).max(axis=0),)
+        windows = _pool_windows(x.m, node.attr("kernel"), node.attr("stride"), node.attr("padding", 0))
+        return (windows.max(axis=0).astype(np.int8, copy=False),)
 
     @staticmethod
     def flatten(node: Node, ctx: StepContext, x: QTensor):
@@ -262,15 +271,16 @@ class ReferenceOps:
 
     @staticmethod
     def maxpool_grad(node: Node, ctx: StepContext, x: QTensor, dy: QTensor):
-        k, s = node.attr("kernel"), node.attr("stride")
-        first_max = _pool_windows(x.m, k, s).argmax(axis=0)  # argmax returns the first maximum
+        k, s, p = node.attr("kernel"), node.attr("stride"), node.attr("padding", 0)
+        first_max = _pool_windows(x.m, k, s, p).argmax(axis=0)  # argmax returns the first maximum
         n, e, f, c = dy.m.shape
-        dx = np.zeros(x.m.shape, dtype=np.int32)
+        _, h, w, _ = x.m.shape
+        dx = np.zeros((n, h + 2 * p, w + 2 * p, c), dtype=np.int32)  # the padded input: never a maximum
         for t in range(k * k):
             i, j = divmod(t, k)
             dx[:, i : i + s * e : s, j : j + s * f : s, :] += np.where(first_max == t, dy.m, 0)
         # Overlapping windows (stride < kernel) can route several errors to one input: saturate.
-        return (clamp_int8(dx),)
+        return (clamp_int8(dx[:, p : p + h, p : p + w, :]),)
 
     @staticmethod
     def global_avgpool_grad(node: Node, ctx: StepContext, dy: QTensor):
