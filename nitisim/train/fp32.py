@@ -48,6 +48,14 @@ _LOAD_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, Attribut
                 pickle.UnpicklingError)
 
 
+def _max_pool(layer: MaxPool) -> nn.Module:
+    """The integer pool's float twin: windows over -infinity padding. torch pads implicitly only up to
+    half the kernel; a wider padding (still below the kernel) is an explicit -infinity border."""
+    if 2 * layer.padding <= layer.kernel:
+        return nn.MaxPool2d(layer.kernel, layer.stride, layer.padding)
+    return nn.Sequential(nn.ConstantPad2d(layer.padding, float("-inf")), nn.MaxPool2d(layer.kernel, layer.stride))
+
+
 class NchwToNhwcFlatten(nn.Module):
     """Flatten in NHWC (channel-fastest) order, as the integer graph does."""
 
@@ -117,7 +125,7 @@ class SpecNet(nn.Module):
             elif isinstance(layer, ReLU):
                 layers.append(nn.ReLU())
             elif isinstance(layer, MaxPool):
-                layers.append(nn.MaxPool2d(layer.kernel, layer.stride, layer.padding))  # pads with -inf
+                layers.append(_max_pool(layer))
             elif isinstance(layer, Flatten):
                 layers.append(NchwToNhwcFlatten())
             elif isinstance(layer, Dropout):
