@@ -69,7 +69,8 @@ def test_zero_init_convs_start_at_zero_and_leave_the_other_draws_alone():
     torch.manual_seed(7)
     net = SpecNet(TINY_RESNET)
     plain = dataclasses.replace(TINY_RESNET, layers=tuple(
-        dataclasses.replace(layer, init="xavier") if isinstance(layer, Conv) else layer for layer in TINY_RESNET.layers))
+        dataclasses.replace(layer, init="xavier") if isinstance(layer, Conv) else layer
+        for layer in TINY_RESNET.layers))
     torch.manual_seed(7)
     xavier = SpecNet(plain)
     for i in (*CONVS, 15):

@@ -202,7 +202,10 @@ def resolve_device(device: str) -> tuple[torch.device, str]:
 
 
 class Fp32WeightAverage:
-    """float64 sums of the module's weights at `count` epoch ends; `model()` is a module holding their mean."""
+    """float64 sums of the module's weights at `count` epoch ends; `model()` is a module holding their mean.
+
+    Only parameters are averaged: buffers (batch norm's running statistics) are the current model's.
+    """
 
     def __init__(self, model: nn.Module):
         self._model = model
