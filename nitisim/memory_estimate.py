@@ -14,9 +14,15 @@ bound, and a refusal is never a false alarm:
                                   output or input error (a conv's int32 maps can be fused with their
                                   requantize, so they are not counted); fp32: the largest error map, 4 B
     initialisation                int8: the largest weight drawn as float64 before quantizing (8 B)
+    fan-out error parts           a DAG (ResNet): a tensor read by k layers has k error parts (int8:
+                                  1 B, fp32: 4 B each), summed only once the last has been computed,
+                                  so k - 1 of them are held beside a chain's errors; the largest such
+                                  set (an identity shortcut holds the add's error through its branch)
 
-The total is weights and state plus the larger of the initialisation draw (before any activation
-exists) and activations plus the largest accumulator (during a step). Available memory is
+Each layer's weights and GEMM sizes are taken from the tensor it reads (contract.models.layer_inputs):
+a shortcut conv reads the block input, not the layer before it. The total is weights and state plus
+the larger of the initialisation draw (before any activation exists) and activations plus the
+largest accumulator plus the fan-out error parts (during a step). Available memory is
 /proc/meminfo's MemAvailable, or os.sysconf's available pages where there is no /proc.
 """
 from __future__ import annotations
@@ -29,8 +35,7 @@ from types import MappingProxyType
 
 from .contract.errors import UserInputError
 from .contract.graph import weight_grad_dtype
-from .contract.models import Conv, Linear, ModelSpec
-from .contract.models import infer_shapes
+from .contract.models import Conv, Linear, ModelSpec, infer_shapes, layer_inputs
 
 _STATE_BYTES = MappingProxyType({"plain": 0, "momentum": 4, "shadow16": 2})  # int8 update rule -> state B per weight
 _DTYPE_BYTES = MappingProxyType({"int32": 4, "int64": 8})
@@ -43,10 +48,12 @@ class MemoryEstimate:
     activations_bytes: int  # layer outputs kept for the backward pass
     accumulator_bytes: int  # the largest single GEMM result (int32/int64 accumulator; fp32 tensor)
     init_bytes: int  # transient of initialisation (int8: the largest weight as float64)
+    fanout_bytes: int = 0  # error parts of a fan-out tensor held until its last reader's part (DAGs only)
 
     @property
     def total_bytes(self) -> int:
-        return self.weights_bytes + max(self.init_bytes, self.activations_bytes + self.accumulator_bytes)
+        step = self.activations_bytes + self.accumulator_bytes + self.fanout_bytes
+        return self.weights_bytes + max(self.init_bytes, step)
 
 
 def training_estimate(model: ModelSpec, batch: int, arith: str, update_rule: str = "plain",
@@ -55,9 +62,18 @@ def training_estimate(model: ModelSpec, batch: int, arith: str, update_rule: str
     or 'fp32' (torch SGD, with a momentum buffer when `momentum`)."""
     if arith not in ("int8", "fp32"):
         raise ValueError(f"arith must be int8 or fp32, got {arith!r}")
-    shapes = infer_shapes(model, batch)  # shapes[i]: layer i's input; shapes[i + 1]: its output
+    shapes = infer_shapes(model, batch)  # shapes[0]: the input; shapes[i + 1]: layer i's output
+    reads = layer_inputs(model)  # layer i reads shapes[j + 1] for j in reads[i]
+    readers = [0] * len(model.layers)
+    for js in reads:
+        for j in js:
+            if j >= 0:  # no error is computed for the model input
+                readers[j] += 1
+    element = 1 if arith == "int8" else 4  # bytes of one error element
+    fanout = max((element * (k - 1) * math.prod(shapes[j + 1]) for j, k in enumerate(readers) if k > 1), default=0)
     weights = largest_weight = activations = accumulator = 0
-    for layer, x, y in zip(model.layers, shapes, shapes[1:]):
+    for i, layer in enumerate(model.layers):
+        x, y = shapes[reads[i][0] + 1], shapes[i + 1]  # the (first) tensor it reads; its output
         activations += math.prod(y)
         if not isinstance(layer, (Conv, Linear)):
             continue
@@ -79,9 +95,10 @@ def training_estimate(model: ModelSpec, batch: int, arith: str, update_rule: str
             accumulator = max(accumulator, 4 * math.prod(y), 4 * math.prod(x))
     if arith == "int8":
         return MemoryEstimate(weights_bytes=weights * (1 + _STATE_BYTES[update_rule]), activations_bytes=activations,
-                              accumulator_bytes=accumulator, init_bytes=FLOAT64_BYTES * largest_weight)
+                              accumulator_bytes=accumulator, init_bytes=FLOAT64_BYTES * largest_weight,
+                              fanout_bytes=fanout)
     return MemoryEstimate(weights_bytes=weights * (12 if momentum else 8), activations_bytes=4 * activations,
-                          accumulator_bytes=accumulator, init_bytes=0)
+                          accumulator_bytes=accumulator, init_bytes=0, fanout_bytes=fanout)
 
 
 def available_bytes(meminfo: Path = Path("/proc/meminfo")) -> tuple[int, str] | None:
@@ -118,7 +135,9 @@ def check_training_fits(model: ModelSpec, batch: int, arith: str, source: str, *
     parts = (f"weights and optimiser state {est.weights_bytes:,} B, "
              + (f"initialisation {est.init_bytes:,} B" if on_device else
                 f"activations kept for backward {est.activations_bytes:,} B, largest accumulator "
-                f"{est.accumulator_bytes:,} B, initialisation {est.init_bytes:,} B"))
+                f"{est.accumulator_bytes:,} B, "
+                + (f"fan-out error parts {est.fanout_bytes:,} B, " if est.fanout_bytes else "")
+                + f"initialisation {est.init_bytes:,} B"))
     raise UserInputError(source, "model", f"{model.name} at batch {batch} needs at least {need:,} bytes "
                          f"({_gib(need)}) of host memory for {arith} training ({parts}); this machine has "
                          f"{have[0]:,} bytes ({_gib(have[0])}) available ({have[1]})")

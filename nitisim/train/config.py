@@ -33,7 +33,8 @@ YAML form (configs/train/*.yaml):
     test_subset: null             # first M test images
     synthetic: {train: 512, test: 256}   # dataset: synthetic only
     fp32: {lr: 0.01, momentum: 0.9, weight_decay: 0.0005,
-           lr_schedule: {kind: cosine}}  # constant | cosine | step (milestones, gamma)
+           lr_schedule: {kind: cosine},  # constant | cosine | step (milestones, gamma)
+           batch_norm: false}     # a BatchNorm2d after every conv of the float twin (the float ceiling)
 
 Required: model, dataset, batch, epochs, mu_schedule. The rest have the defaults above.
 """
@@ -83,6 +84,16 @@ class Fp32Options:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_schedule: LrSchedule = LrSchedule()
+    # a BatchNorm2d after every conv: the float ceiling (the integer net has none; see fp32.SpecNet)
+    batch_norm: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings; batch_norm only when on, so configs without it keep the resume hash they had
+        before the key existed (it changes the network, so when on it is part of the fp32 step hash)."""
+        d = dataclasses.asdict(self)
+        if not self.batch_norm:
+            d.pop("batch_norm")
+        return d
 
 
 @dataclass(frozen=True)
@@ -159,7 +170,7 @@ class TrainConfig:
             # only when on, so configs without a validation split keep the resume hash they had before the key
             # existed; when on it is part of the step hash, since it changes which images are trained on
             **({"validation": self.validation} if self.validation else {}),
-            "fp32": dataclasses.asdict(self.fp32),
+            "fp32": self.fp32.to_dict(),
         }
         if self.dataset == "synthetic":
             out["synthetic"] = dataclasses.asdict(self.synthetic)
@@ -286,13 +297,14 @@ def _mu_schedule(r: Fields) -> tuple[MuPhase, ...]:
 
 
 def _fp32(d: Fields) -> Fp32Options:
-    d.keys((), ("lr", "momentum", "weight_decay", "lr_schedule"))
+    d.keys((), ("lr", "momentum", "weight_decay", "lr_schedule", "batch_norm"))
     base = Fp32Options()
     return Fp32Options(
         lr=d.number("lr", default=base.lr),
         momentum=d.number("momentum", positive=False, maximum=0.999, default=base.momentum),
         weight_decay=d.number("weight_decay", positive=False, default=base.weight_decay),
         lr_schedule=_lr_schedule(d.sub("lr_schedule", default={})),
+        batch_norm=d.bool("batch_norm", default=base.batch_norm),
     )
 
 

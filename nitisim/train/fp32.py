@@ -1,7 +1,9 @@
 """The float32 baseline: the same ModelSpec as a torch module, trained with SGD + momentum.
 
 The network mirrors the integer graph layer for layer: Conv2d with the same kernel, stride and
-padding, Linear, ReLU, MaxPool2d, Dropout, and no biases (the integer layers have none). Images
+padding, Linear, ReLU, MaxPool2d, Dropout, the shortcut add and the global average pool, wired as
+the model's DAG, and no biases (the integer layers have none); `fp32: {batch_norm: true}` adds a
+BatchNorm2d after every conv (the float ceiling, which the integer net has no counterpart for). Images
 stay NHWC until the first conv (permuted to torch's NCHW there) and a Flatten permutes back to
 NHWC first, so a flattened feature has the same index as in the integer graph.
 
@@ -31,7 +33,8 @@ from ..datasets.transforms import INPUT_EXP
 from ..contract.errors import UserInputError
 from ..contract.graph import build_graph
 from ..memory_estimate import check_training_fits
-from ..contract.models import Conv, Dropout, Flatten, Linear, MaxPool, ModelSpec, ReLU
+from ..contract.models import (Add, Conv, Dropout, Flatten, GlobalAvgPool, Linear, MaxPool, ModelSpec, ReLU,
+                               layer_inputs)
 from ..contract.numerics import hash_key
 from ..contract.models import infer_shapes
 from .checkpoint import atomic_write, error_text, require_zip
@@ -62,17 +65,61 @@ class NchwToNhwcFlatten(nn.Module):
         return x.flatten(1)
 
 
-class SpecNet(nn.Module):
-    """A torch module of a ModelSpec, taking NHWC input like the integer graph."""
+class Sum(nn.Module):
+    """The shortcut add: a plain float sum of its two inputs."""
 
-    def __init__(self, spec: ModelSpec):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
+
+
+class GlobalMean(nn.Module):
+    """Global average pool: (N, C, H, W) -> (N, C), the mean over each channel's map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+class SpecNet(nn.Module):
+    """A torch module of a ModelSpec, taking NHWC input like the integer graph.
+
+    `body[i]` is layer i, so a chain model's parameters and state_dict keys are those of the
+    nn.Sequential it once was. The forward pass runs the layers in order, each reading the outputs
+    its wiring names (contract.models.layer_inputs, as the graph builder does), so it is the same
+    computation for a chain and follows the DAG for a ResNet.
+
+    `batch_norm` (the float ceiling the integer net has no counterpart for) puts a BatchNorm2d after
+    every conv, before whatever reads it (its relu, or the add), as standard ResNets do; they sit in
+    `norms`, keyed by the conv's layer index, so `body` keeps its keys.
+
+    A conv with `init: zero` starts at zero, as the integer init makes it (SkipInit: each residual
+    block starts as its shortcut); its Xavier draw is still made, so the other layers' weights are
+    those of the same seed without it. With batch norm the conv keeps its draw and its norm's scale
+    starts at zero instead (torchvision's zero_init_residual): a batch norm of an all-zero map
+    divides by sqrt(eps), which would give the zero conv a ~300x weight gradient at the first step.
+    """
+
+    def __init__(self, spec: ModelSpec, batch_norm: bool = False):
         super().__init__()
-        shapes = infer_shapes(spec, 1)  # shapes[i] is layer i's input: (1, H, W, C) or (1, F)
+        shapes = infer_shapes(spec, 1)  # shapes[0]: the input; shapes[i + 1]: layer i's output
+        self._reads = layer_inputs(spec)  # layer i reads the outputs of these layers (-1: the input)
+        # after layer i, the outputs no later layer reads can be dropped (the last layer's: the logits)
+        last_read: dict[int, int] = {}
+        for i, reads in enumerate(self._reads):
+            for j in reads:
+                last_read[j] = i
+        self._drop_after = [tuple(j for j, last in last_read.items() if last == i) for i in range(len(spec.layers))]
         layers: list[nn.Module] = []
-        for layer, in_shape in zip(spec.layers, shapes):
+        norms: dict[str, nn.BatchNorm2d] = {}
+        zero: list[int] = []
+        for i, layer in enumerate(spec.layers):
+            in_shape = shapes[self._reads[i][0] + 1]  # (1, H, W, C) or (1, F)
             if isinstance(layer, Conv):
                 layers.append(nn.Conv2d(in_shape[3], layer.out_channels, layer.kernel, layer.stride, layer.padding,
                                         bias=False))
+                if batch_norm:
+                    norms[str(i)] = nn.BatchNorm2d(layer.out_channels)
+                if layer.init == "zero":
+                    zero.append(i)
             elif isinstance(layer, Linear):
                 layers.append(nn.Linear(in_shape[1], layer.out_features, bias=False))
             elif isinstance(layer, ReLU):
@@ -83,15 +130,37 @@ class SpecNet(nn.Module):
                 layers.append(NchwToNhwcFlatten())
             elif isinstance(layer, Dropout):
                 layers.append(nn.Dropout(layer.rate))
+            elif isinstance(layer, Add):
+                layers.append(Sum())
+            elif isinstance(layer, GlobalAvgPool):
+                layers.append(GlobalMean())
             else:  # pragma: no cover
                 raise TypeError(layer)
         self.body = nn.Sequential(*layers)
-        for m in self.modules():  # Xavier-uniform, as nitisim.contract.init does before quantizing
+        if norms:
+            self.norms = nn.ModuleDict(norms)
+        for m in self.body:  # Xavier-uniform, as nitisim.contract.init does before quantizing
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(m.weight)
+        with torch.no_grad():
+            for i in zero:
+                if batch_norm:
+                    nn.init.zeros_(self.norms[str(i)].weight)
+                else:
+                    nn.init.zeros_(self.body[i].weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (N, H, W, C) float32
-        return self.body(x.permute(0, 3, 1, 2))  # (N, classes)
+        outs: dict[int, torch.Tensor] = {-1: x.permute(0, 3, 1, 2)}  # NCHW from here to the first flatten
+        norms = getattr(self, "norms", None)
+        y = outs[-1]
+        for i, module in enumerate(self.body):
+            y = module(*(outs[j] for j in self._reads[i]))
+            if norms is not None and str(i) in norms:
+                y = norms[str(i)](y)
+            outs[i] = y
+            for j in self._drop_after[i]:
+                del outs[j]
+        return y  # (N, classes)
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -133,7 +202,10 @@ def resolve_device(device: str) -> tuple[torch.device, str]:
 
 
 class Fp32WeightAverage:
-    """float64 sums of the module's weights at `count` epoch ends; `model()` is a module holding their mean."""
+    """float64 sums of the module's weights at `count` epoch ends; `model()` is a module holding their mean.
+
+    Only parameters are averaged: buffers (batch norm's running statistics) are the current model's.
+    """
 
     def __init__(self, model: nn.Module):
         self._model = model
@@ -177,7 +249,7 @@ class Fp32Trainer:
         torch.manual_seed(cfg.seed)
         check_training_fits(cfg.model, cfg.batch, "fp32", cfg.source, momentum=cfg.fp32.momentum != 0,
                             on_device=self.device.type == "cuda")
-        self.model = SpecNet(cfg.model).to(self.device)
+        self.model = SpecNet(cfg.model, batch_norm=cfg.fp32.batch_norm).to(self.device)
         opts = cfg.fp32
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=opts.lr, momentum=opts.momentum,
                                          weight_decay=opts.weight_decay)
