@@ -27,14 +27,15 @@ def small_vgg() -> ModelSpec:
 
 
 def small_resnet() -> ModelSpec:
-    """A ResNet small enough for a parity test: a stem, a block with an identity shortcut and one with
-    a strided 1x1 conv shortcut (so errors fan in at both block inputs), global average pool, linear.
+    """A ResNet small enough for a parity test: a stem with a padded max pool, a block with an identity
+    shortcut and one with a strided 1x1 conv shortcut (so errors fan in at both block inputs), global average pool, linear.
     Each branch's last conv starts at zero, so the first step's branch outputs are zero and the
     second step's are not: compare at least two steps."""
     return parse_model({
-        "name": "small-resnet", "input": [12, 12, 3], "classes": 10,
+        "name": "small-resnet", "input": [16, 16, 3], "classes": 10,
         "layers": [
             {"conv": {"out": 8, "kernel": 3, "padding": 1}}, "relu",
+            {"maxpool": {"kernel": 3, "stride": 2, "padding": 1}},  # the ResNet-18/50 stem's pool
             {"residual": {"branch": [{"conv": {"out": 8, "kernel": 3, "padding": 1}}, "relu",
                                      {"conv": {"out": 8, "kernel": 3, "padding": 1}}],
                           "shortcut": "identity", "then": "relu"}},

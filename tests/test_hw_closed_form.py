@@ -18,7 +18,7 @@ from hwmodels.spec import unbounded_dram, with_buffer_sizes
 from hwmodels.tiling import scalesim_cycles
 from nitisim.contract.graph import build_graph
 from nitisim.contract.models import Conv, Flatten, Linear, MaxPool, ModelSpec, ReLU, resolve_model
-from nitisim.contract.models import infer_shapes
+from nitisim.contract.models import infer_shapes, layer_inputs, layer_names
 
 
 def closed_form(dataflow: str, rows: int, cols: int, m: int, k: int, n: int) -> int:
@@ -34,21 +34,21 @@ def closed_form(dataflow: str, rows: int, cols: int, m: int, k: int, n: int) -> 
 
 def spec_gemms(model: ModelSpec, batch: int) -> dict[str, tuple[int, int, int]]:
     """node name -> (M, K, N) for every GEMM of a training step, per the spec's table."""
-    shapes = infer_shapes(model, batch)
-    counts: dict[str, int] = {}
+    shapes = infer_shapes(model, batch)  # shapes[i + 1]: layer i's output; shapes[0]: the input
+    sources = layer_inputs(model)  # a residual net's shortcut reads its block input, not the layer before
+    names = layer_names(model)
     out = {}
     first_weighted = True
     for i, layer in enumerate(model.layers):
-        prefix = {Conv: "conv", Linear: "fc"}.get(type(layer), type(layer).__name__.lower())
-        counts[prefix] = counts.get(prefix, 0) + 1
-        name = f"{prefix}{counts[prefix]}"
+        name = names[i]
+        source = shapes[sources[i][0] + 1]
         if isinstance(layer, Conv):
             b, e, f, k_out = shapes[i + 1]
-            c_in = shapes[i][3]
+            c_in = source[3]
             rsc = layer.kernel * layer.kernel * c_in
             gemms = {"fwd": (b * e * f, rsc, k_out), "in_grad": (b * e * f, k_out, rsc), "w_grad": (rsc, b * e * f, k_out)}
         elif isinstance(layer, Linear):
-            m, k, n = batch, shapes[i][1], layer.out_features
+            m, k, n = batch, source[1], layer.out_features
             gemms = {"fwd": (m, k, n), "in_grad": (m, n, k), "w_grad": (k, m, n)}
         else:
             continue
@@ -63,6 +63,17 @@ STRIDED = ModelSpec("strided", (17, 17, 5), (
     Conv(8, 3, stride=2, padding=1), ReLU(), Conv(12, 1), ReLU(), MaxPool(2, 2), Flatten(), Linear(10)))
 
 CASES = [(resolve_model("lenet"), 2), (resolve_model("mlp"), 3), (STRIDED, 3)]
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws", "is"])
+def test_compat_equals_scalesim_on_every_gemm_of_resnet18(dataflow):
+    """Every GEMM of a ResNet-18 training step (stem, basic blocks, the strided 1x1 shortcuts, the
+    classifier; batch 2) takes SCALE-Sim's closed-form cycles under --compat scalesim."""
+    model, batch = resolve_model("resnet-18"), 2
+    expected = {name: closed_form(dataflow, 32, 32, *mkn) for name, mkn in spec_gemms(model, batch).items()}
+    assert len(expected) == 3 * 21 - 1  # 20 convs and the linear layer; the stem needs no input gradient
+    result = simulate(unbounded_dram(arch_for(dataflow, 32, 32)), build_graph(model, batch), compat="scalesim")
+    assert {n.name: n.compute_cycles for n in result.nodes if n.kind == "gemm"} == expected
 ARRAYS = [(32, 32), (8, 12)]  # a non-square array catches rows/cols mix-ups
 
 
