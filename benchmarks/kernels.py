@@ -8,8 +8,9 @@ VNNI -> AVX2 -> scalar), each on the library build that holds it:
      vgg-small-7's convolutions (forward im2col view, batch --gemm-batch), operands cache-line
      aligned on both sides; on AMX also the same engine built to pack every A block;
   2. int8 conv2d forward against torch bfloat16 and float32 conv2d (channels_last) on those layers;
-  3. whole training steps: vgg-small-7 at --vgg-batch against torch bfloat16-autocast and float32
-     training of the same net; LeNet and the MLP at --batch against the numpy reference executor
+  3. whole training steps: vgg-small-7 at --vgg-batch and resnet-20 at --resnet-batch against torch
+     bfloat16-autocast and float32 training of the same net (the float32 twin of nitisim/train/fp32.py,
+     residual adds and global average pool included); LeNet and the MLP at --batch against the numpy reference executor
      and torch float32; and the default engine with each conv and its requantize run apart (the
      int32 tensor written out), the path the fused op replaced.
 Writes the tables to docs/results.md (section `kernels`) and prints them.
@@ -246,6 +247,7 @@ def main(argv=None) -> int:
     parser.add_argument("--gemm-batch", type=int, default=8, help="batch of the vgg-small-7 GEMM shapes (default 8)")
     parser.add_argument("--batch", type=int, default=256, help="LeNet and MLP training batch (default 256)")
     parser.add_argument("--vgg-batch", type=int, default=64, help="vgg-small-7 training batch (default 64)")
+    parser.add_argument("--resnet-batch", type=int, default=64, help="resnet-20 training batch (default 64)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller shapes (smoke test)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/results.md alone")
     args = parser.parse_args(argv)
@@ -272,8 +274,10 @@ def main(argv=None) -> int:
     steps = []
     small_batch = 32 if args.quick else args.batch
     vgg_batch = 4 if args.quick else args.vgg_batch
+    resnet_batch = 4 if args.quick else args.resnet_batch
     step_times = {}
     for model_name, batch, with_numpy, with_bf16 in (("vgg-small-7", vgg_batch, False, True),
+                                                     ("resnet-20", resnet_batch, False, True),
                                                      ("lenet", small_batch, True, False), ("mlp", small_batch, True, False)):
         table, t = training_table(libs, torch, model_name, batch, repeats, with_numpy, with_bf16)
         step_times[model_name] = t
@@ -288,7 +292,8 @@ def main(argv=None) -> int:
         + (f" and {gemm_t[PACKED_A] / gemm_t[default]:.2f}x the same engine with every A block packed" if packed_clib else "")
         + f"; vgg-small-7 training "
         f"{step_times['vgg-small-7']['torch bf16'] / step_times['vgg-small-7'][default]:.2f}x torch bf16-autocast "
-        f"images/s"
+        f"images/s; resnet-20 training "
+        f"{step_times['resnet-20']['torch bf16'] / step_times['resnet-20'][default]:.2f}x torch bf16-autocast images/s"
         + (f"; LeNet step {step_times['lenet'][engines[-1]] / step_times['lenet'][default]:.2f}x the "
            f"`{engines[-1]}` engine's speed." if len(engines) > 1 else ".")
     )

@@ -10,13 +10,15 @@ import pytest
 
 from benchmark_scripts import load_benchmark
 from gpu_backend.lib import ENGINE_ENV, available_engines, cpu_library
-from nitisim.contract.models import Conv, Flatten, Linear, MaxPool, ModelSpec, ReLU
+from nitisim.contract.models import Conv, Flatten, Linear, MaxPool, ModelSpec, ReLU, builtin_models
 
 TINY = {
     "vgg-small-7": ModelSpec("vgg-small-7", (8, 8, 3), (Conv(8, 3, 1, 1), ReLU(), MaxPool(2, 2), Conv(16, 3, 1, 1),
                                                         ReLU(), Flatten(), Linear(10))),
     "lenet": ModelSpec("lenet", (8, 8, 1), (Conv(4, 3), ReLU(), Flatten(), Linear(10))),
     "mlp": ModelSpec("mlp", (4, 4, 1), (Flatten(), Linear(8), ReLU(), Linear(10))),
+    # a residual net: adds, fan-in error sums and the global pool run in the int8 step and the twin
+    "resnet-20": builtin_models()["resnet-20-28"],
 }
 TINY_CONVS = sum(isinstance(layer, Conv) for layer in TINY["vgg-small-7"].layers)
 BELOW = {"amx": "avx512vnni", "avx512vnni": "avx2", "avx2": "scalar", "scalar": None}
@@ -67,7 +69,8 @@ def test_script_runs_with_the_default_engine_forced(kernels, monkeypatch, capsys
     out = capsys.readouterr().out
     for name in libs:
         assert f"C backend int8, `{name}` engine" in out
-        assert ran.count(name) == 2 * TINY_CONVS + 3  # a GEMM and a conv race per layer, three training tables
+        assert ran.count(name) == 2 * TINY_CONVS + 4  # a GEMM and a conv race per layer, four training tables
+    assert "**resnet-20, batch 4**" in out and "resnet-20 training" in out
     assert f"default `{engine}` forced by ${ENGINE_ENV}" in out
     assert "AMX stride-1 conv paths" not in out  # only on an AMX engine
     if below is None:
