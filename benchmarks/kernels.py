@@ -308,7 +308,7 @@ def main(argv=None) -> int:
         f"### int8 GEMM vs torch bfloat16 and float32 matmul, vgg-small-7 conv shapes (batch {gemm_batch})\n\n{gemm}\n\n"
         f"### int8 conv2d forward vs torch bfloat16 and float32 conv2d (channels_last)\n\n{conv}\n\n"
         + (f"### AMX stride-1 conv paths: zero-gapped grid vs patch GEMM (same engine)\n\n{paths}\n\n" if paths else "")
-        + f"### Whole training steps\n\n" + "\n\n".join(steps) + "\n"
+        + "### Whole training steps\n\n" + "\n\n".join(steps) + "\n"
     )
     print(body)
     if not args.no_write and not args.quick:

@@ -20,7 +20,6 @@ every other op stays asynchronous.
 from __future__ import annotations
 
 import math
-from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 import numpy as np

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import shutil
 from fractions import Fraction
 from types import MappingProxyType
 
@@ -25,6 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import cpu_builds
 from nitisim.contract import numerics as nm
 from nitisim.contract.reference import aligned_add
 from nitisim.contract.errors import IntegerOverflowError
@@ -189,19 +189,7 @@ C_GAPS = (0, 1, 9, 24, 25, 31, 32, 40, 55)
 
 @pytest.fixture(scope="module")
 def c_builds():
-    """{build: CLib} of every CPU build tests/test_c_kernels.py runs that this CPU can execute: the
-    native one, the AVX2 and SSE2 ones, and one without any SIMD."""
-    if shutil.which("gcc") is None and shutil.which("cc") is None:
-        pytest.skip("no C compiler to build the CPU kernel library")
-    import platform
-
-    from gpu_backend.lib import cpu_library, cpu_runs
-
-    builds = {"native": ("native", ())}
-    if platform.machine() in ("x86_64", "AMD64"):
-        builds.update({"avx2": ("haswell", ()), "scalar": ("x86-64", ()), "portable": ("x86-64", ("-U__SSE2__",))})
-    return {name: cpu_library(march, flags) for name, (march, flags) in builds.items()
-            if name == "native" or cpu_runs("avx2" if name == "avx2" else "scalar")}
+    return cpu_builds.c_builds()
 
 
 def test_c_equals_numpy_bit_for_bit_in_every_build(c_builds):
@@ -240,24 +228,9 @@ def test_c_edges_and_errors(c_builds):
         c_add(lib, np.array([1], np.int16), 0, _i8([1]), 0, "nearest")
 
 
-def _cpu_engines():
-    from gpu_backend.lib import CPU_ENGINES
-
-    return ["auto", *CPU_ENGINES]
-
-
-@pytest.mark.parametrize("engine", _cpu_engines())
+@pytest.mark.parametrize("engine", cpu_builds.cpu_engines())
 def test_cpu_table_equals_numpy_under_every_engine(engine, monkeypatch, c_builds):
-    from gpu_backend.backends import cpu_kernel_table
-    from gpu_backend.lib import ENGINE_ENV, CLibError, available_engines
-
-    if engine != "auto" and engine not in available_engines():
-        pytest.skip(f"engine {engine} cannot run on this machine")
-    monkeypatch.setenv(ENGINE_ENV, engine)
-    try:
-        table = cpu_kernel_table()
-    except CLibError as err:  # pragma: no cover - available_engines said it runs
-        pytest.fail(str(err))
+    table = cpu_builds.table_under_engine(engine, monkeypatch)
     for mode, gap in itertools.product(MODES, (0, 4, 33)):
         a, b = _operands((2, 4, 4, 3), gap)
         (got,) = table["add"](_node(mode), CTX, a, b)

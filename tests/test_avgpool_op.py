@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import shutil
 from fractions import Fraction
 
 import numpy as np
@@ -26,6 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import cpu_builds
 from nitisim.contract.executor import StepContext, train_step
 from nitisim.contract.graph import Node, build_graph
 from nitisim.contract.init import init_params
@@ -238,18 +238,7 @@ def c_ops(lib):
 
 @pytest.fixture(scope="module")
 def c_builds():
-    """{build: CLib} of every CPU build this CPU can execute (as tests/test_add_op.py)."""
-    if shutil.which("gcc") is None and shutil.which("cc") is None:
-        pytest.skip("no C compiler to build the CPU kernel library")
-    import platform
-
-    from gpu_backend.lib import cpu_library, cpu_runs
-
-    builds = {"native": ("native", ())}
-    if platform.machine() in ("x86_64", "AMD64"):
-        builds.update({"avx2": ("haswell", ()), "scalar": ("x86-64", ()), "portable": ("x86-64", ("-U__SSE2__",))})
-    return {name: cpu_library(march, flags) for name, (march, flags) in builds.items()
-            if name == "native" or cpu_runs("avx2" if name == "avx2" else "scalar")}
+    return cpu_builds.c_builds()
 
 
 SHAPES = [(1, 1, 1, 1), (2, 2, 2, 3), (3, 3, 3, 17), (2, 6, 6, 33), (4, 7, 7, 64), (1, 8, 8, 5), (2, 1, 5, 2),
@@ -317,24 +306,9 @@ def test_c_kernel_checks_a_caller_that_skipped_the_row(c_builds):
         lib.check(entry(call))
 
 
-def _cpu_engines():
-    from gpu_backend.lib import CPU_ENGINES
-
-    return ["auto", *CPU_ENGINES]
-
-
-@pytest.mark.parametrize("engine", _cpu_engines())
+@pytest.mark.parametrize("engine", cpu_builds.cpu_engines())
 def test_cpu_table_equals_numpy_under_every_engine(engine, monkeypatch, c_builds):
-    from gpu_backend.backends import cpu_kernel_table
-    from gpu_backend.lib import ENGINE_ENV, CLibError, available_engines
-
-    if engine != "auto" and engine not in available_engines():
-        pytest.skip(f"engine {engine} cannot run on this machine")
-    monkeypatch.setenv(ENGINE_ENV, engine)
-    try:
-        table = cpu_kernel_table()
-    except CLibError as err:  # pragma: no cover - available_engines said it runs
-        pytest.fail(str(err))
+    table = cpu_builds.table_under_engine(engine, monkeypatch)
     for shape in ((2, 7, 7, 5), (3, 6, 6, 4), (1, 3, 3, 9)):
         x = QTensor(RNG.integers(-128, 128, shape).astype(np.int8), -6)
         (got,) = table["global_avgpool"](gap_node(), CTX, x)

@@ -11,7 +11,7 @@ from nitisim.contract.errors import UserInputError
 from nitisim.contract.executor import StepContext, train_step
 from nitisim.contract.graph import NumericsOptions, build_graph
 from nitisim.contract.init import init_params
-from nitisim.contract.models import (Add, Conv, GlobalAvgPool, MaxPool, ModelSpec, ReLU, builtin_models,
+from nitisim.contract.models import (Add, Conv, GlobalAvgPool, MaxPool, ModelSpec, builtin_models,
                                      infer_shapes, layer_inputs, layer_names, load_model, model_as_dict,
                                      model_from_dict, parse_model)
 from nitisim.contract.numerics import QTensor
