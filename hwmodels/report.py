@@ -20,6 +20,9 @@ LAYER_FIELDS = ("name", "phase", "macs", "cycles", "compute_cycles", "stall_cycl
                 "sram_read_bytes", "sram_write_bytes", "dram_read_bytes", "dram_write_bytes")
 
 
+_MAX_LAYER_ROWS = 60  # a (layer, phase) table up to this long is shown whole (LeNet 21 rows, VGG-small-7 38)
+_SHOWN_LAYER_ROWS = 40  # rows kept from a longer one, plus one summed row
+
 def arch_echo(arch: AcceleratorSpec) -> dict:
     """The configuration as simulated, energy table with sources included."""
     d = {
@@ -220,11 +223,28 @@ def markdown(doc: dict) -> str:
     lines += ["", "## By layer and phase", "",
               "| layer | phase | MACs | cycles | stall | util | energy | DRAM read | DRAM write | spill |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in doc["layers"]:
+    rows = doc["layers"]
+    if len(rows) > _MAX_LAYER_ROWS:
+        # A deep graph (ResNet-50: about 300 rows) is read by its largest rows; summary.json has them all.
+        kept = sorted(range(len(rows)), key=lambda i: (-rows[i]["cycles"], i))[:_SHOWN_LAYER_ROWS]
+        lines[-2:-2] = [f"The {len(kept)} rows with the most cycles of {len(rows)}, largest first; the other "
+                        f"{len(rows) - len(kept)} summed in the last row; every row: summary.json `layers`.", ""]
+        rest = [r for i, r in enumerate(rows) if i not in set(kept)]
+        rows = [rows[i] for i in kept]
+    else:
+        rest = []
+    for r in rows:
         lines.append(f"| {r['name']} | {r['phase']} | {_si(r['macs'], '')} | {r['cycles']:,} | {r['stall_cycles']:,} "
                      f"| {100 * r['utilization']:.0f} % | {_si(r['energy_pj'] * 1e-12, 'J')} "
                      f"| {_si(r['dram_read_bytes'], 'B')} | {_si(r['dram_write_bytes'], 'B')} "
                      f"| {_si(r['dram_spill_bytes'], 'B')} |")
+    if rest:
+        total = {k: sum(r[k] for r in rest) for k in ("macs", "cycles", "stall_cycles", "energy_pj", "dram_read_bytes",
+                                                      "dram_write_bytes", "dram_spill_bytes")}
+        lines.append(f"| other {len(rest)} rows | - | {_si(total['macs'], '')} | {total['cycles']:,} "
+                     f"| {total['stall_cycles']:,} | - | {_si(total['energy_pj'] * 1e-12, 'J')} "
+                     f"| {_si(total['dram_read_bytes'], 'B')} | {_si(total['dram_write_bytes'], 'B')} "
+                     f"| {_si(total['dram_spill_bytes'], 'B')} |")
     if "fp32" in doc:
         f = doc["fp32"]
         ft = f["total"]

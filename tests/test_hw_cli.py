@@ -75,3 +75,24 @@ def test_default_out_dir(tmp_path, capsys, monkeypatch):
     assert nitisim_main(["simulate", "edge-16x16", "--model", "mlp", "--batch", "1"]) == 0
     assert (tmp_path / "nitisim-out" / "sim-edge-16x16-mlp" / "summary.json").exists()
     assert "wrote" in capsys.readouterr().out
+
+
+def test_simulate_report_of_a_deep_graph_keeps_its_largest_layer_rows(tmp_path):
+    """resnet-50 has about 280 (layer, phase) rows: report.md keeps the 40 with the most cycles and sums
+    the rest in one row, so the cycles still add up to the total; lenet's 21 rows stay whole."""
+    import json
+
+    from nitisim.cli import main as cli_main
+
+    for model in ("resnet-50", "lenet"):
+        assert cli_main(["simulate", "edge-16x16", "--model", model, "--batch", "2", "--out", str(tmp_path / model)]) == 0
+    doc = json.loads((tmp_path / "resnet-50" / "summary.json").read_text())
+    md = (tmp_path / "resnet-50" / "report.md").read_text()
+    section = md.split("## By layer and phase")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| layer")]
+    assert len(doc["layers"]) > 200 and len(rows) == 41 and rows[-1].startswith(f"| other {len(doc['layers']) - 40} rows")
+    assert sum(int(r.split("|")[4].replace(",", "")) for r in rows) == sum(r["cycles"] for r in doc["layers"])
+    small = (tmp_path / "lenet" / "report.md").read_text().split("## By layer and phase")[1].split("\n## ")[0]
+    assert "other" not in small
+    assert len([x for x in small.splitlines() if x.startswith("| ") and not x.startswith("| layer")]) == len(
+        json.loads((tmp_path / "lenet" / "summary.json").read_text())["layers"])

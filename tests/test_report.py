@@ -404,3 +404,55 @@ def test_sim_area_that_is_not_a_number_is_one_line(capsys, runs, report, tmp_pat
     (sim / "summary.json").write_text(json.dumps(summary))
     err = _one_line_error(capsys, ["compare", str(runs / "tiny-int8"), str(sim)])
     assert "fp32.total.area_mm2: must be a non-negative number" in err
+
+
+def test_a_resnet50_sized_report_keeps_tables_and_plots_short_and_a_small_one_whole(runs, tmp_path):
+    """About 120 layers and 250 (layer, phase) points: every table and bar chart keeps its largest
+    rows plus one summed row (totals unchanged), the full tables go to CSV, the scatter names at most
+    MAX_POINT_LABELS points; the tiny MLP's tables are whole and write no CSV."""
+    import csv
+    from dataclasses import replace
+
+    from nitisim.report import plots, top
+    from nitisim.report.cli import build
+    from nitisim.report.figures import figure_objects
+    from nitisim.report.join import PhaseTime, agreement
+    from nitisim.report.predict import predict
+    from nitisim.report.tables import sections
+    from nitisim.report.write import write_report
+
+    sim_dir = write_sim(tmp_path / "sims" / "r50", "deep-32x32", 1024, model="resnet-50")
+    small = build(runs / "tiny-int8", [])
+    assert all(t.full is None for s in sections(small) for t in s.tables)
+    c = build(runs / "tiny-int8", [sim_dir])
+    sim = c.sims[0]
+    measured = tuple(PhaseTime(p.layer, p.phase, p.cycles * 2e-9 * (1 + 0.1 * (i % 3))) for i, p in enumerate(sim.phases))
+    c = replace(c, measured=measured, agreements=(agreement(sim.label, measured, sim.phases),),
+                predictions=(predict(sim.label, measured, sim.phases, 5e8),))
+    layers = len({p.layer for p in sim.phases})
+    assert layers > 100 and len(sim.phases) > 200
+    shortened = 0
+    for section in sections(c):
+        for t in section.tables:
+            assert len(t.rows) <= top.MAX_ROWS + 2, t.title  # the kept rows, "other ...", total
+            if t.full is not None:
+                shortened += 1
+                assert len(t.full.rows) > top.MAX_ROWS, t.title
+    assert shortened == 4  # measured, simulated cycles, per-layer shares, residuals
+    cycles = next(t for s in sections(c) for t in s.tables if t.title.startswith("Simulated cycles per layer"))
+    assert cycles.rows[-2][0] == f"other {layers - top.SHOWN} layers"
+    kept_and_other = sum(float(r[-2].replace(",", "")) for r in cycles.rows[:-1])
+    assert kept_and_other == pytest.approx(float(cycles.rows[-1][-2].replace(",", "")), rel=1e-6)
+
+    figs = figure_objects(c)
+    for name in ("measured_stacked", "cycles_stacked_0"):
+        ax = figs[name].axes[0]
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert len(labels) == top.SHOWN + 1 and labels[-1].startswith("other "), name
+    annotations = [child for child in figs["agreement"].axes[0].texts]
+    assert 0 < len(annotations) <= plots.MAX_POINT_LABELS
+
+    out = write_report(c, tmp_path / "report")
+    with open(out[f"table:{cycles.csv}"]) as f:
+        assert len(list(csv.reader(f))) == 1 + layers + 1  # header, every layer, total
+    assert len((tmp_path / "report" / "report.md").read_text().splitlines()) < 400

@@ -31,7 +31,11 @@ def table_html(t: Table) -> str:
     head = "".join(f"<th>{esc(c)}</th>" for c in t.columns)
     body = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row) + "</tr>" for row in t.rows)
     cap = f'<div class="cap">{esc(t.caption)}</div>' if t.caption else ""
-    return f"<table><caption>{esc(t.title)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{cap}"
+    # A shortened table (top.py) carries every row in a closed <details>, so the page stays self-contained.
+    full = (f"<details><summary>all {len(t.full.rows)} rows</summary>{table_html(t.full)}</details>"
+            if t.full is not None else "")
+    return (f"<table><caption>{esc(t.title)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            f"{cap}{full}")
 
 
 def render(c: Comparison, sections: list[Section], svgs: dict[str, str]) -> str:

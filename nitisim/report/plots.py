@@ -131,6 +131,28 @@ def area_breakdown(labels: Sequence[str], int8_mm2: Mapping[str, Sequence[float]
     return fig
 
 
+MAX_POINT_LABELS = 15  # per scatter panel: a deep graph's 100+ points would overprint each other
+
+
+def _labelled_points(xs: Sequence[float], ys: Sequence[float]) -> list[int]:
+    """Indices of the points to name: those away from the origin (the many small vector points would
+    overprint), and where there are more than MAX_POINT_LABELS of those, that many of the farthest
+    out (x and y relative to their maxima; ties: the earlier point), one per cluster of near-equal points."""
+    x_max, y_max = max(xs, default=0), max(ys, default=0)
+    far = [i for i, (x, y) in enumerate(zip(xs, ys)) if x > 0.05 * x_max or y > 0.05 * y_max]
+    if len(far) <= MAX_POINT_LABELS:
+        return far
+    size = [(xs[i] / x_max if x_max else 0.0) + (ys[i] / y_max if y_max else 0.0) for i in range(len(xs))]
+    chosen: list[int] = []
+    for i in sorted(far, key=lambda i: (-size[i], i)):
+        # A deep graph repeats its blocks: identical layers sit on one spot, and one name says it.
+        if not any(abs(xs[i] - xs[j]) <= 0.03 * x_max and abs(ys[i] - ys[j]) <= 0.03 * y_max for j in chosen):
+            chosen.append(i)
+        if len(chosen) == MAX_POINT_LABELS:
+            break
+    return sorted(chosen)
+
+
 def measured_vs_simulated(panels: Sequence[tuple[str, Sequence[float], Sequence[float], Sequence[str],
                                                    float | None, float | None, float | None]]):
     """Scatter of measured seconds (y) against simulated cycles (x), one panel per accelerator.
@@ -142,11 +164,8 @@ def measured_vs_simulated(panels: Sequence[tuple[str, Sequence[float], Sequence[
     for ax, (label, cycles, seconds, names, slope, intercept, r2) in zip(axes, panels):
         ms = [s * 1e3 for s in seconds]
         ax.scatter(cycles, ms, s=18, color="#4C72B0")
-        # Label only points away from the origin: the many small vector points would overprint.
-        x_far, y_far = 0.05 * max(cycles, default=0), 0.05 * max(ms, default=0)
-        for x, y, name in zip(cycles, ms, names):
-            if x > x_far or y > y_far:
-                ax.annotate(name, (x, y), fontsize=6, alpha=0.7, xytext=(2, 2), textcoords="offset points")
+        for i in _labelled_points(cycles, ms):
+            ax.annotate(names[i], (cycles[i], ms[i]), fontsize=6, alpha=0.7, xytext=(2, 2), textcoords="offset points")
         if slope is not None and cycles:
             xs = [0.0, max(cycles)]
             ax.plot(xs, [(slope * x + intercept) * 1e3 for x in xs], "-", color="#C44E52",

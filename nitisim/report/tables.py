@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..contract.ops import REPORT_PHASES
 from .join import Comparison, phase_matrix
+from .top import largest, other_label
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,21 @@ class Table:
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     caption: str = ""
+    full: Table | None = None  # every row, where `rows` keeps only the largest (top.py); written as CSV
+    csv: str = ""  # the full table's file name under tables/, when `full` is set
+
+
+def shortened(t: Table, keep: list[int] | None, rest: tuple[str, ...], what: str, tail: tuple[tuple[str, ...], ...] = ()) -> Table:
+    """`t` itself when `keep` is None; else a table of t.rows[keep] (largest first), the `rest` row,
+    then `tail` (a total), with the whole table kept in `full` for the CSV file."""
+    if keep is None:
+        return Table(t.title, t.columns, t.rows + tail, t.caption)
+    full = Table(t.title, t.columns, t.rows + tail, t.caption)
+    slug = "".join(ch if ch.isalnum() else "-" for ch in t.title.lower())
+    slug = "-".join(part for part in slug.split("-") if part)
+    caption = (f"the {len(keep)} largest of {len(t.rows)} {what}, largest first; the other {len(t.rows) - len(keep)} "
+               f"summed in one row; all rows: tables/{slug}.csv" + (f". {t.caption}" if t.caption else ""))
+    return Table(t.title, t.columns, tuple(t.rows[i] for i in keep) + (rest,) + tail, caption, full, f"{slug}.csv")
 
 
 @dataclass(frozen=True)
@@ -134,13 +150,19 @@ def _phase_table(title: str, items, unit_scale: float, unit: str, digits: int, c
     phases = [p for p in REPORT_PHASES if any(by_phase[p])]
     totals = [sum(by_phase[p][i] for p in phases) for i in range(len(layers))]
     grand = sum(totals)
-    rows = [tuple([layer] + [num(by_phase[p][i] * unit_scale, digits) for p in phases]
-                  + [num(totals[i] * unit_scale, digits), pct(totals[i] / grand if grand else None)])
-            for i, layer in enumerate(layers)]
-    rows.append(tuple(["total"] + [num(sum(by_phase[p]) * unit_scale, digits) for p in phases]
-                      + [num(grand * unit_scale, digits), pct(1.0 if grand else None)]))
-    return Table(title, tuple(["layer"] + [f"{p} ({unit})" for p in phases] + [f"total ({unit})", "share (%)"]),
-                 tuple(rows), caption)
+    def row(label: str, values: dict[str, float], total: float) -> tuple[str, ...]:
+        return tuple([label] + [num(values[p] * unit_scale, digits) for p in phases]
+                     + [num(total * unit_scale, digits), pct(total / grand if grand else None)])
+
+    rows = tuple(row(layer, {p: by_phase[p][i] for p in phases}, totals[i]) for i, layer in enumerate(layers))
+    total = row("total", {p: sum(by_phase[p]) for p in phases}, grand)
+    keep = largest(totals)
+    rest = set(range(len(layers))) - set(keep or ())
+    other = row(other_label(len(rest)), {p: sum(by_phase[p][i] for i in rest) for p in phases},
+                sum(totals[i] for i in rest))
+    table = Table(title, tuple(["layer"] + [f"{p} ({unit})" for p in phases] + [f"total ({unit})", "share (%)"]),
+                  rows, caption)
+    return shortened(table, keep, other, "layers", (total,))
 
 
 def _measured(c: Comparison) -> Section:
@@ -247,13 +269,18 @@ def _agreement(c: Comparison) -> Section:
     for a in c.agreements:
         layers += [s.layer for s in a.layer_shares if s.layer not in layers]
     columns = ["layer", "measured share (%)"] + [f"{a.sim} share (%)" for a in c.agreements]
-    rows = []
+    values = []  # per layer: measured share, then each accelerator's share (None where a side lacks it)
     for layer in layers:
         measured = next((s.measured_share for a in c.agreements for s in a.layer_shares if s.layer == layer), None)
-        rows.append(tuple([layer, pct(measured)] + [
-            pct(next((s.simulated_share for s in a.layer_shares if s.layer == layer), None)) for a in c.agreements]))
-    shares = Table("Per-layer time shares", tuple(columns), tuple(rows),
-                   "each layer's fraction of the step, measured seconds and simulated cycles side by side")
+        values.append([measured] + [next((s.simulated_share for s in a.layer_shares if s.layer == layer), None)
+                                    for a in c.agreements])
+    rows = tuple(tuple([layer] + [pct(v) for v in vs]) for layer, vs in zip(layers, values))
+    keep = largest([max(v or 0.0 for v in vs) for vs in values])
+    rest = [vs for i, vs in enumerate(values) if i not in set(keep or ())]
+    other = tuple([other_label(len(rest))] + [pct(sum(vs[j] or 0.0 for vs in rest)) for j in range(len(columns) - 1)])
+    shares = shortened(Table("Per-layer time shares", tuple(columns), rows,
+                             "each layer's fraction of the step, measured seconds and simulated cycles side by side"),
+                       keep, other, "layers (by their largest share)")
     return Section("Measured versus simulated", "Does the accelerator model rank the work as the measured run does?",
                    ("agreement",), (summary, shares))
 
@@ -271,15 +298,20 @@ def _predicted(c: Comparison) -> Section:
     )
     tables = [summary]
     for p in c.predictions:
-        tables.append(Table(
+        def row(layer: str, phase: str, measured: float, predicted: float) -> tuple[str, ...]:
+            return (layer, phase, num(measured * 1e6, 1), num(predicted * 1e6, 1), num((measured - predicted) * 1e6, 1),
+                    sig(predicted / measured, 3) if measured else "-")
+
+        # p.residuals is largest |residual| first already, so the kept rows are its first ones.
+        keep = largest([abs(r.residual_seconds) for r in p.residuals])
+        rest = p.residuals[len(keep):] if keep is not None else ()
+        tables.append(shortened(Table(
             f"Residuals on {p.sim}, largest first",
             ("layer", "phase", "measured (us)", "predicted (us)", "residual (us)", "predicted / measured"),
-            tuple((r.layer, r.phase, num(r.measured_seconds * 1e6, 1), num(r.predicted_seconds * 1e6, 1),
-                   num(r.residual_seconds * 1e6, 1),
-                   sig(r.predicted_seconds / r.measured_seconds, 3) if r.measured_seconds else "-")
-                  for r in p.residuals),
+            tuple(row(r.layer, r.phase, r.measured_seconds, r.predicted_seconds) for r in p.residuals),
             "residual = measured - predicted seconds per training step; predicted = simulated cycles / clock",
-        ))
+        ), keep, row(other_label(len(rest), "points"), "-", sum(r.measured_seconds for r in rest),
+                     sum(r.predicted_seconds for r in rest)), "(layer, phase) points"))
     return Section("Measured versus predicted", "A model of the host (or GPU) that trained, calibrated by "
                    "short probes independent of this run: where it is wrong, the simulator is wrong.", (), tuple(tables))
 
