@@ -37,3 +37,17 @@ def table_under_engine(engine: str, monkeypatch):
         return cpu_kernel_table()
     except CLibError as err:  # pragma: no cover - available_engines said it runs
         pytest.fail(str(err))
+
+
+def assert_matches_reference(table, op: str, node, ctx, *inputs):
+    """Run `op` on `table` and on the numpy reference; the output (mantissas and exponent) must be
+    the same. Returns the reference's output."""
+    import numpy as np
+
+    from nitisim.contract.reference import REFERENCE_KERNELS
+
+    (got,) = table[op](node, ctx, *inputs)
+    (want,) = REFERENCE_KERNELS[op](node, ctx, *inputs)
+    assert got.e == want.e, (op, got.e, want.e)
+    np.testing.assert_array_equal(got.m, want.m)
+    return want

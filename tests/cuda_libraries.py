@@ -22,3 +22,9 @@ def emulated_library():
 def library_for(param: str):
     """`gpu` or `emulator`, as the `dev` fixtures parametrise them."""
     return gpu_library() if param == "gpu" else emulated_library()
+
+
+def library_and_table(param: str):
+    """(library, its CUDA kernel table) for a `dev` fixture's `gpu` or `emulator` parameter."""
+    lib = library_for(param)
+    return lib, cuda.cuda_kernel_table(lib=lib)

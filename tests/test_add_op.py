@@ -233,20 +233,15 @@ def test_cpu_table_equals_numpy_under_every_engine(engine, monkeypatch, c_builds
     table = cpu_builds.table_under_engine(engine, monkeypatch)
     for mode, gap in itertools.product(MODES, (0, 4, 33)):
         a, b = _operands((2, 4, 4, 3), gap)
-        (got,) = table["add"](_node(mode), CTX, a, b)
-        (want,) = REFERENCE_KERNELS["add"](_node(mode), CTX, a, b)
-        assert got.e == want.e
-        np.testing.assert_array_equal(got.m, want.m)
+        cpu_builds.assert_matches_reference(table, "add", _node(mode), CTX, a, b)
 
 
 # ---------------------------------------------------------------------------------- CUDA
 @pytest.fixture(scope="module", params=[pytest.param("gpu", marks=pytest.mark.gpu), "emulator"])
 def dev(request):
-    from cuda_libraries import library_for
-    from gpu_backend import cuda
+    from cuda_libraries import library_and_table
 
-    lib = library_for(request.param)
-    return lib, cuda.cuda_kernel_table(lib=lib)
+    return library_and_table(request.param)
 
 
 @pytest.mark.parametrize("mode", MODES)

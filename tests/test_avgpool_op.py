@@ -311,24 +311,16 @@ def test_cpu_table_equals_numpy_under_every_engine(engine, monkeypatch, c_builds
     table = cpu_builds.table_under_engine(engine, monkeypatch)
     for shape in ((2, 7, 7, 5), (3, 6, 6, 4), (1, 3, 3, 9)):
         x = QTensor(RNG.integers(-128, 128, shape).astype(np.int8), -6)
-        (got,) = table["global_avgpool"](gap_node(), CTX, x)
-        (want,) = REFERENCE_KERNELS["global_avgpool"](gap_node(), CTX, x)
-        assert got.e == want.e
-        np.testing.assert_array_equal(got.m, want.m)
-        (got,) = table["global_avgpool_grad"](grad_node(shape), CTX, want)
-        (want,) = REFERENCE_KERNELS["global_avgpool_grad"](grad_node(shape), CTX, want)
-        assert got.e == want.e
-        np.testing.assert_array_equal(got.m, want.m)
+        pooled = cpu_builds.assert_matches_reference(table, "global_avgpool", gap_node(), CTX, x)
+        cpu_builds.assert_matches_reference(table, "global_avgpool_grad", grad_node(shape), CTX, pooled)
 
 
 # ---------------------------------------------------------------------------------- CUDA
 @pytest.fixture(scope="module", params=[pytest.param("gpu", marks=pytest.mark.gpu), "emulator"])
 def dev(request):
-    from cuda_libraries import library_for
-    from gpu_backend import cuda
+    from cuda_libraries import library_and_table
 
-    lib = library_for(request.param)
-    return lib, cuda.cuda_kernel_table(lib=lib)
+    return library_and_table(request.param)
 
 
 def test_cuda_equals_numpy(dev):
