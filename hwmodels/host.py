@@ -13,14 +13,14 @@ code run on shapes of the same kind. So a host model prices
 A calibrated host may also carry two measured tables, which take precedence over the formulas:
 
     kernels      cycles of one call of a kernel whose speed depends on more than its size (GEMMs:
-                 layout, engine path, packing; pooling: channels per vector), keyed by kernel_key
+                 layout, engine path, packing; pooling: channels per vector; every node-call op:
+                 add, the global pools), keyed by kernel_key
                  (op, input shapes and dtypes, shape attributes): a probe of that kernel on random
                  operands of those shapes, through the same kernel table training calls
-    curves       cycles of one call of an elementwise kernel (relu, relu_grad, requantize, update,
-                 add, global_avgpool and its gradient) against its element count, on a fixed grid
-                 of sizes; a node's count is interpolated on it (node_cycles), unless `kernels`
-                 has the node itself (a requantize probed right after the GEMM that writes its
-                 input: nitisim/calibrate/kernels.py)
+    curves       cycles of one call of an elementwise kernel (relu, relu_grad, requantize, update)
+                 against its element count, on a fixed grid of sizes; a node's count is interpolated
+                 on it (node_cycles), unless `kernels` has the node itself (a requantize probed
+                 right after the GEMM that writes its input: nitisim/calibrate/kernels.py)
 
 Those times include the kernel's own memory traffic, so for a host the simulator counts DRAM bytes
 but adds no DRAM time (hwmodels/sim.py). Without them (the GPU model, a graph calibrated without
@@ -52,6 +52,7 @@ import math
 from types import MappingProxyType
 from typing import Any, Iterable, Sequence
 
+from nitisim.contract.ops import OPS
 from nitisim.contract.values import finite_number
 
 from .spec import HostSpec
@@ -71,9 +72,11 @@ CALL_KINDS: tuple[str, ...] = ("gemm", "vector")
 # Kernels whose time depends on more than an element count: a GEMM's on its M, K, N, layout and the
 # library's engine path (direct conv, scatter input gradient, packed GEMM), a pooling kernel's on its
 # channels (one vector holds the channels of a window position), the loss's on its rows and classes.
-# Probed at the graph's own shapes.
+# Probed at the graph's own shapes. So is every op on the node-call path (add, the global pools, and
+# the next one): a new op is priced by the host model without a line here.
 TABLE_OPS = frozenset({"conv2d", "conv2d_input_grad", "conv2d_weight_grad", "linear", "linear_input_grad",
-                       "linear_weight_grad", "maxpool", "maxpool_grad", "loss_grad"})
+                       "linear_weight_grad", "maxpool", "maxpool_grad", "loss_grad",
+                       *(name for name, row in OPS.items() if row.node_call is not None)})
 KEY_ATTRS = ("kernel", "stride", "padding", "dtype", "input_shape", "variant", "mode")  # attributes that change the work
 
 
@@ -105,13 +108,6 @@ def curve_key(graph: Any, node: Any) -> tuple[str, int] | None:
         return f"requantize_{node.attr('mode')}_{graph.tensor(ins[0]).dtype}", graph.tensor(ins[0]).size
     if op == "update":  # plain, momentum or shadow16: each its own per-element work
         return f"update_{node.attr('rule')}_{graph.tensor(ins[1]).dtype}", graph.tensor(ins[0]).size
-    if op == "add":  # two int8 reads per element, the rounding mode's work in the second pass
-        return f"add_{node.attr('mode')}", graph.tensor(ins[0]).size
-    if op in ("global_avgpool", "global_avgpool_grad"):
-        # the window (one division per H x W elements) and the channels (the lanes a window position
-        # fills) change the work per element; the count is the larger tensor's, the NHWC map's
-        x = graph.tensor(ins[0]).shape if op == "global_avgpool" else tuple(node.attr("input_shape"))
-        return f"{op}_{x[1]}x{x[2]}x{x[3]}", math.prod(x)
     return None
 
 

@@ -13,8 +13,7 @@ a training run or its timing:
   every requantize node a GEMM feeds, each call on the fresh output of an untimed call of that
   GEMM, where a step finds it (a rewritten random input ran 20-30 % faster).
 - curve probes: each elementwise kernel (relu, relu_grad, requantize per rounding mode, the plain
-  update per gradient width, and where the graph has them add per rounding mode and the global
-  pools per window and channels) on a fixed grid of element counts, the same for every graph, plus one
+  update per gradient width) on a fixed grid of element counts, the same for every graph, plus one
   count just above the library's parallel threshold (an element count, the same for every width),
   where the kernel starts using every core.
 """
@@ -197,19 +196,10 @@ def needed_curves(graph: Any | None) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _pool_map(name: str, n: int) -> tuple[int, int, int, int]:
-    """The NHWC map of a global pool curve `<op>_<H>x<W>x<C>` with at least n elements: whole
-    images of the curve's window and channels (the per-element work the curve stands for)."""
-    h, w, c = map(int, name.rsplit("_", 1)[1].split("x"))
-    return -(-n // (h * w * c)), h, w, c
-
-
-def _curve_call(kernels: Any, name: str, n: int, rng) -> tuple[Callable[[], object], np.ndarray, int]:
-    """A call of the curve's kernel on n elements (a synthetic node carries the attributes), its
+def _curve_call(kernels: Any, name: str, n: int, rng) -> tuple[Callable[[], object], np.ndarray]:
+    """A call of the curve's kernel on n elements (a synthetic node carries the attributes), and its
     last input: in a training step the tensor the previous node has just written (the activation
-    to requantize or rectify, the incoming gradient, the weight gradient to apply, the residual
-    branch's output), and the elements the curve point stands at (n, or for a global pool whole
-    images of its map, at least n)."""
+    to requantize or rectify, the incoming gradient, the weight gradient to apply)."""
     from nitisim.contract.executor import StepContext
     from nitisim.contract.graph import Node
     from nitisim.contract.numerics import QTensor
@@ -232,28 +222,11 @@ def _curve_call(kernels: Any, name: str, n: int, rng) -> tuple[Callable[[], obje
             ins.append(QTensor(state, -8 if rule == "shadow16" else 0))
         node = Node("p", "update", "update", "p", ("w", "g", "s")[:len(ins)], ("w2",), (("rule", rule),))
         fn = kernels[node.op]
-        return lambda: fn(node, ctx, *ins), ins[1].m, n  # the gradient is what the step has just written
-    elif name.startswith("add_"):
-        # operand exponents two apart, as a shortcut and its branch (or two fan-in errors) differ
-        node = Node("p", "add", "forward", "p", ("a", "b"), ("y",), (("mode", name[len("add_"):]),), tensor_id=1)
-        ins = [_operand(rng, (n,), "int8"), _operand(rng, (n,), "int8")]
-        ins[0] = QTensor(ins[0].m, -2)
-    elif name.startswith("global_avgpool_grad_"):
-        shape = _pool_map(name, n)
-        p = (shape[1] * shape[2]).bit_length() - 1  # floor(log2 K), the node's -exp_shift
-        node = Node("p", "global_avgpool_grad", "backward", "p", ("dy",), ("dx",),
-                    (("exp_shift", -p), ("input_shape", shape)))
-        fn, ins = kernels[node.op], [_operand(rng, (shape[0], shape[3]), "int8")]
-        return lambda: fn(node, ctx, *ins), ins[0].m, int(np.prod(shape))
-    elif name.startswith("global_avgpool_"):
-        shape = _pool_map(name, n)
-        node, ins = Node("p", "global_avgpool", "forward", "p", ("x",), ("y",)), [_operand(rng, shape, "int8")]
-        fn = kernels[node.op]
-        return lambda: fn(node, ctx, *ins), ins[0].m, int(np.prod(shape))
+        return lambda: fn(node, ctx, *ins), ins[1].m  # the gradient is what the step has just written
     else:  # pragma: no cover - hwmodels.host.curve_key names only the curves above
         raise ValueError(f"no probe for curve {name!r}")
     fn = kernels[node.op]
-    return lambda: fn(node, ctx, *ins), ins[-1].m, n
+    return lambda: fn(node, ctx, *ins), ins[-1].m
 
 
 def curve_probes(kernels: Any, names: tuple[str, ...], parallel_min_elements: int, repeats: int,
@@ -270,17 +243,9 @@ def curve_probes(kernels: Any, names: tuple[str, ...], parallel_min_elements: in
         width = np.dtype(name.rsplit("_", 1)[1]).itemsize if name[-5:-2] == "int" else 1
         grid = sorted({*(n for n in GRID_ELEMENTS if n * width <= MAX_CURVE_BYTES),
                        parallel_min_elements * 5 // 4})
-        points, done = [], set()
+        points = []
         for n in grid:
-            fn, fresh, elements = _curve_call(kernels, name, n, rng)
-            if elements in done:  # a global pool's whole images: two grid sizes may round to one map
-                continue
-            done.add(elements)
-            points.append(kernel_time(f"{name}@{elements}",
-                                      probe_call_times(fn, repeats, _training_state(fresh, before, rewrite))))
-        while len(points) < 2:  # a map bigger than the grid's sizes: twice as many images (a curve needs two)
-            fn, fresh, elements = _curve_call(kernels, name, 2 * elements, rng)
-            points.append(kernel_time(f"{name}@{elements}",
-                                      probe_call_times(fn, repeats, _training_state(fresh, before, rewrite))))
+            fn, fresh = _curve_call(kernels, name, n, rng)
+            points.append(kernel_time(f"{name}@{n}", probe_call_times(fn, repeats, _training_state(fresh, before, rewrite))))
         curves[name] = points
     return curves
